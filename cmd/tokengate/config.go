@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tokengate/tokengate/extauthz/token"
+	"github.com/tokengate/tokengate/policy"
+)
+
+// Config is tokengate's configuration file. Every key is documented in
+// tokengate.example.yaml.
+type Config struct {
+	Listen       ListenConfig      `yaml:"listen"`
+	Log          LogConfig         `yaml:"log"`
+	Cache        CacheConfig       `yaml:"cache"`
+	JWKS         JWKSConfig        `yaml:"jwks"`
+	Tokens       TokensConfig      `yaml:"tokens"`
+	Issuers      []IssuerConfig    `yaml:"issuers"`
+	ClaimHeaders map[string]string `yaml:"claim_headers"`
+	Shutdown     ShutdownConfig    `yaml:"shutdown"`
+}
+
+type ListenConfig struct {
+	GRPC string `yaml:"grpc"`
+	HTTP string `yaml:"http"`
+}
+
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+type CacheConfig struct {
+	MaxEntries int `yaml:"max_entries"`
+}
+
+type JWKSConfig struct {
+	RefreshInterval    time.Duration `yaml:"refresh_interval"`
+	UnknownKIDInterval time.Duration `yaml:"unknown_kid_interval"`
+	Timeout            time.Duration `yaml:"timeout"`
+}
+
+type TokensConfig struct {
+	MaxBytes int `yaml:"max_bytes"`
+}
+
+type IssuerConfig struct {
+	Name              string        `yaml:"name"`
+	Issuer            string        `yaml:"issuer"`
+	JWKSURI           string        `yaml:"jwks_uri"`
+	Audiences         []string      `yaml:"audiences"`
+	Algorithms        []string      `yaml:"algorithms"`
+	HMACSecret        string        `yaml:"hmac_secret"`
+	Leeway            time.Duration `yaml:"leeway"`
+	MaxTokenLifetime  time.Duration `yaml:"max_token_lifetime"`
+	AllowInsecureHTTP bool          `yaml:"allow_insecure_http"`
+}
+
+type ShutdownConfig struct {
+	DrainDelay time.Duration `yaml:"drain_delay"`
+	Timeout    time.Duration `yaml:"timeout"`
+}
+
+// defaultConfig is the embedded default: loopback listeners, no issuers.
+func defaultConfig() Config {
+	return Config{
+		Listen:   ListenConfig{GRPC: "127.0.0.1:9191", HTTP: "127.0.0.1:8181"},
+		Log:      LogConfig{Level: "info", Format: "json"},
+		Cache:    CacheConfig{MaxEntries: 100_000},
+		JWKS:     JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
+		Tokens:   TokensConfig{MaxBytes: 16 << 10},
+		Shutdown: ShutdownConfig{DrainDelay: 5 * time.Second, Timeout: 15 * time.Second},
+	}
+}
+
+func issuerDefaults(ic *IssuerConfig) {
+	if ic.Leeway == 0 {
+		ic.Leeway = 30 * time.Second
+	}
+	if ic.MaxTokenLifetime == 0 {
+		ic.MaxTokenLifetime = time.Hour
+	}
+}
+
+// loadConfig reads YAML over the defaults, applies secrets from the
+// environment and validates everything, reporting all problems at once.
+// Unknown keys are errors.
+func loadConfig(r io.Reader, getenv func(string) string) (Config, error) {
+	cfg := defaultConfig()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return cfg, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	for i := range cfg.Issuers {
+		issuerDefaults(&cfg.Issuers[i])
+	}
+	applyEnv(&cfg, getenv)
+	return cfg, cfg.validate()
+}
+
+// envName is the environment variable that holds an issuer's HMAC secret:
+// TOKENGATE_ISSUER_<NAME>_HMAC_SECRET, the name upper-cased with '-' as '_'.
+func envName(issuerName string) string {
+	return "TOKENGATE_ISSUER_" + strings.ToUpper(strings.ReplaceAll(issuerName, "-", "_")) + "_HMAC_SECRET"
+}
+
+func applyEnv(cfg *Config, getenv func(string) string) {
+	for i := range cfg.Issuers {
+		if v := getenv(envName(cfg.Issuers[i].Name)); v != "" {
+			cfg.Issuers[i].HMACSecret = v
+		}
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+func (c Config) validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	for path, addr := range map[string]string{"listen.grpc": c.Listen.GRPC, "listen.http": c.Listen.HTTP} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(path, "want host:port, got %q", addr)
+		}
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		bad("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if !slices.Contains([]string{"json", "text"}, c.Log.Format) {
+		bad("log.format", "want json or text, got %q", c.Log.Format)
+	}
+	if c.Cache.MaxEntries < 0 {
+		bad("cache.max_entries", "must be 0 (off) or more")
+	}
+	if c.JWKS.RefreshInterval < time.Second {
+		bad("jwks.refresh_interval", "must be at least 1s")
+	}
+	if c.JWKS.UnknownKIDInterval < time.Second {
+		bad("jwks.unknown_kid_interval", "must be at least 1s")
+	}
+	if c.JWKS.Timeout <= 0 {
+		bad("jwks.timeout", "must be positive")
+	}
+	if c.Tokens.MaxBytes < 256 || c.Tokens.MaxBytes > 1<<20 {
+		bad("tokens.max_bytes", "must be between 256 and 1048576")
+	}
+	if c.Shutdown.DrainDelay < 0 || c.Shutdown.Timeout <= 0 {
+		bad("shutdown", "drain_delay must be 0 or more and timeout positive")
+	}
+	if len(c.Issuers) == 0 {
+		bad("issuers", "at least one issuer is required")
+	}
+	names, issuers := map[string]bool{}, map[string]bool{}
+	for i, ic := range c.Issuers {
+		p := fmt.Sprintf("issuers[%d]", i)
+		if !nameRE.MatchString(ic.Name) {
+			bad(p+".name", "want lower-case letters, digits, '-' or '_', got %q", ic.Name)
+		} else if names[ic.Name] {
+			bad(p+".name", "%q is used twice", ic.Name)
+		}
+		names[ic.Name] = true
+		if ic.Issuer == "" {
+			bad(p+".issuer", "required")
+		} else if issuers[ic.Issuer] {
+			bad(p+".issuer", "%q is configured twice", ic.Issuer)
+		}
+		issuers[ic.Issuer] = true
+		if len(ic.Audiences) == 0 {
+			bad(p+".audiences", "at least one audience is required")
+		}
+		for j, a := range ic.Audiences {
+			if a == "" {
+				bad(fmt.Sprintf("%s.audiences[%d]", p, j), "empty")
+			}
+		}
+		for j, a := range ic.Algorithms {
+			ap := fmt.Sprintf("%s.algorithms[%d]", p, j)
+			switch {
+			case strings.EqualFold(a, "none"):
+				bad(ap, "none is never allowed")
+			case strings.HasPrefix(a, "HS") && ic.HMACSecret == "":
+				bad(ap, "%s needs hmac_secret (or %s)", a, envName(ic.Name))
+			case !knownAlgorithm(a):
+				bad(ap, "unknown algorithm %q", a)
+			}
+		}
+		if ic.HMACSecret != "" && len(ic.HMACSecret) < 32 {
+			bad(p+".hmac_secret", "must be at least 32 bytes")
+		}
+		switch {
+		case ic.JWKSURI != "":
+			if err := checkURL(ic.JWKSURI, ic.AllowInsecureHTTP); err != nil {
+				bad(p+".jwks_uri", "%v", err)
+			}
+		case ic.HMACSecret != "":
+			// HMAC only: no keys to fetch.
+		default:
+			if err := checkURL(ic.Issuer, ic.AllowInsecureHTTP); err != nil {
+				bad(p+".jwks_uri", "empty, and the issuer is not a URL for OIDC discovery: %v", err)
+			}
+		}
+		if ic.Leeway < 0 || ic.Leeway > 5*time.Minute {
+			bad(p+".leeway", "must be between 0 and 5m")
+		}
+		if ic.MaxTokenLifetime <= 0 || ic.MaxTokenLifetime > 7*24*time.Hour {
+			bad(p+".max_token_lifetime", "must be between 1s and 168h")
+		}
+	}
+	if _, err := policy.NewHeaderMap(c.ClaimHeaders); err != nil {
+		bad("claim_headers", "%v", err)
+	}
+	return errors.Join(errs...)
+}
+
+func knownAlgorithm(a string) bool {
+	return slices.Contains([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+		"ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512"}, a)
+}
+
+// checkURL requires https, except on loopback or when explicitly allowed.
+func checkURL(raw string, allowHTTP bool) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("not an absolute URL: %q", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if allowHTTP || isLoopback(u.Hostname()) {
+			return nil
+		}
+		return fmt.Errorf("%q is plain http; use https or set allow_insecure_http", raw)
+	}
+	return fmt.Errorf("unsupported scheme in %q", raw)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// verifierIssuers converts the validated issuer configuration.
+func (c Config) verifierIssuers() []token.Issuer {
+	out := make([]token.Issuer, 0, len(c.Issuers))
+	for _, ic := range c.Issuers {
+		ti := token.Issuer{
+			Name:             ic.Name,
+			Issuer:           ic.Issuer,
+			JWKSURI:          ic.JWKSURI,
+			Audiences:        ic.Audiences,
+			Algorithms:       ic.Algorithms,
+			Leeway:           ic.Leeway,
+			MaxTokenLifetime: ic.MaxTokenLifetime,
+		}
+		if ic.HMACSecret != "" {
+			ti.HMACSecret = []byte(ic.HMACSecret)
+		}
+		out = append(out, ti)
+	}
+	return out
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tokengate/tokengate/extauthz/token/tokentest"
+)
+
+const devAudience = "tokengate-dev"
+
+// runDev serves on loopback with a development issuer whose key is generated
+// at start. It is the README's run command: nothing else needs installing.
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Listen.GRPC, "grpc", cfg.Listen.GRPC, "gRPC listen address (loopback only)")
+	fs.StringVar(&cfg.Listen.HTTP, "http", cfg.Listen.HTTP, "HTTP listen address (loopback only)")
+	fs.StringVar(&cfg.Log.Format, "log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.Shutdown.DrainDelay = 0
+	for _, addr := range []string{cfg.Listen.GRPC, cfg.Listen.HTTP} {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil || !isLoopback(host) {
+			return fmt.Errorf("dev: %q is not a loopback address; dev mode never listens beyond this machine", addr)
+		}
+	}
+	grpcLis, err := net.Listen("tcp", cfg.Listen.GRPC)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	httpLis, err := net.Listen("tcp", cfg.Listen.HTTP)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("dev: %w", err)
+	}
+	base := "http://" + httpLis.Addr().String() + "/dev"
+	iss, err := tokentest.New(base, devAudience)
+	if err != nil {
+		return err
+	}
+	cfg.Issuers = []IssuerConfig{{
+		Name:      "dev",
+		Issuer:    base,
+		JWKSURI:   base + "/jwks.json",
+		Audiences: []string{devAudience},
+	}}
+	issuerDefaults(&cfg.Issuers[0])
+	cfg.JWKS.RefreshInterval = time.Minute
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	return serve(ctx, cfg, log, serveHooks{
+		grpcListener: grpcLis,
+		httpListener: httpLis,
+		mount: func(mux *http.ServeMux) {
+			mux.Handle("GET /dev/", http.StripPrefix("/dev", iss.Handler()))
+			mux.Handle("POST /dev/token", devTokenHandler(iss))
+		},
+		started: func(grpcAddr, httpAddr string) {
+			tok, err := iss.Mint("dev-user", 15*time.Minute, nil)
+			if err != nil {
+				return
+			}
+			fmt.Fprint(stdout, devBanner(grpcAddr, httpAddr, tok))
+		},
+	})
+}
+
+// devTokenHandler mints a token: POST {"sub": "...", "ttl": "15m", "claims": {...}}.
+func devTokenHandler(iss *tokentest.Issuer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Sub    string         `json:"sub"`
+			TTL    string         `json:"ttl"`
+			Claims map[string]any `json:"claims"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			devError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+			return
+		}
+		if req.Sub == "" {
+			req.Sub = "dev-user"
+		}
+		ttl := 15 * time.Minute
+		if req.TTL != "" {
+			d, err := time.ParseDuration(req.TTL)
+			if err != nil || d <= 0 || d > time.Hour {
+				devError(w, http.StatusBadRequest, "ttl must be a duration between 1s and 1h")
+				return
+			}
+			ttl = d
+		}
+		for _, k := range []string{"iss", "iat", "exp"} {
+			delete(req.Claims, k)
+		}
+		tok, err := iss.Mint(req.Sub, ttl, req.Claims)
+		if err != nil {
+			devError(w, http.StatusInternalServerError, "sign: "+err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		json.NewEncoder(w).Encode(map[string]any{"token": tok, "expires_in": int(ttl.Seconds())})
+	})
+}
+
+func devError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+func devBanner(grpcAddr, httpAddr, tok string) string {
+	line := strings.Repeat("!", 78)
+	return fmt.Sprintf(`%[1]s
+!! tokengate DEV MODE — for development only. The issuer key is generated at
+!! start and anyone on this machine can mint tokens at POST /dev/token.
+!! Never use dev mode in front of real traffic.
+%[1]s
+
+gRPC ext_authz:  %[2]s
+HTTP:            http://%[3]s  (/healthz /readyz /metrics /dev/jwks.json)
+
+A token for sub "dev-user", valid 15 minutes:
+
+  TOKEN=%[4]s
+
+Check it as Envoy would (grpcurl uses the server's reflection):
+
+  grpcurl -plaintext -d '{"attributes":{"request":{"http":{"method":"GET","path":"/","headers":{"authorization":"Bearer '"$TOKEN"'"}}}}}' \
+    %[2]s envoy.service.auth.v3.Authorization/Check
+
+Mint another:
+
+  curl -s -X POST http://%[3]s/dev/token -d '{"sub":"alice","ttl":"5m","claims":{"roles":["admin"]}}'
+
+`, line, grpcAddr, httpAddr, tok)
+}

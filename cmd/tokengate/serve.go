@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/tokengate/tokengate/extauthz"
+	"github.com/tokengate/tokengate/extauthz/health"
+	"github.com/tokengate/tokengate/extauthz/token"
+	"github.com/tokengate/tokengate/policy"
+)
+
+// serveHooks let `dev` and tests reuse serve: listeners bound in advance,
+// extra HTTP routes, and a callback once both listeners serve.
+type serveHooks struct {
+	grpcListener, httpListener net.Listener
+	mount                      func(mux *http.ServeMux)
+	started                    func(grpcAddr, httpAddr string)
+}
+
+// serve wires tokengate from a validated configuration and runs it until ctx
+// ends, then shuts down: NOT_SERVING, drain delay, graceful stop.
+func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tokengate_build_info", Help: "Always 1; the version label says which build runs.",
+	}, []string{"version"})
+	buildInfo.WithLabelValues(version).Set(1)
+	jwksFetches := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokengate_jwks_fetches_total",
+		Help: "JWKS fetches by issuer and result (changed, unchanged, error).",
+	}, []string{"issuer", "result"})
+	reg.MustRegister(buildInfo, jwksFetches)
+
+	headers, err := policy.NewHeaderMap(cfg.ClaimHeaders)
+	if err != nil {
+		return err
+	}
+	h := health.New()
+	for _, ic := range cfg.Issuers {
+		h.Register("issuer/"+ic.Name, "keys not loaded yet")
+	}
+	verifier, err := token.New(token.Options{
+		Issuers:            cfg.verifierIssuers(),
+		CacheMaxEntries:    cfg.Cache.MaxEntries,
+		MaxTokenBytes:      cfg.Tokens.MaxBytes,
+		RefreshInterval:    cfg.JWKS.RefreshInterval,
+		UnknownKIDInterval: cfg.JWKS.UnknownKIDInterval,
+		HTTPClient:         &http.Client{Timeout: cfg.JWKS.Timeout},
+		Logger:             log,
+		Derive:             extauthz.Derive(headers),
+		OnFetch: func(issuer, result string) {
+			jwksFetches.WithLabelValues(issuer, result).Inc()
+			if result != "error" {
+				h.Set("issuer/"+issuer, true, "")
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	for name, loaded := range verifier.Loaded() {
+		if loaded {
+			h.Set("issuer/"+name, true, "")
+		}
+	}
+	authz := extauthz.NewServer(extauthz.Options{
+		Verifier: verifier,
+		Headers:  headers,
+		Metrics:  extauthz.NewMetrics(reg),
+		Logger:   log,
+	})
+
+	grpcLis, httpLis := hooks.grpcListener, hooks.httpListener
+	if grpcLis == nil {
+		if grpcLis, err = net.Listen("tcp", cfg.Listen.GRPC); err != nil {
+			return fmt.Errorf("listen.grpc: %w", err)
+		}
+	}
+	if httpLis == nil {
+		if httpLis, err = net.Listen("tcp", cfg.Listen.HTTP); err != nil {
+			grpcLis.Close()
+			return fmt.Errorf("listen.http: %w", err)
+		}
+	}
+
+	gs := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(1<<20),
+	)
+	authv3.RegisterAuthorizationServer(gs, authz)
+	healthpb.RegisterHealthServer(gs, h.GRPC())
+	reflection.Register(gs)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /readyz", h)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if hooks.mount != nil {
+		hooks.mount(mux)
+	}
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return verifier.Run(gctx) })
+	g.Go(func() error {
+		if err := gs.Serve(grpcLis); err != nil {
+			return fmt.Errorf("grpc: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := hs.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutdown(log, cfg.Shutdown, h, gs, hs)
+		return nil
+	})
+	log.Info("serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
+		"issuers", len(cfg.Issuers), "version", version)
+	if hooks.started != nil {
+		hooks.started(grpcLis.Addr().String(), httpLis.Addr().String())
+	}
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// shutdown: go NOT_SERVING so health checks steer traffic away, wait the drain
+// delay, then stop gracefully within the timeout (forcefully after it).
+func shutdown(log *slog.Logger, c ShutdownConfig, h *health.Health, gs *grpc.Server, hs *http.Server) {
+	log.Info("shutting down", "drain_delay", c.DrainDelay)
+	h.Shutdown()
+	time.Sleep(c.DrainDelay)
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		log.Warn("grpc drain timed out; closing connections")
+		gs.Stop()
+	}
+	if err := hs.Shutdown(ctx); err != nil {
+		hs.Close()
+	}
+}

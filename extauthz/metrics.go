@@ -1,0 +1,66 @@
+package extauthz
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the adapter's Prometheus series. Label values come only from
+// the closed set of reasons.
+type Metrics struct {
+	decisions [numReasons]prometheus.Counter
+	errors    prometheus.Counter
+	duration  prometheus.Observer
+}
+
+// NewMetrics registers the adapter's series with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokengate_check_decisions_total",
+		Help: "Check answers by decision (allow, deny) and reason.",
+	}, []string{"decision", "reason"})
+	errs := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tokengate_check_errors_total",
+		Help: "Checks answered with a gRPC error because no decision could be made.",
+	})
+	duration := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "tokengate_check_duration_seconds",
+		Help:    "Time to decide one Check, in process.",
+		Buckets: []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025, 0.1},
+	})
+	if reg != nil {
+		reg.MustRegister(decisions, errs, duration)
+	}
+	m := &Metrics{errors: errs, duration: duration}
+	for _, r := range Reasons() {
+		decision := "deny"
+		if r == ReasonAllowed {
+			decision = "allow"
+		}
+		m.decisions[r] = decisions.WithLabelValues(decision, r.String())
+	}
+	return m
+}
+
+func (m *Metrics) observe(r Reason, start time.Time) {
+	m.decisions[r].Inc()
+	m.duration.Observe(time.Since(start).Seconds())
+}
+
+func (m *Metrics) observeError(start time.Time) {
+	m.errors.Inc()
+	m.duration.Observe(time.Since(start).Seconds())
+}
+
+// subjectHash identifies a subject in logs without writing it: the first 12
+// hex digits of its SHA-256.
+func subjectHash(sub string) string {
+	if sub == "" {
+		return ""
+	}
+	h := sha256.Sum256([]byte(sub))
+	return hex.EncodeToString(h[:6])
+}

@@ -1,0 +1,140 @@
+package extauthz
+
+import (
+	"encoding/json"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/tokengate/tokengate/extauthz/token"
+	"github.com/tokengate/tokengate/policy"
+)
+
+// Realm is the RFC 6750 realm in every challenge.
+const Realm = "tokengate"
+
+var okStatus = &status.Status{Code: int32(codes.OK)}
+
+// allowed is what an allow answer needs for one identity. It is built once per
+// verified token (kept with it in the verifier's cache) and shared, read only,
+// by every answer for that token.
+type allowed struct {
+	ok            *authv3.OkHttpResponse
+	iss, sub, jti *structpb.Value
+}
+
+// Derive returns the function the verifier calls once per verified token to
+// prepare its allow answer: identity headers set with OVERWRITE_IF_EXISTS_OR_ADD,
+// and every identity header it does not set listed in headers_to_remove.
+func Derive(headers *policy.HeaderMap) func(*token.Identity) any {
+	return func(id *token.Identity) any { return newAllowed(headers, id) }
+}
+
+func newAllowed(headers *policy.HeaderMap, id *token.Identity) *allowed {
+	set := headers.Headers(id.Issuer, id.Subject, id.TokenID, id.Claims)
+	ok := &authv3.OkHttpResponse{Headers: make([]*corev3.HeaderValueOption, 0, len(set))}
+	isSet := make(map[string]bool, len(set))
+	for _, h := range set {
+		isSet[h.Name] = true
+		ok.Headers = append(ok.Headers, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h.Name, Value: h.Value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	for _, name := range headers.Names() {
+		if !isSet[name] {
+			ok.HeadersToRemove = append(ok.HeadersToRemove, name)
+		}
+	}
+	return &allowed{
+		ok:  ok,
+		iss: structpb.NewStringValue(id.Issuer),
+		sub: structpb.NewStringValue(id.Subject),
+		jti: structpb.NewStringValue(id.TokenID),
+	}
+}
+
+func allowResponse(a *allowed, decisionID string) *authv3.CheckResponse {
+	return &authv3.CheckResponse{
+		Status:       okStatus,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: a.ok},
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"reason":      reasonValues[ReasonAllowed],
+			"decision_id": structpb.NewStringValue(decisionID),
+			"iss":         a.iss,
+			"sub":         a.sub,
+			"jti":         a.jti,
+		}},
+	}
+}
+
+// denial is the fixed part of a denied answer for one reason.
+type denial struct {
+	status *status.Status
+	http   *authv3.CheckResponse_DeniedResponse
+}
+
+var (
+	denials      [numReasons]denial
+	reasonValues [numReasons]*structpb.Value
+)
+
+func init() {
+	for _, r := range Reasons() {
+		reasonValues[r] = structpb.NewStringValue(r.String())
+		if r != ReasonAllowed {
+			denials[r] = newDenial(r)
+		}
+	}
+}
+
+func newDenial(r Reason) denial {
+	code, errCode := codes.Unauthenticated, "invalid_token"
+	challenge := `Bearer realm="` + Realm + `"`
+	if r != ReasonTokenMissing {
+		// RFC 6750 §3.1: a request without a token gets no error code.
+		challenge += `, error="` + errCode + `", error_description="` + r.description() + `"`
+	}
+	body, _ := json.Marshal(map[string]string{"error": errCode, "reason": r.String()})
+	return denial{
+		status: &status.Status{Code: int32(code), Message: r.String()},
+		http: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode(r.HTTPStatus())},
+			Headers: []*corev3.HeaderValueOption{
+				header("www-authenticate", challenge),
+				header("content-type", "application/json"),
+				header("cache-control", "no-store"),
+			},
+			Body: string(body),
+		}},
+	}
+}
+
+func header(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+func denyResponse(r Reason, decisionID string, id *token.Identity) *authv3.CheckResponse {
+	fields := map[string]*structpb.Value{
+		"reason":      reasonValues[r],
+		"decision_id": structpb.NewStringValue(decisionID),
+	}
+	if id != nil {
+		fields["iss"] = structpb.NewStringValue(id.Issuer)
+		fields["sub"] = structpb.NewStringValue(id.Subject)
+		fields["jti"] = structpb.NewStringValue(id.TokenID)
+	}
+	d := denials[r]
+	return &authv3.CheckResponse{
+		Status:          d.status,
+		HttpResponse:    d.http,
+		DynamicMetadata: &structpb.Struct{Fields: fields},
+	}
+}

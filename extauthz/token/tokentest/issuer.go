@@ -1,0 +1,194 @@
+// Package tokentest is a small token issuer for tests, benchmarks and
+// `tokengate dev`: it generates signing keys, serves them as a JWKS (and an
+// OIDC discovery document) over HTTP, and mints signed JWTs. It is the
+// counterpart of the verifier, the way httptest is of net/http.
+package tokentest
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/MicahParks/jwkset"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Issuer signs tokens with keys it generated.
+type Issuer struct {
+	// URL is the iss claim of minted tokens; for discovery it must be where
+	// Handler is served.
+	URL string
+	// Audience is the default aud of minted tokens.
+	Audience string
+
+	mu      sync.RWMutex
+	keys    []signer // published; the first one signs by default
+	fetches atomic.Int64
+	jwksErr atomic.Bool
+}
+
+type signer struct {
+	kid    string
+	method jwt.SigningMethod
+	key    crypto.Signer
+}
+
+// New returns an issuer with one RSA-2048 key (RS256).
+func New(url, audience string) (*Issuer, error) {
+	iss := &Issuer{URL: url, Audience: audience}
+	if _, err := iss.AddKey("RS256"); err != nil {
+		return nil, err
+	}
+	return iss, nil
+}
+
+// AddKey generates a key for alg (RS256, PS256, ES256 or ES384), publishes it
+// and makes it the default signer. It returns its kid.
+func (iss *Issuer) AddKey(alg string) (string, error) {
+	var (
+		key crypto.Signer
+		err error
+	)
+	switch alg {
+	case "RS256", "PS256":
+		key, err = rsa.GenerateKey(rand.Reader, 2048)
+	case "ES256":
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "ES384":
+		key, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	default:
+		return "", fmt.Errorf("tokentest: unsupported algorithm %s", alg)
+	}
+	if err != nil {
+		return "", err
+	}
+	kid := randomID()
+	iss.mu.Lock()
+	iss.keys = append([]signer{{kid: kid, method: jwt.GetSigningMethod(alg), key: key}}, iss.keys...)
+	iss.mu.Unlock()
+	return kid, nil
+}
+
+// PublicKey returns the public key with the given kid, or nil.
+func (iss *Issuer) PublicKey(kid string) crypto.PublicKey {
+	iss.mu.RLock()
+	defer iss.mu.RUnlock()
+	for _, s := range iss.keys {
+		if s.kid == kid {
+			return s.key.Public()
+		}
+	}
+	return nil
+}
+
+// KID returns the default signing key's id.
+func (iss *Issuer) KID() string {
+	iss.mu.RLock()
+	defer iss.mu.RUnlock()
+	return iss.keys[0].kid
+}
+
+// JWKS is the public key set, as served.
+func (iss *Issuer) JWKS() ([]byte, error) {
+	iss.mu.RLock()
+	defer iss.mu.RUnlock()
+	store := jwkset.NewMemoryStorage()
+	for _, s := range iss.keys {
+		jwk, err := jwkset.NewJWKFromKey(s.key.Public(), jwkset.JWKOptions{
+			Metadata: jwkset.JWKMetadataOptions{KID: s.kid, ALG: jwkset.ALG(s.method.Alg()), USE: jwkset.UseSig},
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := store.KeyWrite(context.Background(), jwk); err != nil {
+			return nil, err
+		}
+	}
+	return store.JSONPublic(context.Background())
+}
+
+// Fetches counts JWKS requests served by Handler.
+func (iss *Issuer) Fetches() int64 { return iss.fetches.Load() }
+
+// FailJWKS makes Handler answer 503 for the JWKS while on, as an IdP outage.
+func (iss *Issuer) FailJWKS(on bool) { iss.jwksErr.Store(on) }
+
+// Handler serves /jwks.json and /.well-known/openid-configuration.
+func (iss *Issuer) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /jwks.json", func(w http.ResponseWriter, r *http.Request) {
+		iss.fetches.Add(1)
+		if iss.jwksErr.Load() {
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		body, err := iss.JWKS()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	})
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{"issuer": iss.URL, "jwks_uri": iss.URL + "/jwks.json"})
+	})
+	return mux
+}
+
+// Claims returns the claims of a fresh token for sub, valid for ttl: iss,
+// aud, sub, jti, iat and exp.
+func (iss *Issuer) Claims(sub string, ttl time.Duration) jwt.MapClaims {
+	now := time.Now()
+	return jwt.MapClaims{
+		"iss": iss.URL,
+		"aud": iss.Audience,
+		"sub": sub,
+		"jti": randomID(),
+		"iat": now.Unix(),
+		"exp": now.Add(ttl).Unix(),
+	}
+}
+
+// Mint signs a fresh token for sub, valid for ttl, with extra claims merged in.
+func (iss *Issuer) Mint(sub string, ttl time.Duration, extra map[string]any) (string, error) {
+	c := iss.Claims(sub, ttl)
+	maps.Copy(c, extra)
+	return iss.Sign(c, nil)
+}
+
+// Sign signs claims with the default key. header entries are set on the JWS
+// header after kid and typ, so a test can override or delete (nil) them.
+func (iss *Issuer) Sign(claims jwt.MapClaims, header map[string]any) (string, error) {
+	iss.mu.RLock()
+	s := iss.keys[0]
+	iss.mu.RUnlock()
+	t := jwt.NewWithClaims(s.method, claims)
+	t.Header["kid"] = s.kid
+	for k, v := range header {
+		if v == nil {
+			delete(t.Header, k)
+			continue
+		}
+		t.Header[k] = v
+	}
+	return t.SignedString(s.key)
+}
+
+func randomID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

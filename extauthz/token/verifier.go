@@ -1,0 +1,365 @@
+// Package token verifies bearer JWTs: signature with keys bound to the token's
+// issuer (JWKS through keyfunc, or an HMAC secret), header type, algorithm
+// allowlist, time claims, audience and lifetime. Verified tokens are cached by
+// the SHA-256 of their bytes until they expire or their issuer's keys change.
+//
+// Revocation and route policy are not this package's job: they are checked by
+// the caller on every request, after the cache.
+package token
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/maypok86/otter/v2"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+)
+
+// DefaultAlgorithms are accepted when an issuer lists none. HS* is never among
+// them: it is added only for an issuer configured with an HMAC secret.
+var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"}
+
+// Issuer is one trusted token issuer.
+type Issuer struct {
+	// Name labels the issuer in metrics, logs and health components.
+	Name string
+	// Issuer is matched exactly against the token's iss claim.
+	Issuer string
+	// JWKSURI is where the keys are; empty means OIDC discovery at
+	// {Issuer}/.well-known/openid-configuration, unless HMACSecret is set and
+	// the issuer is HMAC only.
+	JWKSURI string
+	// Audiences: the token's aud must contain at least one.
+	Audiences []string
+	// Algorithms is the allowlist; nil means DefaultAlgorithms (plus HS256,
+	// HS384 and HS512 when HMACSecret is set).
+	Algorithms []string
+	// HMACSecret verifies HS* tokens of this issuer, and nothing else.
+	HMACSecret []byte
+	// Leeway tolerates clock skew on exp, nbf and iat.
+	Leeway time.Duration
+	// MaxTokenLifetime bounds exp − iat: revocations are kept only that long.
+	MaxTokenLifetime time.Duration
+}
+
+// Options configure a Verifier.
+type Options struct {
+	Issuers []Issuer
+	// CacheMaxEntries bounds the verified-token cache; 0 disables it.
+	CacheMaxEntries int
+	// MaxTokenBytes: longer tokens are malformed without further work.
+	MaxTokenBytes int
+	// RefreshInterval is how often each JWKS is fetched again.
+	RefreshInterval time.Duration
+	// UnknownKIDInterval is the least time between two fetches caused by
+	// tokens with an unknown kid, per issuer.
+	UnknownKIDInterval time.Duration
+	// HTTPClient fetches JWKS and discovery documents.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	Now        func() time.Time
+	// Derive, when set, is called once per verified token; its result is
+	// kept in Identity.Derived for as long as the token stays cached (the
+	// adapter keeps its ready-made upstream headers there).
+	Derive func(*Identity) any
+	// OnFetch observes every JWKS fetch: issuer name and "changed",
+	// "unchanged" or "error".
+	OnFetch func(issuer, result string)
+}
+
+// Identity is what a verified token says. It is shared between requests and
+// must not be modified.
+type Identity struct {
+	Issuer     string // the iss claim
+	IssuerName string // the configured name
+	Subject    string
+	TokenID    string // jti
+	SessionID  string // sid
+	Audience   []string
+	IssuedAt   time.Time
+	ExpiresAt  time.Time
+	Claims     map[string]any
+	Derived    any
+}
+
+// Verifier verifies tokens. It is safe for concurrent use.
+type Verifier struct {
+	issuers  map[string]*issuer
+	ordered  []*issuer
+	parser   *jwt.Parser
+	cache    *otter.Cache[[sha256.Size]byte, *entry]
+	maxBytes int
+	now      func() time.Time
+	derive   func(*Identity) any
+}
+
+type issuer struct {
+	cfg       Issuer
+	allowed   map[string]bool
+	validator *jwt.Validator
+	keys      *keySet // nil for an HMAC-only issuer
+}
+
+type entry struct {
+	id   *Identity
+	keys *keys // the key set that verified it; nil for HMAC
+	iss  *issuer
+}
+
+// New builds a Verifier. Keys are fetched by Run.
+func New(opts Options) (*Verifier, error) {
+	if len(opts.Issuers) == 0 {
+		return nil, errors.New("no issuers")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if opts.RefreshInterval <= 0 {
+		opts.RefreshInterval = 15 * time.Minute
+	}
+	if opts.UnknownKIDInterval <= 0 {
+		opts.UnknownKIDInterval = 30 * time.Second
+	}
+	if opts.MaxTokenBytes <= 0 {
+		opts.MaxTokenBytes = 16 << 10
+	}
+	if opts.OnFetch == nil {
+		opts.OnFetch = func(string, string) {}
+	}
+	v := &Verifier{
+		issuers:  make(map[string]*issuer, len(opts.Issuers)),
+		maxBytes: opts.MaxTokenBytes,
+		now:      opts.Now,
+		derive:   opts.Derive,
+		// Claims are validated per issuer (leeway and audiences differ), after
+		// the signature; the keyfunc enforces each issuer's algorithms.
+		parser: jwt.NewParser(jwt.WithoutClaimsValidation()),
+	}
+	if opts.CacheMaxEntries > 0 {
+		c, err := otter.New(&otter.Options[[sha256.Size]byte, *entry]{
+			MaximumSize: opts.CacheMaxEntries,
+			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[[sha256.Size]byte, *entry]) time.Duration {
+				return e.Value.id.ExpiresAt.Sub(v.now())
+			}),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("verified-token cache: %w", err)
+		}
+		v.cache = c
+	}
+	for _, cfg := range opts.Issuers {
+		if _, dup := v.issuers[cfg.Issuer]; dup {
+			return nil, fmt.Errorf("issuer %q configured twice", cfg.Issuer)
+		}
+		algs := cfg.Algorithms
+		if algs == nil {
+			algs = DefaultAlgorithms
+			if len(cfg.HMACSecret) > 0 {
+				algs = append(slices.Clone(algs), "HS256", "HS384", "HS512")
+			}
+		}
+		iss := &issuer{cfg: cfg, allowed: make(map[string]bool, len(algs))}
+		for _, a := range algs {
+			if strings.HasPrefix(a, "HS") && len(cfg.HMACSecret) == 0 {
+				return nil, fmt.Errorf("issuer %q: algorithm %s needs an hmac secret", cfg.Issuer, a)
+			}
+			if a == "none" {
+				return nil, fmt.Errorf("issuer %q: algorithm none is never allowed", cfg.Issuer)
+			}
+			iss.allowed[a] = true
+		}
+		if cfg.MaxTokenLifetime <= 0 {
+			return nil, fmt.Errorf("issuer %q: max token lifetime must be positive", cfg.Issuer)
+		}
+		if len(cfg.Audiences) == 0 {
+			return nil, fmt.Errorf("issuer %q: no audiences", cfg.Issuer)
+		}
+		iss.validator = jwt.NewValidator(
+			jwt.WithLeeway(cfg.Leeway),
+			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+			jwt.WithAudience(cfg.Audiences...),
+			jwt.WithTimeFunc(opts.Now),
+		)
+		if cfg.JWKSURI != "" || len(cfg.HMACSecret) == 0 {
+			iss.keys = &keySet{
+				issuer:   cfg.Issuer,
+				jwksURI:  cfg.JWKSURI,
+				client:   opts.HTTPClient,
+				log:      opts.Logger,
+				interval: opts.RefreshInterval,
+				limiter:  rate.NewLimiter(rate.Every(opts.UnknownKIDInterval), 1),
+				onChange: v.flush,
+				observe:  func(result string) { opts.OnFetch(cfg.Name, result) },
+			}
+		}
+		v.issuers[cfg.Issuer] = iss
+		v.ordered = append(v.ordered, iss)
+	}
+	return v, nil
+}
+
+// Run keeps every issuer's keys current until ctx ends.
+func (v *Verifier) Run(ctx context.Context) error {
+	var g errgroup.Group
+	for _, iss := range v.ordered {
+		if iss.keys != nil {
+			g.Go(func() error { iss.keys.run(ctx); return nil })
+		}
+	}
+	return g.Wait()
+}
+
+// Loaded reports, per configured issuer name, whether its keys have loaded at
+// least once. HMAC-only issuers are always loaded.
+func (v *Verifier) Loaded() map[string]bool {
+	m := make(map[string]bool, len(v.ordered))
+	for _, iss := range v.ordered {
+		m[iss.cfg.Name] = iss.keys == nil || iss.keys.load() != nil
+	}
+	return m
+}
+
+// Refresh fetches the named issuer's keys now (for example when the IdP says
+// its signing keys changed) and flushes the cache if they did.
+func (v *Verifier) Refresh(ctx context.Context, issuerName string) error {
+	for _, iss := range v.ordered {
+		if iss.cfg.Name == issuerName && iss.keys != nil {
+			return iss.keys.refresh(ctx)
+		}
+	}
+	return fmt.Errorf("issuer %q has no jwks", issuerName)
+}
+
+func (v *Verifier) flush() {
+	if v.cache != nil {
+		v.cache.InvalidateAll()
+	}
+}
+
+// Verify checks a raw compact JWS. It returns the identity, or an error that
+// wraps one of the package's sentinels. ErrKeysUnavailable means no decision
+// can be made yet.
+func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
+	if !wellFormed(raw, v.maxBytes) {
+		return nil, ErrMalformed
+	}
+	now := v.now()
+	var key [sha256.Size]byte
+	if v.cache != nil {
+		key = sha256.Sum256([]byte(raw))
+		if e, ok := v.cache.GetIfPresent(key); ok && e.current(now) {
+			return e.id, nil
+		}
+	}
+	e, err := v.verify(ctx, raw, now)
+	if err != nil {
+		return nil, err
+	}
+	if v.cache != nil {
+		v.cache.Set(key, e)
+	}
+	return e.id, nil
+}
+
+// current reports whether a cached entry still stands: not expired, and
+// verified by the key set its issuer publishes now.
+func (e *entry) current(now time.Time) bool {
+	if !now.Before(e.id.ExpiresAt) {
+		return false
+	}
+	return e.keys == nil || e.iss.keys.load() == e.keys
+}
+
+func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*entry, error) {
+	claims := jwt.MapClaims{}
+	var (
+		iss  *issuer
+		used *keys
+	)
+	_, err := v.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		var err error
+		iss, err = v.issuerFor(t)
+		if err != nil {
+			return nil, err
+		}
+		if strings.HasPrefix(t.Method.Alg(), "HS") {
+			return iss.cfg.HMACSecret, nil
+		}
+		var key any
+		key, used, err = iss.keys.lookup(ctx, t)
+		return key, err
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	if err := iss.validator.Validate(claims); err != nil {
+		return nil, classify(err)
+	}
+	id, err := identity(iss, claims)
+	if err != nil {
+		return nil, err
+	}
+	if v.derive != nil {
+		id.Derived = v.derive(id)
+	}
+	return &entry{id: id, iss: iss, keys: used}, nil
+}
+
+// issuerFor runs inside the parser, before any signature work: it binds the
+// token to its issuer and enforces that issuer's header rules.
+func (v *Verifier) issuerFor(t *jwt.Token) (*issuer, error) {
+	if _, ok := t.Header["crit"]; ok {
+		// RFC 7515 §4.1.11: we understand no extensions, so we must reject.
+		return nil, ErrMalformed
+	}
+	if kid, ok := t.Header["kid"]; ok {
+		if _, ok := kid.(string); !ok {
+			return nil, ErrMalformed
+		}
+	}
+	if typ, ok := t.Header["typ"]; ok && !accessTokenType(typ) {
+		return nil, ErrType
+	}
+	claims := t.Claims.(jwt.MapClaims)
+	name, _ := claims["iss"].(string)
+	iss, ok := v.issuers[name]
+	if !ok {
+		return nil, ErrIssuerUnknown
+	}
+	alg := t.Method.Alg()
+	if !iss.allowed[alg] {
+		return nil, ErrAlgorithm
+	}
+	if !strings.HasPrefix(alg, "HS") && iss.keys == nil {
+		return nil, ErrAlgorithm
+	}
+	return iss, nil
+}
+
+func accessTokenType(typ any) bool {
+	s, ok := typ.(string)
+	if !ok {
+		return false
+	}
+	switch strings.ToLower(s) {
+	case "jwt", "at+jwt", "application/at+jwt":
+		return true
+	}
+	return false
+}
