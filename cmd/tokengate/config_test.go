@@ -1,0 +1,112 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func grpcCode(err error) codes.Code { return status.Code(err) }
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := loadConfig(strings.NewReader(`
+issuers:
+  - name: fusionauth
+    issuer: https://auth.example.com
+    audiences: [app-1]
+`), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic := cfg.Issuers[0]
+	if ic.Leeway != 30*time.Second || ic.MaxTokenLifetime != time.Hour {
+		t.Errorf("issuer defaults: leeway %v, lifetime %v; want 30s, 1h", ic.Leeway, ic.MaxTokenLifetime)
+	}
+	if cfg.Listen.GRPC != "127.0.0.1:9191" || cfg.Listen.HTTP != "127.0.0.1:8181" || cfg.Cache.MaxEntries != 100000 {
+		t.Errorf("defaults: %+v %+v", cfg.Listen, cfg.Cache)
+	}
+}
+
+// TestConfigReportsEveryProblem: one load names every problem with its path.
+func TestConfigReportsEveryProblem(t *testing.T) {
+	_, err := loadConfig(strings.NewReader(`
+listen: {grpc: "nope"}
+log: {level: loud}
+issuers:
+  - name: Bad Name
+    issuer: https://a.example
+    audiences: []
+    algorithms: [none, HS256]
+  - name: b
+    issuer: acme.com
+    audiences: [x]
+  - name: c
+    issuer: https://c.example
+    jwks_uri: http://keys.c.example/jwks
+    audiences: [x]
+    max_token_lifetime: 0s
+    leeway: 1h
+claim_headers:
+  authorization: sub
+`), func(string) string { return "" })
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{
+		"listen.grpc", "log.level", "issuers[0].name", "issuers[0].audiences",
+		"issuers[0].algorithms[0]", "issuers[0].algorithms[1]", "issuers[1].jwks_uri",
+		"issuers[2].jwks_uri", "issuers[2].leeway", "claim_headers",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s:\n%v", want, err)
+		}
+	}
+}
+
+func TestConfigUnknownKeysAreErrors(t *testing.T) {
+	_, err := loadConfig(strings.NewReader(`
+issuers:
+  - name: a
+    issuer: https://a.example
+    audiences: [x]
+    audience: [typo]
+`), func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), "audience") {
+		t.Fatalf("err = %v, want the unknown key named", err)
+	}
+}
+
+func TestConfigSecretFromEnvironment(t *testing.T) {
+	env := map[string]string{"TOKENGATE_ISSUER_FUSION_AUTH_HMAC_SECRET": "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t"}
+	cfg, err := loadConfig(strings.NewReader(`
+issuers: [{name: fusion-auth, issuer: acme.com, audiences: [app], algorithms: [HS256]}]
+`), func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Issuers[0].HMACSecret; got != env["TOKENGATE_ISSUER_FUSION_AUTH_HMAC_SECRET"] {
+		t.Errorf("hmac secret = %q, want it from the environment", got)
+	}
+}
+
+// TestExampleConfigLoads keeps tokengate.example.yaml honest.
+func TestExampleConfigLoads(t *testing.T) {
+	f := mustOpen(t, "../../tokengate.example.yaml")
+	if _, err := loadConfig(f, func(string) string { return "" }); err != nil {
+		t.Fatalf("tokengate.example.yaml: %v", err)
+	}
+}
+
+func mustOpen(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}

@@ -1,0 +1,235 @@
+package token_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tokengate/tokengate/extauthz/token"
+	"github.com/tokengate/tokengate/extauthz/token/tokentest"
+)
+
+const aud = "api"
+
+type fixture struct {
+	iss      *tokentest.Issuer
+	verifier *token.Verifier
+	derived  atomic.Int64
+	now      atomic.Pointer[time.Time]
+}
+
+func (f *fixture) setNow(t time.Time) { f.now.Store(&t) }
+
+func newFixture(t *testing.T, mutate func(*token.Options)) *fixture {
+	t.Helper()
+	f := &fixture{iss: tokentest.NewServer(t, aud)}
+	f.setNow(time.Now())
+	opts := token.Options{
+		Issuers: []token.Issuer{{
+			Name: "a", Issuer: f.iss.URL, Audiences: []string{aud},
+			Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour,
+		}},
+		CacheMaxEntries:    100,
+		RefreshInterval:    time.Hour,
+		UnknownKIDInterval: time.Hour,
+		Now:                func() time.Time { return *f.now.Load() },
+		Derive:             func(*token.Identity) any { f.derived.Add(1); return nil },
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	v, err := token.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.verifier = v
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go v.Run(ctx)
+	deadline := time.Now().Add(5 * time.Second)
+	for !v.Loaded()["a"] {
+		if time.Now().After(deadline) {
+			t.Fatal("keys did not load")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return f
+}
+
+func (f *fixture) mint(t *testing.T, header map[string]any) string {
+	t.Helper()
+	s, err := f.iss.Sign(f.iss.Claims("user", 10*time.Minute), header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestUnknownKIDFloodIsRateLimited: 1,000 tokens with random unknown kids,
+// sent concurrently, cost at most one JWKS fetch (the limiter's burst) on top
+// of the initial load, and each is denied as key_unknown.
+func TestUnknownKIDFloodIsRateLimited(t *testing.T) {
+	f := newFixture(t, nil)
+	before := f.iss.Fetches()
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	for i := range 1000 {
+		tok := f.mint(t, map[string]any{"kid": fmt.Sprintf("random-%d", i)})
+		wg.Go(func() {
+			if _, err := f.verifier.Verify(t.Context(), tok); !errors.Is(err, token.ErrKeyUnknown) {
+				wrong.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := wrong.Load(); n != 0 {
+		t.Errorf("%d tokens were not denied as key unknown", n)
+	}
+	if got := f.iss.Fetches() - before; got > 1 {
+		t.Errorf("1000 unknown kids caused %d JWKS fetches, want at most 1", got)
+	}
+}
+
+// TestNewKeyIsFetchedOnDemand: after the IdP rotates in a new key, the first
+// token signed with it triggers one fetch and verifies.
+func TestNewKeyIsFetchedOnDemand(t *testing.T) {
+	f := newFixture(t, nil)
+	if _, err := f.iss.AddKey("ES256"); err != nil {
+		t.Fatal(err)
+	}
+	tok := f.mint(t, nil)
+	if _, err := f.verifier.Verify(t.Context(), tok); err != nil {
+		t.Fatalf("token signed with the rotated-in key: %v", err)
+	}
+}
+
+// TestKeySetChangeFlushesCache: a cached token stops counting when its
+// issuer publishes a different key set, and is verified again.
+func TestKeySetChangeFlushesCache(t *testing.T) {
+	f := newFixture(t, nil)
+	tok := f.mint(t, nil)
+	for range 3 {
+		if _, err := f.verifier.Verify(t.Context(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.derived.Load(); got != 1 {
+		t.Fatalf("verified %d times for 3 calls, want 1 (cached)", got)
+	}
+	if _, err := f.iss.AddKey("RS256"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.verifier.Refresh(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.verifier.Verify(t.Context(), tok); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.derived.Load(); got != 2 {
+		t.Errorf("after the key set changed: verified %d times, want 2", got)
+	}
+}
+
+// TestCacheEntryExpiresWithToken: a cached token is denied once it expires
+// (beyond the leeway), without waiting for any sweep.
+func TestCacheEntryExpiresWithToken(t *testing.T) {
+	f := newFixture(t, nil)
+	tok := f.mint(t, nil)
+	if _, err := f.verifier.Verify(t.Context(), tok); err != nil {
+		t.Fatal(err)
+	}
+	f.setNow(time.Now().Add(11 * time.Minute))
+	if _, err := f.verifier.Verify(t.Context(), tok); !errors.Is(err, token.ErrExpired) {
+		t.Errorf("11 minutes later: err %v, want ErrExpired", err)
+	}
+}
+
+// TestJWKSOutageKeepsLastGoodKeys: when the JWKS endpoint fails, refreshes
+// fail but tokens keep verifying with the keys already loaded.
+func TestJWKSOutageKeepsLastGoodKeys(t *testing.T) {
+	f := newFixture(t, func(o *token.Options) { o.CacheMaxEntries = 0 })
+	f.iss.FailJWKS(true)
+	if err := f.verifier.Refresh(t.Context(), "a"); err == nil {
+		t.Fatal("refresh during the outage succeeded")
+	}
+	if _, err := f.verifier.Verify(t.Context(), f.mint(t, nil)); err != nil {
+		t.Errorf("during the JWKS outage: %v", err)
+	}
+}
+
+func TestDiscoveryMustNameTheIssuer(t *testing.T) {
+	iss := tokentest.NewServer(t, aud)
+	real := iss.URL
+	iss.URL = "https://impostor.example" // the discovery document now names another issuer
+	v, err := token.New(token.Options{Issuers: []token.Issuer{
+		{Name: "a", Issuer: real, Audiences: []string{aud}, MaxTokenLifetime: time.Hour},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Refresh(t.Context(), "a"); err == nil {
+		t.Fatal("discovery accepted a document for another issuer")
+	}
+	if v.Loaded()["a"] {
+		t.Error("keys loaded from a mismatched discovery document")
+	}
+}
+
+// TestHMACIssuer: an issuer with an HMAC secret (FusionAuth HS256 tenants)
+// verifies HS256 tokens with that secret, and only those of its own iss.
+func TestHMACIssuer(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	v, err := token.New(token.Options{Issuers: []token.Issuer{
+		{Name: "fa", Issuer: "acme.com", Audiences: []string{aud}, HMACSecret: secret, MaxTokenLifetime: time.Hour},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.Loaded()["fa"] {
+		t.Fatal("an HMAC-only issuer needs no keys and must be loaded")
+	}
+	now := time.Now()
+	sign := func(key []byte, iss string) string {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+			"iss": iss, "aud": aud, "sub": "u", "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
+		}).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if _, err := v.Verify(t.Context(), sign(secret, "acme.com")); err != nil {
+		t.Errorf("HS256 with the right secret: %v", err)
+	}
+	if _, err := v.Verify(t.Context(), sign([]byte("another secret, also 32 bytes long"), "acme.com")); !errors.Is(err, token.ErrSignature) {
+		t.Errorf("HS256 with a wrong secret: err %v, want ErrSignature", err)
+	}
+	if _, err := v.Verify(t.Context(), sign(secret, "other.com")); !errors.Is(err, token.ErrIssuerUnknown) {
+		t.Errorf("HS256 for another iss: err %v, want ErrIssuerUnknown", err)
+	}
+}
+
+func TestNewRejectsUnsafeIssuers(t *testing.T) {
+	base := token.Issuer{Name: "a", Issuer: "https://a.example", Audiences: []string{aud}, MaxTokenLifetime: time.Hour}
+	cases := map[string]func(*token.Issuer){
+		"HS256 without secret": func(i *token.Issuer) { i.Algorithms = []string{"HS256"} },
+		"alg none":             func(i *token.Issuer) { i.Algorithms = []string{"none"} },
+		"no audience":          func(i *token.Issuer) { i.Audiences = nil },
+		"no lifetime bound":    func(i *token.Issuer) { i.MaxTokenLifetime = 0 },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			iss := base
+			mutate(&iss)
+			if _, err := token.New(token.Options{Issuers: []token.Issuer{iss}}); err == nil {
+				t.Error("New accepted it")
+			}
+		})
+	}
+}
