@@ -6,28 +6,32 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
+// base64url marks the bytes of the base64url alphabet.
+var base64url = func() (t [256]bool) {
+	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" {
+		t[c] = true
+	}
+	return t
+}()
+
 // wellFormed is the cheap gate before any decoding: a compact JWS of bounded
-// length, three base64url segments, nothing else. A 100 KB blob or a header
-// full of control characters costs one pass over its bytes.
+// length, three base64url segments (header and payload not empty), nothing
+// else. A 100 KB blob or a header full of control characters costs one pass
+// over its bytes at most.
 func wellFormed(raw string, maxBytes int) bool {
 	if len(raw) == 0 || len(raw) > maxBytes {
 		return false
 	}
-	dots := 0
-	last := -1
+	dots, last := 0, -1
 	for i := 0; i < len(raw); i++ {
-		c := raw[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-		case c == '.':
-			if i == last+1 && dots < 2 {
-				return false // empty header or payload
-			}
-			dots++
-			last = i
-		default:
-			return false
+		if base64url[raw[i]] {
+			continue
 		}
+		if raw[i] != '.' || dots == 2 || i == last+1 {
+			return false // another byte, a third dot, or an empty header or payload
+		}
+		dots++
+		last = i
 	}
 	// An empty signature is left to the parser, so that alg "none" is
 	// reported as the algorithm problem it is.
@@ -61,16 +65,19 @@ func identity(iss *issuer, claims jwt.MapClaims) (*Identity, error) {
 		ExpiresAt:  exp.Time,
 		Claims:     claims,
 	}
-	for name, dst := range map[string]*string{"sub": &id.Subject, "jti": &id.TokenID, "sid": &id.SessionID} {
-		v, ok := claims[name]
+	for _, c := range [...]struct {
+		name string
+		dst  *string
+	}{{"sub", &id.Subject}, {"jti", &id.TokenID}, {"sid", &id.SessionID}} {
+		v, ok := claims[c.name]
 		if !ok {
 			continue
 		}
 		s, ok := v.(string)
 		if !ok {
-			return nil, fmt.Errorf("%w: %s", ErrClaims, name)
+			return nil, fmt.Errorf("%w: %s", ErrClaims, c.name)
 		}
-		*dst = s
+		*c.dst = s
 	}
 	return id, nil
 }

@@ -256,16 +256,21 @@ func (v *Verifier) flush() {
 // wraps one of the package's sentinels. ErrKeysUnavailable means no decision
 // can be made yet.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
-	if !wellFormed(raw, v.maxBytes) {
+	if len(raw) > v.maxBytes {
 		return nil, ErrMalformed
 	}
 	now := v.now()
 	var key [sha256.Size]byte
 	if v.cache != nil {
+		// A hit means these exact bytes verified before: no need to look at
+		// their syntax again.
 		key = sha256.Sum256([]byte(raw))
 		if e, ok := v.cache.GetIfPresent(key); ok && e.current(now) {
 			return e.id, nil
 		}
+	}
+	if !wellFormed(raw, v.maxBytes) {
+		return nil, ErrMalformed
 	}
 	e, err := v.verify(ctx, raw, now)
 	if err != nil {
