@@ -1,0 +1,500 @@
+package envoy_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protopath"
+	"google.golang.org/protobuf/reflect/protorange"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	// Every typed_config in envoy.yaml must resolve; these register the
+	// types the file uses that the test does not name.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/formatter/req_without_query/v3"
+)
+
+const (
+	extAuthzFilter  = "envoy.filters.http.ext_authz"
+	routerFilter    = "envoy.filters.http.router"
+	authzCluster    = "tokengate"
+	authzService    = "envoy.service.auth.v3.Authorization" // gRPC health service name
+	maxCheckTimeout = time.Second
+)
+
+// Routes that may turn ext_authz off: Envoy's own liveness answer.
+var unauthenticatedPaths = []string{"/healthz"}
+
+// Keys of tokengate's CheckResponse.dynamic_metadata the access log prints.
+var metadataKeys = []string{"reason", "decision_id", "sub", "iss", "jti"}
+
+func TestEnvoyBootstrap(t *testing.T) {
+	b, err := loadBootstrap(readFile(t, "envoy.yaml"))
+	if err != nil {
+		t.Fatalf("envoy.yaml: %v", err)
+	}
+	for _, p := range checkBootstrap(b) {
+		t.Errorf("envoy.yaml: %s", p)
+	}
+}
+
+// TestEnvoyBootstrapChecksCatchMistakes proves the checks above can fail:
+// each case breaks envoy.yaml in one way and expects it to be reported.
+func TestEnvoyBootstrapChecksCatchMistakes(t *testing.T) {
+	good := readFile(t, "envoy.yaml")
+	tests := map[string]struct {
+		old, new string
+		want     string // in the load error or in one of the problems
+	}{
+		"fail open": {
+			old: "failure_mode_allow: false", new: "failure_mode_allow: true",
+			want: "failure_mode_allow",
+		},
+		"long timeout": {
+			old: "timeout: 0.25s", new: "timeout: 5s",
+			want: "grpc_service.timeout",
+		},
+		"no timeout": {
+			old: "timeout: 0.25s", new: "initial_metadata: []",
+			want: "grpc_service.timeout",
+		},
+		"other cluster": {
+			old: "envoy_grpc: {cluster_name: tokengate}", new: "envoy_grpc: {cluster_name: upstream}",
+			want: "cluster_name",
+		},
+		"transport API auto": {
+			old: "transport_api_version: V3", new: "transport_api_version: AUTO",
+			want: "transport_api_version",
+		},
+		"403 on error": {
+			old: "status_on_error: {code: ServiceUnavailable}", new: "status_on_error: {code: Forbidden}",
+			want: "status_on_error",
+		},
+		"HTTP/1.1 to tokengate": {
+			old: "http2_protocol_options: {}", new: "http_protocol_options: {}",
+			want: "HTTP/2",
+		},
+		"health check of another service": {
+			old: "service_name: envoy.service.auth.v3.Authorization", new: "service_name: grpc.health.v1.Health",
+			want: "health check",
+		},
+		"ext_authz disabled on /api": {
+			old:  "check_settings:\n                      context_extensions:\n                        route: api",
+			new:  "disabled: true",
+			want: "disabled",
+		},
+		"unknown field": {
+			old: "include_peer_certificate: false", new: "include_peer_certificates: false",
+			want: "include_peer_certificates",
+		},
+		"invalid value": {
+			old: "port_value: 9191", new: "port_value: 70000",
+			want: "PortValue",
+		},
+		"invalid value inside a typed config": {
+			old: "stat_prefix: ingress_http", new: `stat_prefix: ""`,
+			want: "StatPrefix",
+		},
+		"invalid value two typed configs deep": {
+			old: "envoy_grpc: {cluster_name: tokengate}", new: `envoy_grpc: {cluster_name: ""}`,
+			want: "ClusterName",
+		},
+		"unregistered typed config": {
+			old: "envoy.extensions.filters.http.router.v3.Router", new: "envoy.extensions.filters.http.router.v3.Routr",
+			want: "Routr",
+		},
+		"decision id not logged": {
+			old: "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)%", new: "-",
+			want: "decision_id",
+		},
+		"admin on every interface": {
+			old: "socket_address: {address: 127.0.0.1, port_value: 9901}", new: "socket_address: {address: 0.0.0.0, port_value: 9901}",
+			want: "admin",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if n := bytes.Count(good, []byte(tc.old)); n != 1 {
+				t.Fatalf("envoy.yaml contains %q %d times, want 1: update this case", tc.old, n)
+			}
+			bad := bytes.Replace(good, []byte(tc.old), []byte(tc.new), 1)
+			b, err := loadBootstrap(bad)
+			if err != nil {
+				if !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("load error %q does not mention %q", err, tc.want)
+				}
+				t.Logf("caught: %v", err)
+				return
+			}
+			problems := checkBootstrap(b)
+			if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tc.want) }) {
+				t.Errorf("no problem mentions %q; got %q", tc.want, problems)
+			}
+			t.Logf("caught: %q", problems)
+		})
+	}
+}
+
+// TestComposeConfigMatchesEnvoy checks that the tokengate started by
+// docker-compose.yml listens where envoy.yaml's tokengate cluster points.
+func TestComposeConfigMatchesEnvoy(t *testing.T) {
+	b, err := loadBootstrap(readFile(t, "envoy.yaml"))
+	if err != nil {
+		t.Fatalf("envoy.yaml: %v", err)
+	}
+	c := findCluster(b, authzCluster)
+	if c == nil {
+		t.Fatalf("envoy.yaml: no cluster %q", authzCluster)
+	}
+	want := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetPortValue()
+
+	var cfg struct {
+		Listen struct{ GRPC, HTTP string } `yaml:"listen"`
+	}
+	if err := yaml.Unmarshal(readFile(t, "tokengate.compose.yaml"), &cfg); err != nil {
+		t.Fatalf("tokengate.compose.yaml: %v", err)
+	}
+	host, port, err := net.SplitHostPort(cfg.Listen.GRPC)
+	if err != nil {
+		t.Fatalf("tokengate.compose.yaml: listen.grpc: %v", err)
+	}
+	if host != "0.0.0.0" {
+		t.Errorf("tokengate.compose.yaml: listen.grpc host: got %q, want 0.0.0.0 (Envoy connects from another container)", host)
+	}
+	if port != strconv.Itoa(int(want)) {
+		t.Errorf("tokengate.compose.yaml: listen.grpc port: got %s, want %d (envoy.yaml cluster %q)", port, want, authzCluster)
+	}
+
+	var compose struct {
+		Services map[string]struct {
+			Command string   `yaml:"command"`
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(readFile(t, "../docker-compose.yml"), &compose); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	if cmd := compose.Services["tokengate"].Command; !strings.Contains(cmd, "--config /src/envoy/tokengate.compose.yaml") {
+		t.Errorf("docker-compose.yml: tokengate command: got %q, want it to use --config /src/envoy/tokengate.compose.yaml", cmd)
+	}
+	if vols := compose.Services["envoy"].Volumes; !slices.ContainsFunc(vols, func(v string) bool {
+		return strings.HasPrefix(v, "./envoy/envoy.yaml:/etc/envoy/envoy.yaml")
+	}) {
+		t.Errorf("docker-compose.yml: envoy volumes: got %q, want ./envoy/envoy.yaml mounted at /etc/envoy/envoy.yaml", vols)
+	}
+}
+
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// loadBootstrap reads a YAML bootstrap the way Envoy does: YAML → JSON →
+// proto with unknown fields rejected, then protoc-gen-validate's rules on the
+// bootstrap and on every typed config inside it.
+func loadBootstrap(data []byte) (*bootstrapv3.Bootstrap, error) {
+	var doc any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("yaml: %w", err)
+	}
+	js, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("yaml to json: %w", err)
+	}
+	b := &bootstrapv3.Bootstrap{}
+	if err := protojson.Unmarshal(js, b); err != nil {
+		return nil, fmt.Errorf("protojson: %w", err)
+	}
+	if err := validateDeep(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+type validator interface{ ValidateAll() error }
+
+// validateDeep runs m's validation rules, then unpacks every Any in m (rules
+// stop at an Any's boundary) and validates what it holds, recursively.
+func validateDeep(m proto.Message) error {
+	if v, ok := m.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			return fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().FullName(), err)
+		}
+	}
+	return protorange.Range(m.ProtoReflect(), func(p protopath.Values) error {
+		msg, ok := p.Index(-1).Value.Interface().(protoreflect.Message)
+		if !ok {
+			return nil
+		}
+		a, ok := msg.Interface().(*anypb.Any)
+		if !ok {
+			return nil
+		}
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.Path, err)
+		}
+		if err := validateDeep(inner); err != nil {
+			return fmt.Errorf("%s: %w", p.Path, err)
+		}
+		return protorange.Break // its fields are a URL and bytes, already handled
+	})
+}
+
+// checkBootstrap reports every way b differs from what tokengate needs, each
+// as "what: got X, want Y".
+func checkBootstrap(b *bootstrapv3.Bootstrap) []string {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	if got := b.GetAdmin().GetAddress().GetSocketAddress().GetAddress(); got != "127.0.0.1" {
+		bad("admin address: got %q, want 127.0.0.1 (the admin API can stop Envoy)", got)
+	}
+
+	hcms, err := connectionManagers(b)
+	if err != nil {
+		bad("%v", err)
+	}
+	if len(hcms) == 0 {
+		bad("http connection managers: got none, want at least one")
+	}
+	for _, hcm := range hcms {
+		problems = append(problems, checkConnectionManager(b, hcm)...)
+	}
+
+	c := findCluster(b, authzCluster)
+	if c == nil {
+		bad("cluster %q: missing", authzCluster)
+		return problems
+	}
+	problems = append(problems, checkAuthzCluster(c)...)
+	return problems
+}
+
+func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionManager) []string {
+	var problems []string
+	bad := func(format string, args ...any) {
+		problems = append(problems, fmt.Sprintf("%s: %s", hcm.GetStatPrefix(), fmt.Sprintf(format, args...)))
+	}
+
+	var names []string
+	for _, f := range hcm.GetHttpFilters() {
+		names = append(names, f.GetName())
+	}
+	i := slices.Index(names, extAuthzFilter)
+	if i < 0 {
+		bad("http_filters: got %q, want %s", names, extAuthzFilter)
+		return problems
+	}
+	if r := slices.Index(names, routerFilter); r != len(names)-1 || r < i {
+		bad("http_filters: got %q, want %s before %s, and %s last", names, extAuthzFilter, routerFilter, routerFilter)
+	}
+
+	ext := &extauthzv3.ExtAuthz{}
+	if err := hcm.GetHttpFilters()[i].GetTypedConfig().UnmarshalTo(ext); err != nil {
+		bad("%s typed_config: %v", extAuthzFilter, err)
+		return problems
+	}
+	for _, p := range checkExtAuthz(b, ext) {
+		bad("%s: %s", extAuthzFilter, p)
+	}
+
+	rc := hcm.GetRouteConfig()
+	if rc == nil {
+		bad("route_config: missing (want static routes)")
+	}
+	contextRoutes := 0
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			where := fmt.Sprintf("route %s", r.GetMatch())
+			if name := r.GetRoute().GetCluster(); name != "" && findCluster(b, name) == nil {
+				bad("%s: cluster %q is not defined", where, name)
+			}
+			for key, cfg := range r.GetTypedPerFilterConfig() {
+				if !slices.Contains(names, key) {
+					bad("%s: typed_per_filter_config key %q: want one of the http_filters %q", where, key, names)
+				}
+				if key != extAuthzFilter {
+					continue
+				}
+				per := &extauthzv3.ExtAuthzPerRoute{}
+				if err := cfg.UnmarshalTo(per); err != nil {
+					bad("%s: %v", where, err)
+					continue
+				}
+				if per.GetDisabled() && !slices.Contains(unauthenticatedPaths, r.GetMatch().GetPath()) {
+					bad("%s: ext_authz disabled: got path %q, want only exact paths %q to skip the check",
+						where, r.GetMatch().GetPath(), unauthenticatedPaths)
+				}
+				if len(per.GetCheckSettings().GetContextExtensions()) > 0 {
+					contextRoutes++
+				}
+			}
+		}
+	}
+	if contextRoutes == 0 {
+		bad("routes with check_settings.context_extensions: got none, want at least one")
+	}
+
+	problems = append(problems, checkAccessLog(hcm)...)
+	return problems
+}
+
+func checkExtAuthz(b *bootstrapv3.Bootstrap, ext *extauthzv3.ExtAuthz) []string {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	gs := ext.GetGrpcService()
+	if gs == nil {
+		bad("grpc_service: missing (got http_service %v); tokengate serves gRPC", ext.GetHttpService() != nil)
+		return problems
+	}
+	if got := gs.GetEnvoyGrpc().GetClusterName(); got != authzCluster {
+		bad("grpc_service.envoy_grpc.cluster_name: got %q, want %q", got, authzCluster)
+	}
+	switch d := gs.GetTimeout(); {
+	case d == nil:
+		bad("grpc_service.timeout: not set, want an explicit deadline ≤ %s", maxCheckTimeout)
+	case d.AsDuration() <= 0 || d.AsDuration() > maxCheckTimeout:
+		bad("grpc_service.timeout: got %s, want > 0 and ≤ %s", d.AsDuration(), maxCheckTimeout)
+	}
+	if ext.GetFailureModeAllow() {
+		bad("failure_mode_allow: got true, want false (fail closed)")
+	}
+	if got := ext.GetTransportApiVersion(); got != corev3.ApiVersion_V3 {
+		bad("transport_api_version: got %s, want V3", got)
+	}
+	if got := ext.GetStatusOnError().GetCode(); got != typev3.StatusCode_ServiceUnavailable {
+		bad("status_on_error: got %s, want ServiceUnavailable", got)
+	}
+	if ext.GetIncludePeerCertificate() {
+		bad("include_peer_certificate: got true, want false")
+	}
+	return problems
+}
+
+func checkAccessLog(hcm *hcmv3.HttpConnectionManager) []string {
+	var formats []string
+	for _, al := range hcm.GetAccessLog() {
+		out := &streamv3.StdoutAccessLog{}
+		if al.GetTypedConfig().UnmarshalTo(out) != nil {
+			continue
+		}
+		for _, v := range out.GetLogFormat().GetJsonFormat().GetFields() {
+			formats = append(formats, v.GetStringValue())
+		}
+		formats = append(formats, out.GetLogFormat().GetTextFormat())
+	}
+	all := strings.Join(formats, "\n")
+	var problems []string
+	if len(formats) == 0 {
+		return []string{"access_log: got no stdout access log, want one"}
+	}
+	for _, key := range metadataKeys {
+		op := fmt.Sprintf("%%DYNAMIC_METADATA(%s:%s)%%", extAuthzFilter, key)
+		if !strings.Contains(all, op) {
+			problems = append(problems, fmt.Sprintf("access_log: %s not logged, want %s", key, op))
+		}
+	}
+	for _, secret := range []string{"AUTHORIZATION", "COOKIE"} {
+		if strings.Contains(strings.ToUpper(all), secret) {
+			problems = append(problems, fmt.Sprintf("access_log: logs %s, want no credentials in logs", secret))
+		}
+	}
+	return problems
+}
+
+func checkAuthzCluster(c *clusterv3.Cluster) []string {
+	var problems []string
+	bad := func(format string, args ...any) {
+		problems = append(problems, fmt.Sprintf("cluster %s: %s", c.GetName(), fmt.Sprintf(format, args...)))
+	}
+
+	opts := &upstreamhttpv3.HttpProtocolOptions{}
+	const key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	if a, ok := c.GetTypedExtensionProtocolOptions()[key]; !ok {
+		bad("typed_extension_protocol_options[%s]: missing, want explicit HTTP/2 (gRPC)", key)
+	} else if err := a.UnmarshalTo(opts); err != nil {
+		bad("typed_extension_protocol_options[%s]: %v", key, err)
+	} else if opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
+		bad("upstream protocol: got %s, want explicit_http_config.http2_protocol_options (HTTP/2, for gRPC)", protocolName(opts))
+	}
+
+	var services []string
+	for _, hc := range c.GetHealthChecks() {
+		if g := hc.GetGrpcHealthCheck(); g != nil {
+			services = append(services, g.GetServiceName())
+		}
+	}
+	if !slices.Contains(services, authzService) {
+		bad("gRPC health check services: got %q, want %q", services, authzService)
+	}
+	return problems
+}
+
+func protocolName(o *upstreamhttpv3.HttpProtocolOptions) string {
+	switch e := o.GetExplicitHttpConfig(); {
+	case e.GetHttpProtocolOptions() != nil:
+		return "explicit HTTP/1.1"
+	case e.GetHttp3ProtocolOptions() != nil:
+		return "explicit HTTP/3"
+	case o.GetUseDownstreamProtocolConfig() != nil:
+		return "the downstream's protocol"
+	case o.GetAutoConfig() != nil:
+		return "auto (ALPN)"
+	}
+	return "none"
+}
+
+// connectionManagers returns the HTTP connection manager of every filter chain.
+func connectionManagers(b *bootstrapv3.Bootstrap) ([]*hcmv3.HttpConnectionManager, error) {
+	var out []*hcmv3.HttpConnectionManager
+	for _, l := range b.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				if !f.GetTypedConfig().MessageIs(&hcmv3.HttpConnectionManager{}) {
+					continue
+				}
+				hcm := &hcmv3.HttpConnectionManager{}
+				if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
+					return nil, fmt.Errorf("listener %s: %w", l.GetName(), err)
+				}
+				out = append(out, hcm)
+			}
+		}
+	}
+	return out, nil
+}
+
+func findCluster(b *bootstrapv3.Bootstrap, name string) *clusterv3.Cluster {
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() == name {
+			return c
+		}
+	}
+	return nil
+}
