@@ -1,0 +1,416 @@
+// Package bolt is the embedded revocation store: one file on local disk
+// (bbolt), for a single tokengate process. It is the default when no
+// PostgreSQL URL is configured, so tokengate runs with nothing else
+// installed. Every write is one fsync'd bbolt transaction.
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/tokengate/tokengate/storage"
+)
+
+var (
+	bucketMeta    = []byte("meta")    // seq, pruned
+	bucketRevs    = []byte("revs")    // id → Revocation (JSON)
+	bucketKeys    = []byte("keys")    // natural key → id
+	bucketExpiry  = []byte("expiry")  // expires_at (Unix s) ‖ id → nil, for sweeps
+	bucketChanges = []byte("changes") // seq → Change (JSON)
+	bucketEvents  = []byte("events")  // event id → expires_at (Unix s)
+
+	keySeq    = []byte("seq")    // last change
+	keyPruned = []byte("pruned") // changes ≤ pruned are gone
+)
+
+// Store is the embedded backend.
+type Store struct {
+	db     *bbolt.DB
+	notify chan struct{}
+	now    func() time.Time
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the store at path. Only one process may
+// have it open: a second Open waits up to timeout for the file lock.
+func Open(path string, timeout time.Duration) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketRevs, bucketKeys, bucketExpiry, bucketChanges, bucketEvents} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return &Store{db: db, notify: make(chan struct{}, 1), now: time.Now}, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Notify wakes readers after a write that changed something.
+func (s *Store) Notify() <-chan struct{} { return s.notify }
+
+func (s *Store) wake() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Apply merges a write in one transaction.
+func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, error) {
+	prepared := make([]storage.Revocation, len(w.Revocations))
+	for i, r := range w.Revocations {
+		p, err := storage.Prepare(r)
+		if err != nil {
+			return storage.Result{}, err
+		}
+		prepared[i] = p
+	}
+	if err := ctx.Err(); err != nil {
+		return storage.Result{}, err
+	}
+	var res storage.Result
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		res = storage.Result{}
+		now := s.now().UTC()
+		if w.EventID != "" {
+			events := tx.Bucket(bucketEvents)
+			if v := events.Get([]byte(w.EventID)); v != nil && int64(u64(v)) > now.Unix() {
+				res.Duplicate = true
+				return nil
+			}
+			if err := events.Put([]byte(w.EventID), be(uint64(w.EventExpiresAt.Unix()))); err != nil {
+				return err
+			}
+		}
+		for _, r := range prepared {
+			stored, changed, err := s.put(tx, r, now)
+			if err != nil {
+				return err
+			}
+			if changed {
+				seq, err := appendChange(tx, storage.OpPut, stored, now)
+				if err != nil {
+					return err
+				}
+				stored.Seq = seq
+				if err := putRev(tx, stored); err != nil {
+					return err
+				}
+				res.Seq = seq
+			}
+			res.Revocations = append(res.Revocations, stored)
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return storage.Result{}, fmt.Errorf("apply: %w", err)
+	}
+	if res.Seq != 0 {
+		s.wake()
+	}
+	return res, nil
+}
+
+// put merges r into its entry, creating it if absent.
+func (s *Store) put(tx *bbolt.Tx, r storage.Revocation, now time.Time) (storage.Revocation, bool, error) {
+	nk := naturalKey(r)
+	keys := tx.Bucket(bucketKeys)
+	if idb := keys.Get(nk); idb != nil {
+		stored, err := getRev(tx, int64(u64(idb)))
+		if err != nil {
+			return r, false, err
+		}
+		merged, changed := storage.Merge(stored, r)
+		if changed && !merged.ExpiresAt.Equal(stored.ExpiresAt) {
+			exp := tx.Bucket(bucketExpiry)
+			if err := exp.Delete(expiryKey(stored)); err != nil {
+				return r, false, err
+			}
+			if err := exp.Put(expiryKey(merged), nil); err != nil {
+				return r, false, err
+			}
+		}
+		return merged, changed, nil
+	}
+	id, err := tx.Bucket(bucketRevs).NextSequence()
+	if err != nil {
+		return r, false, err
+	}
+	r.ID = int64(id)
+	if r.CreatedAt.IsZero() {
+		r.CreatedAt = now.Truncate(time.Microsecond)
+	}
+	if err := keys.Put(nk, be(id)); err != nil {
+		return r, false, err
+	}
+	if err := tx.Bucket(bucketExpiry).Put(expiryKey(r), nil); err != nil {
+		return r, false, err
+	}
+	return r, true, nil
+}
+
+func appendChange(tx *bbolt.Tx, op storage.Op, r storage.Revocation, now time.Time) (uint64, error) {
+	meta := tx.Bucket(bucketMeta)
+	seq := u64(meta.Get(keySeq)) + 1
+	if err := meta.Put(keySeq, be(seq)); err != nil {
+		return 0, err
+	}
+	r.Seq = seq
+	b, err := json.Marshal(storage.Change{Seq: seq, Op: op, Revocation: r, At: now})
+	if err != nil {
+		return 0, err
+	}
+	return seq, tx.Bucket(bucketChanges).Put(be(seq), b)
+}
+
+// Delete removes an entry and records the deletion in the feed.
+func (s *Store) Delete(ctx context.Context, id int64, source string) (storage.Change, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.Change{}, err
+	}
+	var c storage.Change
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		r, err := getRev(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketRevs).Delete(be(uint64(id))); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketKeys).Delete(naturalKey(r)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketExpiry).Delete(expiryKey(r)); err != nil {
+			return err
+		}
+		now := s.now().UTC()
+		r.Source = source
+		seq, err := appendChange(tx, storage.OpDelete, r, now)
+		r.Seq = seq
+		c = storage.Change{Seq: seq, Op: storage.OpDelete, Revocation: r, At: now}
+		return err
+	})
+	if err != nil {
+		return storage.Change{}, fmt.Errorf("delete %d: %w", id, err)
+	}
+	s.wake()
+	return c, nil
+}
+
+// Get returns one entry by id.
+func (s *Store) Get(ctx context.Context, id int64) (storage.Revocation, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.Revocation{}, err
+	}
+	var r storage.Revocation
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		r, err = getRev(tx, id)
+		return err
+	})
+	return r, err
+}
+
+// List returns entries in id order, filtered.
+func (s *Store) List(ctx context.Context, opts storage.ListOptions) ([]storage.Revocation, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	limit := opts.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = min(max(limit, 100), 1000)
+	}
+	var out []storage.Revocation
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketRevs).Cursor()
+		for k, v := c.Seek(be(uint64(opts.AfterID + 1))); k != nil && len(out) < limit; k, v = c.Next() {
+			var r storage.Revocation
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			if (opts.Issuer == "" || r.Issuer == opts.Issuer) && (opts.Kind == 0 || r.Kind == opts.Kind) &&
+				(opts.Key == "" || r.Key == opts.Key) {
+				out = append(out, r)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Snapshot reads every live entry and the sequence, in one read transaction.
+func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	var seq uint64
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		seq = u64(tx.Bucket(bucketMeta).Get(keySeq))
+		return tx.Bucket(bucketRevs).ForEach(func(_, v []byte) error {
+			var r storage.Revocation
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			if !r.ExpiresAt.After(now) {
+				return nil
+			}
+			return fn(r)
+		})
+	})
+	return seq, err
+}
+
+// Changes returns changes after `after`, in order.
+func (s *Store) Changes(ctx context.Context, after uint64, limit int) ([]storage.Change, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []storage.Change
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		if after < u64(tx.Bucket(bucketMeta).Get(keyPruned)) {
+			return storage.ErrTruncated
+		}
+		c := tx.Bucket(bucketChanges).Cursor()
+		for k, v := c.Seek(be(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			var ch storage.Change
+			if err := json.Unmarshal(v, &ch); err != nil {
+				return err
+			}
+			out = append(out, ch)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Sweep deletes expired entries and event ids, and changes older than
+// keepChanges.
+func (s *Store) Sweep(ctx context.Context, now time.Time, keepChanges time.Duration) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		n = 0
+		exp := tx.Bucket(bucketExpiry).Cursor()
+		limit := be(uint64(now.Unix()) + 1)
+		var expired [][]byte
+		for k, _ := exp.First(); k != nil && bytes.Compare(k[:8], limit) < 0; k, _ = exp.Next() {
+			expired = append(expired, bytes.Clone(k))
+		}
+		for _, k := range expired {
+			id := int64(u64(k[8:]))
+			r, err := getRev(tx, id)
+			if err == nil {
+				if r.ExpiresAt.After(now) {
+					continue
+				}
+				tx.Bucket(bucketRevs).Delete(k[8:])
+				tx.Bucket(bucketKeys).Delete(naturalKey(r))
+				n++
+			}
+			if err := tx.Bucket(bucketExpiry).Delete(k); err != nil {
+				return err
+			}
+		}
+		events := tx.Bucket(bucketEvents)
+		var gone [][]byte
+		events.ForEach(func(k, v []byte) error {
+			if int64(u64(v)) <= now.Unix() {
+				gone = append(gone, bytes.Clone(k))
+			}
+			return nil
+		})
+		for _, k := range gone {
+			events.Delete(k)
+		}
+		meta := tx.Bucket(bucketMeta)
+		pruned := u64(meta.Get(keyPruned))
+		ch := tx.Bucket(bucketChanges).Cursor()
+		var old [][]byte
+		for k, v := ch.First(); k != nil; k, v = ch.Next() {
+			var c storage.Change
+			if err := json.Unmarshal(v, &c); err != nil {
+				return err
+			}
+			if !c.At.Before(now.Add(-keepChanges)) {
+				break
+			}
+			old = append(old, bytes.Clone(k))
+			pruned = c.Seq
+		}
+		for _, k := range old {
+			tx.Bucket(bucketChanges).Delete(k)
+		}
+		return meta.Put(keyPruned, be(pruned))
+	})
+	return n, err
+}
+
+func getRev(tx *bbolt.Tx, id int64) (storage.Revocation, error) {
+	v := tx.Bucket(bucketRevs).Get(be(uint64(id)))
+	if v == nil {
+		return storage.Revocation{}, storage.ErrNotFound
+	}
+	var r storage.Revocation
+	if err := json.Unmarshal(v, &r); err != nil {
+		return r, fmt.Errorf("revocation %d: %w", id, err)
+	}
+	return r, nil
+}
+
+func putRev(tx *bbolt.Tx, r storage.Revocation) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketRevs).Put(be(uint64(r.ID)), b)
+}
+
+// naturalKey encodes (kind, issuer, key, audience) unambiguously.
+func naturalKey(r storage.Revocation) []byte {
+	var b []byte
+	b = append(b, byte(r.Kind))
+	for _, s := range []string{r.Issuer, r.Key, r.Audience} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+func expiryKey(r storage.Revocation) []byte {
+	return append(be(uint64(r.ExpiresAt.Unix())), be(uint64(r.ID))...)
+}
+
+func be(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func u64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+

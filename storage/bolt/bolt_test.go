@@ -1,0 +1,40 @@
+package bolt_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tokengate/tokengate/storage"
+	"github.com/tokengate/tokengate/storage/bolt"
+	"github.com/tokengate/tokengate/storage/storagetest"
+)
+
+func TestConformance(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storagetest.Opener {
+		path := filepath.Join(t.TempDir(), "tokengate.db")
+		return func(t *testing.T) storage.Store {
+			s, err := bolt.Open(path, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+	})
+}
+
+// TestSecondProcessIsRefused: the file supports one tokengate process; a
+// second Open fails after its timeout instead of corrupting anything.
+func TestSecondProcessIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokengate.db")
+	s, err := bolt.Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s2, err := bolt.Open(path, 100*time.Millisecond); err == nil {
+		s2.Close()
+		t.Fatal("a second Open of the same file succeeded")
+	}
+}

@@ -1,0 +1,192 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// FollowerOptions configure a Follower.
+type FollowerOptions struct {
+	// Poll is how often the feed is read without a notification (default 1s):
+	// it covers lost notifications.
+	Poll time.Duration
+	// Expire is how often the index drops expired entries (default 10s).
+	Expire time.Duration
+	// BatchSize is how many changes one read returns at most (default 1000).
+	BatchSize int
+	Logger    *slog.Logger
+	Now       func() time.Time
+	// OnApply observes applied changes (for sync-lag metrics).
+	OnApply func([]Change)
+	// OnExpire observes how many entries the index dropped.
+	OnExpire func(int)
+}
+
+// Follower keeps an Index current from a Store: it loads a snapshot at start
+// (retrying with backoff), then applies the change feed in order, woken by
+// the store's notifications and by a periodic poll. A gap or a truncated
+// feed makes it reload. It records when it last heard from the store, so the
+// check path can tell how stale its view may be.
+type Follower struct {
+	store Store
+	index *Index
+	opts  FollowerOptions
+
+	mu       sync.Mutex // one catch-up at a time
+	loaded   atomic.Bool
+	lastSync atomic.Int64 // Unix nanoseconds of the last successful read
+}
+
+// NewFollower returns a Follower; Run starts it.
+func NewFollower(s Store, x *Index, opts FollowerOptions) *Follower {
+	if opts.Poll <= 0 {
+		opts.Poll = time.Second
+	}
+	if opts.Expire <= 0 {
+		opts.Expire = 10 * time.Second
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 1000
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.OnApply == nil {
+		opts.OnApply = func([]Change) {}
+	}
+	if opts.OnExpire == nil {
+		opts.OnExpire = func(int) {}
+	}
+	return &Follower{store: s, index: x, opts: opts}
+}
+
+// Loaded reports whether the first snapshot has loaded.
+func (f *Follower) Loaded() bool { return f.loaded.Load() }
+
+// Staleness is how long since the follower last read the store
+// successfully; before the first load it is effectively infinite.
+func (f *Follower) Staleness() time.Duration {
+	last := f.lastSync.Load()
+	if last == 0 {
+		return time.Duration(1<<63 - 1)
+	}
+	return f.opts.Now().Sub(time.Unix(0, last))
+}
+
+// Run loads the snapshot, then follows the feed until ctx ends.
+func (f *Follower) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := f.reload(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		f.opts.Logger.Warn("revocation store not reachable; not ready, retrying",
+			"attempt", attempt, "retry_in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+	f.loaded.Store(true)
+	f.opts.Logger.Info("revocations loaded", "entries", f.index.Len(), "seq", f.index.Seq())
+
+	poll := time.NewTicker(f.opts.Poll)
+	defer poll.Stop()
+	expire := time.NewTicker(f.opts.Expire)
+	defer expire.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-expire.C:
+			if n := f.index.Expire(f.opts.Now()); n > 0 {
+				f.opts.OnExpire(n)
+			}
+			continue
+		case <-f.store.Notify():
+		case <-poll.C:
+		}
+		err := f.CatchUp(ctx)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil && !failing:
+			failing = true
+			f.opts.Logger.Warn("revocation store lost; deciding from memory", "seq", f.index.Seq(), "err", err)
+		case err == nil && failing:
+			failing = false
+			f.opts.Logger.Info("revocation store back; caught up", "seq", f.index.Seq())
+		}
+	}
+}
+
+// CatchUp reads and applies every change after the index's sequence.
+func (f *Follower) CatchUp(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for {
+		changes, err := f.store.Changes(ctx, f.index.Seq(), f.opts.BatchSize)
+		if errors.Is(err, ErrTruncated) {
+			f.opts.Logger.Warn("change feed truncated past this replica's position; reloading", "seq", f.index.Seq())
+			return f.reloadLocked(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		f.synced()
+		if _, err := f.index.Apply(changes); err != nil {
+			f.opts.Logger.Error("change feed gap; reloading", "err", err)
+			return f.reloadLocked(ctx)
+		}
+		f.opts.OnApply(changes)
+		if len(changes) < f.opts.BatchSize {
+			return nil
+		}
+	}
+}
+
+// WaitFor returns once the index has applied seq (read-your-writes: a write
+// made through this replica is in its index before the write call returns).
+func (f *Follower) WaitFor(ctx context.Context, seq uint64) error {
+	if f.index.Seq() >= seq {
+		return nil
+	}
+	if err := f.CatchUp(ctx); err != nil {
+		return err
+	}
+	if got := f.index.Seq(); got < seq {
+		return fmt.Errorf("index at %d after catching up, want %d", got, seq)
+	}
+	return nil
+}
+
+func (f *Follower) reload(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reloadLocked(ctx)
+}
+
+func (f *Follower) reloadLocked(ctx context.Context) error {
+	if err := f.index.Load(ctx, f.store, f.opts.Now()); err != nil {
+		return err
+	}
+	f.synced()
+	return nil
+}
+
+func (f *Follower) synced() { f.lastSync.Store(f.opts.Now().UnixNano()) }

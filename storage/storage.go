@@ -1,0 +1,211 @@
+// Package storage is tokengate's revocation model: the Revocation type, the
+// Store contract every backend implements (embedded file, PostgreSQL), and the
+// in-memory Index the check path reads. It imports nothing of tokengate's.
+//
+// Every revocation is scoped to an issuer. Four kinds exist:
+//
+//	token    a jti        revoked when the token's jti matches
+//	session  a sid        revoked when the token's sid matches
+//	subject  a sub (+aud) revoked when the token's iat ≤ floor(revoked_before)
+//	cutoff   the issuer   revoked when the token's iat ≤ floor(revoked_before)
+//	         (or one of its audiences)
+//
+// A token's effective cutoff is the maximum over every level that applies to
+// it; taking only one level lets revoked tokens through.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Kind is what a revocation matches.
+type Kind uint8
+
+const (
+	KindToken Kind = iota + 1
+	KindSession
+	KindSubject
+	KindCutoff
+)
+
+var kindNames = map[Kind]string{KindToken: "token", KindSession: "session", KindSubject: "subject", KindCutoff: "cutoff"}
+
+func (k Kind) String() string {
+	if s, ok := kindNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// ParseKind is the inverse of Kind.String.
+func ParseKind(s string) (Kind, error) {
+	for k, name := range kindNames {
+		if name == s {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown revocation kind %q", s)
+}
+
+// Revocation is one entry. Its natural key is (Kind, Issuer, Key, Audience):
+// writing the same key again merges into the existing entry.
+type Revocation struct {
+	// ID is assigned by the store; stable for the life of the entry.
+	ID int64 `json:"id"`
+	// Seq is the change that last wrote this entry.
+	Seq    uint64 `json:"seq"`
+	Kind   Kind   `json:"kind"`
+	Issuer string `json:"issuer"`
+	// Key is the jti, sid or sub; empty for a cutoff.
+	Key string `json:"key,omitempty"`
+	// Audience narrows a subject or cutoff to one audience (an application);
+	// empty means every audience.
+	Audience string `json:"audience,omitempty"`
+	// RevokedBefore: tokens issued at or before it (to the second) are
+	// revoked. Subject and cutoff only; it never moves back.
+	RevokedBefore time.Time `json:"revoked_before,omitzero"`
+	// ExpiresAt is when the entry can be dropped: no token it matches can
+	// still be valid by then. It never moves back.
+	ExpiresAt time.Time `json:"expires_at"`
+	// Source says where the revocation came from (for example
+	// "fusionauth:<event id>", "admin", "logout-route") and Reason why.
+	Source    string    `json:"source,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Validate checks that r is a complete revocation of its kind.
+func (r Revocation) Validate() error {
+	var errs []error
+	if r.Issuer == "" {
+		errs = append(errs, errors.New("issuer is required"))
+	}
+	switch r.Kind {
+	case KindToken, KindSession:
+		if r.Key == "" {
+			errs = append(errs, fmt.Errorf("a %s revocation needs its id", r.Kind))
+		}
+		if r.Audience != "" {
+			errs = append(errs, fmt.Errorf("a %s revocation has no audience", r.Kind))
+		}
+	case KindSubject:
+		if r.Key == "" {
+			errs = append(errs, errors.New("a subject revocation needs the subject"))
+		}
+	case KindCutoff:
+		if r.Key != "" {
+			errs = append(errs, errors.New("a cutoff has no key"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("unknown kind %d", r.Kind))
+	}
+	if (r.Kind == KindSubject || r.Kind == KindCutoff) && r.RevokedBefore.IsZero() {
+		errs = append(errs, fmt.Errorf("a %s revocation needs revoked_before", r.Kind))
+	}
+	if r.ExpiresAt.IsZero() {
+		errs = append(errs, errors.New("expires_at is required"))
+	}
+	for name, s := range map[string]string{"issuer": r.Issuer, "key": r.Key, "audience": r.Audience, "source": r.Source, "reason": r.Reason} {
+		if len(s) > 1024 {
+			errs = append(errs, fmt.Errorf("%s longer than 1024 bytes", name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Op is what a change did.
+type Op uint8
+
+const (
+	OpPut    Op = iota + 1 // the entry now is Revocation
+	OpDelete               // the entry with Revocation's natural key is gone
+)
+
+// Change is one entry of the change feed.
+type Change struct {
+	Seq        uint64
+	Op         Op
+	Revocation Revocation
+	// At is when the change was committed, for sync-lag metrics.
+	At time.Time
+}
+
+// Write is one atomic write: revocations merged in, optionally on behalf of
+// an event that must be applied at most once.
+type Write struct {
+	Revocations []Revocation
+	// EventID, when set, makes the write idempotent across deliveries (and
+	// across replicas): a second write with the same id changes nothing.
+	EventID string
+	// EventExpiresAt is how long the event id is remembered.
+	EventExpiresAt time.Time
+}
+
+// Result says what a Write did.
+type Result struct {
+	// Revocations are the entries as stored after the write.
+	Revocations []Revocation
+	// Seq is the last change this write made; 0 when it changed nothing.
+	Seq uint64
+	// Duplicate is true when the event id had been seen: nothing was written.
+	Duplicate bool
+}
+
+// ListOptions filter List. Zero values match everything.
+type ListOptions struct {
+	Issuer  string
+	Kind    Kind
+	Key     string
+	AfterID int64 // cursor: entries with a larger id
+	Limit   int   // default 100, at most 1000
+}
+
+// Sentinel errors.
+var (
+	ErrNotFound = errors.New("revocation not found")
+	// ErrTruncated means the change feed no longer holds the changes after
+	// the given sequence: the reader must reload a snapshot.
+	ErrTruncated = errors.New("change feed truncated")
+	ErrInvalid   = errors.New("invalid revocation")
+	// ErrUnavailable wraps errors from an unreachable store.
+	ErrUnavailable = errors.New("store unavailable")
+)
+
+// Store keeps revocations durably and publishes every change in order.
+//
+// Every backend guarantees, and storagetest proves:
+//   - Apply is atomic: all of a Write's revocations, or none.
+//   - Apply is idempotent: merging an entry that is already there changes
+//     nothing and makes no change in the feed.
+//   - RevokedBefore and ExpiresAt never move back: a merge keeps the later
+//     of the stored and the written value.
+//   - A Write with an EventID seen before is a no-op (Result.Duplicate).
+//   - Every change gets the next sequence number (no gaps), and a change is
+//     visible to Changes only when every change with a smaller number is:
+//     a reader that applied N has seen every change ≤ N, even under
+//     concurrent writers.
+//   - Apply returns only after the write is durable.
+//   - Every method returns promptly once ctx is cancelled.
+type Store interface {
+	Apply(ctx context.Context, w Write) (Result, error)
+	// Delete removes the entry with the given id (an unrevoke).
+	Delete(ctx context.Context, id int64, source string) (Change, error)
+	Get(ctx context.Context, id int64) (Revocation, error)
+	List(ctx context.Context, opts ListOptions) ([]Revocation, error)
+	// Snapshot calls fn with every entry not expired at now, from one
+	// consistent view, and returns the sequence number that view reflects.
+	Snapshot(ctx context.Context, now time.Time, fn func(Revocation) error) (uint64, error)
+	// Changes returns up to limit changes with Seq > after, in order. It
+	// returns ErrTruncated when changes after `after` were pruned.
+	Changes(ctx context.Context, after uint64, limit int) ([]Change, error)
+	// Notify returns a channel that receives (without blocking the store)
+	// when changes may be available. It may miss some: readers also poll.
+	Notify() <-chan struct{}
+	// Sweep deletes entries and event ids expired at now, and changes older
+	// than keepChanges. It returns how many entries it deleted.
+	Sweep(ctx context.Context, now time.Time, keepChanges time.Duration) (int, error)
+	Close() error
+}

@@ -1,0 +1,589 @@
+// Package storagetest is the conformance suite every storage backend runs.
+// Each test proves one sentence of the storage.Store contract.
+package storagetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokengate/tokengate/storage"
+)
+
+// Opener opens one store; calling it again after Close opens the same data.
+type Opener func(t *testing.T) storage.Store
+
+// Run runs the suite. newStore returns an Opener for a fresh, empty store.
+func Run(t *testing.T, newStore func(t *testing.T) Opener) {
+	tests := map[string]func(*testing.T, Opener){
+		"ApplyGetList":              testApplyGetList,
+		"ApplyIsIdempotent":         testIdempotent,
+		"CutoffsNeverMoveBack":      testNeverMoveBack,
+		"EventIDsDeduplicate":       testEventDedup,
+		"ApplyIsAtomic":             testAtomic,
+		"ChangesInOrder":            testChangesInOrder,
+		"DeleteIsAChange":           testDelete,
+		"SnapshotSkipsExpired":      testSnapshot,
+		"SweepAndTruncation":        testSweep,
+		"PersistsAcrossReopen":      testReopen,
+		"CancelledContextIsPrompt":  testCancelled,
+		"ConcurrentWritersInOrder":  testConcurrentWriters,
+		"NotifyAfterApply":          testNotify,
+		"IndexTakesMaxOverLevels":   testIndexMaxOverLevels,
+		"FollowerReadsYourWrites":   testReadYourWrites,
+		"ListPaginatesAndFilters":   testListPagination,
+		"InvalidRevocationRejected": testInvalid,
+	}
+	for name, fn := range tests {
+		t.Run(name, func(t *testing.T) { fn(t, newStore(t)) })
+	}
+}
+
+// base is a fixed instant, so that runs are comparable; entries made from it
+// expire far in the future unless a test says otherwise.
+var base = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func tokenRev(iss, jti string) storage.Revocation {
+	return storage.Revocation{Kind: storage.KindToken, Issuer: iss, Key: jti,
+		ExpiresAt: base.Add(24 * time.Hour * 365), Source: "test", Reason: "logout"}
+}
+
+func sessionRev(iss, sid string) storage.Revocation {
+	return storage.Revocation{Kind: storage.KindSession, Issuer: iss, Key: sid,
+		ExpiresAt: base.Add(24 * time.Hour * 365), Source: "test"}
+}
+
+func subjectRev(iss, sub, aud string, before time.Time) storage.Revocation {
+	return storage.Revocation{Kind: storage.KindSubject, Issuer: iss, Key: sub, Audience: aud,
+		RevokedBefore: before, ExpiresAt: before.Add(24 * time.Hour * 365), Source: "test"}
+}
+
+func cutoffRev(iss, aud string, before time.Time) storage.Revocation {
+	return storage.Revocation{Kind: storage.KindCutoff, Issuer: iss, Audience: aud,
+		RevokedBefore: before, ExpiresAt: before.Add(24 * time.Hour * 365), Source: "test"}
+}
+
+func apply(t *testing.T, s storage.Store, w storage.Write) storage.Result {
+	t.Helper()
+	res, err := s.Apply(t.Context(), w)
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	return res
+}
+
+func revs(rs ...storage.Revocation) storage.Write { return storage.Write{Revocations: rs} }
+
+func allChanges(t *testing.T, s storage.Store, after uint64) []storage.Change {
+	t.Helper()
+	var out []storage.Change
+	for {
+		cs, err := s.Changes(t.Context(), after, 7)
+		if err != nil {
+			t.Fatalf("Changes(%d): %v", after, err)
+		}
+		out = append(out, cs...)
+		if len(cs) < 7 {
+			return out
+		}
+		after = cs[len(cs)-1].Seq
+	}
+}
+
+func snapshot(t *testing.T, s storage.Store, now time.Time) (map[string]storage.Revocation, uint64) {
+	t.Helper()
+	m := map[string]storage.Revocation{}
+	seq, err := s.Snapshot(t.Context(), now, func(r storage.Revocation) error {
+		m[naturalKey(r)] = r
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	return m, seq
+}
+
+func naturalKey(r storage.Revocation) string {
+	return fmt.Sprintf("%s|%s|%s|%s", r.Kind, r.Issuer, r.Key, r.Audience)
+}
+
+func sameInstant(a, b time.Time) bool { return a.Equal(b) }
+
+func testApplyGetList(t *testing.T, open Opener) {
+	s := open(t)
+	in := []storage.Revocation{
+		tokenRev("iss", "jti-1"), sessionRev("iss", "sid-1"),
+		subjectRev("iss", "alice", "", base), cutoffRev("iss", "app", base),
+	}
+	res := apply(t, s, revs(in...))
+	if len(res.Revocations) != 4 || res.Seq == 0 || res.Duplicate {
+		t.Fatalf("Apply result = %+v, want 4 revocations and a sequence number", res)
+	}
+	for i, r := range res.Revocations {
+		if r.ID == 0 {
+			t.Errorf("revocation %d has no id", i)
+		}
+		got, err := s.Get(t.Context(), r.ID)
+		if err != nil {
+			t.Fatalf("Get(%d): %v", r.ID, err)
+		}
+		if naturalKey(got) != naturalKey(in[i]) || got.Source != in[i].Source || !sameInstant(got.ExpiresAt, in[i].ExpiresAt) {
+			t.Errorf("Get(%d) = %+v, want %+v", r.ID, got, in[i])
+		}
+		if !sameInstant(got.RevokedBefore, in[i].RevokedBefore) {
+			t.Errorf("revoked_before = %v, want %v", got.RevokedBefore, in[i].RevokedBefore)
+		}
+	}
+	if _, err := s.Get(t.Context(), 987654); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Get(unknown) = %v, want ErrNotFound", err)
+	}
+	list, err := s.List(t.Context(), storage.ListOptions{Kind: storage.KindSubject})
+	if err != nil || len(list) != 1 || list[0].Key != "alice" {
+		t.Errorf("List(kind subject) = %+v, %v; want alice", list, err)
+	}
+}
+
+func testIdempotent(t *testing.T, open Opener) {
+	s := open(t)
+	w := revs(tokenRev("iss", "jti-1"), subjectRev("iss", "bob", "", base))
+	first := apply(t, s, w)
+	second := apply(t, s, w)
+	if second.Seq != 0 {
+		t.Errorf("re-applying the same write made change %d, want none", second.Seq)
+	}
+	if len(second.Revocations) != 2 || second.Revocations[0].ID != first.Revocations[0].ID {
+		t.Errorf("re-apply returned %+v, want the stored entries", second.Revocations)
+	}
+	if got := len(allChanges(t, s, 0)); got != 2 {
+		t.Errorf("feed has %d changes after an idempotent re-apply, want 2", got)
+	}
+}
+
+func testNeverMoveBack(t *testing.T, open Opener) {
+	s := open(t)
+	later, earlier := base.Add(time.Hour), base
+	apply(t, s, revs(subjectRev("iss", "carol", "", later), cutoffRev("iss", "", later)))
+	res := apply(t, s, revs(subjectRev("iss", "carol", "", earlier), cutoffRev("iss", "", earlier)))
+	if res.Seq != 0 {
+		t.Errorf("an earlier cutoff made change %d, want none", res.Seq)
+	}
+	for _, r := range res.Revocations {
+		if !sameInstant(r.RevokedBefore, later) {
+			t.Errorf("%s revoked_before = %v, want it kept at %v", r.Kind, r.RevokedBefore, later)
+		}
+		if !sameInstant(r.ExpiresAt, later.Add(24*time.Hour*365)) {
+			t.Errorf("%s expires_at moved back to %v", r.Kind, r.ExpiresAt)
+		}
+	}
+	evenLater := later.Add(time.Minute)
+	res = apply(t, s, revs(subjectRev("iss", "carol", "", evenLater)))
+	if res.Seq == 0 || !sameInstant(res.Revocations[0].RevokedBefore, evenLater) {
+		t.Errorf("a later cutoff: %+v, want it moved forward to %v", res, evenLater)
+	}
+}
+
+func testEventDedup(t *testing.T, open Opener) {
+	s := open(t)
+	w := storage.Write{Revocations: []storage.Revocation{subjectRev("iss", "dave", "", base)},
+		EventID: "fusionauth:6a0c-11", EventExpiresAt: base.Add(48 * time.Hour)}
+	if res := apply(t, s, w); res.Duplicate || res.Seq == 0 {
+		t.Fatalf("first delivery: %+v", res)
+	}
+	w.Revocations[0] = subjectRev("iss", "dave", "", base.Add(time.Hour)) // a redelivery may differ; it is still the same event
+	res := apply(t, s, w)
+	if !res.Duplicate || res.Seq != 0 {
+		t.Errorf("second delivery: %+v, want Duplicate and no change", res)
+	}
+	snap, _ := snapshot(t, s, base)
+	if got := snap[naturalKey(w.Revocations[0])]; !sameInstant(got.RevokedBefore, base) {
+		t.Errorf("duplicate event changed revoked_before to %v", got.RevokedBefore)
+	}
+}
+
+func testAtomic(t *testing.T, open Opener) {
+	s := open(t)
+	bad := tokenRev("iss", "")
+	_, err := s.Apply(t.Context(), revs(tokenRev("iss", "good"), bad))
+	if !errors.Is(err, storage.ErrInvalid) {
+		t.Fatalf("Apply with an invalid entry: %v, want ErrInvalid", err)
+	}
+	if cs := allChanges(t, s, 0); len(cs) != 0 {
+		t.Errorf("a rejected write left %d changes", len(cs))
+	}
+	if snap, _ := snapshot(t, s, base); len(snap) != 0 {
+		t.Errorf("a rejected write left entries: %v", snap)
+	}
+}
+
+func testInvalid(t *testing.T, open Opener) {
+	s := open(t)
+	cases := map[string]storage.Revocation{
+		"no issuer":             {Kind: storage.KindToken, Key: "j", ExpiresAt: base},
+		"subject without time":  {Kind: storage.KindSubject, Issuer: "i", Key: "s", ExpiresAt: base},
+		"cutoff with a key":     {Kind: storage.KindCutoff, Issuer: "i", Key: "k", RevokedBefore: base, ExpiresAt: base},
+		"unknown kind":          {Kind: 9, Issuer: "i", Key: "k", ExpiresAt: base},
+		"no expiry":             {Kind: storage.KindSession, Issuer: "i", Key: "s"},
+		"token with audience":   {Kind: storage.KindToken, Issuer: "i", Key: "j", Audience: "a", ExpiresAt: base},
+		"oversized subject key": {Kind: storage.KindSubject, Issuer: "i", Key: string(make([]byte, 2000)), RevokedBefore: base, ExpiresAt: base},
+	}
+	for name, r := range cases {
+		if _, err := s.Apply(t.Context(), revs(r)); !errors.Is(err, storage.ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+func testChangesInOrder(t *testing.T, open Opener) {
+	s := open(t)
+	var want []string
+	for i := range 20 {
+		r := tokenRev("iss", fmt.Sprintf("jti-%02d", i))
+		apply(t, s, revs(r))
+		want = append(want, naturalKey(r))
+	}
+	cs := allChanges(t, s, 0)
+	if len(cs) != len(want) {
+		t.Fatalf("feed has %d changes, want %d", len(cs), len(want))
+	}
+	for i, c := range cs {
+		if c.Seq != uint64(i+1) {
+			t.Fatalf("change %d has seq %d, want %d (no gaps)", i, c.Seq, i+1)
+		}
+		if c.Op != storage.OpPut || naturalKey(c.Revocation) != want[i] {
+			t.Errorf("change %d = %v %s, want put %s", c.Seq, c.Op, naturalKey(c.Revocation), want[i])
+		}
+		if c.At.IsZero() {
+			t.Errorf("change %d has no commit time", c.Seq)
+		}
+	}
+	if rest := allChanges(t, s, 15); len(rest) != 5 || rest[0].Seq != 16 {
+		t.Errorf("Changes(15) = %d changes from %v, want 5 from 16", len(rest), rest)
+	}
+	if none, err := s.Changes(t.Context(), 20, 10); err != nil || len(none) != 0 {
+		t.Errorf("Changes at the head = %v, %v; want none", none, err)
+	}
+}
+
+func testDelete(t *testing.T, open Opener) {
+	s := open(t)
+	res := apply(t, s, revs(tokenRev("iss", "jti-del")))
+	id := res.Revocations[0].ID
+	c, err := s.Delete(t.Context(), id, "admin")
+	if err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if c.Op != storage.OpDelete || c.Seq != res.Seq+1 || c.Revocation.Key != "jti-del" {
+		t.Errorf("Delete change = %+v, want delete of jti-del at %d", c, res.Seq+1)
+	}
+	if _, err := s.Get(t.Context(), id); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Get after Delete: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Delete(t.Context(), id, "admin"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("second Delete: %v, want ErrNotFound", err)
+	}
+	if cs := allChanges(t, s, 0); len(cs) != 2 || cs[1].Op != storage.OpDelete {
+		t.Errorf("feed = %+v, want put then delete", cs)
+	}
+	// Revoking it again after the delete is a new entry.
+	if again := apply(t, s, revs(tokenRev("iss", "jti-del"))); again.Seq == 0 {
+		t.Error("re-revoking a deleted entry changed nothing")
+	}
+}
+
+func testSnapshot(t *testing.T, open Opener) {
+	s := open(t)
+	live := tokenRev("iss", "live")
+	dead := tokenRev("iss", "dead")
+	dead.ExpiresAt = base.Add(-time.Second)
+	res := apply(t, s, revs(live, dead))
+	snap, seq := snapshot(t, s, base)
+	if seq != res.Seq {
+		t.Errorf("snapshot seq = %d, want %d", seq, res.Seq)
+	}
+	if _, ok := snap[naturalKey(live)]; !ok || len(snap) != 1 {
+		t.Errorf("snapshot = %v, want only the live entry", snap)
+	}
+}
+
+func testSweep(t *testing.T, open Opener) {
+	s := open(t)
+	dead := tokenRev("iss", "dead")
+	dead.ExpiresAt = base.Add(-time.Second)
+	apply(t, s, storage.Write{Revocations: []storage.Revocation{dead, tokenRev("iss", "live")},
+		EventID: "ev-old", EventExpiresAt: base.Add(-time.Second)})
+	n, err := s.Sweep(t.Context(), base, time.Hour)
+	if err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v; want 1 entry", n, err)
+	}
+	// The event id expired: the same event is new again.
+	if res := apply(t, s, storage.Write{Revocations: []storage.Revocation{tokenRev("iss", "ev")}, EventID: "ev-old",
+		EventExpiresAt: base.Add(time.Hour)}); res.Duplicate {
+		t.Error("an expired event id still deduplicates")
+	}
+	// Changes older than keepChanges go, and a reader behind them is told.
+	if _, err := s.Sweep(t.Context(), time.Now().Add(time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Changes(t.Context(), 0, 10); !errors.Is(err, storage.ErrTruncated) {
+		t.Errorf("Changes(0) after pruning: %v, want ErrTruncated", err)
+	}
+	_, seq := snapshot(t, s, base)
+	if cs, err := s.Changes(t.Context(), seq, 10); err != nil || len(cs) != 0 {
+		t.Errorf("Changes at the head after pruning = %v, %v; want none", cs, err)
+	}
+	res := apply(t, s, revs(tokenRev("iss", "after-prune")))
+	if cs, err := s.Changes(t.Context(), seq, 10); err != nil || len(cs) != 1 || cs[0].Seq != res.Seq || res.Seq != seq+1 {
+		t.Errorf("after pruning, the next change = %v, %v; want seq %d", cs, err, seq+1)
+	}
+}
+
+func testReopen(t *testing.T, open Opener) {
+	s := open(t)
+	res := apply(t, s, revs(tokenRev("iss", "kept"), subjectRev("iss", "erin", "app", base)))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t)
+	snap, seq := snapshot(t, s, base)
+	if len(snap) != 2 || seq != res.Seq {
+		t.Fatalf("after reopen: %d entries at %d, want 2 at %d", len(snap), seq, res.Seq)
+	}
+	if next := apply(t, s, revs(tokenRev("iss", "new"))); next.Seq != res.Seq+1 {
+		t.Errorf("after reopen, next seq = %d, want %d", next.Seq, res.Seq+1)
+	}
+}
+
+func testCancelled(t *testing.T, open Opener) {
+	s := open(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	calls := map[string]func() error{
+		"Apply":   func() error { _, err := s.Apply(ctx, revs(tokenRev("iss", "x"))); return err },
+		"Changes": func() error { _, err := s.Changes(ctx, 0, 10); return err },
+		"Snapshot": func() error {
+			_, err := s.Snapshot(ctx, base, func(storage.Revocation) error { return nil })
+			return err
+		},
+		"List": func() error { _, err := s.List(ctx, storage.ListOptions{}); return err },
+	}
+	for name, call := range calls {
+		start := time.Now()
+		err := call()
+		if err == nil {
+			t.Errorf("%s with a cancelled context succeeded", name)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%s took %v with a cancelled context", name, d)
+		}
+	}
+	if cs := allChanges(t, s, 0); len(cs) != 0 {
+		t.Errorf("a cancelled Apply wrote %d changes", len(cs))
+	}
+}
+
+// testConcurrentWriters: many writers at once and a reader following the
+// feed. The reader never sees a sequence number out of order or skipped, and
+// ends with exactly what was written.
+func testConcurrentWriters(t *testing.T, open Opener) {
+	s := open(t)
+	const writers, each = 8, 40
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+
+	seen := map[string]bool{}
+	var readErr error
+	var last uint64
+	readerDone := make(chan struct{})
+	stopReading := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			cs, err := s.Changes(ctx, last, 50)
+			if err != nil {
+				readErr = err
+				return
+			}
+			for _, c := range cs {
+				if c.Seq != last+1 {
+					readErr = fmt.Errorf("reader at %d got change %d", last, c.Seq)
+					return
+				}
+				last = c.Seq
+				seen[naturalKey(c.Revocation)] = true
+			}
+			if len(cs) == 0 {
+				select {
+				case <-stopReading:
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+		}
+	}()
+
+	var wg sync.WaitGroup
+	written := make(chan string, writers*each)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				r := tokenRev("iss", fmt.Sprintf("w%d-%d", w, i))
+				if i%5 == 0 {
+					r = subjectRev("iss", fmt.Sprintf("w%d-%d", w, i), "", base)
+				}
+				if _, err := s.Apply(ctx, revs(r)); err != nil {
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+				written <- naturalKey(r)
+			}
+		})
+	}
+	wg.Wait()
+	close(written)
+	// Let the reader drain to the head, then stop it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cs, _ := s.Changes(ctx, writers*each-1, 10)
+		if len(cs) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(stopReading)
+	<-readerDone
+	if readErr != nil {
+		t.Fatal(readErr)
+	}
+	for key := range written {
+		if !seen[key] {
+			t.Errorf("the reader never saw %s", key)
+		}
+	}
+	if last != writers*each {
+		t.Errorf("reader ended at %d, want %d", last, writers*each)
+	}
+}
+
+func testNotify(t *testing.T, open Opener) {
+	s := open(t)
+	// Drain anything pending, then expect a wake-up for a new write.
+	for drained := false; !drained; {
+		select {
+		case <-s.Notify():
+		case <-time.After(100 * time.Millisecond):
+			drained = true
+		}
+	}
+	apply(t, s, revs(tokenRev("iss", "notify")))
+	select {
+	case <-s.Notify():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification within 5s of a write")
+	}
+}
+
+// testIndexMaxOverLevels: a store, a follower and the index together. A
+// token is revoked by the latest cutoff of any level that applies to it.
+func testIndexMaxOverLevels(t *testing.T, open Opener) {
+	s := open(t)
+	x := storage.NewIndex()
+	f := storage.NewFollower(s, x, storage.FollowerOptions{Now: func() time.Time { return base }})
+	const iss = "https://idp.example"
+	t0 := base.Add(-time.Hour)
+	apply(t, s, revs(
+		subjectRev(iss, "frank", "", t0),                   // subject, every audience: early
+		subjectRev(iss, "frank", "app-2", t0.Add(30*60e9)), // subject for app-2: later
+		cutoffRev(iss, "app-3", t0.Add(40*60e9)),           // app-3 for everyone: later still
+	))
+	if err := f.CatchUp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	iat := t0.Add(20 * time.Minute) // after the subject cutoff, before the others
+	cases := map[string]struct {
+		sub  string
+		aud  []string
+		want bool
+	}{
+		"subject level only":            {"frank", []string{"app-1"}, false},
+		"subject+audience level":        {"frank", []string{"app-2"}, true},
+		"audience level":                {"grace", []string{"app-3"}, true},
+		"one of several audiences":      {"frank", []string{"app-1", "app-3"}, true},
+		"another subject, another app":  {"grace", []string{"app-1"}, false},
+		"another issuer's same subject": {"frank", []string{"app-2"}, false},
+	}
+	for name, tc := range cases {
+		issuer := iss
+		if name == "another issuer's same subject" {
+			issuer = "https://other.example"
+		}
+		k := x.Keys(issuer, "", "", tc.sub, tc.aud)
+		if got := x.Revoked(k, iat, base); got != tc.want {
+			t.Errorf("%s: revoked = %v, want %v", name, got, tc.want)
+		}
+	}
+	// Same second as the cutoff: revoked (security wins the tie); one second later: not.
+	k := x.Keys(iss, "", "", "frank", []string{"app-1"})
+	if !x.Revoked(k, t0.Add(999*time.Millisecond), base) {
+		t.Error("a token issued in the cutoff's second is not revoked")
+	}
+	if x.Revoked(k, t0.Add(time.Second), base) {
+		t.Error("a token issued the second after the cutoff is revoked")
+	}
+}
+
+func testReadYourWrites(t *testing.T, open Opener) {
+	s := open(t)
+	x := storage.NewIndex()
+	f := storage.NewFollower(s, x, storage.FollowerOptions{Now: func() time.Time { return base }})
+	k := x.Keys("iss", "jti-ryw", "", "", nil)
+	for i := range 5 {
+		res := apply(t, s, revs(tokenRev("iss", fmt.Sprintf("other-%d", i))))
+		if err := f.WaitFor(t.Context(), res.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := apply(t, s, revs(tokenRev("iss", "jti-ryw")))
+	if err := f.WaitFor(t.Context(), res.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if !x.Revoked(k, base, base) {
+		t.Error("a write is not in the index after WaitFor")
+	}
+	if x.Seq() != res.Seq {
+		t.Errorf("index seq %d, want %d", x.Seq(), res.Seq)
+	}
+}
+
+func testListPagination(t *testing.T, open Opener) {
+	s := open(t)
+	for i := range 25 {
+		apply(t, s, revs(tokenRev("iss-a", fmt.Sprintf("j%02d", i))))
+	}
+	apply(t, s, revs(tokenRev("iss-b", "other"), subjectRev("iss-a", "henry", "", base)))
+	var got []string
+	var after int64
+	for {
+		page, err := s.List(t.Context(), storage.ListOptions{Issuer: "iss-a", Kind: storage.KindToken, AfterID: after, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range page {
+			got = append(got, r.Key)
+			after = r.ID
+		}
+		if len(page) < 10 {
+			break
+		}
+	}
+	if len(got) != 25 || got[0] != "j00" || got[24] != "j24" {
+		t.Errorf("paginated list = %v, want j00..j24 in order", got)
+	}
+	page, err := s.List(t.Context(), storage.ListOptions{Key: "henry"})
+	if err != nil || len(page) != 1 {
+		t.Errorf("List(key henry) = %v, %v", page, err)
+	}
+}
