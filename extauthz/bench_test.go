@@ -53,7 +53,7 @@ func (e *benchEnv) server(b *testing.B, cacheEntries int) *extauthz.Server {
 		Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, JWKSURI: e.iss.URL + "/jwks.json",
 			Audiences: []string{audience}, Leeway: 30 * time.Second, MaxTokenLifetime: 2 * time.Hour}},
 		CacheMaxEntries: cacheEntries,
-		Derive:          extauthz.Derive(headers),
+		Derive:          extauthz.Derive(headers, nil),
 	})
 	if err != nil {
 		b.Fatal(err)

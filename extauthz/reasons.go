@@ -27,6 +27,8 @@ const (
 	ReasonTokenLifetimeTooLong
 	ReasonTokenTypeInvalid
 	ReasonClaimsInvalid
+	ReasonTokenRevoked
+	ReasonRevocationsStale
 	numReasons
 )
 
@@ -44,6 +46,8 @@ var reasonNames = [numReasons]string{
 	ReasonTokenLifetimeTooLong:  "token_lifetime_too_long",
 	ReasonTokenTypeInvalid:      "token_type_invalid",
 	ReasonClaimsInvalid:         "claims_invalid",
+	ReasonTokenRevoked:          "token_revoked",
+	ReasonRevocationsStale:      "revocations_stale",
 }
 
 // String is the reason's stable name, for example "token_expired".
@@ -68,6 +72,8 @@ func (r Reason) HTTPStatus() int {
 	switch r {
 	case ReasonAllowed:
 		return http.StatusOK
+	case ReasonRevocationsStale:
+		return http.StatusServiceUnavailable
 	default:
 		return http.StatusUnauthorized
 	}

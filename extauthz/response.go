@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/policy"
+	"github.com/tokengate/tokengate/storage"
 )
 
 // Realm is the RFC 6750 realm in every challenge.
@@ -25,16 +26,17 @@ var okStatus = &status.Status{Code: int32(codes.OK)}
 type allowed struct {
 	ok            *authv3.OkHttpResponse
 	iss, sub, jti *structpb.Value
+	keys          *storage.Keys // the token's revocation lookups
 }
 
 // Derive returns the function the verifier calls once per verified token to
 // prepare its allow answer: identity headers set with OVERWRITE_IF_EXISTS_OR_ADD,
 // and every identity header it does not set listed in headers_to_remove.
-func Derive(headers *policy.HeaderMap) func(*token.Identity) any {
-	return func(id *token.Identity) any { return newAllowed(headers, id) }
+func Derive(headers *policy.HeaderMap, revocations Revocations) func(*token.Identity) any {
+	return func(id *token.Identity) any { return newAllowed(headers, revocations, id) }
 }
 
-func newAllowed(headers *policy.HeaderMap, id *token.Identity) *allowed {
+func newAllowed(headers *policy.HeaderMap, revocations Revocations, id *token.Identity) *allowed {
 	set := headers.Headers(id.Issuer, id.Subject, id.TokenID, id.Claims)
 	ok := &authv3.OkHttpResponse{Headers: make([]*corev3.HeaderValueOption, 0, len(set))}
 	isSet := make(map[string]bool, len(set))
@@ -50,12 +52,16 @@ func newAllowed(headers *policy.HeaderMap, id *token.Identity) *allowed {
 			ok.HeadersToRemove = append(ok.HeadersToRemove, name)
 		}
 	}
-	return &allowed{
+	a := &allowed{
 		ok:  ok,
 		iss: structpb.NewStringValue(id.Issuer),
 		sub: structpb.NewStringValue(id.Subject),
 		jti: structpb.NewStringValue(id.TokenID),
 	}
+	if revocations != nil {
+		a.keys = revocations.Keys(id.Issuer, id.TokenID, id.SessionID, id.Subject, id.Audience)
+	}
+	return a
 }
 
 func allowResponse(a *allowed, decisionID string) *authv3.CheckResponse {
@@ -94,22 +100,31 @@ func init() {
 
 func newDenial(r Reason) denial {
 	code, errCode := codes.Unauthenticated, "invalid_token"
-	challenge := `Bearer realm="` + Realm + `"`
-	if r != ReasonTokenMissing {
-		// RFC 6750 §3.1: a request without a token gets no error code.
-		challenge += `, error="` + errCode + `", error_description="` + r.description() + `"`
+	headers := []*corev3.HeaderValueOption{
+		header("content-type", "application/json"),
+		header("cache-control", "no-store"),
+	}
+	switch r {
+	case ReasonRevocationsStale:
+		// tokengate cannot vouch that the token is not revoked: not the
+		// client's fault, so no challenge; it may retry.
+		code, errCode = codes.Unavailable, "temporarily_unavailable"
+		headers = append(headers, header("retry-after", "1"))
+	default:
+		challenge := `Bearer realm="` + Realm + `"`
+		if r != ReasonTokenMissing {
+			// RFC 6750 §3.1: a request without a token gets no error code.
+			challenge += `, error="` + errCode + `", error_description="` + r.description() + `"`
+		}
+		headers = append([]*corev3.HeaderValueOption{header("www-authenticate", challenge)}, headers...)
 	}
 	body, _ := json.Marshal(map[string]string{"error": errCode, "reason": r.String()})
 	return denial{
 		status: &status.Status{Code: int32(code), Message: r.String()},
 		http: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status: &typev3.HttpStatus{Code: typev3.StatusCode(r.HTTPStatus())},
-			Headers: []*corev3.HeaderValueOption{
-				header("www-authenticate", challenge),
-				header("content-type", "application/json"),
-				header("cache-control", "no-store"),
-			},
-			Body: string(body),
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(r.HTTPStatus())},
+			Headers: headers,
+			Body:    string(body),
 		}},
 	}
 }

@@ -21,11 +21,19 @@ import (
 
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/policy"
+	"github.com/tokengate/tokengate/storage"
 )
 
 // Verifier verifies bearer tokens.
 type Verifier interface {
 	Verify(ctx context.Context, raw string) (*token.Identity, error)
+}
+
+// Revocations answers whether a verified token has been revoked, from
+// memory (storage.Index).
+type Revocations interface {
+	Keys(issuer, jti, sid, sub string, audiences []string) *storage.Keys
+	Revoked(k *storage.Keys, iat, now time.Time) bool
 }
 
 // Options configure a Server.
@@ -34,17 +42,33 @@ type Options struct {
 	// Headers maps identities to upstream headers. It must be the map given to
 	// Derive for the verifier, if any.
 	Headers *policy.HeaderMap
-	Metrics *Metrics
-	Logger  *slog.Logger
+	// Revocations, when set, is checked on every request after verification
+	// (never cached). It must be the one given to Derive, if any.
+	Revocations Revocations
+	// Staleness says how old the revocation view may be (how long since the
+	// store was last read). Past MaxStaleness, requests are denied with
+	// revocations_stale, unless FailOpen.
+	Staleness    func() time.Duration
+	MaxStaleness time.Duration
+	FailOpen     bool
+	Metrics      *Metrics
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 // Server implements the ext_authz v3 Authorization service.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
-	verifier Verifier
-	headers  *policy.HeaderMap
-	metrics  *Metrics
-	log      *slog.Logger
+	verifier     Verifier
+	headers      *policy.HeaderMap
+	revocations  Revocations
+	staleness    func() time.Duration
+	maxStaleness time.Duration
+	failOpen     bool
+	metrics      *Metrics
+	log          *slog.Logger
+	now          func() time.Time
+	staleWarned  atomic.Int64 // Unix seconds of the last fail-open warning
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -58,14 +82,25 @@ func NewServer(opts Options) *Server {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Staleness == nil {
+		opts.Staleness = func() time.Duration { return 0 }
+	}
 	var b [6]byte
 	rand.Read(b[:])
 	return &Server{
-		verifier: opts.Verifier,
-		headers:  opts.Headers,
-		metrics:  opts.Metrics,
-		log:      opts.Logger,
-		idPrefix: hex.EncodeToString(b[:]) + "-",
+		verifier:     opts.Verifier,
+		headers:      opts.Headers,
+		revocations:  opts.Revocations,
+		staleness:    opts.Staleness,
+		maxStaleness: opts.MaxStaleness,
+		failOpen:     opts.FailOpen,
+		metrics:      opts.Metrics,
+		log:          opts.Logger,
+		now:          opts.Now,
+		idPrefix:     hex.EncodeToString(b[:]) + "-",
 	}
 }
 
@@ -90,7 +125,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	a, ok := id.Derived.(*allowed)
 	if !ok {
-		a = newAllowed(s.headers, id)
+		a = newAllowed(s.headers, s.revocations, id)
+	}
+	if s.revocations != nil {
+		if reason := s.revocationCheck(a, id); reason != ReasonAllowed {
+			return s.deny(r, reason, decisionID, id, start), nil
+		}
 	}
 	s.metrics.observe(ReasonAllowed, start)
 	return allowResponse(a, decisionID), nil
@@ -105,6 +145,28 @@ func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Ide
 	}
 	s.log.Info("denied", attrs...)
 	return denyResponse(reason, decisionID, id)
+}
+
+// revocationCheck applies the in-memory revocation index, failing closed (or
+// open, when configured) when the index may be stale.
+func (s *Server) revocationCheck(a *allowed, id *token.Identity) Reason {
+	now := s.now()
+	if stale := s.staleness(); stale > s.maxStaleness {
+		if !s.failOpen {
+			return ReasonRevocationsStale
+		}
+		if last := s.staleWarned.Load(); now.Unix()-last >= 60 && s.staleWarned.CompareAndSwap(last, now.Unix()) {
+			s.log.Warn("revocations are stale; allowing requests anyway (revocation.on_stale: allow)", "staleness", stale)
+		}
+	}
+	keys := a.keys
+	if keys == nil {
+		keys = s.revocations.Keys(id.Issuer, id.TokenID, id.SessionID, id.Subject, id.Audience)
+	}
+	if s.revocations.Revoked(keys, id.IssuedAt, now) {
+		return ReasonTokenRevoked
+	}
+	return ReasonAllowed
 }
 
 // decisionID is unique per process run: a random prefix and a counter.

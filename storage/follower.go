@@ -25,6 +25,8 @@ type FollowerOptions struct {
 	OnApply func([]Change)
 	// OnExpire observes how many entries the index dropped.
 	OnExpire func(int)
+	// OnLoad is called once the first snapshot has loaded.
+	OnLoad func()
 }
 
 // Follower keeps an Index current from a Store: it loads a snapshot at start
@@ -65,6 +67,9 @@ func NewFollower(s Store, x *Index, opts FollowerOptions) *Follower {
 	if opts.OnExpire == nil {
 		opts.OnExpire = func(int) {}
 	}
+	if opts.OnLoad == nil {
+		opts.OnLoad = func() {}
+	}
 	return &Follower{store: s, index: x, opts: opts}
 }
 
@@ -102,6 +107,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		backoff = min(backoff*2, 10*time.Second)
 	}
 	f.loaded.Store(true)
+	f.opts.OnLoad()
 	f.opts.Logger.Info("revocations loaded", "entries", f.index.Len(), "seq", f.index.Seq())
 
 	poll := time.NewTicker(f.opts.Poll)

@@ -28,7 +28,25 @@ type Config struct {
 	Tokens       TokensConfig      `yaml:"tokens"`
 	Issuers      []IssuerConfig    `yaml:"issuers"`
 	ClaimHeaders map[string]string `yaml:"claim_headers"`
+	Storage      StorageConfig     `yaml:"storage"`
+	Revocation   RevocationConfig  `yaml:"revocation"`
 	Shutdown     ShutdownConfig    `yaml:"shutdown"`
+}
+
+type StorageConfig struct {
+	// Path of the embedded store, used when PostgresURL is empty.
+	Path        string `yaml:"path"`
+	PostgresURL string `yaml:"postgres_url"`
+	AutoMigrate bool   `yaml:"auto_migrate"`
+	MaxConns    int32  `yaml:"max_conns"`
+}
+
+type RevocationConfig struct {
+	MaxStaleness    time.Duration `yaml:"max_staleness"`
+	OnStale         string        `yaml:"on_stale"`
+	PollInterval    time.Duration `yaml:"poll_interval"`
+	SweepInterval   time.Duration `yaml:"sweep_interval"`
+	ChangeRetention time.Duration `yaml:"change_retention"`
 }
 
 type ListenConfig struct {
@@ -80,6 +98,9 @@ func defaultConfig() Config {
 		Cache:    CacheConfig{MaxEntries: 100_000},
 		JWKS:     JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
 		Tokens:   TokensConfig{MaxBytes: 16 << 10},
+		Storage:  StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, MaxConns: 10},
+		Revocation: RevocationConfig{MaxStaleness: 30 * time.Second, OnStale: "deny", PollInterval: time.Second,
+			SweepInterval: time.Minute, ChangeRetention: time.Hour},
 		Shutdown: ShutdownConfig{DrainDelay: 5 * time.Second, Timeout: 15 * time.Second},
 	}
 }
@@ -121,6 +142,9 @@ func envName(issuerName string) string {
 }
 
 func applyEnv(cfg *Config, getenv func(string) string) {
+	if v := getenv("TOKENGATE_POSTGRES_URL"); v != "" {
+		cfg.Storage.PostgresURL = v
+	}
 	for i := range cfg.Issuers {
 		if v := getenv(envName(cfg.Issuers[i].Name)); v != "" {
 			cfg.Issuers[i].HMACSecret = v
@@ -222,6 +246,28 @@ func (c Config) validate() error {
 		if ic.MaxTokenLifetime <= 0 || ic.MaxTokenLifetime > 7*24*time.Hour {
 			bad(p+".max_token_lifetime", "must be between 1s and 168h")
 		}
+	}
+	if c.Storage.PostgresURL == "" && c.Storage.Path == "" {
+		bad("storage.path", "required when storage.postgres_url is empty")
+	}
+	if c.Storage.MaxConns < 2 {
+		bad("storage.max_conns", "must be at least 2")
+	}
+	rc := c.Revocation
+	if rc.MaxStaleness < time.Second {
+		bad("revocation.max_staleness", "must be at least 1s")
+	}
+	if rc.OnStale != "deny" && rc.OnStale != "allow" {
+		bad("revocation.on_stale", "want deny or allow, got %q", rc.OnStale)
+	}
+	if rc.PollInterval < 10*time.Millisecond || rc.PollInterval > rc.MaxStaleness {
+		bad("revocation.poll_interval", "must be between 10ms and max_staleness")
+	}
+	if rc.SweepInterval < time.Second {
+		bad("revocation.sweep_interval", "must be at least 1s")
+	}
+	if rc.ChangeRetention < time.Minute {
+		bad("revocation.change_retention", "must be at least 1m")
 	}
 	if _, err := policy.NewHeaderMap(c.ClaimHeaders); err != nil {
 		bad("claim_headers", "%v", err)

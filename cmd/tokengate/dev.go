@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -26,10 +27,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.StringVar(&cfg.Listen.GRPC, "grpc", cfg.Listen.GRPC, "gRPC listen address (loopback only)")
 	fs.StringVar(&cfg.Listen.HTTP, "http", cfg.Listen.HTTP, "HTTP listen address (loopback only)")
 	fs.StringVar(&cfg.Log.Format, "log-format", "text", "log format: text or json")
+	data := fs.String("data", "./tokengate-data", "directory of the embedded revocation store")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg.Shutdown.DrainDelay = 0
+	cfg.Storage.Path = filepath.Join(*data, "tokengate.db")
 	for _, addr := range []string{cfg.Listen.GRPC, cfg.Listen.HTTP} {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil || !isLoopback(host) {

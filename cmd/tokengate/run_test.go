@@ -110,9 +110,15 @@ func start(t *testing.T, args []string, env map[string]string) *instance {
 	return in
 }
 
+// writeConfig writes a config file; a storage section pointing into the
+// test's temp dir is added unless the body has one.
 func writeConfig(t *testing.T, body string) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "tokengate.yaml")
+	dir := t.TempDir()
+	if !strings.Contains(body, "storage:") {
+		body += fmt.Sprintf("\nstorage: {path: %q}\n", filepath.Join(dir, "data", "tokengate.db"))
+	}
+	p := filepath.Join(dir, "tokengate.yaml")
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +328,7 @@ func TestDevServesAWorkingToken(t *testing.T) {
 	done := make(chan error, 1)
 	// Fixed ports would collide between test runs; dev accepts any loopback address.
 	go func() {
-		done <- run(ctx, []string{"dev", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json"}, func(string) string { return "" }, stdout, logs)
+		done <- run(ctx, []string{"dev", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json", "--data", t.TempDir()}, func(string) string { return "" }, stdout, logs)
 	}()
 	var rec map[string]any
 	select {

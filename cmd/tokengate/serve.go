@@ -56,6 +56,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 	for _, ic := range cfg.Issuers {
 		h.Register("issuer/"+ic.Name, "keys not loaded yet")
 	}
+	rv, err := openRevocations(cfg, log, reg, h)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := rv.close(); err != nil {
+			log.Warn("closing the revocation store", "err", err)
+		}
+	}()
 	verifier, err := token.New(token.Options{
 		Issuers:            cfg.verifierIssuers(),
 		CacheMaxEntries:    cfg.Cache.MaxEntries,
@@ -64,7 +73,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		UnknownKIDInterval: cfg.JWKS.UnknownKIDInterval,
 		HTTPClient:         &http.Client{Timeout: cfg.JWKS.Timeout},
 		Logger:             log,
-		Derive:             extauthz.Derive(headers),
+		Derive:             extauthz.Derive(headers, rv.index),
 		OnFetch: func(issuer, result string) {
 			jwksFetches.WithLabelValues(issuer, result).Inc()
 			if result != "error" {
@@ -81,10 +90,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		}
 	}
 	authz := extauthz.NewServer(extauthz.Options{
-		Verifier: verifier,
-		Headers:  headers,
-		Metrics:  extauthz.NewMetrics(reg),
-		Logger:   log,
+		Verifier:     verifier,
+		Headers:      headers,
+		Revocations:  rv.index,
+		Staleness:    rv.follower.Staleness,
+		MaxStaleness: cfg.Revocation.MaxStaleness,
+		FailOpen:     cfg.Revocation.OnStale == "allow",
+		Metrics:      extauthz.NewMetrics(reg),
+		Logger:       log,
 	})
 
 	grpcLis, httpLis := hooks.grpcListener, hooks.httpListener
@@ -132,6 +145,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return verifier.Run(gctx) })
+	g.Go(func() error { return rv.run(gctx) })
 	g.Go(func() error {
 		if err := gs.Serve(grpcLis); err != nil {
 			return fmt.Errorf("grpc: %w", err)

@@ -1,0 +1,491 @@
+// Package postgres is the shared revocation store for many tokengate
+// replicas (pgx v5). Writers take the row lock of tokengate_feed to number
+// their changes and hold it until commit, so changes commit in sequence order
+// without gaps; NOTIFY wakes every replica, which then reads the feed after
+// its last applied sequence.
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgxlisten"
+
+	"github.com/tokengate/tokengate/storage"
+)
+
+// channel is the NOTIFY channel.
+const channel = "tokengate_changes"
+
+// sweepLock is the advisory lock that lets one replica sweep at a time.
+const sweepLock = 0x746f6b656e737770 // "tokenswp"
+
+// Options configure Open.
+type Options struct {
+	// MaxConns bounds the pool (default 10).
+	MaxConns int32
+	Logger   *slog.Logger
+}
+
+// Store is the PostgreSQL backend.
+type Store struct {
+	pool   *pgxpool.Pool
+	notify chan struct{}
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// Open parses the URL and prepares a pool; it does not wait for the server,
+// so that a replica can start (not ready) while the database is down. The
+// LISTEN connection runs until Close, reconnecting on its own.
+func Open(url string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres url: %w", redact(err))
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "tokengate"
+	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", redact(err))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{pool: pool, notify: make(chan struct{}, 1), log: opts.Logger, cancel: cancel, done: make(chan struct{})}
+
+	listenCfg := cfg.ConnConfig.Copy()
+	listenCfg.RuntimeParams["application_name"] = "tokengate-listen"
+	l := &pgxlisten.Listener{
+		Connect:        func(ctx context.Context) (*pgx.Conn, error) { return pgx.ConnectConfig(ctx, listenCfg) },
+		LogError:       func(ctx context.Context, err error) { s.logListenError(ctx, err) },
+		ReconnectDelay: time.Second,
+	}
+	l.Handle(channel, wakeHandler{s})
+	go func() {
+		defer close(s.done)
+		l.Listen(ctx)
+	}()
+	return s, nil
+}
+
+// Close stops the listener and closes the pool.
+func (s *Store) Close() error {
+	s.cancel()
+	<-s.done
+	s.pool.Close()
+	return nil
+}
+
+// Notify wakes readers when a NOTIFY arrives, and after the LISTEN
+// connection (re)connects, since notifications may have been missed.
+func (s *Store) Notify() <-chan struct{} { return s.notify }
+
+func (s *Store) wake() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+type wakeHandler struct{ s *Store }
+
+func (h wakeHandler) HandleNotification(context.Context, *pgconn.Notification, *pgx.Conn) error {
+	h.s.wake()
+	return nil
+}
+
+func (h wakeHandler) HandleBacklog(context.Context, string, *pgx.Conn) error {
+	h.s.wake()
+	return nil
+}
+
+func (s *Store) logListenError(ctx context.Context, err error) {
+	if ctx.Err() == nil {
+		s.log.Warn("postgres LISTEN connection lost; reconnecting (the poll covers the gap)", "err", redact(err))
+	}
+}
+
+// Ping checks that the server answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return unavailable("ping", err)
+	}
+	return nil
+}
+
+// Apply merges a write in one transaction; see storage.Store.
+func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, error) {
+	prepared := make([]storage.Revocation, len(w.Revocations))
+	for i, r := range w.Revocations {
+		p, err := storage.Prepare(r)
+		if err != nil {
+			return storage.Result{}, err
+		}
+		prepared[i] = p
+	}
+	// Lock entries in one order, so that concurrent writes cannot deadlock.
+	order := make([]int, len(prepared))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return lessKey(prepared[order[a]], prepared[order[b]]) })
+
+	var res storage.Result
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		res = storage.Result{Revocations: make([]storage.Revocation, len(prepared))}
+		if w.EventID != "" {
+			tag, err := tx.Exec(ctx, `INSERT INTO tokengate_events (event_id, expires_at) VALUES ($1, $2)
+				ON CONFLICT (event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, received_at = now()
+				WHERE tokengate_events.expires_at <= now()`, w.EventID, w.EventExpiresAt)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				res = storage.Result{Duplicate: true}
+				return nil
+			}
+		}
+		var changed []int
+		for _, i := range order {
+			r, isNew, err := upsert(ctx, tx, prepared[i])
+			if err != nil {
+				return err
+			}
+			res.Revocations[i] = r
+			if isNew {
+				changed = append(changed, i)
+			}
+		}
+		if len(changed) == 0 {
+			return nil
+		}
+		// From here until commit this transaction holds the feed row: the
+		// numbers it takes commit in order, after every smaller one.
+		var last uint64
+		if err := tx.QueryRow(ctx, "UPDATE tokengate_feed SET last_seq = last_seq + $1 RETURNING last_seq",
+			len(changed)).Scan(&last); err != nil {
+			return err
+		}
+		b := &pgx.Batch{}
+		first := last - uint64(len(changed)) + 1
+		for n, i := range changed {
+			r := &res.Revocations[i]
+			r.Seq = first + uint64(n)
+			doc, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			b.Queue("UPDATE tokengate_revocations SET seq = $1 WHERE id = $2", r.Seq, r.ID)
+			b.Queue("INSERT INTO tokengate_changes (seq, op, revocation) VALUES ($1, $2, $3)", r.Seq, storage.OpPut, doc)
+		}
+		b.Queue("SELECT pg_notify($1, $2)", channel, fmt.Sprint(last))
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		res.Seq = last
+		return nil
+	})
+	if err != nil {
+		return storage.Result{}, classify("apply", err)
+	}
+	return res, nil
+}
+
+// upsert merges r into its row. isNew says whether the row changed (a new
+// entry, or a later revoked_before or expires_at).
+func upsert(ctx context.Context, tx pgx.Tx, r storage.Revocation) (storage.Revocation, bool, error) {
+	var before *time.Time
+	if !r.RevokedBefore.IsZero() {
+		before = &r.RevokedBefore
+	}
+	created := r.CreatedAt
+	if created.IsZero() {
+		created = time.Now().UTC().Truncate(time.Microsecond)
+	}
+	row := tx.QueryRow(ctx, `
+		INSERT INTO tokengate_revocations AS t
+			(seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at)
+		VALUES (0, $1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (kind, issuer, key, audience) DO UPDATE SET
+			revoked_before = GREATEST(t.revoked_before, EXCLUDED.revoked_before),
+			expires_at     = GREATEST(t.expires_at, EXCLUDED.expires_at),
+			source         = EXCLUDED.source,
+			reason         = EXCLUDED.reason
+		WHERE EXCLUDED.revoked_before > t.revoked_before OR EXCLUDED.expires_at > t.expires_at
+		RETURNING id, seq, revoked_before, expires_at, source, reason, created_at`,
+		r.Kind, r.Issuer, r.Key, r.Audience, before, r.ExpiresAt, r.Source, r.Reason, created)
+	out := r
+	err := scanInto(row, &out)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// The stored entry already covers this write: nothing changes.
+		row = tx.QueryRow(ctx, `SELECT id, seq, revoked_before, expires_at, source, reason, created_at
+			FROM tokengate_revocations WHERE kind = $1 AND issuer = $2 AND key = $3 AND audience = $4`,
+			r.Kind, r.Issuer, r.Key, r.Audience)
+		err = scanInto(row, &out)
+		return out, false, err
+	}
+	return out, err == nil, err
+}
+
+func scanInto(row pgx.Row, r *storage.Revocation) error {
+	var before *time.Time
+	var seq int64
+	if err := row.Scan(&r.ID, &seq, &before, &r.ExpiresAt, &r.Source, &r.Reason, &r.CreatedAt); err != nil {
+		return err
+	}
+	r.Seq = uint64(seq)
+	r.RevokedBefore = time.Time{}
+	if before != nil {
+		r.RevokedBefore = before.UTC()
+	}
+	r.ExpiresAt, r.CreatedAt = r.ExpiresAt.UTC(), r.CreatedAt.UTC()
+	return nil
+}
+
+const selectRevocation = `SELECT id, seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at
+	FROM tokengate_revocations`
+
+func scanRevocation(rows pgx.Row) (storage.Revocation, error) {
+	var r storage.Revocation
+	var before *time.Time
+	var seq int64
+	if err := rows.Scan(&r.ID, &seq, &r.Kind, &r.Issuer, &r.Key, &r.Audience, &before, &r.ExpiresAt,
+		&r.Source, &r.Reason, &r.CreatedAt); err != nil {
+		return r, err
+	}
+	r.Seq = uint64(seq)
+	if before != nil {
+		r.RevokedBefore = before.UTC()
+	}
+	r.ExpiresAt, r.CreatedAt = r.ExpiresAt.UTC(), r.CreatedAt.UTC()
+	return r, nil
+}
+
+// Delete removes an entry and records the deletion in the feed.
+func (s *Store) Delete(ctx context.Context, id int64, source string) (storage.Change, error) {
+	var c storage.Change
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		r, err := scanRevocation(tx.QueryRow(ctx, "DELETE FROM tokengate_revocations WHERE id = $1 "+
+			"RETURNING id, seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at", id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return storage.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		var seq uint64
+		if err := tx.QueryRow(ctx, "UPDATE tokengate_feed SET last_seq = last_seq + 1 RETURNING last_seq").Scan(&seq); err != nil {
+			return err
+		}
+		r.Seq, r.Source = seq, source
+		doc, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		var at time.Time
+		if err := tx.QueryRow(ctx, "INSERT INTO tokengate_changes (seq, op, revocation) VALUES ($1, $2, $3) RETURNING committed_at",
+			seq, storage.OpDelete, doc).Scan(&at); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", channel, fmt.Sprint(seq)); err != nil {
+			return err
+		}
+		c = storage.Change{Seq: seq, Op: storage.OpDelete, Revocation: r, At: at}
+		return nil
+	})
+	if err != nil {
+		return storage.Change{}, classify(fmt.Sprintf("delete %d", id), err)
+	}
+	return c, nil
+}
+
+// Get returns one entry by id.
+func (s *Store) Get(ctx context.Context, id int64) (storage.Revocation, error) {
+	r, err := scanRevocation(s.pool.QueryRow(ctx, selectRevocation+" WHERE id = $1", id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, storage.ErrNotFound
+	}
+	if err != nil {
+		return r, classify("get", err)
+	}
+	return r, nil
+}
+
+// List returns entries in id order, filtered.
+func (s *Store) List(ctx context.Context, opts storage.ListOptions) ([]storage.Revocation, error) {
+	limit := opts.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = min(max(limit, 100), 1000)
+	}
+	rows, err := s.pool.Query(ctx, selectRevocation+`
+		WHERE id > $1 AND ($2 = '' OR issuer = $2) AND ($3 = 0 OR kind = $3) AND ($4 = '' OR key = $4)
+		ORDER BY id LIMIT $5`, opts.AfterID, opts.Issuer, int(opts.Kind), opts.Key, limit)
+	if err != nil {
+		return nil, classify("list", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (storage.Revocation, error) { return scanRevocation(row) })
+	if err != nil {
+		return nil, classify("list", err)
+	}
+	return out, nil
+}
+
+// Snapshot reads every live entry and the sequence from one REPEATABLE READ
+// transaction: the entries are exactly those of changes ≤ the sequence.
+func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (uint64, error) {
+	var seq uint64
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, "SELECT last_seq FROM tokengate_feed").Scan(&seq); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, selectRevocation+" WHERE expires_at > $1", now)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			r, err := scanRevocation(rows)
+			if err != nil {
+				return err
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return 0, classify("snapshot", err)
+	}
+	return seq, nil
+}
+
+// Changes returns changes after `after`, in order.
+func (s *Store) Changes(ctx context.Context, after uint64, limit int) ([]storage.Change, error) {
+	var pruned uint64
+	if err := s.pool.QueryRow(ctx, "SELECT pruned_seq FROM tokengate_feed").Scan(&pruned); err != nil {
+		return nil, classify("changes", err)
+	}
+	if after < pruned {
+		return nil, storage.ErrTruncated
+	}
+	rows, err := s.pool.Query(ctx, "SELECT seq, op, revocation, committed_at FROM tokengate_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+		int64(after), limit)
+	if err != nil {
+		return nil, classify("changes", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (storage.Change, error) {
+		var c storage.Change
+		var seq int64
+		var doc []byte
+		if err := row.Scan(&seq, &c.Op, &doc, &c.At); err != nil {
+			return c, err
+		}
+		c.Seq = uint64(seq)
+		return c, json.Unmarshal(doc, &c.Revocation)
+	})
+	if err != nil {
+		return nil, classify("changes", err)
+	}
+	return out, nil
+}
+
+// Sweep deletes expired entries and event ids, and changes older than
+// keepChanges. Only one replica sweeps at a time; the others return 0.
+func (s *Store) Sweep(ctx context.Context, now time.Time, keepChanges time.Duration) (int, error) {
+	var n int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var locked bool
+		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", int64(sweepLock)).Scan(&locked); err != nil || !locked {
+			return err
+		}
+		tag, err := tx.Exec(ctx, "DELETE FROM tokengate_revocations WHERE expires_at <= $1", now)
+		if err != nil {
+			return err
+		}
+		n = int(tag.RowsAffected())
+		if _, err := tx.Exec(ctx, "DELETE FROM tokengate_events WHERE expires_at <= $1", now); err != nil {
+			return err
+		}
+		// Prune a prefix of the feed: everything up to the newest change
+		// older than the retention.
+		_, err = tx.Exec(ctx, `
+			WITH cut AS (SELECT max(seq) AS seq FROM tokengate_changes WHERE committed_at < $1),
+			gone AS (DELETE FROM tokengate_changes WHERE seq <= (SELECT seq FROM cut))
+			UPDATE tokengate_feed SET pruned_seq = GREATEST(pruned_seq, coalesce((SELECT seq FROM cut), 0))`,
+			now.Add(-keepChanges))
+		return err
+	})
+	if err != nil {
+		return 0, classify("sweep", err)
+	}
+	return n, nil
+}
+
+func lessKey(a, b storage.Revocation) bool {
+	if a.Kind != b.Kind {
+		return a.Kind < b.Kind
+	}
+	if a.Issuer != b.Issuer {
+		return a.Issuer < b.Issuer
+	}
+	if a.Key != b.Key {
+		return a.Key < b.Key
+	}
+	return a.Audience < b.Audience
+}
+
+// classify maps driver errors onto storage's sentinels: sentinels pass
+// through, a cancelled context stays itself, and everything that means the
+// server could not be reached becomes ErrUnavailable.
+func classify(op string, err error) error {
+	switch {
+	case errors.Is(err, storage.ErrNotFound), errors.Is(err, storage.ErrTruncated), errors.Is(err, storage.ErrInvalid):
+		return err
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return unavailable(op, err)
+}
+
+func unavailable(op string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && !strings.HasPrefix(pgErr.Code, "08") && !strings.HasPrefix(pgErr.Code, "57P") {
+		// A server-side error other than connection loss or shutdown.
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s: %w: %w", op, storage.ErrUnavailable, redact(err))
+}
+
+// redact keeps passwords out of errors that quote a connection string.
+func redact(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, "password="); i >= 0 {
+		end := strings.IndexAny(msg[i:], " &")
+		if end < 0 {
+			end = len(msg) - i
+		}
+		return errors.New(msg[:i] + "password=REDACTED" + msg[i+end:])
+	}
+	return err
+}
