@@ -413,4 +413,3 @@ func u64(b []byte) uint64 {
 	}
 	return binary.BigEndian.Uint64(b)
 }
-
