@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tokengate/tokengate/extauthz/intake"
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/policy"
 )
@@ -28,9 +29,15 @@ type Config struct {
 	Tokens       TokensConfig      `yaml:"tokens"`
 	Issuers      []IssuerConfig    `yaml:"issuers"`
 	ClaimHeaders map[string]string `yaml:"claim_headers"`
+	Admin        AdminConfig       `yaml:"admin"`
 	Storage      StorageConfig     `yaml:"storage"`
 	Revocation   RevocationConfig  `yaml:"revocation"`
 	Shutdown     ShutdownConfig    `yaml:"shutdown"`
+}
+
+type AdminConfig struct {
+	// Token enables the admin API; empty turns it off.
+	Token string `yaml:"token"`
 }
 
 type StorageConfig struct {
@@ -145,6 +152,9 @@ func applyEnv(cfg *Config, getenv func(string) string) {
 	if v := getenv("TOKENGATE_POSTGRES_URL"); v != "" {
 		cfg.Storage.PostgresURL = v
 	}
+	if v := getenv("TOKENGATE_ADMIN_TOKEN"); v != "" {
+		cfg.Admin.Token = v
+	}
 	for i := range cfg.Issuers {
 		if v := getenv(envName(cfg.Issuers[i].Name)); v != "" {
 			cfg.Issuers[i].HMACSecret = v
@@ -247,6 +257,9 @@ func (c Config) validate() error {
 			bad(p+".max_token_lifetime", "must be between 1s and 168h")
 		}
 	}
+	if c.Admin.Token != "" && len(c.Admin.Token) < 32 {
+		bad("admin.token", "must be at least 32 characters (or empty to turn the admin API off)")
+	}
 	if c.Storage.PostgresURL == "" && c.Storage.Path == "" {
 		bad("storage.path", "required when storage.postgres_url is empty")
 	}
@@ -304,6 +317,15 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// intakeIssuers is what revocation intake needs of each issuer.
+func (c Config) intakeIssuers() []intake.Issuer {
+	out := make([]intake.Issuer, 0, len(c.Issuers))
+	for _, ic := range c.Issuers {
+		out = append(out, intake.Issuer{Name: ic.Name, Issuer: ic.Issuer, MaxTokenLifetime: ic.MaxTokenLifetime, Leeway: ic.Leeway})
+	}
+	return out
 }
 
 // verifierIssuers converts the validated issuer configuration.

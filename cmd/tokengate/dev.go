@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -60,6 +62,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		Audiences: []string{devAudience},
 	}}
 	issuerDefaults(&cfg.Issuers[0])
+	var secret [24]byte
+	rand.Read(secret[:])
+	cfg.Admin.Token = hex.EncodeToString(secret[:])
 	cfg.JWKS.RefreshInterval = time.Minute
 	if err := cfg.validate(); err != nil {
 		return err
@@ -77,7 +82,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			if err != nil {
 				return
 			}
-			fmt.Fprint(stdout, devBanner(grpcAddr, httpAddr, tok))
+			fmt.Fprint(stdout, devBanner(grpcAddr, httpAddr, tok, cfg.Admin.Token))
 		},
 	})
 }
@@ -128,7 +133,7 @@ func devError(w http.ResponseWriter, code int, msg string) {
 	json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
-func devBanner(grpcAddr, httpAddr, tok string) string {
+func devBanner(grpcAddr, httpAddr, tok, admin string) string {
 	line := strings.Repeat("!", 78)
 	return fmt.Sprintf(`%[1]s
 !! tokengate DEV MODE — for development only. The issuer key is generated at
@@ -148,9 +153,15 @@ Check it as Envoy would (grpcurl uses the server's reflection):
   grpcurl -plaintext -d '{"attributes":{"request":{"http":{"method":"GET","path":"/","headers":{"authorization":"Bearer '"$TOKEN"'"}}}}}' \
     %[2]s envoy.service.auth.v3.Authorization/Check
 
+Log it out for real: revoke it through the admin API, then run the grpcurl
+command again (now denied: 401, reason token_revoked):
+
+  ADMIN=%[5]s
+  curl -s -X POST http://%[3]s/v1/revocations -H "Authorization: Bearer $ADMIN" -d '{"token":"'"$TOKEN"'"}'
+
 Mint another:
 
   curl -s -X POST http://%[3]s/dev/token -d '{"sub":"alice","ttl":"5m","claims":{"roles":["admin"]}}'
 
-`, line, grpcAddr, httpAddr, tok)
+`, line, grpcAddr, httpAddr, tok, admin)
 }

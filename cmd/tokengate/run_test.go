@@ -363,6 +363,22 @@ func TestDevServesAWorkingToken(t *testing.T) {
 	if r := in.check(t, minted.Token); codes.Code(r.GetStatus().GetCode()) != codes.OK {
 		t.Fatalf("minted dev token denied: %v", r.GetDeniedResponse())
 	}
+	// The walkthrough: revoke it through the admin API; the next check denies it.
+	admin := between(banner, "ADMIN=", "\n")
+	req, _ := http.NewRequest("POST", "http://"+httpAddr+"/v1/revocations", strings.NewReader(`{"token":"`+minted.Token+`"}`))
+	req.Header.Set("Authorization", "Bearer "+admin)
+	rresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rresp.Body.Close()
+	if rresp.StatusCode != http.StatusCreated {
+		t.Fatalf("revoke with the printed admin token: %d", rresp.StatusCode)
+	}
+	r := in.check(t, minted.Token)
+	if !strings.Contains(r.GetDeniedResponse().GetBody(), `"reason":"token_revoked"`) {
+		t.Fatalf("after revocation: %v, want token_revoked", r.GetDeniedResponse())
+	}
 	resp, err = http.Post("http://"+httpAddr+"/dev/token", "application/json", strings.NewReader(`{"ttl":"100h"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -409,4 +425,13 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func between(s, start, end string) string {
+	_, rest, ok := strings.Cut(s, start)
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(rest, end)
+	return strings.TrimSpace(v)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/extauthz/health"
+	"github.com/tokengate/tokengate/extauthz/intake"
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/policy"
 )
@@ -128,6 +129,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 	})
 	mux.Handle("GET /readyz", h)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	revoker := intake.NewRevoker(rv.store, rv.follower, cfg.intakeIssuers(), nil)
+	intake.NewAdmin(intake.AdminOptions{
+		Token:       cfg.Admin.Token,
+		Revoker:     revoker,
+		Store:       rv.store,
+		Verifier:    verifier,
+		Revocations: rv.index,
+		Logger:      log,
+	}).Mount(mux)
 	if hooks.mount != nil {
 		hooks.mount(mux)
 	}

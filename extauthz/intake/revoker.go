@@ -1,0 +1,120 @@
+// Package intake turns revocation requests arriving over HTTP — the admin
+// API, FusionAuth webhooks, OIDC Back-Channel Logout — into durable store
+// writes. A write is answered with success only after it is committed and
+// applied to this replica's index, so a sender that sees an error retries
+// and nothing acknowledged is lost. Bad input is a 4xx and writes nothing.
+package intake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/tokengate/tokengate/extauthz/token"
+	"github.com/tokengate/tokengate/storage"
+)
+
+// Issuer is what intake needs to know of a configured issuer: how long its
+// tokens can live, which bounds how long a revocation must be kept.
+type Issuer struct {
+	Name             string
+	Issuer           string
+	MaxTokenLifetime time.Duration
+	Leeway           time.Duration
+}
+
+// Follower makes a committed write visible in this replica's index.
+type Follower interface {
+	WaitFor(ctx context.Context, seq uint64) error
+}
+
+// Verifier verifies presented tokens (revoke by value, introspection).
+type Verifier interface {
+	Verify(ctx context.Context, raw string) (*token.Identity, error)
+}
+
+// Revocations answers whether a verified token is revoked.
+type Revocations interface {
+	Keys(issuer, jti, sid, sub string, audiences []string) *storage.Keys
+	Revoked(k *storage.Keys, iat, now time.Time) bool
+}
+
+// Revoker writes revocations: durable, then visible in this replica's index.
+type Revoker struct {
+	store    storage.Store
+	follower Follower
+	issuers  map[string]Issuer // by iss
+	now      func() time.Time
+}
+
+// NewRevoker returns a Revoker for the configured issuers.
+func NewRevoker(s storage.Store, f Follower, issuers []Issuer, now func() time.Time) *Revoker {
+	if now == nil {
+		now = time.Now
+	}
+	m := make(map[string]Issuer, len(issuers))
+	for _, iss := range issuers {
+		m[iss.Issuer] = iss
+	}
+	return &Revoker{store: s, follower: f, issuers: m, now: now}
+}
+
+// Issuer returns the configured issuer with this iss.
+func (r *Revoker) Issuer(iss string) (Issuer, bool) {
+	i, ok := r.issuers[iss]
+	return i, ok
+}
+
+// Keep is when an entry made at `from` for this issuer can be dropped: no
+// token issued before `from` can still be valid by then.
+func (i Issuer) Keep(from time.Time) time.Time {
+	return from.Add(i.MaxTokenLifetime + i.Leeway)
+}
+
+// Revoke commits the write and waits until this replica's index has it.
+func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, error) {
+	for _, rev := range w.Revocations {
+		if _, ok := r.issuers[rev.Issuer]; !ok {
+			return storage.Result{}, fmt.Errorf("%w: issuer %q is not configured", ErrIssuerUnknown, rev.Issuer)
+		}
+	}
+	res, err := r.store.Apply(ctx, w)
+	if err != nil {
+		return res, err
+	}
+	if res.Seq != 0 {
+		if err := r.follower.WaitFor(ctx, res.Seq); err != nil {
+			return res, fmt.Errorf("committed, but not yet applied here: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// Unrevoke deletes an entry, recording who did it.
+func (r *Revoker) Unrevoke(ctx context.Context, id int64, source string) (storage.Change, error) {
+	c, err := r.store.Delete(ctx, id, source)
+	if err != nil {
+		return c, err
+	}
+	return c, r.follower.WaitFor(ctx, c.Seq)
+}
+
+// ErrIssuerUnknown: a request names an issuer tokengate does not trust.
+var ErrIssuerUnknown = errors.New("issuer not configured")
+
+// statusFor maps an error to its HTTP status and reason, in one place.
+func statusFor(err error) (int, string) {
+	switch {
+	case errors.Is(err, storage.ErrInvalid):
+		return http.StatusBadRequest, "invalid_revocation"
+	case errors.Is(err, ErrIssuerUnknown):
+		return http.StatusBadRequest, "issuer_unknown"
+	case errors.Is(err, storage.ErrNotFound):
+		return http.StatusNotFound, "not_found"
+	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, "store_unavailable"
+	}
+	return http.StatusServiceUnavailable, "store_error"
+}
