@@ -1,0 +1,305 @@
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Options configures a cluster started by [Start] or [NewCluster].
+type Options struct {
+	// Durable keeps PostgreSQL's default durability settings: fsync,
+	// synchronous_commit and full_page_writes on. Benchmarks want it; tests
+	// do not, as a throwaway cluster is much faster without, and data still
+	// survives Restart and Stop/Start, which shut the server down cleanly.
+	Durable bool
+}
+
+var (
+	// ErrUnavailable reports that no local cluster can be started on this
+	// machine: the server binaries or the postgres system user are missing.
+	ErrUnavailable = errors.New("postgres server binaries unavailable")
+	// ErrExternal reports an operation that needs a cluster this package
+	// started, attempted on the server named by TOKENGATE_TEST_POSTGRES_URL.
+	ErrExternal = errors.New("not a cluster started by pgtest")
+	// ErrClosed reports an operation on a closed cluster.
+	ErrClosed = errors.New("postgres cluster closed")
+)
+
+// errPortInUse marks a start that failed because another process took the
+// port between freePort and the server's bind.
+var errPortInUse = errors.New("port in use")
+
+const (
+	startAttempts = 3
+	// pgctlWait is pg_ctl's own wait (-t, in seconds) for start and stop;
+	// pgctlTimeout bounds the pg_ctl process itself.
+	pgctlWait     = 60
+	pgctlTimeout  = 90 * time.Second
+	initdbTimeout = 2 * time.Minute
+)
+
+type state int
+
+const (
+	stopped state = iota
+	running
+	closed
+)
+
+// A Cluster is a PostgreSQL server: one this package started in a temporary
+// directory, or the server named by TOKENGATE_TEST_POSTGRES_URL (external),
+// on which only URL, CreateDatabase and DropDatabase work. Its methods are
+// safe for concurrent use.
+type Cluster struct {
+	base *url.URL // connection string, without a database for a local cluster
+	// The rest is for local clusters only.
+	bin      binaries
+	dir      string // owned by the server's user; also the socket directory
+	opts     Options
+	port     int
+	proc     procAttr
+	watchdog *watchdog
+
+	mu    sync.Mutex
+	state state
+}
+
+// Start starts a new local cluster: initdb in a new temporary directory,
+// then pg_ctl start on a free port of 127.0.0.1. ctx bounds the start only;
+// the cluster runs until [Cluster.Close] or the end of the process. The
+// error wraps [ErrUnavailable] when the machine lacks what a cluster needs.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	bin, err := findBinaries()
+	if err != nil {
+		return nil, err
+	}
+	proc, err := serverUser()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "pgtest-")
+	if err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	if err := proc.chown(dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	c := &Cluster{bin: bin, dir: dir, opts: opts, proc: proc}
+	// The watchdog comes first so that the directory goes away even if
+	// this process dies during initdb.
+	c.watchdog, err = startWatchdog(c)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	if err := c.initdb(ctx); err != nil {
+		return nil, errors.Join(err, c.Close(context.WithoutCancel(ctx)))
+	}
+	for attempt := 1; ; attempt++ {
+		if c.port, err = freePort(); err != nil {
+			return nil, errors.Join(fmt.Errorf("start postgres: %w", err), c.Close(context.WithoutCancel(ctx)))
+		}
+		err = c.pgctl(ctx, "start")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errPortInUse) || attempt == startAttempts {
+			return nil, errors.Join(err, c.Close(context.WithoutCancel(ctx)))
+		}
+	}
+	c.base = &url.URL{
+		Scheme:   "postgres",
+		User:     url.User("postgres"),
+		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)),
+		Path:     "/",
+		RawQuery: "sslmode=disable",
+	}
+	c.state = running
+	return c, nil
+}
+
+// external returns the Cluster for the server at connString, a postgres://
+// URL whose database is used to create and drop the others.
+func external(connString string) (*Cluster, error) {
+	u, err := url.Parse(connString)
+	if err != nil {
+		return nil, fmt.Errorf("parse postgres URL: %w", err)
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return nil, fmt.Errorf("postgres URL %s: want scheme postgres:// or postgresql://", u.Redacted())
+	}
+	return &Cluster{base: u, state: running}, nil
+}
+
+func (c *Cluster) external() bool { return c.dir == "" }
+
+// URL returns the connection string of database dbname on c:
+// postgres://postgres@127.0.0.1:PORT/DBNAME?sslmode=disable for a local
+// cluster.
+func (c *Cluster) URL(dbname string) string {
+	u := *c.base
+	u.Path = "/" + dbname
+	u.RawPath = ""
+	return u.String()
+}
+
+// CreateDatabase creates database name and returns its connection string.
+func (c *Cluster) CreateDatabase(ctx context.Context, name string) (string, error) {
+	if err := c.admin(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", fmt.Errorf("create database %q: %w", name, err)
+	}
+	return c.URL(name), nil
+}
+
+// DropDatabase drops database name if it exists, closing its connections.
+func (c *Cluster) DropDatabase(ctx context.Context, name string) error {
+	if err := c.admin(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop database %q: %w", name, err)
+	}
+	return nil
+}
+
+// admin runs sql in the maintenance database: postgres for a local cluster,
+// the one in the URL for an external server.
+func (c *Cluster) admin(ctx context.Context, sql string) error {
+	connString := c.base.String()
+	if !c.external() {
+		connString = c.URL("postgres")
+	}
+	conn, err := pgx.Connect(ctx, connString)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", c.base.Redacted(), err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// Restart restarts the server (pg_ctl restart -m fast), on the same port
+// and with the same data, and returns once it accepts connections again.
+// Connections open before it fail. It also starts a stopped cluster.
+func (c *Cluster) Restart(ctx context.Context) error {
+	if c.external() {
+		return fmt.Errorf("restart postgres: %w", ErrExternal)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == closed {
+		return fmt.Errorf("restart postgres: %w", ErrClosed)
+	}
+	if err := c.pgctl(ctx, "restart"); err != nil {
+		c.state = c.status(ctx)
+		return err
+	}
+	c.state = running
+	return nil
+}
+
+// Stop stops the server (pg_ctl stop -m fast), keeping its data for Start.
+// Stopping a stopped cluster, a closed one or an external server does
+// nothing.
+func (c *Cluster) Stop(ctx context.Context) error {
+	if c.external() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stop(ctx)
+}
+
+func (c *Cluster) stop(ctx context.Context) error {
+	if c.state != running {
+		return nil
+	}
+	if err := c.pgctl(ctx, "stop"); err != nil {
+		if c.state = c.status(ctx); c.state == running {
+			return err
+		}
+		return nil // it had already exited
+	}
+	c.state = stopped
+	return nil
+}
+
+// Start starts a stopped cluster again, on the same port and with the same
+// data. Starting a running cluster does nothing.
+func (c *Cluster) Start(ctx context.Context) error {
+	if c.external() {
+		return fmt.Errorf("start postgres: %w", ErrExternal)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case closed:
+		return fmt.Errorf("start postgres: %w", ErrClosed)
+	case running:
+		return nil
+	}
+	if err := c.pgctl(ctx, "start"); err != nil {
+		c.state = c.status(ctx)
+		return err
+	}
+	c.state = running
+	return nil
+}
+
+// Close stops the server and removes its directory; the cluster cannot be
+// used afterwards. Closing a closed cluster or an external server does
+// nothing.
+func (c *Cluster) Close(ctx context.Context) error {
+	if c.external() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == closed {
+		return nil
+	}
+	errs := []error{c.stop(ctx)}
+	c.state = closed
+	// Whatever the fast stop left running, the watchdog stops immediately.
+	errs = append(errs, c.watchdog.release(pgctlTimeout), os.RemoveAll(c.dir))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close postgres cluster %s: %w", c.dir, err)
+	}
+	return nil
+}
+
+func (c *Cluster) dataDir() string { return filepath.Join(c.dir, "data") }
+func (c *Cluster) logPath() string { return filepath.Join(c.dir, "postgres.log") }
+
+// serverOptions are the postgres command-line options, for pg_ctl -o, which
+// passes them through a shell.
+func (c *Cluster) serverOptions() string {
+	opts := []string{
+		"-p", strconv.Itoa(c.port),
+		"-k", shellQuote(c.dir),
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "max_connections=200",
+		"-c", "shared_buffers=128MB",
+	}
+	if !c.opts.Durable {
+		opts = append(opts,
+			"-c", "fsync=off",
+			"-c", "synchronous_commit=off",
+			"-c", "full_page_writes=off",
+		)
+	}
+	return strings.Join(opts, " ")
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,78 @@
+package postgres_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/tokengate/tokengate/storage"
+	"github.com/tokengate/tokengate/storage/postgres"
+	"github.com/tokengate/tokengate/storage/postgres/pgtest"
+	"github.com/tokengate/tokengate/storage/storagetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// open opens a migrated store on url, closed with the test.
+func open(t *testing.T, url string) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(url, postgres.Options{MaxConns: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storagetest.Opener {
+		url := pgtest.URL(t)
+		return func(t *testing.T) storage.Store { return open(t, url) }
+	})
+}
+
+// TestMigrateConcurrently: replicas starting at once each run Migrate; the
+// advisory lock makes exactly one apply each file.
+func TestMigrateConcurrently(t *testing.T) {
+	url := pgtest.URL(t)
+	const replicas = 5
+	results := make(chan []string, replicas)
+	errs := make(chan error, replicas)
+	for range replicas {
+		go func() {
+			s, err := postgres.Open(url, postgres.Options{})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			applied, err := s.Migrate(t.Context())
+			errs <- err
+			results <- applied
+		}()
+	}
+	total := 0
+	for range replicas {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		total += len(<-results)
+	}
+	s := open(t, url)
+	if err := s.CheckSchema(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	applied, err := s.Migrate(t.Context())
+	if err != nil || len(applied) != 0 {
+		t.Errorf("a second migrate applied %v, %v; want nothing", applied, err)
+	}
+	if total != 1 {
+		t.Errorf("%d migrations applied across %d replicas, want exactly 1 (one file, applied once)", total, replicas)
+	}
+}
