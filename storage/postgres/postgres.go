@@ -33,7 +33,10 @@ const sweepLock = 0x746f6b656e737770 // "tokenswp"
 type Options struct {
 	// MaxConns bounds the pool (default 10).
 	MaxConns int32
-	Logger   *slog.Logger
+	// ListenReconnectDelay is the wait before the LISTEN connection is made
+	// again after it is lost (default 1s). Readers poll meanwhile.
+	ListenReconnectDelay time.Duration
+	Logger               *slog.Logger
 }
 
 // Store is the PostgreSQL backend.
@@ -61,6 +64,9 @@ func Open(url string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.ListenReconnectDelay <= 0 {
+		opts.ListenReconnectDelay = time.Second
+	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "tokengate"
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
@@ -75,7 +81,7 @@ func Open(url string, opts Options) (*Store, error) {
 	l := &pgxlisten.Listener{
 		Connect:        func(ctx context.Context) (*pgx.Conn, error) { return pgx.ConnectConfig(ctx, listenCfg) },
 		LogError:       func(ctx context.Context, err error) { s.logListenError(ctx, err) },
-		ReconnectDelay: time.Second,
+		ReconnectDelay: opts.ListenReconnectDelay,
 	}
 	l.Handle(channel, wakeHandler{s})
 	go func() {

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/tokengate/tokengate/extauthz/token/tokentest"
+	"github.com/tokengate/tokengate/storage/postgres/pgtest"
+)
+
+const testAdminToken = "test-admin-token-0123456789abcdef0123"
+
+func replicaConfig(t *testing.T, iss *tokentest.Issuer, storage string) string {
+	t.Helper()
+	return writeConfig(t, fmt.Sprintf(`
+listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}
+shutdown: {drain_delay: 0s, timeout: 5s}
+issuers: [{name: idp, issuer: %q, audiences: [api]}]
+admin: {token: %q}
+revocation: {poll_interval: 200ms}
+%s
+`, iss.URL, testAdminToken, storage))
+}
+
+func (in *instance) revoke(t *testing.T, body string) int {
+	t.Helper()
+	req, _ := http.NewRequest("POST", "http://"+in.httpAddr+"/v1/revocations", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// decision is "allowed" or the denial reason.
+func (in *instance) decision(t *testing.T, tok string) string {
+	t.Helper()
+	resp := in.check(t, tok)
+	if codes.Code(resp.GetStatus().GetCode()) == codes.OK {
+		return "allowed"
+	}
+	reason, _ := resp.GetDynamicMetadata().AsMap()["reason"].(string)
+	return reason
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTwoReplicasOnePostgres: revoke through A and B denies; restart the
+// database while both serve: they keep answering from memory, then catch up
+// with revocations written after it is back.
+func TestTwoReplicasOnePostgres(t *testing.T) {
+	cluster := pgtest.NewCluster(t, pgtest.Options{})
+	url, err := cluster.CreateDatabase(t.Context(), "tokengate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := tokentest.NewServer(t, "api")
+	storage := fmt.Sprintf("storage: {postgres_url: %q}", url)
+	a := start(t, []string{"serve", "--config", replicaConfig(t, iss, storage)}, nil)
+	b := start(t, []string{"serve", "--config", replicaConfig(t, iss, "")}, map[string]string{"TOKENGATE_POSTGRES_URL": url})
+	waitReady(t, a)
+	waitReady(t, b)
+
+	mint := func(sub string) string {
+		tok, err := iss.Mint(sub, 10*time.Minute, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	t1, t2, t3 := mint("one"), mint("two"), mint("three")
+	for _, in := range []*instance{a, b} {
+		if got := in.decision(t, t1); got != "allowed" {
+			t.Fatalf("t1 before any revocation: %s", got)
+		}
+	}
+	if code := a.revoke(t, `{"token":"`+t1+`"}`); code != http.StatusCreated {
+		t.Fatalf("revoke through A: %d", code)
+	}
+	if got := a.decision(t, t1); got != "token_revoked" {
+		t.Errorf("A right after its own write: %s, want token_revoked", got)
+	}
+	eventually(t, "B denies t1", func() bool { return b.decision(t, t1) == "token_revoked" })
+
+	if err := cluster.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for name, in := range map[string]*instance{"A": a, "B": b} {
+		if got := in.decision(t, t1); got != "token_revoked" {
+			t.Errorf("%s during the outage, t1: %s", name, got)
+		}
+		if got := in.decision(t, t2); got != "allowed" {
+			t.Errorf("%s during the outage, t2: %s", name, got)
+		}
+	}
+	if code := a.revoke(t, `{"token":"`+t2+`"}`); code != http.StatusServiceUnavailable {
+		t.Errorf("revoke with the database down: %d, want 503 (so the sender retries)", code)
+	}
+	if err := cluster.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "A writes again", func() bool { return a.revoke(t, `{"token":"`+t2+`"}`) == http.StatusCreated })
+	if code := b.revoke(t, `{"token":"`+t3+`"}`); code != http.StatusCreated {
+		t.Fatalf("revoke through B: %d", code)
+	}
+	for name, in := range map[string]*instance{"A": a, "B": b} {
+		eventually(t, name+" denies t2 and t3", func() bool {
+			return in.decision(t, t2) == "token_revoked" && in.decision(t, t3) == "token_revoked"
+		})
+	}
+}
+
+// TestRevocationsSurviveRestart: on each backend, a revocation made before a
+// restart of tokengate is enforced after it.
+func TestRevocationsSurviveRestart(t *testing.T) {
+	backends := map[string]func(t *testing.T) string{
+		"embedded": func(t *testing.T) string {
+			return fmt.Sprintf("storage: {path: %q}", filepath.Join(t.TempDir(), "tokengate.db"))
+		},
+		"postgres": func(t *testing.T) string { return fmt.Sprintf("storage: {postgres_url: %q}", pgtest.URL(t)) },
+	}
+	for name, storage := range backends {
+		t.Run(name, func(t *testing.T) {
+			iss := tokentest.NewServer(t, "api")
+			cfg := replicaConfig(t, iss, storage(t))
+			tok, _ := iss.Mint("u", 10*time.Minute, nil)
+			first := start(t, []string{"serve", "--config", cfg}, nil)
+			waitReady(t, first)
+			if code := first.revoke(t, `{"token":"`+tok+`"}`); code != http.StatusCreated {
+				t.Fatalf("revoke: %d", code)
+			}
+			if err := first.stop(); err != nil {
+				t.Fatal(err)
+			}
+			second := start(t, []string{"serve", "--config", cfg}, nil)
+			waitReady(t, second)
+			if got := second.decision(t, tok); got != "token_revoked" {
+				t.Errorf("after restart: %s, want token_revoked", got)
+			}
+		})
+	}
+}
