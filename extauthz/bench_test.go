@@ -3,6 +3,7 @@ package extauthz_test
 import (
 	"context"
 	"crypto/rsa"
+	"fmt"
 	"testing"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/extauthz/token/tokentest"
 	"github.com/tokengate/tokengate/policy"
+	"github.com/tokengate/tokengate/storage"
+	"github.com/tokengate/tokengate/storage/storagetest"
 )
 
 // Benchmarks of the check path, in process (no gRPC transport):
@@ -47,13 +50,22 @@ func newBenchEnv(b *testing.B) *benchEnv {
 }
 
 func (e *benchEnv) server(b *testing.B, cacheEntries int) *extauthz.Server {
+	return e.serverWith(b, cacheEntries, nil)
+}
+
+// serverWith builds the server; with idx, revocations are checked against it.
+func (e *benchEnv) serverWith(b *testing.B, cacheEntries int, idx *storage.Index) *extauthz.Server {
 	b.Helper()
 	headers, _ := policy.NewHeaderMap(map[string]string{"x-auth-roles": "roles"})
+	var revocations extauthz.Revocations
+	if idx != nil {
+		revocations = idx
+	}
 	v, err := token.New(token.Options{
 		Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, JWKSURI: e.iss.URL + "/jwks.json",
 			Audiences: []string{audience}, Leeway: 30 * time.Second, MaxTokenLifetime: 2 * time.Hour}},
 		CacheMaxEntries: cacheEntries,
-		Derive:          extauthz.Derive(headers, nil),
+		Derive:          extauthz.Derive(headers, revocations),
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -61,7 +73,33 @@ func (e *benchEnv) server(b *testing.B, cacheEntries int) *extauthz.Server {
 	if err := v.Refresh(context.Background(), "a"); err != nil {
 		b.Fatal(err)
 	}
-	return extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers})
+	return extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers, Revocations: revocations,
+		MaxStaleness: time.Minute})
+}
+
+// BenchmarkCheckRevocations is the cached check with the revocation index
+// consulted: empty, and holding 1,000,000 live revocations of mixed kinds
+// (target: within 10% of empty).
+func BenchmarkCheckRevocations(b *testing.B) {
+	e := newBenchEnv(b)
+	for _, n := range []int{0, 1_000_000} {
+		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
+			idx := storage.NewIndex()
+			if _, err := idx.Apply(storagetest.Mixed(n, e.iss.URL, time.Now().Add(time.Hour))); err != nil {
+				b.Fatal(err)
+			}
+			srv := e.serverWith(b, 100_000, idx)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				resp, err := srv.Check(ctx, e.req)
+				if err != nil || resp.GetStatus().GetCode() != int32(codes.OK) {
+					b.Fatalf("Check: %v %v", resp.GetStatus(), err)
+				}
+			}
+		})
+	}
 }
 
 func BenchmarkCheck(b *testing.B) {
