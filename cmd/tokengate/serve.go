@@ -173,11 +173,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		shutdown(log, cfg.Shutdown, h, gs, hs)
 		return nil
 	})
-	log.Info("serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
-		"issuers", len(cfg.Issuers), "version", version)
 	if hooks.started != nil {
 		hooks.started(grpcLis.Addr().String(), httpLis.Addr().String())
 	}
+	log.Info("serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
+		"issuers", len(cfg.Issuers), "version", version)
 	err = g.Wait()
 	log.Info("stopped")
 	return err
