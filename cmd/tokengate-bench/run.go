@@ -29,8 +29,13 @@ type config struct {
 
 // run is the whole program; main only calls it. Tests call it too.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == noopCommand {
-		return runNoop(ctx, args[1:], stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case noopCommand:
+			return runNoop(ctx, args[1:], stderr)
+		case propagationCommand:
+			return runPropagation(ctx, args[1:], stdout, stderr)
+		}
 	}
 	cfg, err := parseConfig(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {

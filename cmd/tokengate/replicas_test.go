@@ -159,3 +159,18 @@ func TestRevocationsSurviveRestart(t *testing.T) {
 		})
 	}
 }
+
+func TestMigrateCommand(t *testing.T) {
+	url := pgtest.URL(t)
+	for i, want := range []string{"applied 0001_revocations.sql", "schema up to date"} {
+		var out strings.Builder
+		if err := run(t.Context(), []string{"migrate"}, func(k string) string {
+			return map[string]string{"TOKENGATE_POSTGRES_URL": url}[k]
+		}, &out, io.Discard); err != nil {
+			t.Fatalf("migrate run %d: %v", i+1, err)
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("migrate run %d printed %q, want %q", i+1, out.String(), want)
+		}
+	}
+}

@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"time"
+
+	"github.com/tokengate/tokengate/storage/postgres"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -19,6 +22,7 @@ const usage = `tokengate makes logout real for APIs behind Envoy and Istio.
 Usage:
   tokengate serve --config FILE   serve Envoy ext_authz (gRPC) and the HTTP endpoints
   tokengate dev                   serve on loopback with a built-in development issuer
+  tokengate migrate               apply pending PostgreSQL migrations (TOKENGATE_POSTGRES_URL or --config)
   tokengate version               print the version
 
 Run "tokengate COMMAND -h" for a command's flags.
@@ -35,6 +39,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runServe(ctx, rest, getenv, stdout, stderr)
 	case "dev":
 		return runDev(ctx, rest, getenv, stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "tokengate", versionString())
 		return nil
@@ -68,6 +74,54 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	log := newLogger(cfg.Log, stderr)
 	return serve(ctx, cfg, log, serveHooks{})
+}
+
+// runMigrate applies pending migrations and says what it did. Replicas do
+// this at start unless storage.auto_migrate is false.
+func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", getenv("TOKENGATE_CONFIG"), "configuration file whose storage.postgres_url to use")
+	url := fs.String("postgres-url", "", "PostgreSQL URL (default: TOKENGATE_POSTGRES_URL, then the config)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *url == "" {
+		*url = getenv("TOKENGATE_POSTGRES_URL")
+	}
+	if *url == "" && *path != "" {
+		f, err := os.Open(*path)
+		if err != nil {
+			return err
+		}
+		cfg, err := loadConfig(f, getenv)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s:\n%w", *path, err)
+		}
+		*url = cfg.Storage.PostgresURL
+	}
+	if *url == "" {
+		return errors.New("migrate: no PostgreSQL URL (--postgres-url, TOKENGATE_POSTGRES_URL or storage.postgres_url); the embedded store needs no migrations")
+	}
+	s, err := postgres.Open(*url, postgres.Options{MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	applied, err := s.Migrate(ctx)
+	for _, name := range applied {
+		fmt.Fprintln(stdout, "applied", name)
+	}
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintln(stdout, "schema up to date")
+	}
+	return nil
 }
 
 func newLogger(c LogConfig, w io.Writer) *slog.Logger {

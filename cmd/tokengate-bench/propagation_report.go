@@ -1,0 +1,119 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"time"
+)
+
+// latencies summarizes a set of durations exactly: with a few hundred
+// samples, all of them are kept.
+type latencies struct {
+	P50 time.Duration `json:"p50_ns"`
+	P99 time.Duration `json:"p99_ns"`
+	Max time.Duration `json:"max_ns"`
+}
+
+func summarizeDurations(ds []time.Duration) latencies {
+	s := slices.Sorted(slices.Values(ds))
+	l := latencies{P50: nearestRank(s, 0.50), P99: nearestRank(s, 0.99)}
+	if len(s) > 0 {
+		l.Max = s[len(s)-1]
+	}
+	return l
+}
+
+// nearestRank returns the nearest-rank q-quantile (0 < q ≤ 1) of sorted, as
+// histogram.percentile does: the smallest value with at least q·n values at
+// or below it. 0 for none.
+func nearestRank(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(q * float64(len(sorted))))
+	return sorted[min(max(rank, 1), len(sorted))-1]
+}
+
+// replicaLatencies is one replica's time from t0 to its first denial.
+type replicaLatencies struct {
+	Name   string `json:"name"`
+	Writer bool   `json:"writer"` // the revocations went through it
+	latencies
+}
+
+type propagationReport struct {
+	Replicas    int    `json:"replicas"`
+	Revocations int    `json:"revocations"`
+	Postgres    string `json:"postgres"`
+	// Propagation is, per revocation, the time from just before its POST
+	// until every replica denied the token.
+	Propagation latencies `json:"propagation"`
+	// Write is the POST's round trip.
+	Write      latencies          `json:"write"`
+	PerReplica []replicaLatencies `json:"per_replica"`
+	P99Limit   time.Duration      `json:"p99_limit_ns"`
+	Met        bool               `json:"met"`
+}
+
+// newPropagationReport summarizes samples, each with the same number of
+// replicas, the first of which took the writes.
+func newPropagationReport(samples []sample, postgres string) propagationReport {
+	var replicas int
+	if len(samples) > 0 {
+		replicas = len(samples[0].denied)
+	}
+	var prop, write []time.Duration
+	perReplica := make([][]time.Duration, replicas)
+	for _, s := range samples {
+		prop = append(prop, s.propagation())
+		write = append(write, s.write)
+		for i, d := range s.denied {
+			perReplica[i] = append(perReplica[i], d)
+		}
+	}
+	rep := propagationReport{
+		Replicas:    replicas,
+		Revocations: len(samples),
+		Postgres:    postgres,
+		Propagation: summarizeDurations(prop),
+		Write:       summarizeDurations(write),
+		P99Limit:    maxPropagationP99,
+	}
+	for i, ds := range perReplica {
+		rep.PerReplica = append(rep.PerReplica, replicaLatencies{
+			Name: fmt.Sprintf("replica %d", i+1), Writer: i == 0, latencies: summarizeDurations(ds)})
+	}
+	rep.Met = len(samples) > 0 && rep.Propagation.P99 <= rep.P99Limit
+	return rep
+}
+
+func (rep propagationReport) writeText(w io.Writer) error {
+	fmt.Fprintf(w, "\n%s on one PostgreSQL database (%s);\n%s through replica 1, one after another, each timed from just before its POST\n\n",
+		plural(rep.Replicas, "replica"), rep.Postgres, plural(rep.Revocations, "revocation"))
+	const cols = "%-12s %10s %10s %10s"
+	fmt.Fprintf(w, cols+"\n", "", "p50", "p99", "max")
+	line := func(name string, l latencies, note string) {
+		fmt.Fprintf(w, cols+"  %s\n", name, fmtLatency(l.P50), fmtLatency(l.P99), fmtLatency(l.Max), note)
+	}
+	line("propagation", rep.Propagation, "until every replica denies")
+	line("write", rep.Write, "until the POST's answer (201)")
+	for _, r := range rep.PerReplica {
+		note := "until it denies"
+		if r.Writer {
+			note += " (read-your-writes: it took the POST)"
+		}
+		line(r.Name, r.latencies, note)
+	}
+	_, err := fmt.Fprintf(w, "\npropagation p99 %s  target p99 ≤ %s: %s\n",
+		fmtLatency(rep.Propagation.P99), rep.P99Limit, metText(rep.Met))
+	return err
+}
+
+func (rep propagationReport) writeJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
