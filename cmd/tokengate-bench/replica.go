@@ -72,21 +72,27 @@ func (r *replica) decide(ctx context.Context, req *authv3.CheckRequest) (string,
 // firstRevoked calls Check with req in a tight loop until the replica
 // denies it as token_revoked, and returns when that answer arrived: an upper
 // bound of when the replica began to deny, by at most one round trip.
+// A Check cut short by ctx's deadline is the replica's fault: it still
+// allowed the token.
 func (r *replica) firstRevoked(ctx context.Context, req *authv3.CheckRequest) (time.Time, error) {
+	deadline, bounded := ctx.Deadline()
 	for {
 		decision, err := r.decide(ctx, req)
 		at := time.Now()
 		switch {
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			return at, fmt.Errorf("%s still allows the token %s after the revocation was written", r.name, revocationTimeout)
+		case err == nil && decision == reasonRevoked:
+			return at, nil
+		case err == nil && decision == reasonAllowed:
+			continue
+		case err == nil:
+			return at, r.proc.explain(fmt.Errorf("denies the revoked token as %s, want %s", decision, reasonRevoked))
+		// gRPC may end the call on its own timer, a moment before ctx.Err is set.
+		case bounded && !at.Before(deadline), errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return at, fmt.Errorf("%s still allows the token %s after the revocation was sent", r.name, revocationTimeout)
 		case ctx.Err() != nil:
 			return at, ctx.Err() // another replica failed, or the run was interrupted
-		case err != nil:
+		default:
 			return at, r.proc.explain(fmt.Errorf("check: %w", err))
-		case decision == reasonRevoked:
-			return at, nil
-		case decision != reasonAllowed:
-			return at, r.proc.explain(fmt.Errorf("denies the revoked token as %s, want %s", decision, reasonRevoked))
 		}
 	}
 }
