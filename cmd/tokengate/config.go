@@ -30,6 +30,7 @@ type Config struct {
 	Issuers      []IssuerConfig    `yaml:"issuers"`
 	ClaimHeaders map[string]string `yaml:"claim_headers"`
 	Admin        AdminConfig       `yaml:"admin"`
+	Webhooks     WebhooksConfig    `yaml:"webhooks"`
 	Storage      StorageConfig     `yaml:"storage"`
 	Revocation   RevocationConfig  `yaml:"revocation"`
 	Shutdown     ShutdownConfig    `yaml:"shutdown"`
@@ -38,6 +39,35 @@ type Config struct {
 type AdminConfig struct {
 	// Token enables the admin API; empty turns it off.
 	Token string `yaml:"token"`
+}
+
+type WebhooksConfig struct {
+	FusionAuth FusionAuthConfig `yaml:"fusionauth"`
+}
+
+// FusionAuthConfig is the FusionAuth webhook receiver; it is on when Issuer
+// names a configured issuer.
+type FusionAuthConfig struct {
+	Issuer     string           `yaml:"issuer"`
+	TenantIDs  []string         `yaml:"tenant_ids"`
+	SigningKey SigningKeyConfig `yaml:"signing_key"`
+	BasicAuth  struct {
+		Username string `yaml:"username"`
+		Password string `yaml:"password"`
+	} `yaml:"basic_auth"`
+	Header struct {
+		Name  string `yaml:"name"`
+		Value string `yaml:"value"`
+	} `yaml:"header"`
+	RevokeSubjectOnRefreshTokenRevoke bool `yaml:"revoke_subject_on_refresh_token_revoke"`
+	RevokeOnPasswordChange            bool `yaml:"revoke_on_password_change"`
+}
+
+type SigningKeyConfig struct {
+	HMACSecret        string   `yaml:"hmac_secret"`
+	JWKSURI           string   `yaml:"jwks_uri"`
+	Algorithms        []string `yaml:"algorithms"`
+	AllowInsecureHTTP bool     `yaml:"allow_insecure_http"`
 }
 
 type StorageConfig struct {
@@ -106,6 +136,7 @@ func defaultConfig() Config {
 		JWKS:    JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
 		Tokens:  TokensConfig{MaxBytes: 16 << 10},
 		Storage: StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, MaxConns: 10},
+		Webhooks: WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true}},
 		Revocation: RevocationConfig{MaxStaleness: 30 * time.Second, OnStale: "deny", PollInterval: time.Second,
 			SweepInterval: time.Minute, ChangeRetention: time.Hour},
 		Shutdown: ShutdownConfig{DrainDelay: 5 * time.Second, Timeout: 15 * time.Second},
@@ -154,6 +185,16 @@ func applyEnv(cfg *Config, getenv func(string) string) {
 	}
 	if v := getenv("TOKENGATE_ADMIN_TOKEN"); v != "" {
 		cfg.Admin.Token = v
+	}
+	fa := &cfg.Webhooks.FusionAuth
+	for env, dst := range map[string]*string{
+		"TOKENGATE_FUSIONAUTH_WEBHOOK_HMAC_SECRET":  &fa.SigningKey.HMACSecret,
+		"TOKENGATE_FUSIONAUTH_WEBHOOK_PASSWORD":     &fa.BasicAuth.Password,
+		"TOKENGATE_FUSIONAUTH_WEBHOOK_HEADER_VALUE": &fa.Header.Value,
+	} {
+		if v := getenv(env); v != "" {
+			*dst = v
+		}
 	}
 	for i := range cfg.Issuers {
 		if v := getenv(envName(cfg.Issuers[i].Name)); v != "" {
@@ -259,6 +300,41 @@ func (c Config) validate() error {
 	}
 	if c.Admin.Token != "" && len(c.Admin.Token) < 32 {
 		bad("admin.token", "must be at least 32 characters (or empty to turn the admin API off)")
+	}
+	if fa := c.Webhooks.FusionAuth; fa.Issuer != "" {
+		const p = "webhooks.fusionauth"
+		if !names[fa.Issuer] {
+			bad(p+".issuer", "%q is not the name of a configured issuer", fa.Issuer)
+		}
+		sk := fa.SigningKey
+		if sk.HMACSecret == "" && sk.JWKSURI == "" && fa.BasicAuth.Password == "" && fa.Header.Value == "" {
+			bad(p, "configure at least one of signing_key, basic_auth or header: webhooks must be authenticated")
+		}
+		if sk.HMACSecret != "" && len(sk.HMACSecret) < 32 {
+			bad(p+".signing_key.hmac_secret", "must be at least 32 bytes")
+		}
+		if sk.JWKSURI != "" {
+			if err := checkURL(sk.JWKSURI, sk.AllowInsecureHTTP); err != nil {
+				bad(p+".signing_key.jwks_uri", "%v", err)
+			}
+		}
+		for j, a := range sk.Algorithms {
+			if !knownAlgorithm(a) || strings.HasPrefix(a, "HS") {
+				bad(fmt.Sprintf("%s.signing_key.algorithms[%d]", p, j), "want an asymmetric algorithm, got %q", a)
+			}
+		}
+		if (fa.BasicAuth.Password == "") != (fa.BasicAuth.Username == "") {
+			bad(p+".basic_auth", "set both username and password")
+		}
+		if fa.BasicAuth.Password != "" && len(fa.BasicAuth.Password) < 16 {
+			bad(p+".basic_auth.password", "must be at least 16 characters")
+		}
+		if (fa.Header.Name == "") != (fa.Header.Value == "") {
+			bad(p+".header", "set both name and value")
+		}
+		if fa.Header.Value != "" && len(fa.Header.Value) < 16 {
+			bad(p+".header.value", "must be at least 16 characters")
+		}
 	}
 	if c.Storage.PostgresURL == "" && c.Storage.Path == "" {
 		bad("storage.path", "required when storage.postgres_url is empty")

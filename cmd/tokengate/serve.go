@@ -138,6 +138,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		Revocations: rv.index,
 		Logger:      log,
 	}).Mount(mux)
+	webhookEvents := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokengate_webhook_events_total",
+		Help: "Revocation events received, by source, event type and result (applied, duplicate, ignored, rejected).",
+	}, []string{"source", "type", "result"})
+	reg.MustRegister(webhookEvents)
+	var background []func(context.Context)
+	if fc := cfg.Webhooks.FusionAuth; fc.Issuer != "" {
+		fa, run, err := fusionAuthReceiver(cfg, revoker, verifier, log, func(typ, result string) {
+			webhookEvents.WithLabelValues("fusionauth", typ, result).Inc()
+		})
+		if err != nil {
+			return err
+		}
+		mux.Handle("POST /webhooks/fusionauth", fa)
+		background = append(background, run)
+	}
 	if hooks.mount != nil {
 		hooks.mount(mux)
 	}
@@ -156,6 +172,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return verifier.Run(gctx) })
 	g.Go(func() error { return rv.run(gctx) })
+	for _, run := range background {
+		g.Go(func() error { run(gctx); return nil })
+	}
 	g.Go(func() error {
 		if err := gs.Serve(grpcLis); err != nil {
 			return fmt.Errorf("grpc: %w", err)
@@ -202,4 +221,52 @@ func shutdown(log *slog.Logger, c ShutdownConfig, h *health.Health, gs *grpc.Ser
 	if err := hs.Shutdown(ctx); err != nil {
 		hs.Close()
 	}
+}
+
+// fusionAuthReceiver builds the FusionAuth webhook handler and what must run
+// beside it (the signing keys' refresh).
+func fusionAuthReceiver(cfg Config, revoker *intake.Revoker, verifier *token.Verifier, log *slog.Logger,
+	observe func(typ, result string)) (http.Handler, func(context.Context), error) {
+	fc := cfg.Webhooks.FusionAuth
+	var iss intake.Issuer
+	for _, i := range cfg.intakeIssuers() {
+		if i.Name == fc.Issuer {
+			iss = i
+		}
+	}
+	opts := intake.FusionAuthOptions{
+		Issuer:                            iss,
+		TenantIDs:                         fc.TenantIDs,
+		BasicUser:                         fc.BasicAuth.Username,
+		BasicPassword:                     fc.BasicAuth.Password,
+		HeaderName:                        fc.Header.Name,
+		HeaderValue:                       fc.Header.Value,
+		RevokeSubjectOnRefreshTokenRevoke: fc.RevokeSubjectOnRefreshTokenRevoke,
+		RevokeOnPasswordChange:            fc.RevokeOnPasswordChange,
+		Revoker:                           revoker,
+		RefreshKeys: func(ctx context.Context, issuer string) error {
+			// FusionAuth says a signing key changed: fetch the keys now, and
+			// verify every cached token again whatever the fetch found.
+			defer verifier.Flush()
+			return verifier.Refresh(ctx, issuer)
+		},
+		Observe: observe,
+		Logger:  log,
+	}
+	run := func(context.Context) {}
+	if sk := fc.SigningKey; sk.HMACSecret != "" || sk.JWKSURI != "" {
+		sig, err := token.NewBodySignatureVerifier(token.BodySignatureOptions{
+			HMACSecret: []byte(sk.HMACSecret),
+			JWKSURI:    sk.JWKSURI,
+			Algorithms: sk.Algorithms,
+			HTTPClient: &http.Client{Timeout: cfg.JWKS.Timeout},
+			Logger:     log,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.Signature, run = sig, sig.Run
+	}
+	fa, err := intake.NewFusionAuth(opts)
+	return fa, run, err
 }

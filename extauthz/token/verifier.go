@@ -236,15 +236,23 @@ func (v *Verifier) Loaded() map[string]bool {
 }
 
 // Refresh fetches the named issuer's keys now (for example when the IdP says
-// its signing keys changed) and flushes the cache if they did.
+// its signing keys changed) and flushes the cache if they did. An HMAC-only
+// issuer has nothing to fetch.
 func (v *Verifier) Refresh(ctx context.Context, issuerName string) error {
 	for _, iss := range v.ordered {
-		if iss.cfg.Name == issuerName && iss.keys != nil {
+		if iss.cfg.Name == issuerName {
+			if iss.keys == nil {
+				return nil
+			}
 			return iss.keys.refresh(ctx)
 		}
 	}
-	return fmt.Errorf("issuer %q has no jwks", issuerName)
+	return fmt.Errorf("no issuer named %q", issuerName)
 }
+
+// Flush empties the verified-token cache: every token is verified again on
+// its next use.
+func (v *Verifier) Flush() { v.flush() }
 
 func (v *Verifier) flush() {
 	if v.cache != nil {

@@ -1,0 +1,571 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tokengate/tokengate/extauthz/intake"
+)
+
+const cliUsage = `The admin commands talk to a running tokengate's admin API.
+
+Usage:
+  tokengate revoke token --issuer ISS --jti JTI --expires-at TIME [--reason R]
+  tokengate revoke token --token JWT|-     revoke a token by value ("-" reads it from stdin)
+  tokengate revoke session --issuer ISS --sid SID [--reason R]
+  tokengate revoke subject --issuer ISS --subject SUB [--audience AUD] [--revoked-before TIME] [--reason R]
+  tokengate revoke cutoff --issuer ISS [--audience AUD] [--revoked-before TIME] [--reason R]
+  tokengate revocations list [--issuer ISS] [--kind KIND] [--subject SUB] [--limit N] [--cursor C] [--all]
+  tokengate unrevoke ID
+  tokengate introspect TOKEN|-             is this token active? ("-" reads it from stdin)
+
+Every command takes --server URL (default $TOKENGATE_SERVER, else
+http://127.0.0.1:8181), --json (print the API's JSON) and --timeout (10s).
+
+The admin token is read from TOKENGATE_ADMIN_TOKEN only, never from a flag:
+flags end up in shell history and in ps. For the same reason, pass a JWT as
+"-" and pipe it in rather than putting it on the command line.
+
+TIME is RFC 3339, e.g. 2026-11-25T12:00:00Z. introspect succeeds whether the
+token is active or not; scripts should read "active" from its --json output.
+`
+
+const (
+	defaultServer = "http://127.0.0.1:8181"
+	maxAnswer     = 32 << 20 // bytes of one admin API answer
+	maxStdinToken = 64 << 10
+)
+
+// cliIO is what an admin command reads and writes.
+type cliIO struct {
+	getenv         func(string) string
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// runCLI runs the admin commands: revoke, revocations, unrevoke,
+// introspect. A token given as "-" is read from the process's stdin.
+func runCLI(ctx context.Context, cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return cli(ctx, cmd, args, cliIO{getenv: getenv, stdin: os.Stdin, stdout: stdout, stderr: stderr})
+}
+
+func cli(ctx context.Context, cmd string, args []string, e cliIO) error {
+	switch cmd {
+	case "revoke":
+		if len(args) > 0 {
+			switch args[0] {
+			case "token", "session", "subject", "cutoff":
+				return cliRevoke(ctx, args[0], args[1:], e)
+			}
+		}
+	case "revocations":
+		if len(args) > 0 && args[0] == "list" {
+			return cliList(ctx, args[1:], e)
+		}
+	case "unrevoke":
+		return cliUnrevoke(ctx, args, e)
+	case "introspect":
+		return cliIntrospect(ctx, args, e)
+	}
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprint(e.stdout, cliUsage)
+		return nil
+	}
+	fmt.Fprint(e.stderr, cliUsage)
+	if len(args) == 0 {
+		return fmt.Errorf("%s: a subcommand is required", cmd)
+	}
+	return fmt.Errorf("%s: unknown subcommand %q", cmd, args[0])
+}
+
+// adminClient calls the admin API for one command.
+type adminClient struct {
+	op     string // the command, prefixed to its errors
+	base   string
+	token  string
+	json   bool
+	http   *http.Client
+	secret []string // shortened wherever they could appear in an error
+}
+
+// cliFlags returns a flag set with the common flags, and a function that
+// builds the client from them once the flags are parsed.
+func cliFlags(e cliIO, op, synopsis string) (*flag.FlagSet, func() (*adminClient, error)) {
+	fs := flag.NewFlagSet(op, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	def := defaultServer
+	if s := e.getenv("TOKENGATE_SERVER"); s != "" {
+		def = s
+	}
+	server := fs.String("server", def, "admin API base URL; env TOKENGATE_SERVER")
+	asJSON := fs.Bool("json", false, "print the API's JSON answer")
+	timeout := fs.Duration("timeout", 10*time.Second, "timeout of each request")
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: tokengate %s %s\n\nFlags:\n", op, synopsis)
+		fs.PrintDefaults()
+		fmt.Fprintln(e.stderr, "\nThe admin token is read from TOKENGATE_ADMIN_TOKEN (never a flag: flags show in ps and shell history).")
+	}
+	return fs, func() (*adminClient, error) {
+		u, err := url.Parse(*server)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("%s: --server %q: want http(s)://HOST:PORT", op, *server)
+		}
+		if u.User != nil {
+			return nil, fmt.Errorf("%s: --server must not hold credentials; set TOKENGATE_ADMIN_TOKEN", op)
+		}
+		if *timeout <= 0 {
+			return nil, fmt.Errorf("%s: --timeout must be positive", op)
+		}
+		tok := strings.TrimSpace(e.getenv("TOKENGATE_ADMIN_TOKEN"))
+		if tok == "" {
+			return nil, fmt.Errorf("%s: TOKENGATE_ADMIN_TOKEN is not set: export the server's admin.token (tokengate dev prints it as ADMIN=…)", op)
+		}
+		return &adminClient{op: op, base: strings.TrimRight(u.String(), "/"), token: tok, json: *asJSON,
+			http: &http.Client{Timeout: *timeout}, secret: []string{tok}}, nil
+	}
+}
+
+// parseArgs parses flags wherever they are among the arguments (so that
+// "unrevoke 42 --json" works) and wants exactly len(names) positional
+// arguments; "--" ends the flags.
+func parseArgs(fs *flag.FlagSet, args []string, names ...string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+	switch {
+	case len(pos) > len(names):
+		fs.Usage()
+		return nil, fmt.Errorf("%s: unexpected argument %q", fs.Name(), shorten(pos[len(names)]))
+	case len(pos) < len(names):
+		fs.Usage()
+		return nil, fmt.Errorf("%s: missing %s", fs.Name(), names[len(pos)])
+	}
+	return pos, nil
+}
+
+// timeFlag defines an optional RFC 3339 time flag.
+func timeFlag(fs *flag.FlagSet, p **time.Time, name, usage string) {
+	fs.Func(name, usage, func(s string) error {
+		t, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			return errors.New("want RFC 3339, e.g. 2026-11-25T12:00:00Z")
+		}
+		*p = &t
+		return nil
+	})
+}
+
+func cliRevoke(ctx context.Context, kind string, args []string, e cliIO) error {
+	synopsis := map[string]string{
+		"token":   "--issuer ISS --jti JTI --expires-at TIME | --token JWT|-",
+		"session": "--issuer ISS --sid SID",
+		"subject": "--issuer ISS --subject SUB [--audience AUD] [--revoked-before TIME]",
+		"cutoff":  "--issuer ISS [--audience AUD] [--revoked-before TIME]",
+	}[kind] + " [--reason R]"
+	fs, connect := cliFlags(e, "revoke "+kind, synopsis)
+	req := intake.RevokeRequest{Kind: kind}
+	var raw string
+	fs.StringVar(&req.Issuer, "issuer", "", "the issuer (iss), as configured")
+	fs.StringVar(&req.Reason, "reason", "", "why; kept with the entry")
+	required := []string{"issuer"}
+	switch kind {
+	case "token":
+		fs.StringVar(&req.JTI, "jti", "", "the token's jti")
+		timeFlag(fs, &req.ExpiresAt, "expires-at", "the token's exp (RFC 3339)")
+		fs.StringVar(&raw, "token", "", `the token itself, which must verify ("-" reads it from stdin, out of ps)`)
+		required = append(required, "jti", "expires-at")
+	case "session":
+		fs.StringVar(&req.SID, "sid", "", "the session id (sid)")
+		required = append(required, "sid")
+	case "subject":
+		fs.StringVar(&req.Subject, "subject", "", "the subject (sub)")
+		required = append(required, "subject")
+	}
+	if kind == "subject" || kind == "cutoff" {
+		fs.StringVar(&req.Audience, "audience", "", "only tokens for this audience (default: all)")
+		timeFlag(fs, &req.RevokedBefore, "revoked-before", "revoke tokens issued before this time (RFC 3339; default: now)")
+	}
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["token"] {
+		if set["issuer"] || set["jti"] || set["expires-at"] {
+			return errors.New("revoke token: give --token, or --issuer, --jti and --expires-at, not both")
+		}
+		required = nil
+	}
+	var missing []string
+	for _, name := range required {
+		if !set[name] {
+			missing = append(missing, "--"+name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("revoke %s: missing %s", kind, strings.Join(missing, ", "))
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	if set["token"] {
+		if req.Token, err = readToken(raw, e.stdin); err != nil {
+			return fmt.Errorf("revoke token: %w", err)
+		}
+		req.Kind = ""
+		c.secret = append(c.secret, req.Token)
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	status, answer, err := c.do(ctx, "POST", "/v1/revocations", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(e.stdout, answer)
+	}
+	var ent intake.Entry
+	if err := c.decode(answer, &ent); err != nil {
+		return err
+	}
+	done := "revoked"
+	if status == http.StatusOK {
+		done = "already revoked (unchanged):"
+	}
+	_, err = fmt.Fprintf(e.stdout, "%s %s; id %d, kept until %s\n", done, describe(ent), ent.ID, formatTime(ent.ExpiresAt))
+	return err
+}
+
+func cliList(ctx context.Context, args []string, e cliIO) error {
+	fs, connect := cliFlags(e, "revocations list", "[--issuer ISS] [--kind KIND] [--subject SUB] [--limit N] [--cursor C] [--all]")
+	q := url.Values{}
+	for _, f := range []struct{ name, usage string }{
+		{"issuer", "only this issuer's entries"},
+		{"kind", "only entries of this kind: token, session, subject or cutoff"},
+		{"subject", "only this subject's entries"},
+		{"limit", "entries per page, 1 to 1000 (default: the server's, 100)"},
+		{"cursor", "start after this cursor (a page's next_cursor)"},
+	} {
+		fs.Func(f.name, f.usage, func(s string) error { q.Set(f.name, s); return nil })
+	}
+	all := fs.Bool("all", false, "follow next_cursor to the end")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	out := intake.ListResponse{Revocations: []intake.Entry{}}
+	for {
+		_, answer, err := c.do(ctx, "GET", "/v1/revocations?"+q.Encode(), "", nil)
+		if err != nil {
+			return err
+		}
+		if c.json && !*all {
+			return printJSON(e.stdout, answer)
+		}
+		var page intake.ListResponse
+		if err := c.decode(answer, &page); err != nil {
+			return err
+		}
+		out.Revocations = append(out.Revocations, page.Revocations...)
+		out.NextCursor = page.NextCursor
+		if !*all || page.NextCursor == "" {
+			break
+		}
+		if page.NextCursor == q.Get("cursor") {
+			return fmt.Errorf("revocations list: the server repeated cursor %s", page.NextCursor)
+		}
+		q.Set("cursor", page.NextCursor)
+	}
+	if c.json {
+		return writeIndented(e.stdout, out)
+	}
+	if len(out.Revocations) == 0 {
+		fmt.Fprintln(e.stdout, "no revocations")
+	} else {
+		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tKIND\tISSUER\tKEY\tAUDIENCE\tREVOKED BEFORE\tEXPIRES\tSOURCE")
+		for _, r := range out.Revocations {
+			before := "-"
+			if r.RevokedBefore != nil {
+				before = formatTime(*r.RevokedBefore)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Kind, r.Issuer, dash(r.JTI+r.SID+r.Subject),
+				dash(r.Audience), before, formatTime(r.ExpiresAt), dash(r.Source))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if out.NextCursor != "" {
+		fmt.Fprintf(e.stderr, "more entries: add --cursor %s for the next page, or --all\n", out.NextCursor)
+	}
+	return nil
+}
+
+func cliUnrevoke(ctx context.Context, args []string, e cliIO) error {
+	fs, connect := cliFlags(e, "unrevoke", "ID")
+	pos, err := parseArgs(fs, args, "ID")
+	if err != nil {
+		return err
+	}
+	id, err := strconv.ParseInt(pos[0], 10, 64)
+	if err != nil || id <= 0 {
+		return fmt.Errorf("unrevoke: ID %q is not a revocation id (see tokengate revocations list)", pos[0])
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	_, answer, err := c.do(ctx, "DELETE", "/v1/revocations/"+strconv.FormatInt(id, 10), "", nil)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(e.stdout, answer)
+	}
+	var res struct {
+		Deleted intake.Entry `json:"deleted"`
+	}
+	if err := c.decode(answer, &res); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(e.stdout, "unrevoked %s (id %d)\n", describe(res.Deleted), res.Deleted.ID)
+	return err
+}
+
+// cliIntrospect prints whether a token is active. An inactive token is an
+// answer, not an error: the command succeeds either way.
+func cliIntrospect(ctx context.Context, args []string, e cliIO) error {
+	fs, connect := cliFlags(e, "introspect", "TOKEN|-")
+	pos, err := parseArgs(fs, args, "TOKEN (or - to read it from stdin)")
+	if err != nil {
+		return err
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	tok, err := readToken(pos[0], e.stdin)
+	if err != nil {
+		return fmt.Errorf("introspect: %w", err)
+	}
+	c.secret = append(c.secret, tok)
+	form := url.Values{"token": {tok}}.Encode()
+	_, answer, err := c.do(ctx, "POST", "/v1/introspect", "application/x-www-form-urlencoded", strings.NewReader(form))
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return printJSON(e.stdout, answer)
+	}
+	var claims map[string]any
+	if err := c.decode(answer, &claims); err != nil {
+		return err
+	}
+	if claims["active"] != true {
+		_, err = fmt.Fprintln(e.stdout, "inactive (invalid, expired or revoked)")
+		return err
+	}
+	line := "active:"
+	for _, k := range []string{"sub", "iss", "exp", "jti", "sid"} {
+		switch v := claims[k].(type) {
+		case string:
+			line += fmt.Sprintf(" %s=%s", k, v)
+		case float64:
+			line += fmt.Sprintf(" %s=%s", k, formatTime(time.Unix(int64(v), 0)))
+		}
+	}
+	_, err = fmt.Fprintln(e.stdout, line)
+	return err
+}
+
+// do sends one request. A non-2xx answer is an *apiError.
+func (c *adminClient) do(ctx context.Context, method, path, contentType string, body io.Reader) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: %w", c.op, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: cannot reach tokengate at %s: %w", c.op, c.base, err)
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: reading the answer: %w", c.op, err)
+	}
+	if len(answer) > maxAnswer {
+		return 0, nil, fmt.Errorf("%s: answer larger than %d bytes", c.op, maxAnswer)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		ae := &apiError{Op: c.op, Status: resp.StatusCode}
+		var body struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		if json.Unmarshal(answer, &body) == nil {
+			ae.Code, ae.Description = c.redact(body.Error), c.redact(body.Description)
+		}
+		return resp.StatusCode, answer, ae
+	}
+	return resp.StatusCode, answer, nil
+}
+
+func (c *adminClient) decode(answer []byte, v any) error {
+	if err := json.Unmarshal(answer, v); err != nil {
+		return fmt.Errorf("%s: %s did not answer as tokengate does: %w", c.op, c.base, err)
+	}
+	return nil
+}
+
+// redact shortens the secrets this command sent wherever they appear in s.
+func (c *adminClient) redact(s string) string {
+	for _, sec := range c.secret {
+		if sec != "" {
+			s = strings.ReplaceAll(s, sec, shorten(sec))
+		}
+	}
+	return s
+}
+
+// apiError is a non-2xx answer of the admin API.
+type apiError struct {
+	Op          string
+	Status      int
+	Code        string // the API's "error"
+	Description string // its "error_description"
+}
+
+func (e *apiError) Error() string {
+	code := e.Code
+	if code == "" {
+		code = strings.ToLower(http.StatusText(e.Status))
+	}
+	msg := fmt.Sprintf("%s: %d %s", e.Op, e.Status, code)
+	if e.Description != "" {
+		msg += ": " + e.Description
+	}
+	switch {
+	case e.Status == http.StatusUnauthorized:
+		msg += " (does TOKENGATE_ADMIN_TOKEN match the server's admin.token?)"
+	case e.Status == http.StatusNotFound && e.Code == "":
+		msg += " (is --server a tokengate with the admin API on, i.e. admin.token set?)"
+	}
+	return msg
+}
+
+// readToken returns the token given as an argument, or read from stdin for
+// "-". A leading "Bearer " is dropped, as pasted from a header.
+func readToken(arg string, stdin io.Reader) (string, error) {
+	if arg == "-" {
+		b, err := io.ReadAll(io.LimitReader(stdin, maxStdinToken))
+		if err != nil {
+			return "", fmt.Errorf("reading the token from stdin: %w", err)
+		}
+		arg = string(b)
+	}
+	tok := strings.TrimSpace(arg)
+	if scheme, rest, ok := strings.Cut(tok, " "); ok && strings.EqualFold(scheme, "Bearer") {
+		tok = strings.TrimSpace(rest)
+	}
+	if tok == "" {
+		return "", errors.New("empty token")
+	}
+	return tok, nil
+}
+
+// describe says what an entry revokes, e.g. `subject "alice" of ISS
+// (audience api) before TIME`.
+func describe(r intake.Entry) string {
+	var s string
+	switch r.Kind {
+	case "token":
+		s = fmt.Sprintf("token %q of %s", r.JTI, r.Issuer)
+	case "session":
+		s = fmt.Sprintf("session %q of %s", r.SID, r.Issuer)
+	case "subject":
+		s = fmt.Sprintf("subject %q of %s", r.Subject, r.Issuer)
+	case "cutoff":
+		s = "all tokens of " + r.Issuer
+	default:
+		s = r.Kind + " of " + r.Issuer
+	}
+	if r.Audience != "" {
+		s += fmt.Sprintf(" (audience %s)", r.Audience)
+	}
+	if r.RevokedBefore != nil {
+		s += " before " + formatTime(*r.RevokedBefore)
+	}
+	return s
+}
+
+// shorten keeps a secret recognisable without printing it.
+func shorten(s string) string {
+	if r := []rune(s); len(r) > 10 {
+		return string(r[:10]) + "…"
+	}
+	return s
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printJSON(w io.Writer, answer []byte) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, bytes.TrimSpace(answer), "", "  "); err != nil {
+		return fmt.Errorf("the answer is not JSON: %w", err)
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+func writeIndented(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
