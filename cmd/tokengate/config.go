@@ -130,12 +130,12 @@ type ShutdownConfig struct {
 // defaultConfig is the embedded default: loopback listeners, no issuers.
 func defaultConfig() Config {
 	return Config{
-		Listen:  ListenConfig{GRPC: "127.0.0.1:9191", HTTP: "127.0.0.1:8181"},
-		Log:     LogConfig{Level: "info", Format: "json"},
-		Cache:   CacheConfig{MaxEntries: 100_000},
-		JWKS:    JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
-		Tokens:  TokensConfig{MaxBytes: 16 << 10},
-		Storage: StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, MaxConns: 10},
+		Listen:   ListenConfig{GRPC: "127.0.0.1:9191", HTTP: "127.0.0.1:8181"},
+		Log:      LogConfig{Level: "info", Format: "json"},
+		Cache:    CacheConfig{MaxEntries: 100_000},
+		JWKS:     JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
+		Tokens:   TokensConfig{MaxBytes: 16 << 10},
+		Storage:  StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, MaxConns: 10},
 		Webhooks: WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true}},
 		Revocation: RevocationConfig{MaxStaleness: 30 * time.Second, OnStale: "deny", PollInterval: time.Second,
 			SweepInterval: time.Minute, ChangeRetention: time.Hour},
