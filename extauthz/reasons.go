@@ -29,6 +29,7 @@ const (
 	ReasonClaimsInvalid
 	ReasonTokenRevoked
 	ReasonRevocationsStale
+	ReasonLogoutFailed
 	numReasons
 )
 
@@ -48,6 +49,7 @@ var reasonNames = [numReasons]string{
 	ReasonClaimsInvalid:         "claims_invalid",
 	ReasonTokenRevoked:          "token_revoked",
 	ReasonRevocationsStale:      "revocations_stale",
+	ReasonLogoutFailed:          "logout_failed",
 }
 
 // String is the reason's stable name, for example "token_expired".
@@ -72,7 +74,7 @@ func (r Reason) HTTPStatus() int {
 	switch r {
 	case ReasonAllowed:
 		return http.StatusOK
-	case ReasonRevocationsStale:
+	case ReasonRevocationsStale, ReasonLogoutFailed:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusUnauthorized

@@ -105,9 +105,10 @@ func newDenial(r Reason) denial {
 		header("cache-control", "no-store"),
 	}
 	switch r {
-	case ReasonRevocationsStale:
-		// tokengate cannot vouch that the token is not revoked: not the
-		// client's fault, so no challenge; it may retry.
+	case ReasonRevocationsStale, ReasonLogoutFailed:
+		// tokengate cannot vouch that the token is not revoked, or could not
+		// make a logout durable: not the client's fault, so no challenge; it
+		// may retry.
 		code, errCode = codes.Unavailable, "temporarily_unavailable"
 		headers = append(headers, header("retry-after", "1"))
 	default:

@@ -2,6 +2,7 @@ package extauthz_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -164,4 +165,39 @@ func TestStaleRevocationsFailOpenWhenConfigured(t *testing.T) {
 	tok = mint(t, e.iss, claims, nil)
 	e.revoke(t, storage.Revocation{Kind: storage.KindToken, Key: claims["jti"].(string)})
 	assertDenied(t, e.check(t, tok), "token_revoked")
+}
+
+// failingLogout stands in for a store that cannot take the write.
+type failingLogout struct{}
+
+func (failingLogout) RevokeLogout(context.Context, *token.Identity, bool, bool) error {
+	return errors.New("store unavailable")
+}
+
+// TestLogoutRouteFailsClosed: when the logout cannot be made durable, the
+// logout request is denied (503), never allowed with the token still valid.
+func TestLogoutRouteFailsClosed(t *testing.T) {
+	e := newRevocationEnv(t, false)
+	routes, err := policy.NewLogoutRoutes([]policy.LogoutRoute{{PathPrefix: "/logout"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	headers, _ := policy.NewHeaderMap(nil)
+	v, _ := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, Audiences: []string{audience},
+		MaxTokenLifetime: time.Hour}}})
+	if err := v.Refresh(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	srv := extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index,
+		MaxStaleness: time.Minute, LogoutRoutes: routes, Logout: failingLogout{}})
+	tok := mint(t, e.iss, e.iss.Claims("u", time.Minute), nil)
+	req := checkRequest(map[string]string{"authorization": "Bearer " + tok})
+	req.Attributes.Request.Http.Path = "/logout"
+	resp, err := srv.Check(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := resp.GetDeniedResponse(); d.GetStatus().GetCode() != 503 || !strings.Contains(d.GetBody(), "logout_failed") {
+		t.Errorf("failed logout: %v, want 503 logout_failed", d)
+	}
 }

@@ -36,6 +36,12 @@ type Revocations interface {
 	Revoked(k *storage.Keys, iat, now time.Time) bool
 }
 
+// LogoutRevoker durably revokes the token presented on a logout route (and,
+// when asked, its session or subject) before the request goes on.
+type LogoutRevoker interface {
+	RevokeLogout(ctx context.Context, id *token.Identity, session, subject bool) error
+}
+
 // Options configure a Server.
 type Options struct {
 	Verifier Verifier
@@ -51,6 +57,10 @@ type Options struct {
 	Staleness    func() time.Duration
 	MaxStaleness time.Duration
 	FailOpen     bool
+	// LogoutRoutes and Logout: a request on a logout route with a valid
+	// token revokes it before it is allowed; if that fails, it is denied.
+	LogoutRoutes *policy.LogoutRoutes
+	Logout       LogoutRevoker
 	Metrics      *Metrics
 	Logger       *slog.Logger
 	Now          func() time.Time
@@ -65,6 +75,8 @@ type Server struct {
 	staleness    func() time.Duration
 	maxStaleness time.Duration
 	failOpen     bool
+	logoutRoutes *policy.LogoutRoutes
+	logout       LogoutRevoker
 	metrics      *Metrics
 	log          *slog.Logger
 	now          func() time.Time
@@ -97,6 +109,8 @@ func NewServer(opts Options) *Server {
 		staleness:    opts.Staleness,
 		maxStaleness: opts.MaxStaleness,
 		failOpen:     opts.FailOpen,
+		logoutRoutes: opts.LogoutRoutes,
+		logout:       opts.Logout,
 		metrics:      opts.Metrics,
 		log:          opts.Logger,
 		now:          opts.Now,
@@ -131,6 +145,18 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		if reason := s.revocationCheck(a, id); reason != ReasonAllowed {
 			return s.deny(r, reason, decisionID, id, start), nil
 		}
+	}
+	if route, ok := s.logoutRoutes.Match(r.host, r.path, r.method); ok && s.logout != nil {
+		// The logout must hold before the request goes on: never let it look
+		// successful while the token still works.
+		if err := s.logout.RevokeLogout(ctx, id, route.RevokeSession, route.RevokeSubject); err != nil {
+			s.log.Error("logout route: revocation failed; denying", "err", err, "decision_id", decisionID,
+				"request_id", r.requestID, "jti", id.TokenID)
+			return s.deny(r, ReasonLogoutFailed, decisionID, id, start), nil
+		}
+		s.log.Info("logged out at the gateway", "decision_id", decisionID, "request_id", r.requestID,
+			"iss", id.Issuer, "jti", id.TokenID, "sub_hash", subjectHash(id.Subject), "session", route.RevokeSession,
+			"subject", route.RevokeSubject)
 	}
 	s.metrics.observe(ReasonAllowed, start)
 	return allowResponse(a, decisionID), nil

@@ -334,6 +334,10 @@ func TestCheckHostileTokens(t *testing.T) {
 			authorization: "Bearer " + mint(t, h.a, fresh(), map[string]any{"typ": "secevent+jwt"}),
 			reason:        "token_type_invalid",
 		},
+		"untyped logout token used as an access token": {
+			authorization: "Bearer " + with("events", map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}}),
+			reason:        "token_type_invalid",
+		},
 		"crit header": {
 			authorization: "Bearer " + mint(t, h.a, fresh(), map[string]any{"crit": []any{"exp"}}),
 			reason:        "token_malformed",

@@ -22,23 +22,66 @@ import (
 // Config is tokengate's configuration file. Every key is documented in
 // tokengate.example.yaml.
 type Config struct {
-	Listen       ListenConfig      `yaml:"listen"`
-	Log          LogConfig         `yaml:"log"`
-	Cache        CacheConfig       `yaml:"cache"`
-	JWKS         JWKSConfig        `yaml:"jwks"`
-	Tokens       TokensConfig      `yaml:"tokens"`
-	Issuers      []IssuerConfig    `yaml:"issuers"`
-	ClaimHeaders map[string]string `yaml:"claim_headers"`
-	Admin        AdminConfig       `yaml:"admin"`
-	Webhooks     WebhooksConfig    `yaml:"webhooks"`
-	Storage      StorageConfig     `yaml:"storage"`
-	Revocation   RevocationConfig  `yaml:"revocation"`
-	Shutdown     ShutdownConfig    `yaml:"shutdown"`
+	Listen       ListenConfig        `yaml:"listen"`
+	Log          LogConfig           `yaml:"log"`
+	Cache        CacheConfig         `yaml:"cache"`
+	JWKS         JWKSConfig          `yaml:"jwks"`
+	Tokens       TokensConfig        `yaml:"tokens"`
+	Issuers      []IssuerConfig      `yaml:"issuers"`
+	ClaimHeaders map[string]string   `yaml:"claim_headers"`
+	Admin        AdminConfig         `yaml:"admin"`
+	Webhooks     WebhooksConfig      `yaml:"webhooks"`
+	Backchannel  BackchannelConfig   `yaml:"backchannel_logout"`
+	LogoutRoutes []LogoutRouteConfig `yaml:"logout_routes"`
+	Storage      StorageConfig       `yaml:"storage"`
+	Revocation   RevocationConfig    `yaml:"revocation"`
+	Shutdown     ShutdownConfig      `yaml:"shutdown"`
 }
 
 type AdminConfig struct {
 	// Token enables the admin API; empty turns it off.
 	Token string `yaml:"token"`
+}
+
+// LogoutRouteConfig is a route on which a request logs its token out.
+type LogoutRouteConfig struct {
+	Host       string   `yaml:"host"`
+	PathPrefix string   `yaml:"path_prefix"`
+	Methods    []string `yaml:"methods"`
+	// Revoke lists what goes besides the token itself: session, subject.
+	Revoke []string `yaml:"revoke"`
+}
+
+func (c Config) logoutRoutes() ([]policy.LogoutRoute, error) {
+	var out []policy.LogoutRoute
+	var errs []error
+	for i, lr := range c.LogoutRoutes {
+		r := policy.LogoutRoute{Host: lr.Host, PathPrefix: lr.PathPrefix, Methods: slices.Clone(lr.Methods)}
+		for _, what := range lr.Revoke {
+			switch what {
+			case "token":
+			case "session":
+				r.RevokeSession = true
+			case "subject":
+				r.RevokeSubject = true
+			default:
+				errs = append(errs, fmt.Errorf("logout_routes[%d].revoke: want token, session or subject, got %q", i, what))
+			}
+		}
+		out = append(out, r)
+	}
+	if _, err := policy.NewLogoutRoutes(out); err != nil {
+		errs = append(errs, fmt.Errorf("logout_routes: %w", err))
+	}
+	return out, errors.Join(errs...)
+}
+
+// BackchannelConfig is POST /backchannel-logout, on when any issuer lists
+// logout_client_ids.
+type BackchannelConfig struct {
+	// RevokeSubject: a logout token's sub revokes the user from its iat
+	// (every session), not only its sid.
+	RevokeSubject bool `yaml:"revoke_subject"`
 }
 
 type WebhooksConfig struct {
@@ -120,6 +163,9 @@ type IssuerConfig struct {
 	Leeway            time.Duration `yaml:"leeway"`
 	MaxTokenLifetime  time.Duration `yaml:"max_token_lifetime"`
 	AllowInsecureHTTP bool          `yaml:"allow_insecure_http"`
+	// LogoutClientIDs are accepted as the aud of this issuer's back-channel
+	// logout tokens; empty: it sends none.
+	LogoutClientIDs []string `yaml:"logout_client_ids"`
 }
 
 type ShutdownConfig struct {
@@ -130,13 +176,14 @@ type ShutdownConfig struct {
 // defaultConfig is the embedded default: loopback listeners, no issuers.
 func defaultConfig() Config {
 	return Config{
-		Listen:   ListenConfig{GRPC: "127.0.0.1:9191", HTTP: "127.0.0.1:8181"},
-		Log:      LogConfig{Level: "info", Format: "json"},
-		Cache:    CacheConfig{MaxEntries: 100_000},
-		JWKS:     JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
-		Tokens:   TokensConfig{MaxBytes: 16 << 10},
-		Storage:  StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, MaxConns: 10},
-		Webhooks: WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true}},
+		Listen:      ListenConfig{GRPC: "127.0.0.1:9191", HTTP: "127.0.0.1:8181"},
+		Log:         LogConfig{Level: "info", Format: "json"},
+		Cache:       CacheConfig{MaxEntries: 100_000},
+		JWKS:        JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
+		Tokens:      TokensConfig{MaxBytes: 16 << 10},
+		Storage:     StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, MaxConns: 10},
+		Webhooks:    WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true}},
+		Backchannel: BackchannelConfig{RevokeSubject: true},
 		Revocation: RevocationConfig{MaxStaleness: 30 * time.Second, OnStale: "deny", PollInterval: time.Second,
 			SweepInterval: time.Minute, ChangeRetention: time.Hour},
 		Shutdown: ShutdownConfig{DrainDelay: 5 * time.Second, Timeout: 15 * time.Second},
@@ -358,6 +405,9 @@ func (c Config) validate() error {
 	if rc.ChangeRetention < time.Minute {
 		bad("revocation.change_retention", "must be at least 1m")
 	}
+	if _, err := c.logoutRoutes(); err != nil {
+		errs = append(errs, err)
+	}
 	if _, err := policy.NewHeaderMap(c.ClaimHeaders); err != nil {
 		bad("claim_headers", "%v", err)
 	}
@@ -395,6 +445,16 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// backchannelEnabled: some issuer sends back-channel logout tokens.
+func (c Config) backchannelEnabled() bool {
+	for _, ic := range c.Issuers {
+		if len(ic.LogoutClientIDs) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // intakeIssuers is what revocation intake needs of each issuer.
 func (c Config) intakeIssuers() []intake.Issuer {
 	out := make([]intake.Issuer, 0, len(c.Issuers))
@@ -416,6 +476,7 @@ func (c Config) verifierIssuers() []token.Issuer {
 			Algorithms:       ic.Algorithms,
 			Leeway:           ic.Leeway,
 			MaxTokenLifetime: ic.MaxTokenLifetime,
+			LogoutAudiences:  ic.LogoutClientIDs,
 		}
 		if ic.HMACSecret != "" {
 			ti.HMACSecret = []byte(ic.HMACSecret)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 
 	"github.com/tokengate/tokengate/extauthz/token/tokentest"
@@ -171,6 +172,45 @@ func TestMigrateCommand(t *testing.T) {
 		}
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("migrate run %d printed %q, want %q", i+1, out.String(), want)
+		}
+	}
+}
+
+// TestLogoutRoute: a Check on the logout route with token T is allowed
+// (the request goes on to the IdP), and the next Check with T is denied.
+func TestLogoutRoute(t *testing.T) {
+	iss := tokentest.NewServer(t, "api")
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}
+shutdown: {drain_delay: 0s, timeout: 5s}
+issuers: [{name: idp, issuer: %q, audiences: [api]}]
+logout_routes:
+  - {host: auth.example.com, path_prefix: /oauth2/logout, methods: [GET, POST], revoke: [session]}
+`, iss.URL))
+	in := start(t, []string{"serve", "--config", cfg}, nil)
+	waitReady(t, in)
+	tok, _ := iss.Mint("alice", 10*time.Minute, map[string]any{"sid": "s-1"})
+	other, _ := iss.Mint("alice", 10*time.Minute, map[string]any{"sid": "s-1"}) // same session, another token
+	elsewhere, _ := iss.Mint("alice", 10*time.Minute, map[string]any{"sid": "s-2"})
+	logout := func(tok string) *authv3.CheckResponse {
+		resp, err := in.client.Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: "GET", Host: "auth.example.com", Path: "/oauth2/logout?client_id=app&post_logout_redirect_uri=x",
+				Headers: map[string]string{"authorization": "Bearer " + tok}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if got := in.decision(t, tok); got != "allowed" {
+		t.Fatalf("before logout: %s", got)
+	}
+	if resp := logout(tok); codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+		t.Fatalf("the logout request itself was denied: %v", resp.GetDeniedResponse())
+	}
+	for name, want := range map[string]string{tok: "token_revoked", other: "token_revoked", elsewhere: "allowed"} {
+		if got := in.decision(t, name); got != want {
+			t.Errorf("after logout: %s, want %s", got, want)
 		}
 	}
 }

@@ -90,6 +90,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 			h.Set("issuer/"+name, true, "")
 		}
 	}
+	routes, err := cfg.logoutRoutes()
+	if err != nil {
+		return err
+	}
+	logoutRoutes, err := policy.NewLogoutRoutes(routes)
+	if err != nil {
+		return err
+	}
+	revoker := intake.NewRevoker(rv.store, rv.follower, cfg.intakeIssuers(), nil)
 	authz := extauthz.NewServer(extauthz.Options{
 		Verifier:     verifier,
 		Headers:      headers,
@@ -97,6 +106,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		Staleness:    rv.follower.Staleness,
 		MaxStaleness: cfg.Revocation.MaxStaleness,
 		FailOpen:     cfg.Revocation.OnStale == "allow",
+		LogoutRoutes: logoutRoutes,
+		Logout:       revoker,
 		Metrics:      extauthz.NewMetrics(reg),
 		Logger:       log,
 	})
@@ -129,7 +140,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 	})
 	mux.Handle("GET /readyz", h)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	revoker := intake.NewRevoker(rv.store, rv.follower, cfg.intakeIssuers(), nil)
 	intake.NewAdmin(intake.AdminOptions{
 		Token:       cfg.Admin.Token,
 		Revoker:     revoker,
@@ -144,6 +154,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 	}, []string{"source", "type", "result"})
 	reg.MustRegister(webhookEvents)
 	var background []func(context.Context)
+	if cfg.backchannelEnabled() {
+		mux.Handle("POST /backchannel-logout", intake.NewBackchannel(intake.BackchannelOptions{
+			Verifier:      verifier,
+			Revoker:       revoker,
+			RevokeSubject: cfg.Backchannel.RevokeSubject,
+			Observe:       func(result string) { webhookEvents.WithLabelValues("backchannel-logout", "logout", result).Inc() },
+			Logger:        log,
+		}))
+	}
 	if fc := cfg.Webhooks.FusionAuth; fc.Issuer != "" {
 		fa, run, err := fusionAuthReceiver(cfg, revoker, verifier, log, func(typ, result string) {
 			webhookEvents.WithLabelValues("fusionauth", typ, result).Inc()

@@ -92,6 +92,44 @@ func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, 
 	return res, nil
 }
 
+// RevokeLogout revokes a token presented on a logout route: its jti, and
+// its session or subject when asked. A token without a jti falls back to
+// its session, or else to its subject as of its iat, so that the logout
+// always takes the token out.
+func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session, subject bool) error {
+	iss, ok := r.issuers[id.Issuer]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrIssuerUnknown, id.Issuer)
+	}
+	now := r.now()
+	base := storage.Revocation{Issuer: id.Issuer, Source: "logout-route", Reason: "logout"}
+	var revs []storage.Revocation
+	if id.TokenID != "" {
+		t := base
+		t.Kind, t.Key, t.ExpiresAt = storage.KindToken, id.TokenID, id.ExpiresAt.Add(iss.Leeway)
+		revs = append(revs, t)
+	}
+	if id.SessionID != "" && (session || id.TokenID == "") {
+		s := base
+		s.Kind, s.Key, s.ExpiresAt = storage.KindSession, id.SessionID, iss.Keep(now)
+		revs = append(revs, s)
+	}
+	if id.Subject != "" && (subject || len(revs) == 0) {
+		before := now
+		if !subject {
+			before = id.IssuedAt
+		}
+		s := base
+		s.Kind, s.Key, s.RevokedBefore, s.ExpiresAt = storage.KindSubject, id.Subject, before, iss.Keep(before)
+		revs = append(revs, s)
+	}
+	if len(revs) == 0 {
+		return errors.New("the token has no jti, sid or sub to revoke")
+	}
+	_, err := r.Revoke(ctx, storage.Write{Revocations: revs})
+	return err
+}
+
 // Unrevoke deletes an entry, recording who did it.
 func (r *Revoker) Unrevoke(ctx context.Context, id int64, source string) (storage.Change, error) {
 	c, err := r.store.Delete(ctx, id, source)

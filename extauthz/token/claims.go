@@ -42,6 +42,11 @@ func wellFormed(raw string, maxBytes int) bool {
 // bounded by the issuer's maximum lifetime, and the string claims we forward
 // must be strings.
 func identity(iss *issuer, claims jwt.MapClaims) (*Identity, error) {
+	if _, ok := claims["events"]; ok {
+		// A security event token (such as an untyped back-channel logout
+		// token) is never an access token.
+		return nil, fmt.Errorf("%w: has an events claim", ErrType)
+	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil {
 		return nil, fmt.Errorf("%w: exp", ErrClaims)

@@ -49,6 +49,9 @@ type Issuer struct {
 	Leeway time.Duration
 	// MaxTokenLifetime bounds exp − iat: revocations are kept only that long.
 	MaxTokenLifetime time.Duration
+	// LogoutAudiences are the client ids accepted as the aud of this
+	// issuer's OIDC back-channel logout tokens; empty: none accepted.
+	LogoutAudiences []string
 }
 
 // Options configure a Verifier.
@@ -103,9 +106,10 @@ type Verifier struct {
 }
 
 type issuer struct {
-	cfg       Issuer
-	allowed   map[string]bool
-	validator *jwt.Validator
+	cfg             Issuer
+	allowed         map[string]bool
+	validator       *jwt.Validator
+	logoutValidator *jwt.Validator // nil: back-channel logout off
 	keys      *keySet // nil for an HMAC-only issuer
 }
 
@@ -196,6 +200,15 @@ func New(opts Options) (*Verifier, error) {
 			jwt.WithAudience(cfg.Audiences...),
 			jwt.WithTimeFunc(opts.Now),
 		)
+		if len(cfg.LogoutAudiences) > 0 {
+			iss.logoutValidator = jwt.NewValidator(
+				jwt.WithLeeway(cfg.Leeway),
+				jwt.WithExpirationRequired(),
+				jwt.WithIssuedAt(),
+				jwt.WithAudience(cfg.LogoutAudiences...),
+				jwt.WithTimeFunc(opts.Now),
+			)
+		}
 		if cfg.JWKSURI != "" || len(cfg.HMACSecret) == 0 {
 			iss.keys = &keySet{
 				issuer:   cfg.Issuer,
@@ -300,26 +313,9 @@ func (e *entry) current(now time.Time) bool {
 }
 
 func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*entry, error) {
-	claims := jwt.MapClaims{}
-	var (
-		iss  *issuer
-		used *keys
-	)
-	_, err := v.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
-		var err error
-		iss, err = v.issuerFor(t)
-		if err != nil {
-			return nil, err
-		}
-		if strings.HasPrefix(t.Method.Alg(), "HS") {
-			return iss.cfg.HMACSecret, nil
-		}
-		var key any
-		key, used, err = iss.keys.lookup(ctx, t)
-		return key, err
-	})
+	claims, iss, used, err := v.parse(ctx, raw, accessTokenType)
 	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	if err := iss.validator.Validate(claims); err != nil {
 		return nil, classify(err)
@@ -334,9 +330,37 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*entr
 	return &entry{id: id, iss: iss, keys: used}, nil
 }
 
+// parse checks the signature of raw with the keys of the issuer its iss
+// names, accepting the header types typeOK allows. It returns the claims
+// unvalidated, the issuer, and the key set that verified (nil for HMAC).
+func (v *Verifier) parse(ctx context.Context, raw string, typeOK func(any) bool) (jwt.MapClaims, *issuer, *keys, error) {
+	claims := jwt.MapClaims{}
+	var (
+		iss  *issuer
+		used *keys
+	)
+	_, err := v.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		var err error
+		iss, err = v.issuerFor(t, typeOK)
+		if err != nil {
+			return nil, err
+		}
+		if strings.HasPrefix(t.Method.Alg(), "HS") {
+			return iss.cfg.HMACSecret, nil
+		}
+		var key any
+		key, used, err = iss.keys.lookup(ctx, t)
+		return key, err
+	})
+	if err != nil {
+		return nil, nil, nil, classify(err)
+	}
+	return claims, iss, used, nil
+}
+
 // issuerFor runs inside the parser, before any signature work: it binds the
 // token to its issuer and enforces that issuer's header rules.
-func (v *Verifier) issuerFor(t *jwt.Token) (*issuer, error) {
+func (v *Verifier) issuerFor(t *jwt.Token, typeOK func(any) bool) (*issuer, error) {
 	if _, ok := t.Header["crit"]; ok {
 		// RFC 7515 §4.1.11: we understand no extensions, so we must reject.
 		return nil, ErrMalformed
@@ -346,7 +370,7 @@ func (v *Verifier) issuerFor(t *jwt.Token) (*issuer, error) {
 			return nil, ErrMalformed
 		}
 	}
-	if typ, ok := t.Header["typ"]; ok && !accessTokenType(typ) {
+	if typ, ok := t.Header["typ"]; ok && !typeOK(typ) {
 		return nil, ErrType
 	}
 	claims := t.Claims.(jwt.MapClaims)

@@ -1,0 +1,112 @@
+package intake
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/tokengate/tokengate/extauthz/token"
+	"github.com/tokengate/tokengate/storage"
+)
+
+// LogoutVerifier verifies back-channel logout tokens.
+type LogoutVerifier interface {
+	VerifyLogout(ctx context.Context, raw string) (*token.LogoutToken, error)
+}
+
+// BackchannelOptions configure the OIDC Back-Channel Logout receiver.
+type BackchannelOptions struct {
+	Verifier LogoutVerifier
+	Revoker  *Revoker
+	// RevokeSubject: a logout token with sub revokes the subject from its
+	// iat (every session of the user), not only its sid.
+	RevokeSubject bool
+	Observe       func(result string)
+	Logger        *slog.Logger
+}
+
+// Backchannel receives OpenID Connect Back-Channel Logout 1.0 requests:
+// POST, form-encoded logout_token.
+type Backchannel struct{ opts BackchannelOptions }
+
+// NewBackchannel returns the receiver.
+func NewBackchannel(opts BackchannelOptions) *Backchannel {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Observe == nil {
+		opts.Observe = func(string) {}
+	}
+	return &Backchannel{opts: opts}
+}
+
+// ServeHTTP answers 200 with Cache-Control: no-store once the logout is
+// durable, 400 {"error":"invalid_request",…} for a token that fails any
+// check (a replayed jti included), and 503 when the store cannot take it.
+func (b *Backchannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		b.invalid(w, "the body must be a form with logout_token")
+		return
+	}
+	raw := r.PostForm.Get("logout_token")
+	if raw == "" {
+		b.invalid(w, "logout_token is missing")
+		return
+	}
+	lt, err := b.opts.Verifier.VerifyLogout(r.Context(), raw)
+	if errors.Is(err, token.ErrKeysUnavailable) {
+		b.opts.Observe("rejected")
+		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the issuer's keys are not loaded yet")
+		return
+	}
+	if err != nil {
+		b.invalid(w, "invalid logout token: "+err.Error())
+		return
+	}
+	iss, ok := b.opts.Revoker.Issuer(lt.Issuer)
+	if !ok {
+		b.invalid(w, "issuer not configured")
+		return
+	}
+	keep := iss.Keep(time.Now())
+	if until := iss.Keep(lt.IssuedAt); until.After(keep) {
+		keep = until
+	}
+	source := "backchannel-logout:" + lt.Issuer + ":" + lt.TokenID
+	var revs []storage.Revocation
+	if lt.SessionID != "" {
+		revs = append(revs, storage.Revocation{Kind: storage.KindSession, Issuer: lt.Issuer, Key: lt.SessionID,
+			ExpiresAt: keep, Source: source, Reason: "backchannel-logout"})
+	}
+	if lt.Subject != "" && (b.opts.RevokeSubject || lt.SessionID == "") {
+		revs = append(revs, storage.Revocation{Kind: storage.KindSubject, Issuer: lt.Issuer, Key: lt.Subject,
+			RevokedBefore: lt.IssuedAt, ExpiresAt: keep, Source: source, Reason: "backchannel-logout"})
+	}
+	res, err := b.opts.Revoker.Revoke(r.Context(), storage.Write{Revocations: revs, EventID: source,
+		// Remember the jti for as long as the token could be replayed.
+		EventExpiresAt: lt.ExpiresAt.Add(iss.Leeway)})
+	if err != nil {
+		status, reason := statusFor(err)
+		b.opts.Logger.Warn("back-channel logout not stored", "issuer", lt.Issuer, "jti", lt.TokenID, "err", err)
+		b.opts.Observe("rejected")
+		writeError(w, status, reason, "the logout could not be stored; retry")
+		return
+	}
+	if res.Duplicate {
+		b.invalid(w, "logout token already used (jti replayed)")
+		return
+	}
+	b.opts.Observe("applied")
+	b.opts.Logger.Info("back-channel logout", "issuer", lt.Issuer, "jti", lt.TokenID, "sid", lt.SessionID != "",
+		"sub", lt.Subject != "", "seq", res.Seq)
+	w.WriteHeader(http.StatusOK)
+}
+
+func (b *Backchannel) invalid(w http.ResponseWriter, description string) {
+	b.opts.Observe("rejected")
+	writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": description})
+}
