@@ -109,7 +109,7 @@ func cliFlags(e cliIO, op, synopsis string) (*flag.FlagSet, func() (*adminClient
 	if s := e.getenv("TOKENGATE_SERVER"); s != "" {
 		def = s
 	}
-	server := fs.String("server", def, "admin API base URL; env TOKENGATE_SERVER")
+	server := fs.String("server", def, "admin API base `URL`; env TOKENGATE_SERVER")
 	asJSON := fs.Bool("json", false, "print the API's JSON answer")
 	timeout := fs.Duration("timeout", 10*time.Second, "timeout of each request")
 	fs.Usage = func() {
@@ -189,25 +189,25 @@ func cliRevoke(ctx context.Context, kind string, args []string, e cliIO) error {
 	fs, connect := cliFlags(e, "revoke "+kind, synopsis)
 	req := intake.RevokeRequest{Kind: kind}
 	var raw string
-	fs.StringVar(&req.Issuer, "issuer", "", "the issuer (iss), as configured")
+	fs.StringVar(&req.Issuer, "issuer", "", "the issuer (`ISS`), as configured")
 	fs.StringVar(&req.Reason, "reason", "", "why; kept with the entry")
 	required := []string{"issuer"}
 	switch kind {
 	case "token":
-		fs.StringVar(&req.JTI, "jti", "", "the token's jti")
-		timeFlag(fs, &req.ExpiresAt, "expires-at", "the token's exp (RFC 3339)")
-		fs.StringVar(&raw, "token", "", `the token itself, which must verify ("-" reads it from stdin, out of ps)`)
+		fs.StringVar(&req.JTI, "jti", "", "the token's `JTI`")
+		timeFlag(fs, &req.ExpiresAt, "expires-at", "the token's exp, a `TIME` (RFC 3339)")
+		fs.StringVar(&raw, "token", "", "the token itself, a `JWT` that must verify (\"-\" reads it from stdin, out of ps)")
 		required = append(required, "jti", "expires-at")
 	case "session":
-		fs.StringVar(&req.SID, "sid", "", "the session id (sid)")
+		fs.StringVar(&req.SID, "sid", "", "the session id (`SID`)")
 		required = append(required, "sid")
 	case "subject":
-		fs.StringVar(&req.Subject, "subject", "", "the subject (sub)")
+		fs.StringVar(&req.Subject, "subject", "", "the subject (`SUB`)")
 		required = append(required, "subject")
 	}
 	if kind == "subject" || kind == "cutoff" {
-		fs.StringVar(&req.Audience, "audience", "", "only tokens for this audience (default: all)")
-		timeFlag(fs, &req.RevokedBefore, "revoked-before", "revoke tokens issued before this time (RFC 3339; default: now)")
+		fs.StringVar(&req.Audience, "audience", "", "only tokens for this audience `AUD` (default: all)")
+		timeFlag(fs, &req.RevokedBefore, "revoked-before", "revoke tokens issued before this `TIME` (RFC 3339; default: now)")
 	}
 	if _, err := parseArgs(fs, args); err != nil {
 		return err
@@ -267,11 +267,11 @@ func cliList(ctx context.Context, args []string, e cliIO) error {
 	fs, connect := cliFlags(e, "revocations list", "[--issuer ISS] [--kind KIND] [--subject SUB] [--limit N] [--cursor C] [--all]")
 	q := url.Values{}
 	for _, f := range []struct{ name, usage string }{
-		{"issuer", "only this issuer's entries"},
-		{"kind", "only entries of this kind: token, session, subject or cutoff"},
-		{"subject", "only this subject's entries"},
-		{"limit", "entries per page, 1 to 1000 (default: the server's, 100)"},
-		{"cursor", "start after this cursor (a page's next_cursor)"},
+		{"issuer", "only the entries of issuer `ISS`"},
+		{"kind", "only entries of this `KIND`: token, session, subject or cutoff"},
+		{"subject", "only the entries of subject `SUB`"},
+		{"limit", "`N` entries per page, 1 to 1000 (default: the server's, 100)"},
+		{"cursor", "start after cursor `C` (a page's next_cursor)"},
 	} {
 		fs.Func(f.name, f.usage, func(s string) error { q.Set(f.name, s); return nil })
 	}
@@ -422,7 +422,7 @@ func (c *adminClient) do(ctx context.Context, method, path, contentType string, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s: cannot reach tokengate at %s: %w", c.op, c.base, err)
+		return 0, nil, fmt.Errorf("%s: no answer from tokengate at %s: %w", c.op, c.base, err)
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))

@@ -23,6 +23,10 @@ Usage:
   tokengate serve --config FILE   serve Envoy ext_authz (gRPC) and the HTTP endpoints
   tokengate dev                   serve on loopback with a built-in development issuer
   tokengate migrate               apply pending PostgreSQL migrations (TOKENGATE_POSTGRES_URL or --config)
+  tokengate revoke token|session|subject|cutoff …   revoke through the admin API (TOKENGATE_ADMIN_TOKEN, --server)
+  tokengate revocations list      list revocations (--all follows the pages)
+  tokengate unrevoke ID           delete a revocation
+  tokengate introspect TOKEN|-    say whether a token is active
   tokengate version               print the version
 
 Run "tokengate COMMAND -h" for a command's flags.
@@ -41,6 +45,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runDev(ctx, rest, getenv, stdout, stderr)
 	case "migrate":
 		return runMigrate(ctx, rest, getenv, stdout, stderr)
+	case "revoke", "revocations", "unrevoke", "introspect":
+		return runCLI(ctx, cmd, rest, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "tokengate", versionString())
 		return nil

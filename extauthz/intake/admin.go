@@ -204,6 +204,9 @@ func (a *Admin) revocationFor(r *http.Request, req RevokeRequest) (storage.Revoc
 	if err := rev.Validate(); err != nil {
 		return storage.Revocation{}, err
 	}
+	if !rev.ExpiresAt.After(now) {
+		return storage.Revocation{}, fmt.Errorf("this %s revocation would revoke nothing: every token it matches has already expired", kind)
+	}
 	return rev, nil
 }
 

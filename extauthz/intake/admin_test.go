@@ -124,6 +124,7 @@ func TestAdminRequiresTheToken(t *testing.T) {
 func TestAdminRevokeEachKind(t *testing.T) {
 	e := newEnv(t, adminToken)
 	exp := time.Now().Add(20 * time.Minute).UTC().Truncate(time.Second)
+	recent := time.Now().Add(-10 * time.Minute).UTC().Truncate(time.Second).Format(time.RFC3339)
 	cases := map[string]struct {
 		body  string
 		check func(map[string]any) error
@@ -134,8 +135,8 @@ func TestAdminRevokeEachKind(t *testing.T) {
 			func(m map[string]any) error { return want(m, "sid", "s-1") }},
 		"subject": {fmt.Sprintf(`{"kind":"subject","issuer":%q,"subject":"alice","audience":"api","reason":"deleted"}`, e.iss.URL),
 			func(m map[string]any) error { return want(m, "subject", "alice") }},
-		"cutoff": {fmt.Sprintf(`{"kind":"cutoff","issuer":%q,"revoked_before":"2026-11-25T10:00:00Z"}`, e.iss.URL),
-			func(m map[string]any) error { return want(m, "revoked_before", "2026-11-25T10:00:00Z") }},
+		"cutoff": {fmt.Sprintf(`{"kind":"cutoff","issuer":%q,"revoked_before":%q}`, e.iss.URL, recent),
+			func(m map[string]any) error { return want(m, "revoked_before", recent) }},
 	}
 	for name, tc := range cases {
 		code, m := e.admin(t, "POST", "/v1/revocations", tc.body)
@@ -212,6 +213,7 @@ func TestAdminRejectsBadInput(t *testing.T) {
 		"subject without sub":   {fmt.Sprintf(`{"kind":"subject","issuer":%q}`, e.iss.URL), 400},
 		"field of another kind": {fmt.Sprintf(`{"kind":"session","issuer":%q,"sid":"s","subject":"x"}`, e.iss.URL), 400},
 		"two values":            {`{} {}`, 400},
+		"revokes nothing":       {fmt.Sprintf(`{"kind":"cutoff","issuer":%q,"revoked_before":"2020-01-01T00:00:00Z"}`, e.iss.URL), 400},
 		"oversized":             {`{"reason":"` + strings.Repeat("x", 100<<10) + `"}`, 413},
 	}
 	for name, tc := range cases {
