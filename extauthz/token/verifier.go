@@ -110,7 +110,7 @@ type issuer struct {
 	allowed         map[string]bool
 	validator       *jwt.Validator
 	logoutValidator *jwt.Validator // nil: back-channel logout off
-	keys      *keySet // nil for an HMAC-only issuer
+	keys            *keySet        // nil for an HMAC-only issuer
 }
 
 type entry struct {
