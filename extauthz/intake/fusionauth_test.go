@@ -31,6 +31,7 @@ var webhookSecret = []byte("fusionauth-webhook-hmac-secret-0123456789")
 // store, authenticated by an HMAC signature and Basic credentials.
 type faEnv struct {
 	url      string
+	handler  http.Handler
 	dbPath   string
 	store    *bolt.Store
 	index    *storage.Index
@@ -40,7 +41,7 @@ type faEnv struct {
 	refresh  int
 }
 
-func newFAEnv(t *testing.T, mutate func(*intake.FusionAuthOptions)) *faEnv {
+func newFAEnv(t testing.TB, mutate func(*intake.FusionAuthOptions)) *faEnv {
 	t.Helper()
 	e := &faEnv{dbPath: filepath.Join(t.TempDir(), "db"), index: storage.NewIndex(), issuer: "acme.com", observed: map[string]int{}}
 	s, err := bolt.Open(e.dbPath, time.Second)
@@ -74,7 +75,7 @@ func newFAEnv(t *testing.T, mutate func(*intake.FusionAuthOptions)) *faEnv {
 	}
 	srv := httptest.NewServer(fa)
 	t.Cleanup(srv.Close)
-	e.url = srv.URL
+	e.url, e.handler = srv.URL, fa
 	return e
 }
 

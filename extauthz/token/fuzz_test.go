@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,6 +58,45 @@ func FuzzSignedClaims(f *testing.F) {
 		}
 		if id.ExpiresAt.Sub(id.IssuedAt) > time.Hour {
 			t.Fatalf("accepted lifetime %v", id.ExpiresAt.Sub(id.IssuedAt))
+		}
+	})
+}
+
+// FuzzLogoutToken: correctly signed arbitrary logout tokens. VerifyLogout
+// never panics, and whatever it accepts meets Back-Channel Logout 1.0 §2.6.
+//
+//	go test -run '^$' -fuzz FuzzLogoutToken -fuzztime 30s ./extauthz/token
+func FuzzLogoutToken(f *testing.F) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	now := time.Unix(1_800_000_000, 0)
+	v, err := token.New(token.Options{
+		Issuers: []token.Issuer{{Name: "op", Issuer: "https://op.example", Audiences: []string{"api"}, LogoutAudiences: []string{"web"},
+			HMACSecret: secret, Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}},
+		Now: func() time.Time { return now },
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	const ev = `"events":{"http://schemas.openid.net/event/backchannel-logout":{}}`
+	f.Add([]byte(`{"alg":"HS256","typ":"logout+jwt"}`), []byte(`{"iss":"https://op.example","aud":"web","iat":1800000000,"exp":1800000120,"jti":"j","sid":"s",`+ev+`}`))
+	f.Add([]byte(`{"alg":"HS256"}`), []byte(`{"iss":"https://op.example","aud":["web"],"iat":1800000000,"exp":1800000120,"jti":"j","sub":"u","nonce":"n",`+ev+`}`))
+	f.Add([]byte(`{"alg":"HS256","typ":"JWT"}`), []byte(`{"iss":"https://op.example","aud":"web","iat":1800000000,"exp":1800000120,"jti":"j","sub":"u","events":{}}`))
+	f.Fuzz(func(t *testing.T, header, payload []byte) {
+		signing := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(payload)
+		mac := hmac.New(sha256.New, secret)
+		mac.Write([]byte(signing))
+		lt, err := v.VerifyLogout(t.Context(), signing+"."+base64.RawURLEncoding.EncodeToString(mac.Sum(nil)))
+		if err != nil {
+			return
+		}
+		if lt.Subject == "" && lt.SessionID == "" || lt.TokenID == "" {
+			t.Fatalf("accepted a logout token without sub/sid or jti: %+v", lt)
+		}
+		if !lt.ExpiresAt.Add(30*time.Second).After(now) || lt.IssuedAt.After(now.Add(30*time.Second)) {
+			t.Fatalf("accepted a logout token outside its time window: %+v", lt)
+		}
+		if strings.Contains(string(payload), `"nonce"`) && !strings.Contains(string(payload), `\`) {
+			t.Fatalf("accepted a logout token with a nonce: %s", payload)
 		}
 	})
 }
