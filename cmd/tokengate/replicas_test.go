@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc/codes"
 
 	"github.com/tokengate/tokengate/extauthz/token/tokentest"
@@ -212,5 +214,93 @@ logout_routes:
 		if got := in.decision(t, name); got != want {
 			t.Errorf("after logout: %s, want %s", got, want)
 		}
+	}
+}
+
+// TestNotReadyUntilStoreReachable: with the database down at start, the
+// replica is not ready and says why; once it is up, the replica becomes
+// ready on its own.
+func TestNotReadyUntilStoreReachable(t *testing.T) {
+	cluster := pgtest.NewCluster(t, pgtest.Options{})
+	url, err := cluster.CreateDatabase(t.Context(), "tokengate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	iss := tokentest.NewServer(t, "api")
+	in := start(t, []string{"serve", "--config", replicaConfig(t, iss, fmt.Sprintf("storage: {postgres_url: %q}", url))}, nil)
+	time.Sleep(300 * time.Millisecond)
+	code, body := httpGet(t, "http://"+in.httpAddr+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, `"store"`) {
+		t.Errorf("/readyz with the database down = %d %s; want 503 naming the store", code, body)
+	}
+	if !strings.Contains(in.logs.String(), "not ready; retrying") {
+		t.Error("the retries are not logged")
+	}
+	if err := cluster.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, in)
+}
+
+// TestAutoMigrateOff: without auto_migrate the replica waits, not ready,
+// until `tokengate migrate` has run.
+func TestAutoMigrateOff(t *testing.T) {
+	url := pgtest.URL(t)
+	iss := tokentest.NewServer(t, "api")
+	in := start(t, []string{"serve", "--config", replicaConfig(t, iss,
+		fmt.Sprintf("storage: {postgres_url: %q, auto_migrate: false}", url))}, nil)
+	time.Sleep(300 * time.Millisecond)
+	if code, _ := httpGet(t, "http://"+in.httpAddr+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before migrate = %d, want 503", code)
+	}
+	if err := run(t.Context(), []string{"migrate", "--postgres-url", url}, func(string) string { return "" }, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, in)
+}
+
+// TestBackchannelLogoutEndToEnd: an OP's logout token, posted to tokengate,
+// revokes the session: the next Check with a token of that session is
+// denied; a replayed logout token is rejected.
+func TestBackchannelLogoutEndToEnd(t *testing.T) {
+	op := tokentest.NewServer(t, "api")
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}
+shutdown: {drain_delay: 0s, timeout: 5s}
+issuers: [{name: op, issuer: %q, audiences: [api], logout_client_ids: [web-app]}]
+`, op.URL))
+	in := start(t, []string{"serve", "--config", cfg}, nil)
+	waitReady(t, in)
+	tok, _ := op.Mint("alice", 10*time.Minute, map[string]any{"sid": "session-7"})
+	if got := in.decision(t, tok); got != "allowed" {
+		t.Fatalf("before logout: %s", got)
+	}
+	now := time.Now()
+	lt, err := op.Sign(jwt.MapClaims{
+		"iss": op.URL, "aud": "web-app", "iat": now.Unix(), "exp": now.Add(2 * time.Minute).Unix(), "jti": "lt-1", "sid": "session-7",
+		"events": map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}},
+	}, map[string]any{"typ": "logout+jwt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func() int {
+		resp, err := http.PostForm("http://"+in.httpAddr+"/backchannel-logout", url.Values{"logout_token": {lt}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(); code != http.StatusOK {
+		t.Fatalf("logout token: %d", code)
+	}
+	if got := in.decision(t, tok); got != "token_revoked" {
+		t.Errorf("after back-channel logout: %s, want token_revoked", got)
+	}
+	if code := post(); code != http.StatusBadRequest {
+		t.Errorf("replayed logout token: %d, want 400", code)
 	}
 }

@@ -177,3 +177,35 @@ func TestReplicasSurviveDatabaseRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestOneSweeperAtATime: while another replica sweeps (holds the sweep
+// lock), a Sweep deletes nothing and returns at once.
+func TestOneSweeperAtATime(t *testing.T) {
+	url := pgtest.URL(t)
+	s := open(t, url)
+	if _, err := s.Apply(t.Context(), storage.Write{Revocations: []storage.Revocation{{
+		Kind: storage.KindToken, Issuer: "iss", Key: "old", ExpiresAt: time.Now().Add(time.Hour)}}}); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(2 * time.Hour)
+	other, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.Background())
+	tx, err := other.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sweepLock = 0x746f6b656e737770 // the backend's sweep lock key, "tokenswp"
+	if _, err := tx.Exec(t.Context(), "SELECT pg_advisory_xact_lock($1)", int64(sweepLock)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Sweep(t.Context(), later, time.Hour); err != nil || n != 0 {
+		t.Errorf("Sweep while another replica sweeps = %d, %v; want 0", n, err)
+	}
+	tx.Rollback(t.Context())
+	if n, err := s.Sweep(t.Context(), later, time.Hour); err != nil || n != 1 {
+		t.Errorf("Sweep after the other finished = %d, %v; want 1", n, err)
+	}
+}
