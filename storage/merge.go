@@ -5,9 +5,22 @@ import (
 	"time"
 )
 
-// Prepare validates a revocation for writing and normalises its times to
-// UTC microseconds (what every backend can store exactly).
-func Prepare(r Revocation) (Revocation, error) {
+// Prepare validates every revocation of a write and normalises their times
+// to UTC microseconds (what every backend can store exactly). It returns the
+// prepared copies, or the first problem, wrapped in ErrInvalid.
+func Prepare(revs []Revocation) ([]Revocation, error) {
+	out := make([]Revocation, len(revs))
+	for i, r := range revs {
+		p, err := prepare(r)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+func prepare(r Revocation) (Revocation, error) {
 	if err := r.Validate(); err != nil {
 		return r, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}

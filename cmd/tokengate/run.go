@@ -69,14 +69,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if *path == "" {
 		return errors.New("serve: --config is required (try `tokengate dev` for a development setup)")
 	}
-	f, err := os.Open(*path)
+	cfg, err := loadConfigFile(*path, getenv)
 	if err != nil {
 		return err
-	}
-	cfg, err := loadConfig(f, getenv)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("%s:\n%w", *path, err)
 	}
 	log := newLogger(cfg.Log, stderr)
 	return serve(ctx, cfg, log, serveHooks{})
@@ -96,14 +91,9 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		*url = getenv("TOKENGATE_POSTGRES_URL")
 	}
 	if *url == "" && *path != "" {
-		f, err := os.Open(*path)
+		cfg, err := loadConfigFile(*path, getenv)
 		if err != nil {
 			return err
-		}
-		cfg, err := loadConfig(f, getenv)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("%s:\n%w", *path, err)
 		}
 		*url = cfg.Storage.PostgresURL
 	}
@@ -128,6 +118,21 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintln(stdout, "schema up to date")
 	}
 	return nil
+}
+
+// loadConfigFile loads and validates a configuration file; its errors name
+// the file.
+func loadConfigFile(path string, getenv func(string) string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, err
+	}
+	defer f.Close()
+	cfg, err := loadConfig(f, getenv)
+	if err != nil {
+		return cfg, fmt.Errorf("%s:\n%w", path, err)
+	}
+	return cfg, nil
 }
 
 func newLogger(c LogConfig, w io.Writer) *slog.Logger {

@@ -80,19 +80,15 @@ func (s *Store) wake() {
 
 // Apply merges a write in one transaction.
 func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, error) {
-	prepared := make([]storage.Revocation, len(w.Revocations))
-	for i, r := range w.Revocations {
-		p, err := storage.Prepare(r)
-		if err != nil {
-			return storage.Result{}, err
-		}
-		prepared[i] = p
+	prepared, err := storage.Prepare(w.Revocations)
+	if err != nil {
+		return storage.Result{}, err
 	}
 	if err := ctx.Err(); err != nil {
 		return storage.Result{}, err
 	}
 	var res storage.Result
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err = s.db.Update(func(tx *bbolt.Tx) error {
 		res = storage.Result{}
 		now := s.now().UTC()
 		if w.EventID != "" {

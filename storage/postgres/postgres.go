@@ -138,13 +138,9 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Apply merges a write in one transaction; see storage.Store.
 func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, error) {
-	prepared := make([]storage.Revocation, len(w.Revocations))
-	for i, r := range w.Revocations {
-		p, err := storage.Prepare(r)
-		if err != nil {
-			return storage.Result{}, err
-		}
-		prepared[i] = p
+	prepared, err := storage.Prepare(w.Revocations)
+	if err != nil {
+		return storage.Result{}, err
 	}
 	// Lock entries in one order, so that concurrent writes cannot deadlock.
 	order := make([]int, len(prepared))
@@ -154,7 +150,7 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 	sort.SliceStable(order, func(a, b int) bool { return lessKey(prepared[order[a]], prepared[order[b]]) })
 
 	var res storage.Result
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		res = storage.Result{Revocations: make([]storage.Revocation, len(prepared))}
 		if w.EventID != "" {
 			tag, err := tx.Exec(ctx, `INSERT INTO tokengate_events (event_id, expires_at) VALUES ($1, $2)

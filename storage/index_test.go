@@ -1,0 +1,53 @@
+package storage_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tokengate/tokengate/storage"
+)
+
+func put(seq uint64, r storage.Revocation) storage.Change {
+	return storage.Change{Seq: seq, Op: storage.OpPut, Revocation: r}
+}
+
+func TestIndexAppliesInOrderOnly(t *testing.T) {
+	x := storage.NewIndex()
+	exp := time.Now().Add(time.Hour)
+	a := storage.Revocation{Kind: storage.KindToken, Issuer: "i", Key: "a", ExpiresAt: exp}
+	b := storage.Revocation{Kind: storage.KindSession, Issuer: "i", Key: "b", ExpiresAt: exp}
+	if n, err := x.Apply([]storage.Change{put(1, a), put(2, b)}); n != 2 || err != nil {
+		t.Fatalf("Apply 1,2 = %d, %v", n, err)
+	}
+	if n, err := x.Apply([]storage.Change{put(2, b), put(4, a)}); err == nil || n != 0 || x.Seq() != 2 {
+		t.Errorf("Apply over a gap = %d, %v at %d; want an error and nothing applied", n, err, x.Seq())
+	}
+	if n, err := x.Apply([]storage.Change{{Seq: 3, Op: storage.OpDelete, Revocation: a}}); n != 1 || err != nil {
+		t.Fatalf("delete: %d, %v", n, err)
+	}
+	if got := x.Counts(); got[storage.KindToken] != 0 || got[storage.KindSession] != 1 {
+		t.Errorf("counts = %v, want 0 tokens and 1 session", got)
+	}
+	k := x.Keys("i", "a", "b", "", nil)
+	if !x.Revoked(k, time.Now(), time.Now()) {
+		t.Error("the session is not revoked")
+	}
+	if x.Revoked(k, time.Now(), exp.Add(time.Second)) {
+		t.Error("an expired entry still revokes")
+	}
+	if n := x.Expire(exp.Add(time.Second)); n != 1 || x.Len() != 0 {
+		t.Errorf("Expire dropped %d, %d left; want 1, 0", n, x.Len())
+	}
+}
+
+func TestMergeNeverMovesBack(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	stored := storage.Revocation{Kind: storage.KindSubject, RevokedBefore: t0, ExpiresAt: t0.Add(time.Hour), Source: "a"}
+	if m, changed := storage.Merge(stored, storage.Revocation{RevokedBefore: t0.Add(-time.Second), ExpiresAt: t0, Source: "b"}); changed || m != stored {
+		t.Errorf("an earlier write changed the entry: %+v", m)
+	}
+	m, changed := storage.Merge(stored, storage.Revocation{RevokedBefore: t0.Add(time.Second), ExpiresAt: t0, Source: "c"})
+	if !changed || !m.RevokedBefore.Equal(t0.Add(time.Second)) || !m.ExpiresAt.Equal(t0.Add(time.Hour)) || m.Source != "c" {
+		t.Errorf("a later cutoff: %+v, changed %v", m, changed)
+	}
+}
