@@ -1,41 +1,10 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"math"
-	"slices"
 	"time"
 )
-
-// latencies summarizes a set of durations exactly: with a few hundred
-// samples, all of them are kept.
-type latencies struct {
-	P50 time.Duration `json:"p50_ns"`
-	P99 time.Duration `json:"p99_ns"`
-	Max time.Duration `json:"max_ns"`
-}
-
-func summarizeDurations(ds []time.Duration) latencies {
-	s := slices.Sorted(slices.Values(ds))
-	l := latencies{P50: nearestRank(s, 0.50), P99: nearestRank(s, 0.99)}
-	if len(s) > 0 {
-		l.Max = s[len(s)-1]
-	}
-	return l
-}
-
-// nearestRank returns the nearest-rank q-quantile (0 < q ≤ 1) of sorted, as
-// histogram.percentile does: the smallest value with at least q·n values at
-// or below it. 0 for none.
-func nearestRank(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := int(math.Ceil(q * float64(len(sorted))))
-	return sorted[min(max(rank, 1), len(sorted))-1]
-}
 
 // replicaLatencies is one replica's time from t0 to its first denial.
 type replicaLatencies struct {
@@ -110,10 +79,4 @@ func (rep propagationReport) writeText(w io.Writer) error {
 	_, err := fmt.Fprintf(w, "\npropagation p99 %s  target p99 ≤ %s: %s\n",
 		fmtLatency(rep.Propagation.P99), rep.P99Limit, metText(rep.Met))
 	return err
-}
-
-func (rep propagationReport) writeJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(rep)
 }

@@ -120,8 +120,20 @@ func (rep report) writeText(w io.Writer) error {
 	return err
 }
 
-func (rep report) writeJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
+// textReport is a mode's report: a table for people, and its exported
+// fields for JSON.
+type textReport interface {
+	writeText(w io.Writer) error
+}
+
+// writeReport writes rep as a table to stdout or, with asJSON, as one
+// indented JSON document to stdout and the table to stderr.
+func writeReport(rep textReport, asJSON bool, stdout, stderr io.Writer) error {
+	if !asJSON {
+		return rep.writeText(stdout)
+	}
+	rep.writeText(stderr)
+	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(rep)
 }

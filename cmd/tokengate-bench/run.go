@@ -35,6 +35,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runNoop(ctx, args[1:], stderr)
 		case propagationCommand:
 			return runPropagation(ctx, args[1:], stdout, stderr)
+		case ingestCommand:
+			return runIngest(ctx, args[1:], stdout, stderr)
 		}
 	}
 	cfg, err := parseConfig(args, stderr)
@@ -51,11 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.json {
-		rep.writeText(stderr)
-		return rep.writeJSON(stdout)
-	}
-	return rep.writeText(stdout)
+	return writeReport(rep, cfg.json, stdout, stderr)
 }
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {

@@ -116,6 +116,31 @@ func TestMerge(t *testing.T) {
 	}
 }
 
+// TestSummary: p50 and p99 from the buckets, the max exact, merged too.
+func TestSummary(t *testing.T) {
+	a, b := newHistogram(), newHistogram()
+	for i := 1; i <= 100; i++ {
+		a.record(time.Duration(i) * time.Millisecond)
+	}
+	const slowest = 123456789 * time.Nanosecond // not a bucket's midpoint
+	b.record(slowest)
+	a.merge(b)
+	// 101 values: the 51st and the 100th.
+	got := a.summary()
+	if !within(got.P50, 51*time.Millisecond, 0.004) || !within(got.P99, 100*time.Millisecond, 0.004) || got.Max != slowest {
+		t.Errorf("summary() = %+v, want p50 51ms and p99 100ms (±0.4%%), max %v exactly", got, slowest)
+	}
+	if got := newHistogram().summary(); got != (latencies{}) {
+		t.Errorf("summary() of nothing = %+v, want zeros", got)
+	}
+	// The max's bucket reads back above it: p99 stops at the max.
+	one := newHistogram()
+	one.record(slowest)
+	if got := one.summary(); got.P50 != slowest || got.P99 != slowest {
+		t.Errorf("summary() of %v alone = %+v, want it as every percentile", slowest, got)
+	}
+}
+
 func TestMedian(t *testing.T) {
 	for name, tc := range map[string]struct {
 		in   []float64
