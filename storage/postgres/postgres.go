@@ -179,27 +179,32 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			return nil
 		}
 		// From here until commit this transaction holds the feed row: the
-		// numbers it takes commit in order, after every smaller one.
-		var last uint64
-		if err := tx.QueryRow(ctx, "UPDATE tokengate_feed SET last_seq = last_seq + $1 RETURNING last_seq",
-			len(changed)).Scan(&last); err != nil {
-			return err
-		}
+		// numbers it takes commit in order, after every smaller one. One
+		// round trip takes the numbers, stamps the entries, appends the
+		// changes and notifies, so that the lock is held briefly.
+		m := len(changed)
 		b := &pgx.Batch{}
-		first := last - uint64(len(changed)) + 1
-		for n, i := range changed {
-			r := &res.Revocations[i]
-			r.Seq = first + uint64(n)
-			doc, err := json.Marshal(r)
+		var last uint64
+		b.Queue("UPDATE tokengate_feed SET last_seq = last_seq + $1 RETURNING last_seq", m).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&last)
+		})
+		for k, i := range changed {
+			back := m - 1 - k // this change's distance from the last number
+			doc, err := json.Marshal(res.Revocations[i])
 			if err != nil {
 				return err
 			}
-			b.Queue("UPDATE tokengate_revocations SET seq = $1 WHERE id = $2", r.Seq, r.ID)
-			b.Queue("INSERT INTO tokengate_changes (seq, op, revocation) VALUES ($1, $2, $3)", r.Seq, storage.OpPut, doc)
+			b.Queue("UPDATE tokengate_revocations SET seq = (SELECT last_seq FROM tokengate_feed) - $1 WHERE id = $2",
+				back, res.Revocations[i].ID)
+			b.Queue("INSERT INTO tokengate_changes (seq, op, revocation) SELECT last_seq - $1, $2, $3 FROM tokengate_feed",
+				back, storage.OpPut, doc)
 		}
-		b.Queue("SELECT pg_notify($1, $2)", channel, fmt.Sprint(last))
+		b.Queue("SELECT pg_notify($1, '')", channel)
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
+		}
+		for k, i := range changed {
+			res.Revocations[i].Seq = last - uint64(m-1-k)
 		}
 		res.Seq = last
 		return nil
@@ -379,31 +384,44 @@ func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Rev
 	return seq, nil
 }
 
-// Changes returns changes after `after`, in order.
+// Changes returns changes after `after`, in order, in one query that also
+// tells whether the feed was pruned past `after`.
 func (s *Store) Changes(ctx context.Context, after uint64, limit int) ([]storage.Change, error) {
-	var pruned uint64
-	if err := s.pool.QueryRow(ctx, "SELECT pruned_seq FROM tokengate_feed").Scan(&pruned); err != nil {
-		return nil, classify("changes", err)
-	}
-	if after < pruned {
-		return nil, storage.ErrTruncated
-	}
-	rows, err := s.pool.Query(ctx, "SELECT seq, op, revocation, committed_at FROM tokengate_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
-		int64(after), limit)
+	rows, err := s.pool.Query(ctx, `
+		SELECT f.pruned_seq, c.seq, c.op, c.revocation, c.committed_at
+		FROM tokengate_feed f LEFT JOIN LATERAL (
+			SELECT seq, op, revocation, committed_at FROM tokengate_changes
+			WHERE seq > $1 ORDER BY seq LIMIT $2) c ON true`, int64(after), limit)
 	if err != nil {
 		return nil, classify("changes", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (storage.Change, error) {
-		var c storage.Change
-		var seq int64
-		var doc []byte
-		if err := row.Scan(&seq, &c.Op, &doc, &c.At); err != nil {
-			return c, err
+	defer rows.Close()
+	var out []storage.Change
+	for rows.Next() {
+		var (
+			pruned int64
+			seq    *int64
+			op     *storage.Op
+			doc    []byte
+			at     *time.Time
+		)
+		if err := rows.Scan(&pruned, &seq, &op, &doc, &at); err != nil {
+			return nil, classify("changes", err)
 		}
-		c.Seq = uint64(seq)
-		return c, json.Unmarshal(doc, &c.Revocation)
-	})
-	if err != nil {
+		if after < uint64(pruned) {
+			return nil, storage.ErrTruncated
+		}
+		if seq == nil {
+			continue // no changes: the one row says only how far the feed was pruned
+		}
+		c := storage.Change{Seq: uint64(*seq), Op: *op, At: *at}
+		if err := json.Unmarshal(doc, &c.Revocation); err != nil {
+			return nil, fmt.Errorf("change %d: %w", c.Seq, err)
+		}
+		c.Revocation.Seq = c.Seq
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, classify("changes", err)
 	}
 	return out, nil
