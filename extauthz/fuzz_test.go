@@ -56,6 +56,7 @@ func FuzzCheck(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Check(%q) returned a gRPC error: %v", authorization, err)
 		}
+		roundTrip(t, resp) // the server's codec encodes it faithfully
 		reason, _ := resp.GetDynamicMetadata().AsMap()["reason"].(string)
 		if !reasons[reason] {
 			t.Fatalf("reason %q is not in the closed set", reason)

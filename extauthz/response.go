@@ -24,7 +24,7 @@ var okStatus = &status.Status{Code: int32(codes.OK)}
 // verified token (kept with it in the verifier's cache) and shared, read only,
 // by every answer for that token.
 type allowed struct {
-	ok            *authv3.OkHttpResponse
+	answer        *authv3.CheckResponse_OkResponse
 	iss, sub, jti *structpb.Value
 	keys          *storage.Keys // the token's revocation lookups
 }
@@ -53,10 +53,10 @@ func newAllowed(headers *policy.HeaderMap, revocations Revocations, id *token.Id
 		}
 	}
 	a := &allowed{
-		ok:  ok,
-		iss: structpb.NewStringValue(id.Issuer),
-		sub: structpb.NewStringValue(id.Subject),
-		jti: structpb.NewStringValue(id.TokenID),
+		answer: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		iss:    structpb.NewStringValue(id.Issuer),
+		sub:    structpb.NewStringValue(id.Subject),
+		jti:    structpb.NewStringValue(id.TokenID),
 	}
 	if revocations != nil {
 		a.keys = revocations.Keys(id.Issuer, id.TokenID, id.SessionID, id.Subject, id.Audience)
@@ -64,18 +64,30 @@ func newAllowed(headers *policy.HeaderMap, revocations Revocations, id *token.Id
 	return a
 }
 
+// allowAnswer holds every per-request object of an allow answer, so that
+// one allocation makes them all; the identity's parts are shared.
+type allowAnswer struct {
+	resp    authv3.CheckResponse
+	meta    structpb.Struct
+	id      structpb.Value
+	idValue structpb.Value_StringValue
+}
+
 func allowResponse(a *allowed, decisionID string) *authv3.CheckResponse {
-	return &authv3.CheckResponse{
-		Status:       okStatus,
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: a.ok},
-		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"reason":      reasonValues[ReasonAllowed],
-			"decision_id": structpb.NewStringValue(decisionID),
-			"iss":         a.iss,
-			"sub":         a.sub,
-			"jti":         a.jti,
-		}},
+	x := &allowAnswer{}
+	x.idValue.StringValue = decisionID
+	x.id.Kind = &x.idValue
+	x.meta.Fields = map[string]*structpb.Value{
+		"reason":      reasonValues[ReasonAllowed],
+		"decision_id": &x.id,
+		"iss":         a.iss,
+		"sub":         a.sub,
+		"jti":         a.jti,
 	}
+	x.resp.Status = okStatus
+	x.resp.HttpResponse = a.answer
+	x.resp.DynamicMetadata = &x.meta
+	return &x.resp
 }
 
 // denial is the fixed part of a denied answer for one reason.

@@ -197,5 +197,6 @@ func (s *Server) revocationCheck(a *allowed, id *token.Identity) Reason {
 
 // decisionID is unique per process run: a random prefix and a counter.
 func (s *Server) decisionID() string {
-	return s.idPrefix + strconv.FormatUint(s.idSeq.Add(1), 36)
+	var b [32]byte
+	return string(strconv.AppendUint(append(b[:0], s.idPrefix...), s.idSeq.Add(1), 36))
 }

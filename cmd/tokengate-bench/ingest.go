@@ -5,11 +5,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tokengate/tokengate/storage/postgres/pgtest"
 	"io"
 	"os"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // ingestCommand runs the ingest benchmark: how many FusionAuth webhook
@@ -196,21 +195,16 @@ func (s storageCheck) durable() bool {
 // reads the durability settings, at dbURL.
 func readStorage(ctx context.Context, dbURL, run string) (storageCheck, error) {
 	var st storageCheck
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		return st, fmt.Errorf("durability: connect to postgres: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
 	var n int64
 	// The replica stores a FusionAuth event's revocations with source
 	// "fusionauth:" + event.id, and this run's event ids start with run.
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM tokengate_revocations WHERE starts_with(source, $1)",
-		"fusionauth:"+run+"-").Scan(&n); err != nil {
+	if err := pgtest.QueryRow(ctx, dbURL, "SELECT count(*) FROM tokengate_revocations WHERE starts_with(source, $1)",
+		[]any{"fusionauth:" + run + "-"}, &n); err != nil {
 		return st, fmt.Errorf("durability: count revocations: %w", err)
 	}
 	st.stored = uint64(n)
-	if err := conn.QueryRow(ctx, "SELECT current_setting('fsync'), current_setting('synchronous_commit')").
-		Scan(&st.fsync, &st.synchronousCommit); err != nil {
+	if err := pgtest.QueryRow(ctx, dbURL, "SELECT current_setting('fsync'), current_setting('synchronous_commit')", nil,
+		&st.fsync, &st.synchronousCommit); err != nil {
 		return st, fmt.Errorf("durability: read settings: %w", err)
 	}
 	return st, nil

@@ -9,7 +9,10 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
 
 // answerGrace bounds how long a call started before the end of a phase may
@@ -40,20 +43,117 @@ func (r loadResult) throughput() float64 {
 
 // load runs concurrency goroutines, each calling Check with req in a closed
 // loop (the next call starts when the previous answer arrives) until d has
-// passed, spread round-robin over clients. Every answer must be an allow
+// passed, spread round-robin over conns. Every answer must be an allow
 // (status code 0): the first denial or gRPC error ends the phase and fails it.
-func load(ctx context.Context, clients []authv3.AuthorizationClient, req *authv3.CheckRequest, concurrency int, d time.Duration) (loadResult, error) {
+//
+// The request is encoded once and answers are read only as far as their
+// status code (wireCodec): the load generator shares the machine's cores
+// with the server it measures, so it must do as little as it can, and the
+// same for every target.
+func load(ctx context.Context, conns []grpc.ClientConnInterface, req *authv3.CheckRequest, concurrency int, d time.Duration) (loadResult, error) {
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		return loadResult{}, err
+	}
 	return closedLoop(ctx, concurrency, d, func(ctx context.Context, worker int) error {
-		resp, err := clients[worker%len(clients)].Check(ctx, req)
+		var st answerStatus
+		err := conns[worker%len(conns)].Invoke(ctx, checkMethod, raw, &st, grpc.ForceCodec(wireCodec{}))
 		switch {
 		case err != nil:
 			return fmt.Errorf("check: %w", err)
-		case resp.GetStatus().GetCode() != int32(codes.OK):
-			st := resp.GetStatus()
-			return fmt.Errorf("%w: code %s, %q", errDenied, codes.Code(st.GetCode()), st.GetMessage())
+		case st.code != int32(codes.OK):
+			return fmt.Errorf("%w: code %s, %q", errDenied, codes.Code(st.code), st.message)
 		}
 		return nil
 	})
+}
+
+const checkMethod = "/envoy.service.auth.v3.Authorization/Check"
+
+// answerStatus is the google.rpc.Status of a CheckResponse.
+type answerStatus struct {
+	code    int32
+	message string
+}
+
+// wireCodec sends pre-encoded request bytes and decodes only the status of
+// a CheckResponse (field 1, a google.rpc.Status whose field 1 is the code
+// and field 2 the message), skipping the rest of the answer.
+type wireCodec struct{}
+
+func (wireCodec) Name() string { return "proto" }
+
+func (wireCodec) Marshal(v any) ([]byte, error) {
+	b, ok := v.([]byte)
+	if !ok {
+		return nil, fmt.Errorf("wireCodec: cannot send %T", v)
+	}
+	return b, nil
+}
+
+func (wireCodec) Unmarshal(data []byte, v any) error {
+	st, ok := v.(*answerStatus)
+	if !ok {
+		return fmt.Errorf("wireCodec: cannot read into %T", v)
+	}
+	*st = answerStatus{}
+	status, err := field(data, 1)
+	if err != nil || status == nil {
+		return err
+	}
+	for len(status) > 0 {
+		num, typ, n := protowire.ConsumeTag(status)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		status = status[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			c, n := protowire.ConsumeVarint(status)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			st.code, status = int32(c), status[n:]
+		case num == 2 && typ == protowire.BytesType:
+			m, n := protowire.ConsumeBytes(status)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			st.message, status = string(m), status[n:]
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, status)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			status = status[n:]
+		}
+	}
+	return nil
+}
+
+// field returns the bytes of the first length-delimited field num of a
+// message, or nil.
+func field(msg []byte, num protowire.Number) ([]byte, error) {
+	for len(msg) > 0 {
+		n, typ, l := protowire.ConsumeTag(msg)
+		if l < 0 {
+			return nil, protowire.ParseError(l)
+		}
+		msg = msg[l:]
+		if n == num && typ == protowire.BytesType {
+			v, l := protowire.ConsumeBytes(msg)
+			if l < 0 {
+				return nil, protowire.ParseError(l)
+			}
+			return v, nil
+		}
+		l = protowire.ConsumeFieldValue(n, typ, msg)
+		if l < 0 {
+			return nil, protowire.ParseError(l)
+		}
+		msg = msg[l:]
+	}
+	return nil, nil
 }
 
 // closedLoop runs concurrency workers, each calling call in a closed loop

@@ -220,7 +220,7 @@ func TestFirstRevoked(t *testing.T) {
 	} {
 		fake := &revokedAfter{reason: tc.reason}
 		fake.allows.Store(20)
-		r := &replica{name: "replica 1", client: startInProcess(t, fake),
+		r := &replica{name: "replica 1", client: authv3.NewAuthorizationClient(startInProcess(t, fake)),
 			proc: &child{name: "replica 1", log: newLogTail(), exited: make(chan struct{})}}
 		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 		start := time.Now()

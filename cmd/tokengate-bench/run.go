@@ -112,7 +112,7 @@ type target struct {
 	proc    *child
 	addr    string
 	conns   []*grpc.ClientConn
-	clients []authv3.AuthorizationClient
+	clients []grpc.ClientConnInterface
 	rounds  []roundResult
 }
 
@@ -190,7 +190,7 @@ func (t *target) dial(n int) error {
 			return fmt.Errorf("%s: dial %s: %w", t.name, t.addr, err)
 		}
 		t.conns = append(t.conns, cc)
-		t.clients = append(t.clients, authv3.NewAuthorizationClient(cc))
+		t.clients = append(t.clients, cc)
 	}
 	return nil
 }

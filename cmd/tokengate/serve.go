@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -128,6 +129,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 	gs := grpc.NewServer(
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(1<<20),
+		// Reuse handler goroutines: a fresh goroutine per Check would grow
+		// its stack on every call.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.ForceServerCodecV2(extauthz.NewCodec()),
 	)
 	authv3.RegisterAuthorizationServer(gs, authz)
 	healthpb.RegisterHealthServer(gs, h.GRPC())

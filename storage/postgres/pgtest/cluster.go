@@ -303,3 +303,15 @@ func (c *Cluster) serverOptions() string {
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// QueryRow runs one query on the database at url and scans its single row
+// into dest: for tests and benchmarks that check what a server stored,
+// without importing a driver themselves.
+func QueryRow(ctx context.Context, url, sql string, args []any, dest ...any) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return conn.QueryRow(ctx, sql, args...).Scan(dest...)
+}
