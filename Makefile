@@ -16,7 +16,7 @@ build:
 
 ## test: run every test
 test:
-	$(GO) test ./...
+	$(GO) test -race ./...
 
 ## bench: tokengate against a do-nothing ext_authz server under the same gRPC
 ## load; prints throughput, p50 and p99 of each and their ratios. Takes about
@@ -43,6 +43,9 @@ bench-ingest: build
 	$(GO) build -o bin/tokengate-bench ./cmd/tokengate-bench
 	bin/tokengate-bench ingest -tokengate bin/tokengate $(BENCHFLAGS)
 
-## bench-go: the Go micro-benchmarks of the Check path
+## bench-go: the Go micro-benchmarks: the Check path, the revocation index
+## at 1M entries, and loading 1M revocations from PostgreSQL
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./extauthz/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./storage
+	$(GO) test -run '^$$' -bench Load1M -benchtime 3x ./storage/postgres
