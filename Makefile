@@ -47,5 +47,6 @@ bench-ingest: build
 ## at 1M entries, and loading 1M revocations from PostgreSQL
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./extauthz/...
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./storage
+	$(GO) test -run '^$$' -bench Revoked -benchmem ./storage
+	$(GO) test -run '^$$' -bench IndexMemory -benchtime 1x ./storage
 	$(GO) test -run '^$$' -bench Load1M -benchtime 3x ./storage/postgres
