@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/tokengate/tokengate/extauthz/token/tokentest"
 )
@@ -237,6 +239,32 @@ claim_headers:
 	}
 	if code, _ := httpGet(t, "http://"+in.httpAddr+"/healthz"); code != 200 {
 		t.Errorf("/healthz = %d", code)
+	}
+	// Server reflection: grpcurl and ghz work without proto files.
+	conn, err := grpc.NewClient(in.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	listed, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.CloseSend()
+	conn.Close() // an open stream would hold up the graceful stop below
+	var services []string
+	for _, s := range listed.GetListServicesResponse().GetService() {
+		services = append(services, s.GetName())
+	}
+	if !slices.Contains(services, "envoy.service.auth.v3.Authorization") || !slices.Contains(services, "grpc.health.v1.Health") {
+		t.Errorf("reflection lists %v", services)
 	}
 
 	if err := in.stop(); err != nil {

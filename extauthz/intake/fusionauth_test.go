@@ -344,3 +344,13 @@ func TestFusionAuthSignedWithJWKS(t *testing.T) {
 		t.Errorf("HS256 signature against a JWKS-only receiver: %d, want 401", code)
 	}
 }
+
+// TestFusionAuthStoreDownIs503: when the store cannot take the write,
+// FusionAuth gets a 503 and retries (or fails its transaction).
+func TestFusionAuthStoreDownIs503(t *testing.T) {
+	e := newFAEnv(t, nil)
+	e.store.Close()
+	if code, body := e.send(t, delivery{body: event("user.delete", "e-down", time.Now().UnixMilli(), userJSON())}); code != http.StatusServiceUnavailable {
+		t.Errorf("store closed: %d %s, want 503", code, body)
+	}
+}
