@@ -29,25 +29,6 @@ type ingestConfig struct {
 	json        bool
 }
 
-// runIngest is `tokengate-bench ingest [flags]`.
-func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := parseIngestConfig(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	rep, err := benchIngest(ctx, cfg, stderr)
-	if ctx.Err() != nil {
-		return errors.New("interrupted")
-	}
-	if err != nil {
-		return err
-	}
-	return writeReport(rep, cfg.json, stdout, stderr)
-}
-
 func parseIngestConfig(args []string, stderr io.Writer) (ingestConfig, error) {
 	var cfg ingestConfig
 	fs := flag.NewFlagSet("tokengate-bench "+ingestCommand, flag.ContinueOnError)

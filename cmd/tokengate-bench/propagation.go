@@ -37,25 +37,6 @@ type propagationConfig struct {
 	json        bool
 }
 
-// runPropagation is `tokengate-bench propagation [flags]`.
-func runPropagation(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, err := parsePropagationConfig(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	rep, err := benchPropagation(ctx, cfg, stderr)
-	if ctx.Err() != nil {
-		return errors.New("interrupted")
-	}
-	if err != nil {
-		return err
-	}
-	return writeReport(rep, cfg.json, stdout, stderr)
-}
-
 func parsePropagationConfig(args []string, stderr io.Writer) (propagationConfig, error) {
 	var cfg propagationConfig
 	fs := flag.NewFlagSet("tokengate-bench "+propagationCommand, flag.ContinueOnError)

@@ -34,12 +34,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		case noopCommand:
 			return runNoop(ctx, args[1:], stderr)
 		case propagationCommand:
-			return runPropagation(ctx, args[1:], stdout, stderr)
+			return runMode(ctx, args[1:], stdout, stderr, parsePropagationConfig, benchPropagation)
 		case ingestCommand:
-			return runIngest(ctx, args[1:], stdout, stderr)
+			return runMode(ctx, args[1:], stdout, stderr, parseIngestConfig, benchIngest)
 		}
 	}
-	cfg, err := parseConfig(args, stderr)
+	return runMode(ctx, args, stdout, stderr, parseConfig, bench)
+}
+
+// modeConfig is a mode's parsed flags.
+type modeConfig interface{ jsonReport() bool }
+
+func (c config) jsonReport() bool            { return c.json }
+func (c propagationConfig) jsonReport() bool { return c.json }
+func (c ingestConfig) jsonReport() bool      { return c.json }
+
+// runMode is one benchmark mode: parse its flags, run it, write its report.
+func runMode[C modeConfig, R textReport](ctx context.Context, args []string, stdout, stderr io.Writer,
+	parse func([]string, io.Writer) (C, error), bench func(context.Context, C, io.Writer) (R, error)) error {
+	cfg, err := parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
@@ -53,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return writeReport(rep, cfg.json, stdout, stderr)
+	return writeReport(rep, cfg.jsonReport(), stdout, stderr)
 }
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {
