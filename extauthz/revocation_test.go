@@ -10,6 +10,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/extauthz/token"
@@ -199,5 +200,25 @@ func TestLogoutRouteFailsClosed(t *testing.T) {
 	}
 	if d := resp.GetDeniedResponse(); d.GetStatus().GetCode() != 503 || !strings.Contains(d.GetBody(), "logout_failed") {
 		t.Errorf("failed logout: %v, want 503 logout_failed", d)
+	}
+}
+
+// TestNoDecisionBeforeRevocationsLoad: until the revocations have loaded,
+// Check makes no decision (UNAVAILABLE), even with on_stale: allow — an
+// empty index is not a view of the revocations.
+func TestNoDecisionBeforeRevocationsLoad(t *testing.T) {
+	e := newRevocationEnv(t, true)
+	headers, _ := policy.NewHeaderMap(nil)
+	v, _ := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, Audiences: []string{audience},
+		MaxTokenLifetime: time.Hour}}})
+	if err := v.Refresh(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	srv := extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index,
+		Loaded: func() bool { return false }, Staleness: func() time.Duration { return time.Hour }, FailOpen: true})
+	tok := mint(t, e.iss, e.iss.Claims("u", time.Minute), nil)
+	_, err := srv.Check(t.Context(), checkRequest(map[string]string{"authorization": "Bearer " + tok}))
+	if got := status.Code(err); got != codes.Unavailable {
+		t.Errorf("Check before the revocations loaded: %v, want Unavailable", err)
 	}
 }

@@ -51,6 +51,10 @@ type Options struct {
 	// Revocations, when set, is checked on every request after verification
 	// (never cached). It must be the one given to Derive, if any.
 	Revocations Revocations
+	// Loaded says whether the revocations have loaded at least once; until
+	// they have, no decision is made (gRPC UNAVAILABLE), whatever FailOpen
+	// says: an empty index is not a view of the revocations.
+	Loaded func() bool
 	// Staleness says how old the revocation view may be (how long since the
 	// store was last read). Past MaxStaleness, requests are denied with
 	// revocations_stale, unless FailOpen.
@@ -72,6 +76,7 @@ type Server struct {
 	verifier     Verifier
 	headers      *policy.HeaderMap
 	revocations  Revocations
+	loaded       func() bool
 	staleness    func() time.Duration
 	maxStaleness time.Duration
 	failOpen     bool
@@ -100,12 +105,16 @@ func NewServer(opts Options) *Server {
 	if opts.Staleness == nil {
 		opts.Staleness = func() time.Duration { return 0 }
 	}
+	if opts.Loaded == nil {
+		opts.Loaded = func() bool { return true }
+	}
 	var b [6]byte
 	rand.Read(b[:])
 	return &Server{
 		verifier:     opts.Verifier,
 		headers:      opts.Headers,
 		revocations:  opts.Revocations,
+		loaded:       opts.Loaded,
 		staleness:    opts.Staleness,
 		maxStaleness: opts.MaxStaleness,
 		failOpen:     opts.FailOpen,
@@ -123,6 +132,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	r := parseRequest(req)
 	decisionID := s.decisionID()
+	if s.revocations != nil && !s.loaded() {
+		s.metrics.observeError(start)
+		return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: revocations not loaded")
+	}
 	raw, reason := bearerToken(r.authorization)
 	if reason != ReasonAllowed {
 		return s.deny(r, reason, decisionID, nil, start), nil

@@ -154,11 +154,12 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		f.synced()
 		if _, err := f.index.Apply(changes); err != nil {
 			f.opts.Logger.Error("change feed gap; reloading", "err", err)
 			return f.reloadLocked(ctx)
 		}
+		// Fresh only once applied: a replica stuck on a gap must go stale.
+		f.synced()
 		f.opts.OnApply(changes)
 		if len(changes) < f.opts.BatchSize {
 			return nil

@@ -469,14 +469,15 @@ func (c Config) verifierIssuers() []token.Issuer {
 	out := make([]token.Issuer, 0, len(c.Issuers))
 	for _, ic := range c.Issuers {
 		ti := token.Issuer{
-			Name:             ic.Name,
-			Issuer:           ic.Issuer,
-			JWKSURI:          ic.JWKSURI,
-			Audiences:        ic.Audiences,
-			Algorithms:       ic.Algorithms,
-			Leeway:           ic.Leeway,
-			MaxTokenLifetime: ic.MaxTokenLifetime,
-			LogoutAudiences:  ic.LogoutClientIDs,
+			Name:              ic.Name,
+			Issuer:            ic.Issuer,
+			JWKSURI:           ic.JWKSURI,
+			Audiences:         ic.Audiences,
+			Algorithms:        ic.Algorithms,
+			Leeway:            ic.Leeway,
+			MaxTokenLifetime:  ic.MaxTokenLifetime,
+			LogoutAudiences:   ic.LogoutClientIDs,
+			AllowInsecureHTTP: ic.AllowInsecureHTTP,
 		}
 		if ic.HMACSecret != "" {
 			ti.HMACSecret = []byte(ic.HMACSecret)

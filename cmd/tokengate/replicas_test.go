@@ -304,3 +304,34 @@ issuers: [{name: op, issuer: %q, audiences: [api], logout_client_ids: [web-app]}
 		t.Errorf("replayed logout token: %d, want 400", code)
 	}
 }
+
+// TestDrainingReplicaKeepsFollowing: while a replica drains after SIGTERM
+// (still answering Checks), revocations made elsewhere still reach it.
+func TestDrainingReplicaKeepsFollowing(t *testing.T) {
+	url := pgtest.URL(t)
+	iss := tokentest.NewServer(t, "api")
+	a := start(t, []string{"serve", "--config", replicaConfig(t, iss, fmt.Sprintf("storage: {postgres_url: %q}", url))}, nil)
+	draining := writeConfig(t, fmt.Sprintf(`
+listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}
+shutdown: {drain_delay: 3s, timeout: 5s}
+issuers: [{name: idp, issuer: %q, audiences: [api]}]
+storage: {postgres_url: %q}
+revocation: {poll_interval: 200ms}
+`, iss.URL, url))
+	b := start(t, []string{"serve", "--config", draining}, nil)
+	waitReady(t, a)
+	waitReady(t, b)
+	tok, _ := iss.Mint("u", 10*time.Minute, nil)
+	if got := b.decision(t, tok); got != "allowed" {
+		t.Fatalf("before: %s", got)
+	}
+	go b.stop()
+	eventually(t, "B goes not ready", func() bool {
+		code, _ := httpGet(t, "http://"+b.httpAddr+"/readyz")
+		return code == http.StatusServiceUnavailable
+	})
+	if code := a.revoke(t, `{"token":"`+tok+`"}`); code != http.StatusCreated {
+		t.Fatalf("revoke through A: %d", code)
+	}
+	eventually(t, "the draining replica denies", func() bool { return b.decision(t, tok) == "token_revoked" })
+}

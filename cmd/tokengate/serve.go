@@ -104,6 +104,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		Verifier:     verifier,
 		Headers:      headers,
 		Revocations:  rv.index,
+		Loaded:       rv.follower.Loaded,
 		Staleness:    rv.follower.Staleness,
 		MaxStaleness: cfg.Revocation.MaxStaleness,
 		FailOpen:     cfg.Revocation.OnStale == "allow",
@@ -151,7 +152,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		Store:       rv.store,
 		Verifier:    verifier,
 		Revocations: rv.index,
-		Logger:      log,
+		Fresh: func() bool {
+			return rv.follower.Loaded() && rv.follower.Staleness() <= cfg.Revocation.MaxStaleness
+		},
+		Logger: log,
 	}).Mount(mux)
 	webhookEvents := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokengate_webhook_events_total",
@@ -191,14 +195,21 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
+	// Two lifetimes: the servers stop when ctx ends (or one fails); the loops
+	// that keep decisions current — JWKS, the revocation feed, signing keys —
+	// stop only after the servers have drained, so that a draining replica
+	// never decides from a frozen view.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return verifier.Run(gctx) })
-	g.Go(func() error { return rv.run(gctx) })
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	var bg errgroup.Group
+	bg.Go(func() error { return verifier.Run(bgCtx) })
+	bg.Go(func() error { return rv.run(bgCtx) })
 	for _, run := range background {
-		g.Go(func() error { run(gctx); return nil })
+		bg.Go(func() error { run(bgCtx); return nil })
 	}
+	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := gs.Serve(grpcLis); err != nil {
 			return fmt.Errorf("grpc: %w", err)
@@ -214,6 +225,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 	g.Go(func() error {
 		<-gctx.Done()
 		shutdown(log, cfg.Shutdown, h, gs, hs)
+		stopBackground()
 		return nil
 	})
 	if hooks.started != nil {
@@ -222,6 +234,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 	log.Info("serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
 		"issuers", len(cfg.Issuers), "version", version)
 	err = g.Wait()
+	if bgErr := bg.Wait(); err == nil {
+		err = bgErr
+	}
 	log.Info("stopped")
 	return err
 }
@@ -280,11 +295,12 @@ func fusionAuthReceiver(cfg Config, revoker *intake.Revoker, verifier *token.Ver
 	run := func(context.Context) {}
 	if sk := fc.SigningKey; sk.HMACSecret != "" || sk.JWKSURI != "" {
 		sig, err := token.NewBodySignatureVerifier(token.BodySignatureOptions{
-			HMACSecret: []byte(sk.HMACSecret),
-			JWKSURI:    sk.JWKSURI,
-			Algorithms: sk.Algorithms,
-			HTTPClient: &http.Client{Timeout: cfg.JWKS.Timeout},
-			Logger:     log,
+			HMACSecret:        []byte(sk.HMACSecret),
+			JWKSURI:           sk.JWKSURI,
+			Algorithms:        sk.Algorithms,
+			AllowInsecureHTTP: sk.AllowInsecureHTTP,
+			HTTPClient:        &http.Client{Timeout: cfg.JWKS.Timeout},
+			Logger:            log,
 		})
 		if err != nil {
 			return nil, nil, err

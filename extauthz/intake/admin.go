@@ -26,8 +26,12 @@ type AdminOptions struct {
 	Store       storage.Store
 	Verifier    Verifier
 	Revocations Revocations
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// Fresh says whether this replica's revocation view can be trusted
+	// (loaded, and not older than max_staleness); introspection answers 503
+	// when it cannot. Nil means always.
+	Fresh  func() bool
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Admin is the admin API: revoke, list, unrevoke, introspect.
@@ -51,6 +55,9 @@ func NewAdmin(opts AdminOptions) *Admin {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Fresh == nil {
+		opts.Fresh = func() bool { return true }
 	}
 	return &Admin{opts: opts}
 }
@@ -303,6 +310,11 @@ func (a *Admin) introspect(w http.ResponseWriter, r *http.Request) {
 	id, err := a.opts.Verifier.Verify(r.Context(), r.PostForm.Get("token"))
 	if err != nil {
 		writeJSON(w, http.StatusOK, inactive)
+		return
+	}
+	if !a.opts.Fresh() {
+		// Whether it is revoked cannot be said: not "active", not "inactive".
+		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "this replica's revocations are not current")
 		return
 	}
 	keys := a.opts.Revocations.Keys(id.Issuer, id.TokenID, id.SessionID, id.Subject, id.Audience)

@@ -102,7 +102,8 @@ type faEvent struct {
 }
 
 type faUser struct {
-	ID string `json:"id"`
+	ID       string `json:"id"`
+	TenantID string `json:"tenantId"`
 }
 
 type faRefreshToken struct {
@@ -146,7 +147,15 @@ func (f *FusionAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !slices.Contains(EventTypes, typ) {
 		typ = "other"
 	}
-	if len(f.opts.TenantIDs) > 0 && !slices.Contains(f.opts.TenantIDs, ev.TenantID) {
+	// The tenant may be absent at the top level; user events also carry it
+	// in user.tenantId. An event whose tenant is unknown is processed (its
+	// revocations are scoped to the issuer anyway): only an event that names
+	// another tenant is acknowledged and ignored.
+	tenant := ev.TenantID
+	if tenant == "" && ev.User != nil {
+		tenant = ev.User.TenantID
+	}
+	if len(f.opts.TenantIDs) > 0 && tenant != "" && !slices.Contains(f.opts.TenantIDs, tenant) {
 		f.ignore(w, typ, "tenant not configured")
 		return
 	}

@@ -354,3 +354,19 @@ func TestFusionAuthStoreDownIs503(t *testing.T) {
 		t.Errorf("store closed: %d %s, want 503", code, body)
 	}
 }
+
+// TestFusionAuthTenantFromUser: user events may carry the tenant only in
+// user.tenantId; a configured tenant there is processed, another ignored.
+func TestFusionAuthTenantFromUser(t *testing.T) {
+	e := newFAEnv(t, func(o *intake.FusionAuthOptions) { o.TenantIDs = []string{"tenant-a"} })
+	body := func(id, tenant string) []byte {
+		return []byte(fmt.Sprintf(`{"event":{"createInstant":%d,"id":%q,"type":"user.deactivate","user":{"id":%q,"tenantId":%q}}}`,
+			time.Now().UnixMilli(), id, userID, tenant))
+	}
+	if code, resp := e.send(t, delivery{body: body("e-a", "tenant-a")}); code != 200 || !strings.Contains(resp, "applied") {
+		t.Errorf("configured tenant in user.tenantId: %d %s, want applied", code, resp)
+	}
+	if code, resp := e.send(t, delivery{body: body("e-b", "tenant-b")}); code != 200 || !strings.Contains(resp, "ignored") {
+		t.Errorf("another tenant in user.tenantId: %d %s, want ignored", code, resp)
+	}
+}

@@ -115,9 +115,11 @@ func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session,
 		revs = append(revs, s)
 	}
 	if id.Subject != "" && (subject || len(revs) == 0) {
-		before := now
-		if !subject {
-			before = id.IssuedAt
+		// Never before the token's own iat: an IdP clock ahead of ours (within
+		// the leeway) must not let the logged-out token through.
+		before := id.IssuedAt
+		if subject && now.After(before) {
+			before = now
 		}
 		s := base
 		s.Kind, s.Key, s.RevokedBefore, s.ExpiresAt = storage.KindSubject, id.Subject, before, iss.Keep(before)

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,14 +41,15 @@ type keys struct {
 // callers share one fetch, so a flood of random kids costs at most one fetch
 // per interval. A failed fetch keeps the last good keys.
 type keySet struct {
-	issuer   string
-	jwksURI  string // empty until discovered
-	client   *http.Client
-	log      *slog.Logger
-	interval time.Duration
-	limiter  *rate.Limiter
-	onChange func()
-	observe  func(result string)
+	issuer        string
+	jwksURI       string // empty: discovered
+	allowInsecure bool   // plain http beyond loopback
+	client        *http.Client
+	log           *slog.Logger
+	interval      time.Duration
+	limiter       *rate.Limiter
+	onChange      func()
+	observe       func(result string)
 
 	current atomic.Pointer[keys]
 
@@ -124,7 +127,9 @@ func (s *keySet) run(ctx context.Context) {
 
 // refresh fetches now (joining a fetch already in flight) and waits for it.
 func (s *keySet) refresh(ctx context.Context) error {
-	return s.wait(ctx, s.start(ctx, false))
+	// The fetch is shared: a caller that gives up must not abort it for the
+	// others (the periodic refresh, checks waiting on a new kid).
+	return s.wait(ctx, s.start(context.WithoutCancel(ctx), false))
 }
 
 // refreshUnknownKID fetches for a token whose kid is not in the current set.
@@ -237,6 +242,9 @@ func (s *keySet) resolve(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("oidc discovery %s: no jwks_uri", wellKnown)
 		}
 		uri = doc.JWKSURI
+		if err := s.secure(uri); err != nil {
+			return "", fmt.Errorf("oidc discovery %s: jwks_uri: %w", wellKnown, err)
+		}
 	}
 	s.mu.Lock()
 	s.uri = uri
@@ -255,6 +263,10 @@ func (s *keySet) get(ctx context.Context, uri string) ([]byte, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	// Redirects are followed, but never down to plain http.
+	if err := s.secure(resp.Request.URL.String()); err != nil {
+		return nil, fmt.Errorf("redirected: %w", err)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("status %d", resp.StatusCode)
 	}
@@ -302,4 +314,24 @@ func parseJWKS(body []byte) (*keys, error) {
 		return nil, err
 	}
 	return &keys{kf: kf, count: n}, nil
+}
+
+// secure refuses a URL that would carry keys in cleartext: plain http is
+// allowed only on loopback, or when the issuer allows it explicitly.
+func (s *keySet) secure(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); s.allowInsecure || host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+		return fmt.Errorf("%s is plain http", raw)
+	}
+	return fmt.Errorf("%s: unsupported scheme", raw)
 }

@@ -24,10 +24,12 @@ type BodySignatureOptions struct {
 	JWKSURI string
 	// Algorithms pins the accepted asymmetric algorithms (default
 	// DefaultAlgorithms). HS* is accepted only with HMACSecret.
-	Algorithms      []string
-	HTTPClient      *http.Client
-	RefreshInterval time.Duration
-	Logger          *slog.Logger
+	Algorithms []string
+	// AllowInsecureHTTP allows a plain-http JWKS beyond loopback.
+	AllowInsecureHTTP bool
+	HTTPClient        *http.Client
+	RefreshInterval   time.Duration
+	Logger            *slog.Logger
 }
 
 // BodySignatureVerifier checks signed request bodies as FusionAuth signs its
@@ -69,7 +71,8 @@ func NewBodySignatureVerifier(opts BodySignatureOptions) (*BodySignatureVerifier
 			b.allowed[a] = true
 		}
 		b.keys = &keySet{
-			issuer: opts.JWKSURI, jwksURI: opts.JWKSURI, client: opts.HTTPClient, log: opts.Logger,
+			issuer: opts.JWKSURI, jwksURI: opts.JWKSURI, allowInsecure: opts.AllowInsecureHTTP,
+			client: opts.HTTPClient, log: opts.Logger,
 			interval: opts.RefreshInterval, limiter: rate.NewLimiter(rate.Every(30*time.Second), 1),
 			onChange: func() {}, observe: func(string) {},
 		}

@@ -53,6 +53,9 @@ type Issuer struct {
 	// LogoutAudiences are the client ids accepted as the aud of this
 	// issuer's OIDC back-channel logout tokens; empty: none accepted.
 	LogoutAudiences []string
+	// AllowInsecureHTTP allows keys fetched over plain http from a host
+	// other than loopback (configured, discovered, or redirected to).
+	AllowInsecureHTTP bool
 }
 
 // Options configure a Verifier.
@@ -212,14 +215,15 @@ func New(opts Options) (*Verifier, error) {
 		}
 		if cfg.JWKSURI != "" || len(cfg.HMACSecret) == 0 {
 			iss.keys = &keySet{
-				issuer:   cfg.Issuer,
-				jwksURI:  cfg.JWKSURI,
-				client:   opts.HTTPClient,
-				log:      opts.Logger,
-				interval: opts.RefreshInterval,
-				limiter:  rate.NewLimiter(rate.Every(opts.UnknownKIDInterval), 1),
-				onChange: v.flush,
-				observe:  func(result string) { opts.OnFetch(cfg.Name, result) },
+				issuer:        cfg.Issuer,
+				jwksURI:       cfg.JWKSURI,
+				allowInsecure: cfg.AllowInsecureHTTP,
+				client:        opts.HTTPClient,
+				log:           opts.Logger,
+				interval:      opts.RefreshInterval,
+				limiter:       rate.NewLimiter(rate.Every(opts.UnknownKIDInterval), 1),
+				onChange:      v.flush,
+				observe:       func(result string) { opts.OnFetch(cfg.Name, result) },
 			}
 		}
 		v.issuers[cfg.Issuer] = iss

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -231,5 +234,24 @@ func TestNewRejectsUnsafeIssuers(t *testing.T) {
 				t.Error("New accepted it")
 			}
 		})
+	}
+}
+
+// TestDiscoveredJWKSMustBeSecure: a discovery document that points the keys
+// at plain http beyond loopback is refused (keys in cleartext can be
+// swapped on the path).
+func TestDiscoveredJWKSMustBeSecure(t *testing.T) {
+	var url string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":"http://keys.example.com/jwks.json"}`, url)
+	}))
+	defer srv.Close()
+	url = srv.URL
+	v, err := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: url, Audiences: []string{aud}, MaxTokenLifetime: time.Hour}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Refresh(t.Context(), "a"); err == nil || !strings.Contains(err.Error(), "plain http") {
+		t.Errorf("Refresh = %v, want a refusal of the plain-http jwks_uri", err)
 	}
 }
