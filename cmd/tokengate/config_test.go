@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -109,4 +111,46 @@ func mustOpen(t *testing.T, path string) *os.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
+}
+
+// TestShippedConfigsLoad: the compose configuration and the Kubernetes
+// ConfigMap load as tokengate would load them, with the variables their
+// manifests set.
+func TestShippedConfigsLoad(t *testing.T) {
+	env := map[string]string{
+		"TOKENGATE_POSTGRES_URL":                   "postgres://u:p@db:5432/tokengate",
+		"TOKENGATE_FUSIONAUTH_WEBHOOK_HMAC_SECRET": "a-webhook-secret-of-at-least-32-bytes",
+	}
+	getenv := func(k string) string { return env[k] }
+	if _, err := loadConfig(mustOpen(t, "../../envoy/tokengate.compose.yaml"), getenv); err != nil {
+		t.Errorf("envoy/tokengate.compose.yaml: %v", err)
+	}
+	manifests, err := os.ReadFile("../../envoy/istio/tokengate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(manifests))
+	found := false
+	for {
+		var doc struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		if cfg, ok := doc.Data["tokengate.yaml"]; doc.Kind == "ConfigMap" && ok {
+			found = true
+			c, err := loadConfig(strings.NewReader(cfg), getenv)
+			if err != nil {
+				t.Errorf("the ConfigMap's tokengate.yaml: %v", err)
+			}
+			if c.Storage.PostgresURL == "" {
+				t.Error("the Deployment runs several replicas: they need the shared PostgreSQL store")
+			}
+		}
+	}
+	if !found {
+		t.Error("no ConfigMap with tokengate.yaml in envoy/istio/tokengate.yaml")
+	}
 }
