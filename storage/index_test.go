@@ -1,6 +1,8 @@
 package storage_test
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -49,5 +51,32 @@ func TestMergeNeverMovesBack(t *testing.T) {
 	m, changed := storage.Merge(stored, storage.Revocation{RevokedBefore: t0.Add(time.Second), ExpiresAt: t0, Source: "c"})
 	if !changed || !m.RevokedBefore.Equal(t0.Add(time.Second)) || !m.ExpiresAt.Equal(t0.Add(time.Hour)) || m.Source != "c" {
 		t.Errorf("a later cutoff: %+v, changed %v", m, changed)
+	}
+}
+
+// gapStore serves a change feed with a gap and cannot give a snapshot: the
+// follower can neither apply nor reload.
+type gapStore struct{ storage.Store }
+
+func (gapStore) Changes(context.Context, uint64, int) ([]storage.Change, error) {
+	return []storage.Change{{Seq: 5, Op: storage.OpPut}}, nil
+}
+
+func (gapStore) Snapshot(context.Context, time.Time, func(storage.Revocation) error) (uint64, error) {
+	return 0, errors.New("snapshot timed out")
+}
+
+// TestFollowerStuckOnAGapGoesStale: reading the feed is not enough to count
+// as fresh; a follower that cannot apply what it read must go stale.
+func TestFollowerStuckOnAGapGoesStale(t *testing.T) {
+	now := time.Now()
+	clock := now
+	f := storage.NewFollower(gapStore{}, storage.NewIndex(), storage.FollowerOptions{Now: func() time.Time { return clock }})
+	clock = now.Add(time.Minute)
+	if err := f.CatchUp(t.Context()); err == nil {
+		t.Fatal("CatchUp over a gap without a snapshot succeeded")
+	}
+	if s := f.Staleness(); s < time.Minute {
+		t.Errorf("staleness %v after a failed catch-up, want it to keep growing", s)
 	}
 }

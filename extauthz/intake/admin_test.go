@@ -274,3 +274,55 @@ func TestAdminListDeleteAndUnavailable(t *testing.T) {
 		t.Errorf("revoke with the store closed: %d %v, want 503", code, m)
 	}
 }
+
+// TestIntrospectWhenStale: a replica whose revocations are not current
+// cannot say a token is active.
+func TestIntrospectWhenStale(t *testing.T) {
+	iss := tokentest.NewServer(t, "api")
+	v, err := token.New(token.Options{Issuers: []token.Issuer{{Name: "idp", Issuer: iss.URL, Audiences: []string{"api"}, MaxTokenLifetime: time.Hour}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Refresh(t.Context(), "idp"); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	intake.NewAdmin(intake.AdminOptions{Token: adminToken, Verifier: v, Revocations: storage.NewIndex(),
+		Fresh: func() bool { return false }}).Mount(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	tok, _ := iss.Mint("u", time.Minute, nil)
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/introspect", strings.NewReader("token="+tok))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("introspect with stale revocations: %d, want 503", resp.StatusCode)
+	}
+}
+
+// TestLogoutSubjectCutoffCoversTheToken: with the IdP's clock ahead of ours
+// (iat in our future, within the leeway), a logout that revokes the subject
+// still takes the presented token out.
+func TestLogoutSubjectCutoffCoversTheToken(t *testing.T) {
+	s, err := bolt.Open(filepath.Join(t.TempDir(), "db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	x := storage.NewIndex()
+	iss := intake.Issuer{Name: "idp", Issuer: "https://idp.example", MaxTokenLifetime: time.Hour, Leeway: 30 * time.Second}
+	r := intake.NewRevoker(s, storage.NewFollower(s, x, storage.FollowerOptions{}), []intake.Issuer{iss}, nil)
+	id := &token.Identity{Issuer: iss.Issuer, Subject: "alice", IssuedAt: time.Now().Add(10 * time.Second),
+		ExpiresAt: time.Now().Add(10 * time.Minute)}
+	if err := r.RevokeLogout(t.Context(), id, false, true); err != nil {
+		t.Fatal(err)
+	}
+	if !x.Revoked(x.Keys(id.Issuer, "", "", id.Subject, nil), id.IssuedAt, time.Now()) {
+		t.Error("the logged-out token, issued by a clock ahead of ours, is not revoked")
+	}
+}

@@ -255,3 +255,25 @@ func TestDiscoveredJWKSMustBeSecure(t *testing.T) {
 		t.Errorf("Refresh = %v, want a refusal of the plain-http jwks_uri", err)
 	}
 }
+
+// TestSharedFetchOutlivesItsCaller: a caller that gives up (a cancelled
+// webhook request) does not abort the fetch that others share.
+func TestSharedFetchOutlivesItsCaller(t *testing.T) {
+	iss := tokentest.NewServer(t, aud)
+	v, err := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: iss.URL, Audiences: []string{aud}, MaxTokenLifetime: time.Hour}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := v.Refresh(ctx, "a"); err == nil {
+		t.Fatal("Refresh with a cancelled context reported success")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !v.Loaded()["a"] {
+		if time.Now().After(deadline) {
+			t.Fatal("the fetch was aborted with its first caller")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
