@@ -16,6 +16,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
 
@@ -67,7 +68,12 @@ type Options struct {
 	Logout       LogoutRevoker
 	Metrics      *Metrics
 	Logger       *slog.Logger
-	Now          func() time.Time
+	// DenialLogsPerSecond bounds the "denied" log lines (default 100, burst
+	// 10× that): a flood of junk tokens must not become a flood of logs.
+	// Metrics still count every denial; a logged line says how many were
+	// left out before it.
+	DenialLogsPerSecond float64
+	Now                 func() time.Time
 }
 
 // Server implements the ext_authz v3 Authorization service.
@@ -86,6 +92,8 @@ type Server struct {
 	log          *slog.Logger
 	now          func() time.Time
 	staleWarned  atomic.Int64 // Unix seconds of the last fail-open warning
+	denialLogs   *rate.Limiter
+	unlogged     atomic.Int64 // denials not logged since the last line
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -108,6 +116,9 @@ func NewServer(opts Options) *Server {
 	if opts.Loaded == nil {
 		opts.Loaded = func() bool { return true }
 	}
+	if opts.DenialLogsPerSecond <= 0 {
+		opts.DenialLogsPerSecond = 100
+	}
 	var b [6]byte
 	rand.Read(b[:])
 	return &Server{
@@ -123,6 +134,7 @@ func NewServer(opts Options) *Server {
 		metrics:      opts.Metrics,
 		log:          opts.Logger,
 		now:          opts.Now,
+		denialLogs:   rate.NewLimiter(rate.Limit(opts.DenialLogsPerSecond), int(10*opts.DenialLogsPerSecond)),
 		idPrefix:     hex.EncodeToString(b[:]) + "-",
 	}
 }
@@ -177,10 +189,17 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 
 func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Identity, start time.Time) *authv3.CheckResponse {
 	s.metrics.observe(reason, start)
+	if !s.denialLogs.Allow() {
+		s.unlogged.Add(1)
+		return denyResponse(reason, decisionID, id)
+	}
 	attrs := []any{"reason", reason.String(), "decision_id", decisionID, "request_id", r.requestID,
 		"method", r.method, "host", r.host}
 	if id != nil {
 		attrs = append(attrs, "iss", id.Issuer, "jti", id.TokenID, "sub_hash", subjectHash(id.Subject))
+	}
+	if n := s.unlogged.Swap(0); n > 0 {
+		attrs = append(attrs, "unlogged_denials_before", n)
 	}
 	s.log.Info("denied", attrs...)
 	return denyResponse(reason, decisionID, id)

@@ -7,9 +7,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -471,4 +473,48 @@ func swapSignature(a, b string) string {
 func withClaim(c jwt.MapClaims, k string, v any) jwt.MapClaims {
 	c[k] = v
 	return c
+}
+
+// countingHandler counts log records by message.
+type countingHandler struct {
+	mu    sync.Mutex
+	count map[string]int
+	attrs []slog.Attr
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.count[r.Message]++
+	r.Attrs(func(a slog.Attr) bool { h.attrs = append(h.attrs, a); return true })
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestDenialLogsAreBounded: a flood of junk tokens is counted in full by the
+// metrics but logged at a bounded rate, with the number left out.
+func TestDenialLogsAreBounded(t *testing.T) {
+	h := &countingHandler{count: map[string]int{}}
+	v, _ := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: "https://a.example", Audiences: []string{"x"},
+		MaxTokenLifetime: time.Hour, HMACSecret: []byte("0123456789abcdef0123456789abcdef")}}})
+	srv := extauthz.NewServer(extauthz.Options{Verifier: v, Logger: slog.New(h), DenialLogsPerSecond: 5})
+	for range 1000 {
+		if _, err := srv.Check(t.Context(), checkRequest(map[string]string{"authorization": "Bearer junk"})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := h.count["denied"]; n < 50 || n > 60 {
+		t.Errorf("%d denials logged out of 1000, want the burst (50) and little more", n)
+	}
+	time.Sleep(250 * time.Millisecond)
+	srv.Check(t.Context(), checkRequest(map[string]string{"authorization": "Bearer junk"}))
+	found := false
+	for _, a := range h.attrs {
+		found = found || a.Key == "unlogged_denials_before"
+	}
+	if !found {
+		t.Error("the next logged denial does not say how many were left out")
+	}
 }

@@ -137,6 +137,8 @@ type ListenConfig struct {
 type LogConfig struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+	// DenialsPerSecond bounds the "denied" log lines (metrics count all).
+	DenialsPerSecond float64 `yaml:"denials_per_second"`
 }
 
 type CacheConfig struct {
@@ -264,6 +266,9 @@ func (c Config) validate() error {
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		bad("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Log.DenialsPerSecond <= 0 {
+		bad("log.denials_per_second", "must be positive")
 	}
 	if !slices.Contains([]string{"json", "text"}, c.Log.Format) {
 		bad("log.format", "want json or text, got %q", c.Log.Format)

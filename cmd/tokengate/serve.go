@@ -112,6 +112,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		Logout:       revoker,
 		Metrics:      extauthz.NewMetrics(reg),
 		Logger:       log,
+
+		DenialLogsPerSecond: cfg.Log.DenialsPerSecond,
 	})
 
 	grpcLis, httpLis := hooks.grpcListener, hooks.httpListener
