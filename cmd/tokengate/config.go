@@ -179,7 +179,7 @@ type ShutdownConfig struct {
 func defaultConfig() Config {
 	return Config{
 		Listen:      ListenConfig{GRPC: "127.0.0.1:9191", HTTP: "127.0.0.1:8181"},
-		Log:         LogConfig{Level: "info", Format: "json"},
+		Log:         LogConfig{Level: "info", Format: "json", DenialsPerSecond: 100},
 		Cache:       CacheConfig{MaxEntries: 100_000},
 		JWKS:        JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
 		Tokens:      TokensConfig{MaxBytes: 16 << 10},

@@ -98,6 +98,7 @@ func start(t *testing.T, args []string, env map[string]string) *instance {
 	case rec := <-logs.serving:
 		in.grpcAddr, in.httpAddr = rec["grpc_addr"].(string), rec["http_addr"].(string)
 	case err := <-done:
+		once.Do(func() { cancel(); stopErr = err }) // nothing left to stop
 		t.Fatalf("run returned before serving: %v\nlogs:\n%s", err, logs)
 	case <-time.After(10 * time.Second):
 		t.Fatalf("not serving after 10s; logs:\n%s", logs)
