@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"github.com/tokengate/tokengate/storage/postgres/pgtest"
@@ -41,21 +40,13 @@ func parseIngestConfig(args []string, stderr io.Writer) (ingestConfig, error) {
 		"the replica's database, on an existing server (its tables are created if missing); "+
 			"default: a throwaway durable cluster, removed at the end")
 	fs.BoolVar(&cfg.json, "json", false, "write a JSON report to stdout; the table goes to stderr")
-	if err := fs.Parse(args); err != nil {
-		return cfg, err
-	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	return cfg, cfg.validate()
+	return cfg, parseFlags(fs, args, func() error { return cfg.validate() })
 }
 
 // validate reports every problem at once.
 func (c ingestConfig) validate() error {
-	var errs []error
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("-%s: %s", name, fmt.Sprintf(format, args...)))
-	}
+	var p problems
+	bad := p.bad
 	if c.tokengate == "" {
 		bad("tokengate", "required: the path to a built tokengate binary (make bench-ingest builds bin/tokengate)")
 	}
@@ -68,7 +59,7 @@ func (c ingestConfig) validate() error {
 	if c.warmup < 0 || c.warmup > time.Hour {
 		bad("warmup", "must be between 0 and 1h, got %s", c.warmup)
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 // benchIngest sets up PostgreSQL, the issuer and one replica, sends

@@ -287,29 +287,12 @@ func TestIngestReportText(t *testing.T) {
 }
 
 func TestIngestFlags(t *testing.T) {
-	for name, tc := range map[string]struct {
-		args []string
-		want []string // in the error
-	}{
+	checkFlagErrors(t, []string{ingestCommand}, map[string]flagCase{
 		"all wrong":      {[]string{"-tokengate", "", "-senders", "0", "-duration", "0s", "-warmup", "-1s"}, []string{"-tokengate:", "-senders:", "-duration:", "-warmup:"}},
 		"too much":       {[]string{"-senders", "1025", "-duration", "2h", "-warmup", "2h"}, []string{"-senders:", "-duration:", "-warmup:"}},
 		"stray argument": {[]string{"extra"}, []string{"unexpected arguments"}},
 		"load flag":      {[]string{"-concurrency", "4"}, []string{"-concurrency"}},
-	} {
-		err := run(t.Context(), append([]string{ingestCommand}, tc.args...), io.Discard, io.Discard)
-		if err == nil {
-			t.Errorf("%s: run = nil, want an error", name)
-			continue
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("%s: run = %q, want it to mention %q", name, err, w)
-			}
-		}
-	}
-	if err := run(t.Context(), []string{ingestCommand, "-h"}, io.Discard, io.Discard); err != nil {
-		t.Errorf("run ingest -h = %v, want nil", err)
-	}
+	})
 	cfg, err := parseIngestConfig(nil, io.Discard)
 	if err != nil {
 		t.Fatalf("defaults: %v", err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,21 +47,13 @@ func parsePropagationConfig(args []string, stderr io.Writer) (propagationConfig,
 		"the replicas' database, on an existing server (its tables are created if missing); "+
 			"default: a throwaway durable cluster, removed at the end")
 	fs.BoolVar(&cfg.json, "json", false, "write a JSON report to stdout; the table goes to stderr")
-	if err := fs.Parse(args); err != nil {
-		return cfg, err
-	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	return cfg, cfg.validate()
+	return cfg, parseFlags(fs, args, func() error { return cfg.validate() })
 }
 
 // validate reports every problem at once.
 func (c propagationConfig) validate() error {
-	var errs []error
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("-%s: %s", name, fmt.Sprintf(format, args...)))
-	}
+	var p problems
+	bad := p.bad
 	if c.tokengate == "" {
 		bad("tokengate", "required: the path to a built tokengate binary (make bench-propagation builds bin/tokengate)")
 	}
@@ -72,7 +63,7 @@ func (c propagationConfig) validate() error {
 	if c.revocations < 1 || c.revocations > 10_000 {
 		bad("revocations", "must be between 1 and 10000, got %d", c.revocations)
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 // benchPropagation sets up PostgreSQL, an issuer and the replicas, measures,

@@ -159,29 +159,12 @@ func TestPropagationReportText(t *testing.T) {
 }
 
 func TestPropagationFlags(t *testing.T) {
-	for name, tc := range map[string]struct {
-		args []string
-		want []string // in the error
-	}{
+	checkFlagErrors(t, []string{propagationCommand}, map[string]flagCase{
 		"all wrong":      {[]string{"-tokengate", "", "-replicas", "0", "-revocations", "0"}, []string{"-tokengate:", "-replicas:", "-revocations:"}},
 		"too many":       {[]string{"-replicas", "17", "-revocations", "10001"}, []string{"-replicas:", "-revocations:"}},
 		"stray argument": {[]string{"extra"}, []string{"unexpected arguments"}},
 		"load flag":      {[]string{"-concurrency", "4"}, []string{"-concurrency"}},
-	} {
-		err := run(t.Context(), append([]string{propagationCommand}, tc.args...), io.Discard, io.Discard)
-		if err == nil {
-			t.Errorf("%s: run = nil, want an error", name)
-			continue
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("%s: run = %q, want it to mention %q", name, err, w)
-			}
-		}
-	}
-	if err := run(t.Context(), []string{propagationCommand, "-h"}, io.Discard, io.Discard); err != nil {
-		t.Errorf("run propagation -h = %v, want nil", err)
-	}
+	})
 	cfg, err := parsePropagationConfig(nil, io.Discard)
 	if err != nil {
 		t.Fatalf("defaults: %v", err)

@@ -80,21 +80,13 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds, each measuring both targets; medians are reported")
 	fs.StringVar(&cfg.tokengate, "tokengate", "", "path to a built tokengate binary (required)")
 	fs.BoolVar(&cfg.json, "json", false, "write a JSON report to stdout; the table goes to stderr")
-	if err := fs.Parse(args); err != nil {
-		return cfg, err
-	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	return cfg, cfg.validate()
+	return cfg, parseFlags(fs, args, func() error { return cfg.validate() })
 }
 
 // validate reports every problem at once.
 func (c config) validate() error {
-	var errs []error
-	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("-%s: %s", name, fmt.Sprintf(format, args...)))
-	}
+	var p problems
+	bad := p.bad
 	if c.concurrency < 1 || c.concurrency > 1024 {
 		bad("concurrency", "must be between 1 and 1024, got %d", c.concurrency)
 	}
@@ -116,7 +108,7 @@ func (c config) validate() error {
 	if c.tokengate == "" {
 		bad("tokengate", "required: the path to a built tokengate binary (make bench builds bin/tokengate)")
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 // target is one server under load: the baseline or tokengate.
@@ -252,3 +244,24 @@ func checkRequest(tok string) *authv3.CheckRequest {
 		}},
 	}}
 }
+
+// parseFlags parses args, refuses positional arguments, then validates: the
+// common tail of every mode's flag parsing.
+func parseFlags(fs *flag.FlagSet, args []string, validate func() error) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return validate()
+}
+
+// problems collects every flag problem, so that all are reported at once.
+type problems []error
+
+func (p *problems) bad(name, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("-%s: %s", name, fmt.Sprintf(format, args...)))
+}
+
+func (p problems) err() error { return errors.Join(p...) }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -166,10 +167,7 @@ func TestRunChildFails(t *testing.T) {
 }
 
 func TestRunFlags(t *testing.T) {
-	for name, tc := range map[string]struct {
-		args []string
-		want []string // in the error
-	}{
+	checkFlagErrors(t, nil, map[string]flagCase{
 		"no tokengate": {nil, []string{"-tokengate: required"}},
 		"all wrong": {
 			[]string{"-tokengate", "x", "-concurrency", "0", "-conns", "0", "-duration", "0s", "-warmup", "-1s", "-rounds", "0"},
@@ -177,8 +175,21 @@ func TestRunFlags(t *testing.T) {
 		},
 		"outlives the token": {[]string{"-tokengate", "x", "-rounds", "5", "-duration", "5m"}, []string{"-rounds:", "lifetime"}},
 		"stray argument":     {[]string{"-tokengate", "x", "extra"}, []string{"unexpected arguments"}},
-	} {
-		err := run(t.Context(), tc.args, io.Discard, io.Discard)
+	})
+}
+
+// flagCase is a command line and what its error must mention.
+type flagCase struct {
+	args []string
+	want []string // in the error
+}
+
+// checkFlagErrors runs the mode named by prefix with each case's flags and
+// checks the error mentions every problem; prefix + -h must succeed.
+func checkFlagErrors(t *testing.T, prefix []string, cases map[string]flagCase) {
+	t.Helper()
+	for name, tc := range cases {
+		err := run(t.Context(), append(slices.Clone(prefix), tc.args...), io.Discard, io.Discard)
 		if err == nil {
 			t.Errorf("%s: run = nil, want an error", name)
 			continue
@@ -189,7 +200,7 @@ func TestRunFlags(t *testing.T) {
 			}
 		}
 	}
-	if err := run(t.Context(), []string{"-h"}, io.Discard, io.Discard); err != nil {
-		t.Errorf("run -h = %v, want nil", err)
+	if err := run(t.Context(), append(slices.Clone(prefix), "-h"), io.Discard, io.Discard); err != nil {
+		t.Errorf("run %v -h = %v, want nil", prefix, err)
 	}
 }
