@@ -27,6 +27,9 @@ type FollowerOptions struct {
 	OnExpire func(int)
 	// OnLoad is called once the first snapshot has loaded.
 	OnLoad func()
+	// Prepare, when set, runs before the first load, retried with it until
+	// both succeed (PostgreSQL migrations, or a schema check).
+	Prepare func(context.Context) error
 }
 
 // Follower keeps an Index current from a Store: it loads a snapshot at start
@@ -89,15 +92,23 @@ func (f *Follower) Staleness() time.Duration {
 // Run loads the snapshot, then follows the feed until ctx ends.
 func (f *Follower) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
+	prepared := f.opts.Prepare == nil
 	for attempt := 1; ; attempt++ {
-		err := f.reload(ctx)
-		if err == nil {
-			break
+		var err error
+		if !prepared {
+			if err = f.opts.Prepare(ctx); err == nil {
+				prepared = true
+			}
+		}
+		if prepared {
+			if err = f.reload(ctx); err == nil {
+				break
+			}
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		f.opts.Logger.Warn("revocation store not reachable; not ready, retrying",
+		f.opts.Logger.Warn("revocation store not ready; retrying",
 			"attempt", attempt, "retry_in", backoff, "err", err)
 		select {
 		case <-ctx.Done():

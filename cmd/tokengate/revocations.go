@@ -97,6 +97,7 @@ func openRevocations(cfg Config, log *slog.Logger, reg prometheus.Registerer, h 
 		},
 		OnExpire: func(n int) { swept.WithLabelValues("index").Add(float64(n)) },
 		OnLoad:   func() { h.Set("store", true, "") },
+		Prepare:  func(ctx context.Context) error { return rv.prepare(ctx) },
 	})
 	for kind := storage.KindToken; kind <= storage.KindCutoff; kind++ {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -118,26 +119,10 @@ func openRevocations(cfg Config, log *slog.Logger, reg prometheus.Registerer, h 
 	return rv, nil
 }
 
-// run prepares the store (retrying with backoff while it is unreachable),
-// then follows its change feed and sweeps it, until ctx ends.
+// run follows the store's change feed (after preparing the store: the
+// follower retries both with backoff while the store is unreachable) and
+// sweeps it, until ctx ends.
 func (rv *revocations) run(ctx context.Context) error {
-	backoff := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := rv.prepare(ctx)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		rv.log.Warn("revocation store not ready; retrying", "attempt", attempt, "retry_in", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 10*time.Second)
-	}
 	var g errgroup.Group
 	g.Go(func() error {
 		storage.RunSweeper(ctx, rv.store, rv.cfg.SweepInterval, rv.cfg.ChangeRetention, time.Now, func(n int, err error) {
