@@ -35,7 +35,7 @@ type revocationEnv struct {
 func newRevocationEnv(t *testing.T, failOpen bool) *revocationEnv {
 	t.Helper()
 	e := &revocationEnv{iss: tokentest.NewServer(t, audience), index: storage.NewIndex(), failOpen: failOpen}
-	s, err := bolt.Open(filepath.Join(t.TempDir(), "db"), time.Second)
+	s, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

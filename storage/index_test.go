@@ -13,9 +13,22 @@ func put(seq uint64, r storage.Revocation) storage.Change {
 	return storage.Change{Seq: seq, Op: storage.OpPut, Revocation: r}
 }
 
+// bases are the clocks the index tests run at: far in the past and far in
+// the future of the real one, so that none of them depends on the date.
+func bases() map[string]time.Time {
+	now := time.Now()
+	return map[string]time.Time{"Past": now.Add(-400 * 24 * time.Hour), "Future": now.Add(400 * 24 * time.Hour)}
+}
+
 func TestIndexAppliesInOrderOnly(t *testing.T) {
+	for name, base := range bases() {
+		t.Run(name, func(t *testing.T) { testIndexAppliesInOrderOnly(t, base) })
+	}
+}
+
+func testIndexAppliesInOrderOnly(t *testing.T, now time.Time) {
 	x := storage.NewIndex()
-	exp := time.Now().Add(time.Hour)
+	exp := now.Add(time.Hour)
 	a := storage.Revocation{Kind: storage.KindToken, Issuer: "i", Key: "a", ExpiresAt: exp}
 	b := storage.Revocation{Kind: storage.KindSession, Issuer: "i", Key: "b", ExpiresAt: exp}
 	if n, err := x.Apply([]storage.Change{put(1, a), put(2, b)}); n != 2 || err != nil {
@@ -31,10 +44,10 @@ func TestIndexAppliesInOrderOnly(t *testing.T) {
 		t.Errorf("counts = %v, want 0 tokens and 1 session", got)
 	}
 	k := x.Keys("i", "a", "b", "", nil)
-	if !x.Revoked(k, time.Now(), time.Now()) {
+	if !x.Revoked(k, now, now) {
 		t.Error("the session is not revoked")
 	}
-	if x.Revoked(k, time.Now(), exp.Add(time.Second)) {
+	if x.Revoked(k, now, exp.Add(time.Second)) {
 		t.Error("an expired entry still revokes")
 	}
 	if n := x.Expire(exp.Add(time.Second)); n != 1 || x.Len() != 0 {
@@ -43,7 +56,12 @@ func TestIndexAppliesInOrderOnly(t *testing.T) {
 }
 
 func TestMergeNeverMovesBack(t *testing.T) {
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for name, base := range bases() {
+		t.Run(name, func(t *testing.T) { testMergeNeverMovesBack(t, base) })
+	}
+}
+
+func testMergeNeverMovesBack(t *testing.T, t0 time.Time) {
 	stored := storage.Revocation{Kind: storage.KindSubject, RevokedBefore: t0, ExpiresAt: t0.Add(time.Hour), Source: "a"}
 	if m, changed := storage.Merge(stored, storage.Revocation{RevokedBefore: t0.Add(-time.Second), ExpiresAt: t0, Source: "b"}); changed || m != stored {
 		t.Errorf("an earlier write changed the entry: %+v", m)
@@ -69,7 +87,12 @@ func (gapStore) Snapshot(context.Context, time.Time, func(storage.Revocation) er
 // TestFollowerStuckOnAGapGoesStale: reading the feed is not enough to count
 // as fresh; a follower that cannot apply what it read must go stale.
 func TestFollowerStuckOnAGapGoesStale(t *testing.T) {
-	now := time.Now()
+	for name, base := range bases() {
+		t.Run(name, func(t *testing.T) { testFollowerStuckOnAGapGoesStale(t, base) })
+	}
+}
+
+func testFollowerStuckOnAGapGoesStale(t *testing.T, now time.Time) {
 	clock := now
 	f := storage.NewFollower(gapStore{}, storage.NewIndex(), storage.FollowerOptions{Now: func() time.Time { return clock }})
 	clock = now.Add(time.Minute)

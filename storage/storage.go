@@ -140,8 +140,26 @@ type Write struct {
 	// EventID, when set, makes the write idempotent across deliveries (and
 	// across replicas): a second write with the same id changes nothing.
 	EventID string
-	// EventExpiresAt is how long the event id is remembered.
+	// EventExpiresAt is how long the sender may redeliver the event. The
+	// store remembers the id until EventRetention, which is never earlier.
 	EventExpiresAt time.Time
+}
+
+// EventRetention is when a store may forget w's event id: the later of
+// EventExpiresAt and the ExpiresAt of every revocation the event carries. As
+// long as an entry the event wrote can be live, a redelivery must not write
+// it again (it would undo an unrevoke, or move a cutoff the sender did not
+// move). An EventExpiresAt already past on arrival is therefore not an error:
+// the id is kept for its revocations' retention, and when that is past too
+// the event revokes nothing live and the next Sweep forgets it.
+func (w Write) EventRetention() time.Time {
+	t := w.EventExpiresAt
+	for _, r := range w.Revocations {
+		if r.ExpiresAt.After(t) {
+			t = r.ExpiresAt
+		}
+	}
+	return t
 }
 
 // Result says what a Write did.
@@ -182,7 +200,13 @@ var (
 //     nothing and makes no change in the feed.
 //   - RevokedBefore and ExpiresAt never move back: a merge keeps the later
 //     of the stored and the written value.
-//   - A Write with an EventID seen before is a no-op (Result.Duplicate).
+//   - A Write with an EventID seen before is a no-op (Result.Duplicate),
+//     until the id's EventRetention has passed on the store's clock and a
+//     Sweep has forgotten it. An EventExpiresAt already past on arrival
+//     does not shorten that.
+//   - Time is the store's clock (an option of each backend, time.Now by
+//     default): it stamps CreatedAt and Change.At and decides whether an
+//     event id is still remembered. Snapshot and Sweep take now explicitly.
 //   - Every change gets the next sequence number (no gaps), and a change is
 //     visible to Changes only when every change with a smaller number is:
 //     a reader that applied N has seen every change ≤ N, even under

@@ -71,7 +71,7 @@ func openRevocations(cfg Config, log *slog.Logger, reg prometheus.Registerer, h 
 			return err
 		}
 	default:
-		b, err := bolt.Open(cfg.Storage.Path, 5*time.Second)
+		b, err := bolt.Open(cfg.Storage.Path, bolt.Options{Timeout: 5 * time.Second})
 		if err != nil {
 			return nil, fmt.Errorf("storage.path: %w", err)
 		}

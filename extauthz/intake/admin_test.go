@@ -33,7 +33,7 @@ type env struct {
 func newEnv(t *testing.T, adminTok string) *env {
 	t.Helper()
 	e := &env{iss: tokentest.NewServer(t, "api"), index: storage.NewIndex()}
-	s, err := bolt.Open(filepath.Join(t.TempDir(), "db"), time.Second)
+	s, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func TestIntrospectWhenStale(t *testing.T) {
 // (iat in our future, within the leeway), a logout that revokes the subject
 // still takes the presented token out.
 func TestLogoutSubjectCutoffCoversTheToken(t *testing.T) {
-	s, err := bolt.Open(filepath.Join(t.TempDir(), "db"), time.Second)
+	s, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

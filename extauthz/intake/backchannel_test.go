@@ -30,7 +30,7 @@ type bclEnv struct {
 func newBCLEnv(t *testing.T) *bclEnv {
 	t.Helper()
 	e := &bclEnv{op: tokentest.NewServer(t, "api")}
-	s, err := bolt.Open(filepath.Join(t.TempDir(), "db"), time.Second)
+	s, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,7 @@ type faEnv struct {
 func newFAEnv(t testing.TB, mutate func(*intake.FusionAuthOptions)) *faEnv {
 	t.Helper()
 	e := &faEnv{dbPath: filepath.Join(t.TempDir(), "db"), index: storage.NewIndex(), issuer: "acme.com", observed: map[string]int{}}
-	s, err := bolt.Open(e.dbPath, time.Second)
+	s, err := bolt.Open(e.dbPath, bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,13 +40,28 @@ type Store struct {
 
 var _ storage.Store = (*Store)(nil)
 
+// Options configure Open.
+type Options struct {
+	// Timeout is how long Open waits for the file lock that another process
+	// holds (default 1s).
+	Timeout time.Duration
+	// Now is the store's clock (default time.Now); see storage.Store.
+	Now func() time.Time
+}
+
 // Open opens (creating if needed) the store at path. Only one process may
-// have it open: a second Open waits up to timeout for the file lock.
-func Open(path string, timeout time.Duration) (*Store, error) {
+// have it open: a second Open waits up to opts.Timeout for the file lock.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.Timeout})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -62,7 +77,7 @@ func Open(path string, timeout time.Duration) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return &Store{db: db, notify: make(chan struct{}, 1), now: time.Now}, nil
+	return &Store{db: db, notify: make(chan struct{}, 1), now: opts.Now}, nil
 }
 
 // Close closes the file.
@@ -97,7 +112,7 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 				res.Duplicate = true
 				return nil
 			}
-			if err := events.Put([]byte(w.EventID), be(uint64(w.EventExpiresAt.Unix()))); err != nil {
+			if err := events.Put([]byte(w.EventID), be(uint64(w.EventRetention().Unix()))); err != nil {
 				return err
 			}
 		}

@@ -11,10 +11,10 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T) storagetest.Opener {
+	storagetest.Run(t, func(t *testing.T, now func() time.Time) storagetest.Opener {
 		path := filepath.Join(t.TempDir(), "tokengate.db")
 		return func(t *testing.T) storage.Store {
-			s, err := bolt.Open(path, time.Second)
+			s, err := bolt.Open(path, bolt.Options{Timeout: time.Second, Now: now})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -28,12 +28,12 @@ func TestConformance(t *testing.T) {
 // second Open fails after its timeout instead of corrupting anything.
 func TestSecondProcessIsRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tokengate.db")
-	s, err := bolt.Open(path, time.Second)
+	s, err := bolt.Open(path, bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if s2, err := bolt.Open(path, 100*time.Millisecond); err == nil {
+	if s2, err := bolt.Open(path, bolt.Options{Timeout: 100 * time.Millisecond}); err == nil {
 		s2.Close()
 		t.Fatal("a second Open of the same file succeeded")
 	}

@@ -37,6 +37,10 @@ type Options struct {
 	// again after it is lost (default 1s). Readers poll meanwhile.
 	ListenReconnectDelay time.Duration
 	Logger               *slog.Logger
+	// Now is the store's clock (default time.Now); see storage.Store. It
+	// stamps entries and changes, and decides whether an event id is still
+	// remembered, so that every replica's writes agree with its index.
+	Now func() time.Time
 }
 
 // Store is the PostgreSQL backend.
@@ -46,6 +50,7 @@ type Store struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
+	now    func() time.Time
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -64,6 +69,9 @@ func Open(url string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	if opts.ListenReconnectDelay <= 0 {
 		opts.ListenReconnectDelay = time.Second
 	}
@@ -74,7 +82,7 @@ func Open(url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("postgres: %w", redact(err))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{pool: pool, notify: make(chan struct{}, 1), log: opts.Logger, cancel: cancel, done: make(chan struct{})}
+	s := &Store{pool: pool, notify: make(chan struct{}, 1), log: opts.Logger, cancel: cancel, done: make(chan struct{}), now: opts.Now}
 
 	listenCfg := cfg.ConnConfig.Copy()
 	listenCfg.RuntimeParams["application_name"] = "tokengate-listen"
@@ -152,10 +160,11 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 	var res storage.Result
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		res = storage.Result{Revocations: make([]storage.Revocation, len(prepared))}
+		now := s.now().UTC().Truncate(time.Microsecond)
 		if w.EventID != "" {
-			tag, err := tx.Exec(ctx, `INSERT INTO tokengate_events (event_id, expires_at) VALUES ($1, $2)
-				ON CONFLICT (event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, received_at = now()
-				WHERE tokengate_events.expires_at <= now()`, w.EventID, w.EventExpiresAt)
+			tag, err := tx.Exec(ctx, `INSERT INTO tokengate_events (event_id, expires_at, received_at) VALUES ($1, $2, $3)
+				ON CONFLICT (event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, received_at = EXCLUDED.received_at
+				WHERE tokengate_events.expires_at <= EXCLUDED.received_at`, w.EventID, w.EventRetention(), now)
 			if err != nil {
 				return err
 			}
@@ -166,7 +175,7 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 		}
 		var changed []int
 		for _, i := range order {
-			r, isNew, err := upsert(ctx, tx, prepared[i])
+			r, isNew, err := upsert(ctx, tx, prepared[i], now)
 			if err != nil {
 				return err
 			}
@@ -196,8 +205,8 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			}
 			b.Queue("UPDATE tokengate_revocations SET seq = (SELECT last_seq FROM tokengate_feed) - $1 WHERE id = $2",
 				back, res.Revocations[i].ID)
-			b.Queue("INSERT INTO tokengate_changes (seq, op, revocation) SELECT last_seq - $1, $2, $3 FROM tokengate_feed",
-				back, storage.OpPut, doc)
+			b.Queue("INSERT INTO tokengate_changes (seq, op, revocation, committed_at) SELECT last_seq - $1, $2, $3, $4 FROM tokengate_feed",
+				back, storage.OpPut, doc, now)
 		}
 		b.Queue("SELECT pg_notify($1, '')", channel)
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
@@ -217,14 +226,14 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 
 // upsert merges r into its row. isNew says whether the row changed (a new
 // entry, or a later revoked_before or expires_at).
-func upsert(ctx context.Context, tx pgx.Tx, r storage.Revocation) (storage.Revocation, bool, error) {
+func upsert(ctx context.Context, tx pgx.Tx, r storage.Revocation, now time.Time) (storage.Revocation, bool, error) {
 	var before *time.Time
 	if !r.RevokedBefore.IsZero() {
 		before = &r.RevokedBefore
 	}
 	created := r.CreatedAt
 	if created.IsZero() {
-		created = time.Now().UTC().Truncate(time.Microsecond)
+		created = now
 	}
 	row := tx.QueryRow(ctx, `
 		INSERT INTO tokengate_revocations AS t
@@ -307,8 +316,8 @@ func (s *Store) Delete(ctx context.Context, id int64, source string) (storage.Ch
 			return err
 		}
 		var at time.Time
-		if err := tx.QueryRow(ctx, "INSERT INTO tokengate_changes (seq, op, revocation) VALUES ($1, $2, $3) RETURNING committed_at",
-			seq, storage.OpDelete, doc).Scan(&at); err != nil {
+		if err := tx.QueryRow(ctx, "INSERT INTO tokengate_changes (seq, op, revocation, committed_at) VALUES ($1, $2, $3, $4) RETURNING committed_at",
+			seq, storage.OpDelete, doc, s.now().UTC().Truncate(time.Microsecond)).Scan(&at); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", channel, fmt.Sprint(seq)); err != nil {

@@ -17,7 +17,13 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 // open opens a migrated store on url, closed with the test.
 func open(t testing.TB, url string) *postgres.Store {
 	t.Helper()
-	s, err := postgres.Open(url, postgres.Options{MaxConns: 20})
+	return openWith(t, url, postgres.Options{MaxConns: 20})
+}
+
+// openWith is open with options.
+func openWith(t testing.TB, url string, opts postgres.Options) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(url, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,9 +37,9 @@ func open(t testing.TB, url string) *postgres.Store {
 }
 
 func TestConformance(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T) storagetest.Opener {
+	storagetest.Run(t, func(t *testing.T, now func() time.Time) storagetest.Opener {
 		url := pgtest.URL(t)
-		return func(t *testing.T) storage.Store { return open(t, url) }
+		return func(t *testing.T) storage.Store { return openWith(t, url, postgres.Options{MaxConns: 20, Now: now}) }
 	})
 }
 

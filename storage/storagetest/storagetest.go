@@ -16,13 +16,37 @@ import (
 // Opener opens one store; calling it again after Close opens the same data.
 type Opener func(t *testing.T) storage.Store
 
-// Run runs the suite. newStore returns an Opener for a fresh, empty store.
-func Run(t *testing.T, newStore func(t *testing.T) Opener) {
-	tests := map[string]func(*testing.T, Opener){
+// NewStore returns an Opener for a fresh, empty store whose clock is now.
+type NewStore func(t *testing.T, now func() time.Time) Opener
+
+// env is what one test of the suite gets: its store and its clock. Every
+// instant a test makes is relative to base, which is also the store's clock,
+// so that no test depends on the calendar.
+type env struct {
+	open Opener
+	base time.Time
+}
+
+// Run runs the suite twice: with the stores' clock 400 days in the past and
+// 400 days in the future of the real one. A test that passes both ways does
+// not depend on the date it runs on.
+func Run(t *testing.T, newStore NewStore) {
+	start := time.Now().UTC().Truncate(time.Second)
+	for name, base := range map[string]time.Time{
+		"Past":   start.Add(-400 * 24 * time.Hour),
+		"Future": start.Add(400 * 24 * time.Hour),
+	} {
+		t.Run(name, func(t *testing.T) { run(t, newStore, base) })
+	}
+}
+
+func run(t *testing.T, newStore NewStore, base time.Time) {
+	tests := map[string]func(*testing.T, env){
 		"ApplyGetList":              testApplyGetList,
 		"ApplyIsIdempotent":         testIdempotent,
 		"CutoffsNeverMoveBack":      testNeverMoveBack,
 		"EventIDsDeduplicate":       testEventDedup,
+		"EventPastOnArrivalIsKept":  testEventPastOnArrival,
 		"ApplyIsAtomic":             testAtomic,
 		"ChangesInOrder":            testChangesInOrder,
 		"DeleteIsAChange":           testDelete,
@@ -38,30 +62,28 @@ func Run(t *testing.T, newStore func(t *testing.T) Opener) {
 		"InvalidRevocationRejected": testInvalid,
 	}
 	for name, fn := range tests {
-		t.Run(name, func(t *testing.T) { fn(t, newStore(t)) })
+		t.Run(name, func(t *testing.T) {
+			fn(t, env{open: newStore(t, func() time.Time { return base }), base: base})
+		})
 	}
 }
 
-// base is a fixed instant, so that runs are comparable; entries made from it
-// expire far in the future unless a test says otherwise.
-var base = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-
-func tokenRev(iss, jti string) storage.Revocation {
+func (e env) tokenRev(iss, jti string) storage.Revocation {
 	return storage.Revocation{Kind: storage.KindToken, Issuer: iss, Key: jti,
-		ExpiresAt: base.Add(24 * time.Hour * 365), Source: "test", Reason: "logout"}
+		ExpiresAt: e.base.Add(24 * time.Hour * 365), Source: "test", Reason: "logout"}
 }
 
-func sessionRev(iss, sid string) storage.Revocation {
+func (e env) sessionRev(iss, sid string) storage.Revocation {
 	return storage.Revocation{Kind: storage.KindSession, Issuer: iss, Key: sid,
-		ExpiresAt: base.Add(24 * time.Hour * 365), Source: "test"}
+		ExpiresAt: e.base.Add(24 * time.Hour * 365), Source: "test"}
 }
 
-func subjectRev(iss, sub, aud string, before time.Time) storage.Revocation {
+func (e env) subjectRev(iss, sub, aud string, before time.Time) storage.Revocation {
 	return storage.Revocation{Kind: storage.KindSubject, Issuer: iss, Key: sub, Audience: aud,
 		RevokedBefore: before, ExpiresAt: before.Add(24 * time.Hour * 365), Source: "test"}
 }
 
-func cutoffRev(iss, aud string, before time.Time) storage.Revocation {
+func (e env) cutoffRev(iss, aud string, before time.Time) storage.Revocation {
 	return storage.Revocation{Kind: storage.KindCutoff, Issuer: iss, Audience: aud,
 		RevokedBefore: before, ExpiresAt: before.Add(24 * time.Hour * 365), Source: "test"}
 }
@@ -112,11 +134,11 @@ func naturalKey(r storage.Revocation) string {
 
 func sameInstant(a, b time.Time) bool { return a.Equal(b) }
 
-func testApplyGetList(t *testing.T, open Opener) {
-	s := open(t)
+func testApplyGetList(t *testing.T, e env) {
+	s := e.open(t)
 	in := []storage.Revocation{
-		tokenRev("iss", "jti-1"), sessionRev("iss", "sid-1"),
-		subjectRev("iss", "alice", "", base), cutoffRev("iss", "app", base),
+		e.tokenRev("iss", "jti-1"), e.sessionRev("iss", "sid-1"),
+		e.subjectRev("iss", "alice", "", e.base), e.cutoffRev("iss", "app", e.base),
 	}
 	res := apply(t, s, revs(in...))
 	if len(res.Revocations) != 4 || res.Seq == 0 || res.Duplicate {
@@ -146,9 +168,9 @@ func testApplyGetList(t *testing.T, open Opener) {
 	}
 }
 
-func testIdempotent(t *testing.T, open Opener) {
-	s := open(t)
-	w := revs(tokenRev("iss", "jti-1"), subjectRev("iss", "bob", "", base))
+func testIdempotent(t *testing.T, e env) {
+	s := e.open(t)
+	w := revs(e.tokenRev("iss", "jti-1"), e.subjectRev("iss", "bob", "", e.base))
 	first := apply(t, s, w)
 	second := apply(t, s, w)
 	if second.Seq != 0 {
@@ -162,11 +184,11 @@ func testIdempotent(t *testing.T, open Opener) {
 	}
 }
 
-func testNeverMoveBack(t *testing.T, open Opener) {
-	s := open(t)
-	later, earlier := base.Add(time.Hour), base
-	apply(t, s, revs(subjectRev("iss", "carol", "", later), cutoffRev("iss", "", later)))
-	res := apply(t, s, revs(subjectRev("iss", "carol", "", earlier), cutoffRev("iss", "", earlier)))
+func testNeverMoveBack(t *testing.T, e env) {
+	s := e.open(t)
+	later, earlier := e.base.Add(time.Hour), e.base
+	apply(t, s, revs(e.subjectRev("iss", "carol", "", later), e.cutoffRev("iss", "", later)))
+	res := apply(t, s, revs(e.subjectRev("iss", "carol", "", earlier), e.cutoffRev("iss", "", earlier)))
 	if res.Seq != 0 {
 		t.Errorf("an earlier cutoff made change %d, want none", res.Seq)
 	}
@@ -179,55 +201,88 @@ func testNeverMoveBack(t *testing.T, open Opener) {
 		}
 	}
 	evenLater := later.Add(time.Minute)
-	res = apply(t, s, revs(subjectRev("iss", "carol", "", evenLater)))
+	res = apply(t, s, revs(e.subjectRev("iss", "carol", "", evenLater)))
 	if res.Seq == 0 || !sameInstant(res.Revocations[0].RevokedBefore, evenLater) {
 		t.Errorf("a later cutoff: %+v, want it moved forward to %v", res, evenLater)
 	}
 }
 
-func testEventDedup(t *testing.T, open Opener) {
-	s := open(t)
-	w := storage.Write{Revocations: []storage.Revocation{subjectRev("iss", "dave", "", base)},
-		EventID: "fusionauth:6a0c-11", EventExpiresAt: base.Add(48 * time.Hour)}
+func testEventDedup(t *testing.T, e env) {
+	s := e.open(t)
+	w := storage.Write{Revocations: []storage.Revocation{e.subjectRev("iss", "dave", "", e.base)},
+		EventID: "fusionauth:6a0c-11", EventExpiresAt: e.base.Add(48 * time.Hour)}
 	if res := apply(t, s, w); res.Duplicate || res.Seq == 0 {
 		t.Fatalf("first delivery: %+v", res)
 	}
-	w.Revocations[0] = subjectRev("iss", "dave", "", base.Add(time.Hour)) // a redelivery may differ; it is still the same event
+	w.Revocations[0] = e.subjectRev("iss", "dave", "", e.base.Add(time.Hour)) // a redelivery may differ; it is still the same event
 	res := apply(t, s, w)
 	if !res.Duplicate || res.Seq != 0 {
 		t.Errorf("second delivery: %+v, want Duplicate and no change", res)
 	}
-	snap, _ := snapshot(t, s, base)
-	if got := snap[naturalKey(w.Revocations[0])]; !sameInstant(got.RevokedBefore, base) {
+	snap, _ := snapshot(t, s, e.base)
+	if got := snap[naturalKey(w.Revocations[0])]; !sameInstant(got.RevokedBefore, e.base) {
 		t.Errorf("duplicate event changed revoked_before to %v", got.RevokedBefore)
 	}
 }
 
-func testAtomic(t *testing.T, open Opener) {
-	s := open(t)
-	bad := tokenRev("iss", "")
-	_, err := s.Apply(t.Context(), revs(tokenRev("iss", "good"), bad))
+// testEventPastOnArrival: a sender's EventExpiresAt may already be past when
+// the event arrives (a late redelivery, a skewed clock). The id is still
+// remembered for as long as the revocations it wrote can be live, so that a
+// redelivery after an unrevoke does not revoke again; a sweep keeps it.
+func testEventPastOnArrival(t *testing.T, e env) {
+	s := e.open(t)
+	w := storage.Write{Revocations: []storage.Revocation{e.tokenRev("iss", "late")},
+		EventID: "fusionauth:late", EventExpiresAt: e.base.Add(-time.Hour)}
+	first := apply(t, s, w)
+	if first.Duplicate || first.Seq == 0 {
+		t.Fatalf("first delivery: %+v, want it applied", first)
+	}
+	if _, err := s.Delete(t.Context(), first.Revocations[0].ID, "admin"); err != nil {
+		t.Fatalf("unrevoke: %v", err)
+	}
+	if _, err := s.Sweep(t.Context(), e.base.Add(time.Minute), time.Hour); err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	if res := apply(t, s, w); !res.Duplicate || res.Seq != 0 {
+		t.Errorf("redelivery after an unrevoke and a sweep: %+v, want Duplicate and no change", res)
+	}
+	if snap, _ := snapshot(t, s, e.base); len(snap) != 0 {
+		t.Errorf("the redelivery revoked again: %v", snap)
+	}
+	// Once the revocation's own retention is past, the id is forgotten.
+	if _, err := s.Sweep(t.Context(), w.Revocations[0].ExpiresAt.Add(time.Second), time.Hour); err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	if res := apply(t, s, w); res.Duplicate {
+		t.Error("the id is still remembered after every revocation it carried expired")
+	}
+}
+
+func testAtomic(t *testing.T, e env) {
+	s := e.open(t)
+	bad := e.tokenRev("iss", "")
+	_, err := s.Apply(t.Context(), revs(e.tokenRev("iss", "good"), bad))
 	if !errors.Is(err, storage.ErrInvalid) {
 		t.Fatalf("Apply with an invalid entry: %v, want ErrInvalid", err)
 	}
 	if cs := allChanges(t, s, 0); len(cs) != 0 {
 		t.Errorf("a rejected write left %d changes", len(cs))
 	}
-	if snap, _ := snapshot(t, s, base); len(snap) != 0 {
+	if snap, _ := snapshot(t, s, e.base); len(snap) != 0 {
 		t.Errorf("a rejected write left entries: %v", snap)
 	}
 }
 
-func testInvalid(t *testing.T, open Opener) {
-	s := open(t)
+func testInvalid(t *testing.T, e env) {
+	s := e.open(t)
 	cases := map[string]storage.Revocation{
-		"no issuer":             {Kind: storage.KindToken, Key: "j", ExpiresAt: base},
-		"subject without time":  {Kind: storage.KindSubject, Issuer: "i", Key: "s", ExpiresAt: base},
-		"cutoff with a key":     {Kind: storage.KindCutoff, Issuer: "i", Key: "k", RevokedBefore: base, ExpiresAt: base},
-		"unknown kind":          {Kind: 9, Issuer: "i", Key: "k", ExpiresAt: base},
+		"no issuer":             {Kind: storage.KindToken, Key: "j", ExpiresAt: e.base},
+		"subject without time":  {Kind: storage.KindSubject, Issuer: "i", Key: "s", ExpiresAt: e.base},
+		"cutoff with a key":     {Kind: storage.KindCutoff, Issuer: "i", Key: "k", RevokedBefore: e.base, ExpiresAt: e.base},
+		"unknown kind":          {Kind: 9, Issuer: "i", Key: "k", ExpiresAt: e.base},
 		"no expiry":             {Kind: storage.KindSession, Issuer: "i", Key: "s"},
-		"token with audience":   {Kind: storage.KindToken, Issuer: "i", Key: "j", Audience: "a", ExpiresAt: base},
-		"oversized subject key": {Kind: storage.KindSubject, Issuer: "i", Key: string(make([]byte, 2000)), RevokedBefore: base, ExpiresAt: base},
+		"token with audience":   {Kind: storage.KindToken, Issuer: "i", Key: "j", Audience: "a", ExpiresAt: e.base},
+		"oversized subject key": {Kind: storage.KindSubject, Issuer: "i", Key: string(make([]byte, 2000)), RevokedBefore: e.base, ExpiresAt: e.base},
 	}
 	for name, r := range cases {
 		if _, err := s.Apply(t.Context(), revs(r)); !errors.Is(err, storage.ErrInvalid) {
@@ -236,11 +291,11 @@ func testInvalid(t *testing.T, open Opener) {
 	}
 }
 
-func testChangesInOrder(t *testing.T, open Opener) {
-	s := open(t)
+func testChangesInOrder(t *testing.T, e env) {
+	s := e.open(t)
 	var want []string
 	for i := range 20 {
-		r := tokenRev("iss", fmt.Sprintf("jti-%02d", i))
+		r := e.tokenRev("iss", fmt.Sprintf("jti-%02d", i))
 		apply(t, s, revs(r))
 		want = append(want, naturalKey(r))
 	}
@@ -267,9 +322,9 @@ func testChangesInOrder(t *testing.T, open Opener) {
 	}
 }
 
-func testDelete(t *testing.T, open Opener) {
-	s := open(t)
-	res := apply(t, s, revs(tokenRev("iss", "jti-del")))
+func testDelete(t *testing.T, e env) {
+	s := e.open(t)
+	res := apply(t, s, revs(e.tokenRev("iss", "jti-del")))
 	id := res.Revocations[0].ID
 	c, err := s.Delete(t.Context(), id, "admin")
 	if err != nil {
@@ -288,18 +343,18 @@ func testDelete(t *testing.T, open Opener) {
 		t.Errorf("feed = %+v, want put then delete", cs)
 	}
 	// Revoking it again after the delete is a new entry.
-	if again := apply(t, s, revs(tokenRev("iss", "jti-del"))); again.Seq == 0 {
+	if again := apply(t, s, revs(e.tokenRev("iss", "jti-del"))); again.Seq == 0 {
 		t.Error("re-revoking a deleted entry changed nothing")
 	}
 }
 
-func testSnapshot(t *testing.T, open Opener) {
-	s := open(t)
-	live := tokenRev("iss", "live")
-	dead := tokenRev("iss", "dead")
-	dead.ExpiresAt = base.Add(-time.Second)
+func testSnapshot(t *testing.T, e env) {
+	s := e.open(t)
+	live := e.tokenRev("iss", "live")
+	dead := e.tokenRev("iss", "dead")
+	dead.ExpiresAt = e.base.Add(-time.Second)
 	res := apply(t, s, revs(live, dead))
-	snap, seq := snapshot(t, s, base)
+	snap, seq := snapshot(t, s, e.base)
 	if seq != res.Seq {
 		t.Errorf("snapshot seq = %d, want %d", seq, res.Seq)
 	}
@@ -308,75 +363,79 @@ func testSnapshot(t *testing.T, open Opener) {
 	}
 }
 
-func testSweep(t *testing.T, open Opener) {
-	s := open(t)
-	dead := tokenRev("iss", "dead")
-	dead.ExpiresAt = base.Add(-time.Second)
-	apply(t, s, storage.Write{Revocations: []storage.Revocation{dead, tokenRev("iss", "live")},
-		EventID: "ev-old", EventExpiresAt: base.Add(-time.Second)})
-	n, err := s.Sweep(t.Context(), base, time.Hour)
-	if err != nil || n != 1 {
-		t.Fatalf("Sweep = %d, %v; want 1 entry", n, err)
+func testSweep(t *testing.T, e env) {
+	s := e.open(t)
+	dead := e.tokenRev("iss", "dead")
+	dead.ExpiresAt = e.base.Add(-time.Second)
+	apply(t, s, revs(dead, e.tokenRev("iss", "live")))
+	// An event whose id and revocations are all past: nothing it wrote is
+	// live, so the sweep forgets it.
+	gone := e.tokenRev("iss", "gone")
+	gone.ExpiresAt = e.base.Add(-time.Second)
+	apply(t, s, storage.Write{Revocations: []storage.Revocation{gone}, EventID: "ev-old", EventExpiresAt: e.base.Add(-time.Second)})
+	n, err := s.Sweep(t.Context(), e.base, time.Hour)
+	if err != nil || n != 2 {
+		t.Fatalf("Sweep = %d, %v; want 2 entries", n, err)
+	}
+	if snap, _ := snapshot(t, s, e.base); len(snap) != 1 {
+		t.Errorf("after the sweep: %v, want only the live entry", snap)
 	}
 	// The event id expired: the same event is new again.
-	if res := apply(t, s, storage.Write{Revocations: []storage.Revocation{tokenRev("iss", "ev")}, EventID: "ev-old",
-		EventExpiresAt: base.Add(time.Hour)}); res.Duplicate {
+	if res := apply(t, s, storage.Write{Revocations: []storage.Revocation{e.tokenRev("iss", "ev")}, EventID: "ev-old",
+		EventExpiresAt: e.base.Add(time.Hour)}); res.Duplicate {
 		t.Error("an expired event id still deduplicates")
 	}
 	// Changes older than keepChanges go, and a reader behind them is told.
-	if _, err := s.Sweep(t.Context(), time.Now().Add(time.Hour), 0); err != nil {
+	if _, err := s.Sweep(t.Context(), e.base.Add(time.Hour), 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Changes(t.Context(), 0, 10); !errors.Is(err, storage.ErrTruncated) {
 		t.Errorf("Changes(0) after pruning: %v, want ErrTruncated", err)
 	}
-	_, seq := snapshot(t, s, base)
+	_, seq := snapshot(t, s, e.base)
 	if cs, err := s.Changes(t.Context(), seq, 10); err != nil || len(cs) != 0 {
 		t.Errorf("Changes at the head after pruning = %v, %v; want none", cs, err)
 	}
-	res := apply(t, s, revs(tokenRev("iss", "after-prune")))
+	res := apply(t, s, revs(e.tokenRev("iss", "after-prune")))
 	if cs, err := s.Changes(t.Context(), seq, 10); err != nil || len(cs) != 1 || cs[0].Seq != res.Seq || res.Seq != seq+1 {
 		t.Errorf("after pruning, the next change = %v, %v; want seq %d", cs, err, seq+1)
 	}
 }
 
-func testReopen(t *testing.T, open Opener) {
-	s := open(t)
-	res := apply(t, s, revs(tokenRev("iss", "kept"), subjectRev("iss", "erin", "app", base)))
+func testReopen(t *testing.T, e env) {
+	s := e.open(t)
+	res := apply(t, s, revs(e.tokenRev("iss", "kept"), e.subjectRev("iss", "erin", "app", e.base)))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = open(t)
-	snap, seq := snapshot(t, s, base)
+	s = e.open(t)
+	snap, seq := snapshot(t, s, e.base)
 	if len(snap) != 2 || seq != res.Seq {
 		t.Fatalf("after reopen: %d entries at %d, want 2 at %d", len(snap), seq, res.Seq)
 	}
-	if next := apply(t, s, revs(tokenRev("iss", "new"))); next.Seq != res.Seq+1 {
+	if next := apply(t, s, revs(e.tokenRev("iss", "new"))); next.Seq != res.Seq+1 {
 		t.Errorf("after reopen, next seq = %d, want %d", next.Seq, res.Seq+1)
 	}
 }
 
-func testCancelled(t *testing.T, open Opener) {
-	s := open(t)
+func testCancelled(t *testing.T, e env) {
+	s := e.open(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	calls := map[string]func() error{
-		"Apply":   func() error { _, err := s.Apply(ctx, revs(tokenRev("iss", "x"))); return err },
+		"Apply":   func() error { _, err := s.Apply(ctx, revs(e.tokenRev("iss", "x"))); return err },
 		"Changes": func() error { _, err := s.Changes(ctx, 0, 10); return err },
 		"Snapshot": func() error {
-			_, err := s.Snapshot(ctx, base, func(storage.Revocation) error { return nil })
+			_, err := s.Snapshot(ctx, e.base, func(storage.Revocation) error { return nil })
 			return err
 		},
 		"List": func() error { _, err := s.List(ctx, storage.ListOptions{}); return err },
 	}
+	// A call that ignored ctx would block on the store and hang the test
+	// until its timeout; no wall-clock bound is asserted here.
 	for name, call := range calls {
-		start := time.Now()
-		err := call()
-		if err == nil {
+		if err := call(); err == nil {
 			t.Errorf("%s with a cancelled context succeeded", name)
-		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("%s took %v with a cancelled context", name, d)
 		}
 	}
 	if cs := allChanges(t, s, 0); len(cs) != 0 {
@@ -387,8 +446,8 @@ func testCancelled(t *testing.T, open Opener) {
 // testConcurrentWriters: many writers at once and a reader following the
 // feed. The reader never sees a sequence number out of order or skipped, and
 // ends with exactly what was written.
-func testConcurrentWriters(t *testing.T, open Opener) {
-	s := open(t)
+func testConcurrentWriters(t *testing.T, e env) {
+	s := e.open(t)
 	const writers, each = 8, 40
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -429,9 +488,9 @@ func testConcurrentWriters(t *testing.T, open Opener) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := range each {
-				r := tokenRev("iss", fmt.Sprintf("w%d-%d", w, i))
+				r := e.tokenRev("iss", fmt.Sprintf("w%d-%d", w, i))
 				if i%5 == 0 {
-					r = subjectRev("iss", fmt.Sprintf("w%d-%d", w, i), "", base)
+					r = e.subjectRev("iss", fmt.Sprintf("w%d-%d", w, i), "", e.base)
 				}
 				if _, err := s.Apply(ctx, revs(r)); err != nil {
 					t.Errorf("writer %d: %v", w, err)
@@ -468,8 +527,8 @@ func testConcurrentWriters(t *testing.T, open Opener) {
 	}
 }
 
-func testNotify(t *testing.T, open Opener) {
-	s := open(t)
+func testNotify(t *testing.T, e env) {
+	s := e.open(t)
 	// Drain anything pending, then expect a wake-up for a new write.
 	for drained := false; !drained; {
 		select {
@@ -478,7 +537,7 @@ func testNotify(t *testing.T, open Opener) {
 			drained = true
 		}
 	}
-	apply(t, s, revs(tokenRev("iss", "notify")))
+	apply(t, s, revs(e.tokenRev("iss", "notify")))
 	select {
 	case <-s.Notify():
 	case <-time.After(5 * time.Second):
@@ -488,16 +547,16 @@ func testNotify(t *testing.T, open Opener) {
 
 // testIndexMaxOverLevels: a store, a follower and the index together. A
 // token is revoked by the latest cutoff of any level that applies to it.
-func testIndexMaxOverLevels(t *testing.T, open Opener) {
-	s := open(t)
+func testIndexMaxOverLevels(t *testing.T, e env) {
+	s := e.open(t)
 	x := storage.NewIndex()
-	f := storage.NewFollower(s, x, storage.FollowerOptions{Now: func() time.Time { return base }})
+	f := storage.NewFollower(s, x, storage.FollowerOptions{Now: func() time.Time { return e.base }})
 	const iss = "https://idp.example"
-	t0 := base.Add(-time.Hour)
+	t0 := e.base.Add(-time.Hour)
 	apply(t, s, revs(
-		subjectRev(iss, "frank", "", t0),                   // subject, every audience: early
-		subjectRev(iss, "frank", "app-2", t0.Add(30*60e9)), // subject for app-2: later
-		cutoffRev(iss, "app-3", t0.Add(40*60e9)),           // app-3 for everyone: later still
+		e.subjectRev(iss, "frank", "", t0),                   // subject, every audience: early
+		e.subjectRev(iss, "frank", "app-2", t0.Add(30*60e9)), // subject for app-2: later
+		e.cutoffRev(iss, "app-3", t0.Add(40*60e9)),           // app-3 for everyone: later still
 	))
 	if err := f.CatchUp(t.Context()); err != nil {
 		t.Fatal(err)
@@ -521,36 +580,36 @@ func testIndexMaxOverLevels(t *testing.T, open Opener) {
 			issuer = "https://other.example"
 		}
 		k := x.Keys(issuer, "", "", tc.sub, tc.aud)
-		if got := x.Revoked(k, iat, base); got != tc.want {
+		if got := x.Revoked(k, iat, e.base); got != tc.want {
 			t.Errorf("%s: revoked = %v, want %v", name, got, tc.want)
 		}
 	}
 	// Same second as the cutoff: revoked (security wins the tie); one second later: not.
 	k := x.Keys(iss, "", "", "frank", []string{"app-1"})
-	if !x.Revoked(k, t0.Add(999*time.Millisecond), base) {
+	if !x.Revoked(k, t0.Add(999*time.Millisecond), e.base) {
 		t.Error("a token issued in the cutoff's second is not revoked")
 	}
-	if x.Revoked(k, t0.Add(time.Second), base) {
+	if x.Revoked(k, t0.Add(time.Second), e.base) {
 		t.Error("a token issued the second after the cutoff is revoked")
 	}
 }
 
-func testReadYourWrites(t *testing.T, open Opener) {
-	s := open(t)
+func testReadYourWrites(t *testing.T, e env) {
+	s := e.open(t)
 	x := storage.NewIndex()
-	f := storage.NewFollower(s, x, storage.FollowerOptions{Now: func() time.Time { return base }})
+	f := storage.NewFollower(s, x, storage.FollowerOptions{Now: func() time.Time { return e.base }})
 	k := x.Keys("iss", "jti-ryw", "", "", nil)
 	for i := range 5 {
-		res := apply(t, s, revs(tokenRev("iss", fmt.Sprintf("other-%d", i))))
+		res := apply(t, s, revs(e.tokenRev("iss", fmt.Sprintf("other-%d", i))))
 		if err := f.WaitFor(t.Context(), res.Seq); err != nil {
 			t.Fatal(err)
 		}
 	}
-	res := apply(t, s, revs(tokenRev("iss", "jti-ryw")))
+	res := apply(t, s, revs(e.tokenRev("iss", "jti-ryw")))
 	if err := f.WaitFor(t.Context(), res.Seq); err != nil {
 		t.Fatal(err)
 	}
-	if !x.Revoked(k, base, base) {
+	if !x.Revoked(k, e.base, e.base) {
 		t.Error("a write is not in the index after WaitFor")
 	}
 	if x.Seq() != res.Seq {
@@ -558,12 +617,12 @@ func testReadYourWrites(t *testing.T, open Opener) {
 	}
 }
 
-func testListPagination(t *testing.T, open Opener) {
-	s := open(t)
+func testListPagination(t *testing.T, e env) {
+	s := e.open(t)
 	for i := range 25 {
-		apply(t, s, revs(tokenRev("iss-a", fmt.Sprintf("j%02d", i))))
+		apply(t, s, revs(e.tokenRev("iss-a", fmt.Sprintf("j%02d", i))))
 	}
-	apply(t, s, revs(tokenRev("iss-b", "other"), subjectRev("iss-a", "henry", "", base)))
+	apply(t, s, revs(e.tokenRev("iss-b", "other"), e.subjectRev("iss-a", "henry", "", e.base)))
 	var got []string
 	var after int64
 	for {
