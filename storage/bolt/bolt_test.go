@@ -11,10 +11,10 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T, now func() time.Time) storagetest.Opener {
+	storagetest.Run(t, func(t *testing.T, opts storagetest.Options) storagetest.Opener {
 		path := filepath.Join(t.TempDir(), "tokengate.db")
 		return func(t *testing.T) storage.Store {
-			s, err := bolt.Open(path, bolt.Options{Timeout: time.Second, Now: now})
+			s, err := bolt.Open(path, bolt.Options{Timeout: time.Second, Now: opts.Now, AfterEntry: opts.AfterEntry})
 			if err != nil {
 				t.Fatal(err)
 			}

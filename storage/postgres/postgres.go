@@ -41,6 +41,11 @@ type Options struct {
 	// stamps entries and changes, and decides whether an event id is still
 	// remembered, so that every replica's writes agree with its index.
 	Now func() time.Time
+	// AfterEntry, when set, is called inside Apply's transaction after each
+	// entry is written; an error aborts the whole write. It exists so that
+	// tests can fail a write halfway through and prove that Apply is
+	// atomic; leave it nil.
+	AfterEntry func(storage.Revocation) error
 }
 
 // Store is the PostgreSQL backend.
@@ -51,6 +56,8 @@ type Store struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	now    func() time.Time
+	// afterEntry is Options.AfterEntry.
+	afterEntry func(storage.Revocation) error
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -72,6 +79,9 @@ func Open(url string, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.AfterEntry == nil {
+		opts.AfterEntry = func(storage.Revocation) error { return nil }
+	}
 	if opts.ListenReconnectDelay <= 0 {
 		opts.ListenReconnectDelay = time.Second
 	}
@@ -82,7 +92,8 @@ func Open(url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("postgres: %w", redact(err))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{pool: pool, notify: make(chan struct{}, 1), log: opts.Logger, cancel: cancel, done: make(chan struct{}), now: opts.Now}
+	s := &Store{pool: pool, notify: make(chan struct{}, 1), log: opts.Logger, cancel: cancel, done: make(chan struct{}), now: opts.Now,
+		afterEntry: opts.AfterEntry}
 
 	listenCfg := cfg.ConnConfig.Copy()
 	listenCfg.RuntimeParams["application_name"] = "tokengate-listen"
@@ -182,6 +193,9 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			res.Revocations[i] = r
 			if isNew {
 				changed = append(changed, i)
+			}
+			if err := s.afterEntry(r); err != nil {
+				return err
 			}
 		}
 		if len(changed) == 0 {

@@ -37,9 +37,11 @@ func openWith(t testing.TB, url string, opts postgres.Options) *postgres.Store {
 }
 
 func TestConformance(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T, now func() time.Time) storagetest.Opener {
+	storagetest.Run(t, func(t *testing.T, opts storagetest.Options) storagetest.Opener {
 		url := pgtest.URL(t)
-		return func(t *testing.T) storage.Store { return openWith(t, url, postgres.Options{MaxConns: 20, Now: now}) }
+		return func(t *testing.T) storage.Store {
+			return openWith(t, url, postgres.Options{MaxConns: 20, Now: opts.Now, AfterEntry: opts.AfterEntry})
+		}
 	})
 }
 

@@ -16,8 +16,18 @@ import (
 // Opener opens one store; calling it again after Close opens the same data.
 type Opener func(t *testing.T) storage.Store
 
-// NewStore returns an Opener for a fresh, empty store whose clock is now.
-type NewStore func(t *testing.T, now func() time.Time) Opener
+// Options are what the suite asks of a backend's store: each field maps to
+// the backend option of the same name.
+type Options struct {
+	// Now is the store's clock.
+	Now func() time.Time
+	// AfterEntry is called inside Apply's transaction after each entry is
+	// written; an error must abort the whole write.
+	AfterEntry func(storage.Revocation) error
+}
+
+// NewStore returns an Opener for a fresh, empty store with these options.
+type NewStore func(t *testing.T, opts Options) Opener
 
 // env is what one test of the suite gets: its store and its clock. Every
 // instant a test makes is relative to base, which is also the store's clock,
@@ -25,6 +35,9 @@ type NewStore func(t *testing.T, now func() time.Time) Opener
 type env struct {
 	open Opener
 	base time.Time
+	// fault, when set, is called by the store after each entry Apply writes,
+	// inside the transaction (Options.AfterEntry).
+	fault *func(storage.Revocation) error
 }
 
 // Run runs the suite twice: with the stores' clock 400 days in the past and
@@ -63,7 +76,17 @@ func run(t *testing.T, newStore NewStore, base time.Time) {
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
-			fn(t, env{open: newStore(t, func() time.Time { return base }), base: base})
+			var fault func(storage.Revocation) error
+			open := newStore(t, Options{
+				Now: func() time.Time { return base },
+				AfterEntry: func(r storage.Revocation) error {
+					if fault == nil {
+						return nil
+					}
+					return fault(r)
+				},
+			})
+			fn(t, env{open: open, base: base, fault: &fault})
 		})
 	}
 }
@@ -258,18 +281,64 @@ func testEventPastOnArrival(t *testing.T, e env) {
 	}
 }
 
+var errFault = errors.New("fault injected after an entry was written")
+
+// testAtomic: a write that fails inside its transaction, after its first
+// entry was written, leaves nothing behind: no entry, no change to an
+// existing entry, no change in the feed, no sequence number used, and its
+// event id not remembered.
 func testAtomic(t *testing.T, e env) {
 	s := e.open(t)
-	bad := e.tokenRev("iss", "")
-	_, err := s.Apply(t.Context(), revs(e.tokenRev("iss", "good"), bad))
-	if !errors.Is(err, storage.ErrInvalid) {
-		t.Fatalf("Apply with an invalid entry: %v, want ErrInvalid", err)
+	existing := e.subjectRev("iss", "alice", "", e.base)
+	before := apply(t, s, revs(existing))
+
+	moved := existing
+	moved.RevokedBefore = e.base.Add(time.Hour)
+	moved.ExpiresAt = moved.RevokedBefore.Add(24 * time.Hour * 365)
+	w := storage.Write{
+		Revocations:    []storage.Revocation{e.tokenRev("iss", "first"), moved, e.tokenRev("iss", "third")},
+		EventID:        "ev-atomic",
+		EventExpiresAt: e.base.Add(time.Hour),
 	}
-	if cs := allChanges(t, s, 0); len(cs) != 0 {
-		t.Errorf("a rejected write left %d changes", len(cs))
+	written := 0
+	*e.fault = func(storage.Revocation) error {
+		if written++; written == 2 {
+			return errFault
+		}
+		return nil
 	}
-	if snap, _ := snapshot(t, s, e.base); len(snap) != 0 {
-		t.Errorf("a rejected write left entries: %v", snap)
+	if _, err := s.Apply(t.Context(), w); !errors.Is(err, errFault) {
+		t.Fatalf("Apply failing after its first entry: %v, want the injected fault", err)
+	}
+	if written != 2 {
+		t.Fatalf("the store wrote %d entries before failing, want 2 (the fault fires on the second)", written)
+	}
+	*e.fault = nil
+
+	snap, seq := snapshot(t, s, e.base)
+	if seq != before.Seq {
+		t.Errorf("after the failed write the store is at seq %d, want %d", seq, before.Seq)
+	}
+	if len(snap) != 1 {
+		t.Errorf("the failed write left entries: %v, want only the existing one", snap)
+	}
+	if got := snap[naturalKey(existing)]; !sameInstant(got.RevokedBefore, existing.RevokedBefore) || !sameInstant(got.ExpiresAt, existing.ExpiresAt) {
+		t.Errorf("the failed write moved the existing entry: %+v, want revoked_before %v", got, existing.RevokedBefore)
+	}
+	if cs := allChanges(t, s, before.Seq); len(cs) != 0 {
+		t.Errorf("the failed write left %d changes in the feed: %+v", len(cs), cs)
+	}
+	// The event id was not remembered: delivering the event again applies
+	// it, with the next sequence numbers (none was used up by the failure).
+	res := apply(t, s, w)
+	if res.Duplicate {
+		t.Fatal("the failed write's event id was remembered: its redelivery is a duplicate")
+	}
+	if res.Seq != before.Seq+3 {
+		t.Errorf("the redelivery ended at seq %d, want %d (three changes after %d)", res.Seq, before.Seq+3, before.Seq)
+	}
+	if snap, _ := snapshot(t, s, e.base); len(snap) != 3 {
+		t.Errorf("after the redelivery: %d entries, want 3", len(snap))
 	}
 }
 
@@ -285,9 +354,18 @@ func testInvalid(t *testing.T, e env) {
 		"oversized subject key": {Kind: storage.KindSubject, Issuer: "i", Key: string(make([]byte, 2000)), RevokedBefore: e.base, ExpiresAt: e.base},
 	}
 	for name, r := range cases {
-		if _, err := s.Apply(t.Context(), revs(r)); !errors.Is(err, storage.ErrInvalid) {
-			t.Errorf("%s: %v, want ErrInvalid", name, err)
-		}
+		t.Run(name, func(t *testing.T) {
+			// With a valid entry before it: the whole write is refused.
+			if _, err := s.Apply(t.Context(), revs(e.tokenRev("iss", "valid"), r)); !errors.Is(err, storage.ErrInvalid) {
+				t.Errorf("Apply = %v, want ErrInvalid", err)
+			}
+		})
+	}
+	if cs := allChanges(t, s, 0); len(cs) != 0 {
+		t.Errorf("rejected writes left %d changes", len(cs))
+	}
+	if snap, _ := snapshot(t, s, e.base); len(snap) != 0 {
+		t.Errorf("rejected writes left entries: %v", snap)
 	}
 }
 
