@@ -25,6 +25,8 @@ type BackchannelOptions struct {
 	RevokeSubject bool
 	Observe       func(result string)
 	Logger        *slog.Logger
+	// Now is the clock that dates the revocations (default time.Now).
+	Now func() time.Time
 }
 
 // Backchannel receives OpenID Connect Back-Channel Logout 1.0 requests:
@@ -38,6 +40,9 @@ func NewBackchannel(opts BackchannelOptions) *Backchannel {
 	}
 	if opts.Observe == nil {
 		opts.Observe = func(string) {}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	return &Backchannel{opts: opts}
 }
@@ -72,7 +77,7 @@ func (b *Backchannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b.invalid(w, "issuer not configured")
 		return
 	}
-	keep := iss.Keep(time.Now())
+	keep := iss.Keep(b.opts.Now())
 	if until := iss.Keep(lt.IssuedAt); until.After(keep) {
 		keep = until
 	}
