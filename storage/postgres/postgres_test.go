@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -27,7 +28,11 @@ func openWith(t testing.TB, url string, opts postgres.Options) *postgres.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := s.Migrate(ctx); err != nil {
@@ -59,9 +64,8 @@ func TestMigrateConcurrently(t *testing.T) {
 				errs <- err
 				return
 			}
-			defer s.Close()
 			applied, err := s.Migrate(t.Context())
-			errs <- err
+			errs <- errors.Join(err, s.Close())
 			results <- applied
 		}()
 	}
