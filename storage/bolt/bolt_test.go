@@ -18,7 +18,11 @@ func TestConformance(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { s.Close() })
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			})
 			return s
 		}
 	})
@@ -32,9 +36,15 @@ func TestSecondProcessIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	}()
 	if s2, err := bolt.Open(path, bolt.Options{Timeout: 100 * time.Millisecond}); err == nil {
-		s2.Close()
-		t.Fatal("a second Open of the same file succeeded")
+		t.Errorf("a second Open of the same file succeeded")
+		if err := s2.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
 	}
 }

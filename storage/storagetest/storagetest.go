@@ -530,14 +530,15 @@ func testConcurrentWriters(t *testing.T, e env) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 
+	// The reader follows the feed until it has read every change the
+	// writers make, or ctx ends.
 	seen := map[string]bool{}
 	var readErr error
 	var last uint64
 	readerDone := make(chan struct{})
-	stopReading := make(chan struct{})
 	go func() {
 		defer close(readerDone)
-		for {
+		for last < writers*each {
 			cs, err := s.Changes(ctx, last, 50)
 			if err != nil {
 				readErr = err
@@ -553,7 +554,8 @@ func testConcurrentWriters(t *testing.T, e env) {
 			}
 			if len(cs) == 0 {
 				select {
-				case <-stopReading:
+				case <-ctx.Done():
+					readErr = ctx.Err()
 					return
 				case <-time.After(time.Millisecond):
 				}
@@ -580,28 +582,20 @@ func testConcurrentWriters(t *testing.T, e env) {
 	}
 	wg.Wait()
 	close(written)
-	// Let the reader drain to the head, then stop it.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cs, _ := s.Changes(ctx, writers*each-1, 10)
-		if len(cs) > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	if t.Failed() {
+		cancel() // a writer failed: the reader would wait for its changes forever
 	}
-	time.Sleep(50 * time.Millisecond)
-	close(stopReading)
 	<-readerDone
 	if readErr != nil {
-		t.Fatal(readErr)
+		t.Fatalf("reader at %d: %v", last, readErr)
 	}
 	for key := range written {
 		if !seen[key] {
 			t.Errorf("the reader never saw %s", key)
 		}
 	}
-	if last != writers*each {
-		t.Errorf("reader ended at %d, want %d", last, writers*each)
+	if cs := allChanges(t, s, last); len(cs) != 0 {
+		t.Errorf("the feed goes on after the %d writes: %d more changes", writers*each, len(cs))
 	}
 }
 
@@ -618,8 +612,8 @@ func testNotify(t *testing.T, e env) {
 	apply(t, s, revs(e.tokenRev("iss", "notify")))
 	select {
 	case <-s.Notify():
-	case <-time.After(5 * time.Second):
-		t.Fatal("no notification within 5s of a write")
+	case <-time.After(time.Minute):
+		t.Fatal("no notification within a minute of a write")
 	}
 }
 
