@@ -298,15 +298,20 @@ func TestCLIErrors(t *testing.T) {
 	s := startCLIServer(t)
 	iss := s.iss.URL
 	tok := s.mint(t, "erin")
-	other, _ := tokentest.New(iss, "api") // same iss, keys the IdP never published
-	forged, _ := other.Mint("erin", time.Minute, nil)
+	other, err := tokentest.New(iss, "api") // same iss, keys the IdP never published
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := mintToken(t, other, "erin", time.Minute, nil)
 
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	down := "http://" + closed.Addr().String()
-	closed.Close()
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
 	notTokengate := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(notTokengate.Close)
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

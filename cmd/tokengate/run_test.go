@@ -87,27 +87,35 @@ func start(t *testing.T, args []string, env map[string]string) *instance {
 			cancel()
 			select {
 			case stopErr = <-done:
-			case <-time.After(20 * time.Second):
-				stopErr = fmt.Errorf("run did not return after cancel")
+			case <-time.After(time.Minute):
+				stopErr = fmt.Errorf("run did not return within a minute of cancel")
 			}
 		})
 		return stopErr
 	}
-	t.Cleanup(func() { in.stop() })
+	t.Cleanup(func() {
+		if err := in.stop(); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
 	select {
 	case rec := <-logs.serving:
 		in.grpcAddr, in.httpAddr = rec["grpc_addr"].(string), rec["http_addr"].(string)
 	case err := <-done:
 		once.Do(func() { cancel(); stopErr = err }) // nothing left to stop
 		t.Fatalf("run returned before serving: %v\nlogs:\n%s", err, logs)
-	case <-time.After(10 * time.Second):
-		t.Fatalf("not serving after 10s; logs:\n%s", logs)
+	case <-time.After(time.Minute):
+		t.Fatalf("not serving after a minute; logs:\n%s", logs)
 	}
 	conn, err := grpc.NewClient(in.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() {
+		if err := conn.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
 	in.client = authv3.NewAuthorizationClient(conn)
 	in.health = healthpb.NewHealthClient(conn)
 	return in
@@ -149,20 +157,35 @@ func httpGet(t *testing.T, url string) (int, string) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
 	return resp.StatusCode, string(b)
 }
 
+// mintToken mints a token of iss for sub, valid for ttl from now.
+func mintToken(t *testing.T, iss *tokentest.Issuer, sub string, ttl time.Duration, extra map[string]any) string {
+	t.Helper()
+	tok, err := iss.Mint(sub, ttl, extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// waitReady waits until /readyz says ready; the deadline is generous, for
+// a loaded machine: what is tested is that it gets ready, not how fast.
 func waitReady(t *testing.T, in *instance) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		code, body := httpGet(t, "http://"+in.httpAddr+"/readyz")
 		if code == http.StatusOK {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz = %d %s after 10s", code, body)
+			t.Fatalf("/readyz = %d %s after a minute", code, body)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -208,8 +231,11 @@ claim_headers:
 		}
 	}
 
-	other, _ := tokentest.New(iss.URL, "orders-api") // same iss, keys the IdP never published
-	forged, _ := other.Mint("alice", 5*time.Minute, nil)
+	other, err := tokentest.New(iss.URL, "orders-api") // same iss, keys the IdP never published
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := mintToken(t, other, "alice", 5*time.Minute, nil)
 	resp = in.check(t, forged)
 	denied := resp.GetDeniedResponse()
 	if codes.Code(resp.GetStatus().GetCode()) != codes.Unauthenticated || denied.GetStatus().GetCode() != 401 {
@@ -258,8 +284,12 @@ claim_headers:
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream.CloseSend()
-	conn.Close() // an open stream would hold up the graceful stop below
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Close(); err != nil { // an open stream would hold up the graceful stop below
+		t.Fatal(err)
+	}
 	var services []string
 	for _, s := range listed.GetListServicesResponse().GetService() {
 		services = append(services, s.GetName())
@@ -298,7 +328,7 @@ issuers: [{name: idp, issuer: %q, jwks_uri: %q, audiences: [api]}]
 	if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Errorf("gRPC health = %v, %v; want NOT_SERVING", hc.GetStatus(), err)
 	}
-	tok, _ := iss.Mint("u", time.Minute, nil)
+	tok := mintToken(t, iss, "u", time.Minute, nil)
 	_, err = in.client.Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Headers: map[string]string{"authorization": "Bearer " + tok}}}}})
@@ -314,20 +344,22 @@ issuers: [{name: idp, issuer: %q, jwks_uri: %q, audiences: [api]}]
 }
 
 // TestShutdownGoesNotServingFirst: during the drain delay, health already
-// says NOT_SERVING while Check still answers.
+// says NOT_SERVING while Check still answers. The drain delay is long, so
+// that a loaded machine still does all of that within it.
 func TestShutdownGoesNotServingFirst(t *testing.T) {
 	iss := tokentest.NewServer(t, "api")
 	cfg := writeConfig(t, fmt.Sprintf(`
 listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}
-shutdown: {drain_delay: 1s, timeout: 5s}
+shutdown: {drain_delay: 5s, timeout: 5s}
 issuers: [{name: idp, issuer: %q, audiences: [api]}]
 `, iss.URL))
 	in := start(t, []string{"serve", "--config", cfg}, nil)
 	waitReady(t, in)
-	tok, _ := iss.Mint("u", time.Minute, nil)
+	tok := mintToken(t, iss, "u", time.Minute, nil)
 
-	go in.stop()
-	deadline := time.Now().Add(900 * time.Millisecond)
+	stopped := make(chan error, 1)
+	go func() { stopped <- in.stop() }()
+	deadline := time.Now().Add(5 * time.Second)
 	for {
 		hc, err := in.health.Check(t.Context(), &healthpb.HealthCheckRequest{})
 		if err == nil && hc.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
@@ -344,7 +376,7 @@ issuers: [{name: idp, issuer: %q, audiences: [api]}]
 	if code, _ := httpGet(t, "http://"+in.httpAddr+"/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz during drain = %d, want 503", code)
 	}
-	if err := in.stop(); err != nil {
+	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
 }
@@ -364,8 +396,8 @@ func TestDevServesAWorkingToken(t *testing.T) {
 	case rec = <-logs.serving:
 	case err := <-done:
 		t.Fatalf("dev exited: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("dev not serving after 10s")
+	case <-time.After(time.Minute):
+		t.Fatal("dev not serving after a minute")
 	}
 	httpAddr := rec["http_addr"].(string)
 	in := &instance{httpAddr: httpAddr}
@@ -381,7 +413,9 @@ func TestDevServesAWorkingToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	var minted struct{ Token string }
-	json.NewDecoder(resp.Body).Decode(&minted)
+	if err := json.NewDecoder(resp.Body).Decode(&minted); err != nil {
+		t.Fatalf("/dev/token: %v", err)
+	}
 	resp.Body.Close()
 	conn, err := grpc.NewClient(rec["grpc_addr"].(string), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -394,7 +428,10 @@ func TestDevServesAWorkingToken(t *testing.T) {
 	}
 	// The walkthrough: revoke it through the admin API; the next check denies it.
 	admin := between(banner, "ADMIN=", "\n")
-	req, _ := http.NewRequest("POST", "http://"+httpAddr+"/v1/revocations", strings.NewReader(`{"token":"`+minted.Token+`"}`))
+	req, err := http.NewRequest("POST", "http://"+httpAddr+"/v1/revocations", strings.NewReader(`{"token":"`+minted.Token+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("Authorization", "Bearer "+admin)
 	rresp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -62,7 +62,10 @@ func (in *instance) webhook(t *testing.T, body string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("POST", "http://"+in.httpAddr+"/webhooks/fusionauth", bytes.NewReader([]byte(body)))
+	req, err := http.NewRequest("POST", "http://"+in.httpAddr+"/webhooks/fusionauth", bytes.NewReader([]byte(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-FusionAuth-Signature-JWT", sig)
 	resp, err := http.DefaultClient.Do(req)
@@ -70,7 +73,10 @@ func (in *instance) webhook(t *testing.T, body string) (int, string) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return resp.StatusCode, string(b)
 }
 
