@@ -147,14 +147,6 @@ func (s *Store) logListenError(ctx context.Context, err error) {
 	}
 }
 
-// Ping checks that the server answers.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
-		return unavailable("ping", err)
-	}
-	return nil
-}
-
 // Apply merges a write in one transaction; see storage.Store.
 func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, error) {
 	prepared, err := storage.Prepare(w.Revocations)
