@@ -55,13 +55,11 @@ func TestLoadNoop(t *testing.T) {
 	defer cc.Close()
 	client := grpc.ClientConnInterface(cc)
 
-	start := time.Now()
+	// A load that ignored its duration would never return and time the
+	// test out; how close to 300ms it ends is not asserted.
 	res, err := load(t.Context(), []grpc.ClientConnInterface{client}, checkRequest("x"), 4, 300*time.Millisecond)
 	if err != nil {
 		t.Fatalf("load: %v", err)
-	}
-	if took := time.Since(start); took > 2*time.Second {
-		t.Errorf("a 300ms load took %v", took)
 	}
 	if res.requests == 0 {
 		t.Fatal("no requests answered")
@@ -96,13 +94,11 @@ func TestLoadFailsOnDenial(t *testing.T) {
 		allow <- struct{}{}
 	}
 	client := startInProcess(t, denyAfter{n: allow})
-	start := time.Now()
-	_, err := load(t.Context(), []grpc.ClientConnInterface{client}, checkRequest("x"), 4, 5*time.Second)
+	// The phase is an hour long: only the denial can end it before the
+	// test times out. No wall-clock bound is asserted.
+	_, err := load(t.Context(), []grpc.ClientConnInterface{client}, checkRequest("x"), 4, time.Hour)
 	if !errors.Is(err, errDenied) {
 		t.Fatalf("load = %v, want an error wrapping %v", err, errDenied)
-	}
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("a denial ended the phase after %v; want it to end at once", took)
 	}
 	t.Logf("error: %v", err)
 }

@@ -17,7 +17,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -156,13 +155,11 @@ func TestRunChildFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv(fakeGateEnv, "fail")
-	start := time.Now()
+	// A run that did not notice would wait for a tokengate that never
+	// serves and time the test out; no wall-clock bound is asserted.
 	err = run(t.Context(), []string{"-tokengate", self, "-duration", "100ms"}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "exited before serving") || !strings.Contains(err.Error(), "told to fail") {
 		t.Fatalf("run = %v, want an error saying tokengate exited, with its last log line", err)
-	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("run took %v to notice; want it at once", took)
 	}
 }
 
