@@ -90,10 +90,12 @@ func (e *bclEnv) sign(t *testing.T, c jwt.MapClaims, header map[string]any) stri
 func (e *bclEnv) entries(t *testing.T) []string {
 	t.Helper()
 	var out []string
-	e.store.Snapshot(t.Context(), time.Now(), func(r storage.Revocation) error {
+	if _, err := e.store.Snapshot(t.Context(), time.Now(), func(r storage.Revocation) error {
 		out = append(out, r.Kind.String()+":"+r.Key)
 		return nil
-	})
+	}); err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
 	return out
 }
 

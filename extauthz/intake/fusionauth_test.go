@@ -173,7 +173,7 @@ func TestFusionAuthEventMapping(t *testing.T) {
 				t.Fatalf("delivery: %d %s", code, body)
 			}
 			var got []string
-			e.store.Snapshot(t.Context(), time.Now(), func(r storage.Revocation) error {
+			if _, err := e.store.Snapshot(t.Context(), time.Now(), func(r storage.Revocation) error {
 				got = append(got, fmt.Sprintf("%s/%s/%s", r.Kind, r.Key, r.Audience))
 				if r.Issuer != "acme.com" || !strings.HasPrefix(r.Source, "fusionauth:") {
 					t.Errorf("entry %+v: want issuer acme.com and a fusionauth source", r)
@@ -185,7 +185,9 @@ func TestFusionAuthEventMapping(t *testing.T) {
 					t.Errorf("expires_at %v: shorter than the application's access-token TTL", r.ExpiresAt)
 				}
 				return nil
-			})
+			}); err != nil {
+				t.Fatalf("Snapshot: %v", err)
+			}
 			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
 				t.Errorf("entries = %v, want %v", got, tc.want)
 			}
@@ -208,7 +210,9 @@ func TestFusionAuthOptInSubjectOnRefreshTokenRevoke(t *testing.T) {
 func countEntries(t *testing.T, e *faEnv) int {
 	t.Helper()
 	n := 0
-	e.store.Snapshot(t.Context(), time.Now(), func(storage.Revocation) error { n++; return nil })
+	if _, err := e.store.Snapshot(t.Context(), time.Now(), func(storage.Revocation) error { n++; return nil }); err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
 	return n
 }
 
@@ -270,10 +274,12 @@ func TestFusionAuthDuplicateAndOutOfOrder(t *testing.T) {
 	}
 	snap := func() string {
 		var s string
-		e.store.Snapshot(t.Context(), time.Now(), func(r storage.Revocation) error {
+		if _, err := e.store.Snapshot(t.Context(), time.Now(), func(r storage.Revocation) error {
 			s += fmt.Sprintf("%d %s %s;", r.Seq, r.RevokedBefore.Format(time.RFC3339Nano), r.ExpiresAt.Format(time.RFC3339Nano))
 			return nil
-		})
+		}); err != nil {
+			t.Fatalf("Snapshot: %v", err)
+		}
 		return s
 	}
 	state := snap()
@@ -349,7 +355,9 @@ func TestFusionAuthSignedWithJWKS(t *testing.T) {
 // FusionAuth gets a 503 and retries (or fails its transaction).
 func TestFusionAuthStoreDownIs503(t *testing.T) {
 	e := newFAEnv(t, nil)
-	e.store.Close()
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if code, body := e.send(t, delivery{body: event("user.delete", "e-down", time.Now().UnixMilli(), userJSON())}); code != http.StatusServiceUnavailable {
 		t.Errorf("store closed: %d %s, want 503", code, body)
 	}
