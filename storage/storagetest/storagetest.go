@@ -512,9 +512,11 @@ func testCancelled(t *testing.T, e env) {
 	// A call that ignored ctx would block on the store and hang the test
 	// until its timeout; no wall-clock bound is asserted here.
 	for name, call := range calls {
-		if err := call(); err == nil {
-			t.Errorf("%s with a cancelled context succeeded", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			if err := call(); err == nil {
+				t.Error("succeeded with a cancelled context")
+			}
+		})
 	}
 	if cs := allChanges(t, s, 0); len(cs) != 0 {
 		t.Errorf("a cancelled Apply wrote %d changes", len(cs))
@@ -635,26 +637,24 @@ func testIndexMaxOverLevels(t *testing.T, e env) {
 	}
 	iat := t0.Add(20 * time.Minute) // after the subject cutoff, before the others
 	cases := map[string]struct {
+		iss  string
 		sub  string
 		aud  []string
 		want bool
 	}{
-		"subject level only":            {"frank", []string{"app-1"}, false},
-		"subject+audience level":        {"frank", []string{"app-2"}, true},
-		"audience level":                {"grace", []string{"app-3"}, true},
-		"one of several audiences":      {"frank", []string{"app-1", "app-3"}, true},
-		"another subject, another app":  {"grace", []string{"app-1"}, false},
-		"another issuer's same subject": {"frank", []string{"app-2"}, false},
+		"subject level only":            {iss, "frank", []string{"app-1"}, false},
+		"subject+audience level":        {iss, "frank", []string{"app-2"}, true},
+		"audience level":                {iss, "grace", []string{"app-3"}, true},
+		"one of several audiences":      {iss, "frank", []string{"app-1", "app-3"}, true},
+		"another subject, another app":  {iss, "grace", []string{"app-1"}, false},
+		"another issuer's same subject": {"https://other.example", "frank", []string{"app-2"}, false},
 	}
 	for name, tc := range cases {
-		issuer := iss
-		if name == "another issuer's same subject" {
-			issuer = "https://other.example"
-		}
-		k := x.Keys(issuer, "", "", tc.sub, tc.aud)
-		if got := x.Revoked(k, iat, e.base); got != tc.want {
-			t.Errorf("%s: revoked = %v, want %v", name, got, tc.want)
-		}
+		t.Run(name, func(t *testing.T) {
+			if got := x.Revoked(x.Keys(tc.iss, "", "", tc.sub, tc.aud), iat, e.base); got != tc.want {
+				t.Errorf("revoked = %v, want %v", got, tc.want)
+			}
+		})
 	}
 	// Same second as the cutoff: revoked (security wins the tie); one second later: not.
 	k := x.Keys(iss, "", "", "frank", []string{"app-1"})
