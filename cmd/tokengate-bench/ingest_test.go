@@ -178,8 +178,12 @@ func TestWebhookSenderApplied(t *testing.T) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.conns) > 4 {
-		t.Errorf("%d connections for 4 senders; want them kept alive", len(f.conns))
+	// Kept alive, 4 senders use about 4 connections; the transport may
+	// dial a spare when a connection is on its way back to the pool, which
+	// a loaded machine makes likelier. Without keep-alive there is one per
+	// event.
+	if n := len(f.conns); n > 2*4 {
+		t.Errorf("%d connections for 4 senders and %d events; want them kept alive", n, res.requests)
 	}
 }
 
