@@ -52,7 +52,8 @@ type LogoutRouteConfig struct {
 	Revoke []string `yaml:"revoke"`
 }
 
-func (c Config) logoutRoutes() ([]policy.LogoutRoute, error) {
+// logoutRoutes builds the logout routes; errors carry their YAML paths.
+func (c Config) logoutRoutes() (*policy.LogoutRoutes, error) {
 	var out []policy.LogoutRoute
 	var errs []error
 	for i, lr := range c.LogoutRoutes {
@@ -70,10 +71,11 @@ func (c Config) logoutRoutes() ([]policy.LogoutRoute, error) {
 		}
 		out = append(out, r)
 	}
-	if _, err := policy.NewLogoutRoutes(out); err != nil {
+	routes, err := policy.NewLogoutRoutes(out)
+	if err != nil {
 		errs = append(errs, fmt.Errorf("logout_routes: %w", err))
 	}
-	return out, errors.Join(errs...)
+	return routes, errors.Join(errs...)
 }
 
 // BackchannelConfig is POST /backchannel-logout, on when any issuer lists
@@ -201,25 +203,35 @@ func issuerDefaults(ic *IssuerConfig) {
 	}
 }
 
+// settings is a validated configuration with what serve needs built from
+// it: built once, by build, and used as built.
+type settings struct {
+	Config
+	headers       *policy.HeaderMap
+	logoutRoutes  *policy.LogoutRoutes
+	issuers       []token.Issuer  // for the verifier
+	intakeIssuers []intake.Issuer // for revocation intake
+}
+
 // loadConfig reads YAML over the defaults, applies secrets from the
-// environment and validates everything, reporting all problems at once.
-// Unknown keys are errors.
-func loadConfig(r io.Reader, getenv func(string) string) (Config, error) {
+// environment, validates everything, reporting all problems at once, and
+// builds the settings. Unknown keys are errors.
+func loadConfig(r io.Reader, getenv func(string) string) (settings, error) {
 	cfg := defaultConfig()
 	data, err := io.ReadAll(r)
 	if err != nil {
-		return cfg, err
+		return settings{Config: cfg}, err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, fmt.Errorf("config: %w", err)
+		return settings{Config: cfg}, fmt.Errorf("config: %w", err)
 	}
 	for i := range cfg.Issuers {
 		issuerDefaults(&cfg.Issuers[i])
 	}
 	applyEnv(&cfg, getenv)
-	return cfg, cfg.validate()
+	return cfg.build()
 }
 
 // envName is the environment variable that holds an issuer's HMAC secret:
@@ -254,7 +266,10 @@ func applyEnv(cfg *Config, getenv func(string) string) {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
-func (c Config) validate() error {
+// build validates the configuration, every problem at once with its YAML
+// path, and builds the settings from it.
+func (c Config) build() (settings, error) {
+	s := settings{Config: c}
 	var errs []error
 	bad := func(path, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
@@ -410,13 +425,18 @@ func (c Config) validate() error {
 	if rc.ChangeRetention < time.Minute {
 		bad("revocation.change_retention", "must be at least 1m")
 	}
-	if _, err := c.logoutRoutes(); err != nil {
+	var err error
+	if s.logoutRoutes, err = c.logoutRoutes(); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := policy.NewHeaderMap(c.ClaimHeaders); err != nil {
+	if s.headers, err = policy.NewHeaderMap(c.ClaimHeaders); err != nil {
 		bad("claim_headers", "%v", err)
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return settings{Config: c}, err
+	}
+	s.issuers, s.intakeIssuers = c.verifierIssuers(), c.intakeIssuersOf()
+	return s, nil
 }
 
 func knownAlgorithm(a string) bool {
@@ -460,8 +480,8 @@ func (c Config) backchannelEnabled() bool {
 	return false
 }
 
-// intakeIssuers is what revocation intake needs of each issuer.
-func (c Config) intakeIssuers() []intake.Issuer {
+// intakeIssuersOf is what revocation intake needs of each issuer.
+func (c Config) intakeIssuersOf() []intake.Issuer {
 	out := make([]intake.Issuer, 0, len(c.Issuers))
 	for _, ic := range c.Issuers {
 		out = append(out, intake.Issuer{Name: ic.Name, Issuer: ic.Issuer, MaxTokenLifetime: ic.MaxTokenLifetime, Leeway: ic.Leeway})

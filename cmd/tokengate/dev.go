@@ -66,11 +66,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	rand.Read(secret[:])
 	cfg.Admin.Token = hex.EncodeToString(secret[:])
 	cfg.JWKS.RefreshInterval = time.Minute
-	if err := cfg.validate(); err != nil {
+	built, err := cfg.build()
+	if err != nil {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
-	return serve(ctx, cfg, log, serveHooks{
+	return serve(ctx, built, log, serveHooks{
 		grpcListener: grpcLis,
 		httpListener: httpLis,
 		mount: func(mux *http.ServeMux) {

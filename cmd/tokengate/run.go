@@ -136,10 +136,10 @@ func tuneGC(getenv func(string) string) {
 
 // loadConfigFile loads and validates a configuration file; its errors name
 // the file.
-func loadConfigFile(path string, getenv func(string) string) (Config, error) {
+func loadConfigFile(path string, getenv func(string) string) (settings, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return Config{}, err
+		return settings{}, err
 	}
 	defer f.Close()
 	cfg, err := loadConfig(f, getenv)
