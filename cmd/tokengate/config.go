@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -333,14 +332,12 @@ func (c Config) build() (settings, error) {
 			}
 		}
 		for j, a := range ic.Algorithms {
-			ap := fmt.Sprintf("%s.algorithms[%d]", p, j)
-			switch {
-			case strings.EqualFold(a, "none"):
-				bad(ap, "none is never allowed")
-			case strings.HasPrefix(a, "HS") && ic.HMACSecret == "":
-				bad(ap, "%s needs hmac_secret (or %s)", a, envName(ic.Name))
-			case !knownAlgorithm(a):
-				bad(ap, "unknown algorithm %q", a)
+			if err := token.CheckAlgorithm(a, ic.HMACSecret != ""); err != nil {
+				hint := ""
+				if strings.HasPrefix(a, "HS") {
+					hint = fmt.Sprintf(" (set hmac_secret or %s)", envName(ic.Name))
+				}
+				bad(fmt.Sprintf("%s.algorithms[%d]", p, j), "%v%s", err, hint)
 			}
 		}
 		if ic.HMACSecret != "" && len(ic.HMACSecret) < 32 {
@@ -348,13 +345,13 @@ func (c Config) build() (settings, error) {
 		}
 		switch {
 		case ic.JWKSURI != "":
-			if err := checkURL(ic.JWKSURI, ic.AllowInsecureHTTP); err != nil {
+			if err := token.CheckURL(ic.JWKSURI, ic.AllowInsecureHTTP); err != nil {
 				bad(p+".jwks_uri", "%v", err)
 			}
 		case ic.HMACSecret != "":
 			// HMAC only: no keys to fetch.
 		default:
-			if err := checkURL(ic.Issuer, ic.AllowInsecureHTTP); err != nil {
+			if err := token.CheckURL(ic.Issuer, ic.AllowInsecureHTTP); err != nil {
 				bad(p+".jwks_uri", "empty, and the issuer is not a URL for OIDC discovery: %v", err)
 			}
 		}
@@ -381,13 +378,13 @@ func (c Config) build() (settings, error) {
 			bad(p+".signing_key.hmac_secret", "must be at least 32 bytes")
 		}
 		if sk.JWKSURI != "" {
-			if err := checkURL(sk.JWKSURI, sk.AllowInsecureHTTP); err != nil {
+			if err := token.CheckURL(sk.JWKSURI, sk.AllowInsecureHTTP); err != nil {
 				bad(p+".signing_key.jwks_uri", "%v", err)
 			}
 		}
 		for j, a := range sk.Algorithms {
-			if !knownAlgorithm(a) || strings.HasPrefix(a, "HS") {
-				bad(fmt.Sprintf("%s.signing_key.algorithms[%d]", p, j), "want an asymmetric algorithm, got %q", a)
+			if err := token.CheckAlgorithm(a, false); err != nil {
+				bad(fmt.Sprintf("%s.signing_key.algorithms[%d]", p, j), "%v (want an asymmetric algorithm: the keys come from jwks_uri)", err)
 			}
 		}
 		if (fa.BasicAuth.Password == "") != (fa.BasicAuth.Username == "") {
@@ -437,37 +434,6 @@ func (c Config) build() (settings, error) {
 	}
 	s.issuers, s.intakeIssuers = c.verifierIssuers(), c.intakeIssuersOf()
 	return s, nil
-}
-
-func knownAlgorithm(a string) bool {
-	return slices.Contains([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-		"ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512"}, a)
-}
-
-// checkURL requires https, except on loopback or when explicitly allowed.
-func checkURL(raw string, allowHTTP bool) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("not an absolute URL: %q", raw)
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if allowHTTP || isLoopback(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("%q is plain http; use https or set allow_insecure_http", raw)
-	}
-	return fmt.Errorf("unsupported scheme in %q", raw)
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // backchannelEnabled: some issuer sends back-channel logout tokens.

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/extauthz/token/tokentest"
 )
 
@@ -37,7 +38,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	cfg.Storage.Path = filepath.Join(*data, "tokengate.db")
 	for _, addr := range []string{cfg.Listen.GRPC, cfg.Listen.HTTP} {
 		host, _, err := net.SplitHostPort(addr)
-		if err != nil || !isLoopback(host) {
+		if err != nil || !token.IsLoopback(host) {
 			return fmt.Errorf("dev: %q is not a loopback address; dev mode never listens beyond this machine", addr)
 		}
 	}

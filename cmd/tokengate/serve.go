@@ -141,10 +141,8 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		Store:       rv.store,
 		Verifier:    verifier,
 		Revocations: rv.index,
-		Fresh: func() bool {
-			return rv.follower.Loaded() && rv.follower.Staleness() <= cfg.Revocation.MaxStaleness
-		},
-		Logger: log,
+		Fresh:       authz.Fresh,
+		Logger:      log,
 	}).Mount(mux)
 	webhookEvents := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokengate_webhook_events_total",
