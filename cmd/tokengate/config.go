@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/tokengate/tokengate/extauthz/intake"
 	"github.com/tokengate/tokengate/extauthz/token"
@@ -193,13 +190,18 @@ func defaultConfig() Config {
 	}
 }
 
-func issuerDefaults(ic *IssuerConfig) {
-	if ic.Leeway == 0 {
-		ic.Leeway = 30 * time.Second
-	}
-	if ic.MaxTokenLifetime == 0 {
-		ic.MaxTokenLifetime = time.Hour
-	}
+// setDefaults gives an issuer its defaults before its keys are read, so
+// that a key given as zero stays zero.
+func (ic *IssuerConfig) setDefaults() {
+	ic.Leeway = 30 * time.Second
+	ic.MaxTokenLifetime = time.Hour
+}
+
+// defaultIssuer is an issuer with nothing but the defaults.
+func defaultIssuer() IssuerConfig {
+	var ic IssuerConfig
+	ic.setDefaults()
+	return ic
 }
 
 // settings is a validated configuration with what serve needs built from
@@ -221,16 +223,18 @@ func loadConfig(r io.Reader, getenv func(string) string) (settings, error) {
 	if err != nil {
 		return settings{Config: cfg}, err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return settings{Config: cfg}, fmt.Errorf("config: %w", err)
+	problems, err := decodeYAML(data, &cfg)
+	if err != nil {
+		return settings{Config: cfg}, err // not YAML at all
 	}
-	for i := range cfg.Issuers {
-		issuerDefaults(&cfg.Issuers[i])
-	}
+	// Keys and values that could not be read are reported together with
+	// every validation problem of the rest.
 	applyEnv(&cfg, getenv)
-	return cfg.build()
+	s, err := cfg.build()
+	if len(problems) > 0 {
+		return s, errors.Join(append(problems, err)...)
+	}
+	return s, err
 }
 
 // envName is the environment variable that holds an issuer's HMAC secret:

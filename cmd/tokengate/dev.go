@@ -56,13 +56,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
-	cfg.Issuers = []IssuerConfig{{
-		Name:      "dev",
-		Issuer:    base,
-		JWKSURI:   base + "/jwks.json",
-		Audiences: []string{devAudience},
-	}}
-	issuerDefaults(&cfg.Issuers[0])
+	dev := defaultIssuer()
+	dev.Name, dev.Issuer, dev.JWKSURI, dev.Audiences = "dev", base, base+"/jwks.json", []string{devAudience}
+	cfg.Issuers = []IssuerConfig{dev}
 	var secret [24]byte
 	rand.Read(secret[:])
 	cfg.Admin.Token = hex.EncodeToString(secret[:])
