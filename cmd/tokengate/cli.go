@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -62,6 +63,14 @@ func runCLI(ctx context.Context, cmd string, args []string, getenv func(string) 
 }
 
 func cli(ctx context.Context, cmd string, args []string, e cliIO) error {
+	err := cliCommand(ctx, cmd, args, e)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // -h: the usage is on stdout
+	}
+	return err
+}
+
+func cliCommand(ctx context.Context, cmd string, args []string, e cliIO) error {
 	switch cmd {
 	case "revoke":
 		if len(args) > 0 {
@@ -79,7 +88,7 @@ func cli(ctx context.Context, cmd string, args []string, e cliIO) error {
 	case "introspect":
 		return cliIntrospect(ctx, args, e)
 	}
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+	if len(args) > 0 && slices.Contains([]string{"-h", "-help", "--help", "help"}, args[0]) {
 		fmt.Fprint(e.stdout, cliUsage)
 		return nil
 	}
@@ -120,7 +129,7 @@ func cliRevoke(ctx context.Context, kind string, args []string, e cliIO) error {
 		fs.StringVar(&req.Audience, "audience", "", "only tokens for this audience `AUD` (default: all)")
 		timeFlag(fs, &req.RevokedBefore, "revoked-before", "revoke tokens issued before this `TIME` (RFC 3339; default: now)")
 	}
-	if _, err := parseArgs(fs, args); err != nil {
+	if _, err := parseArgs(fs, args, e.stdout); err != nil {
 		return err
 	}
 	set := map[string]bool{}
@@ -187,7 +196,7 @@ func cliList(ctx context.Context, args []string, e cliIO) error {
 		fs.Func(f.name, f.usage, func(s string) error { q.Set(f.name, s); return nil })
 	}
 	all := fs.Bool("all", false, "follow next_cursor to the end")
-	if _, err := parseArgs(fs, args); err != nil {
+	if _, err := parseArgs(fs, args, e.stdout); err != nil {
 		return err
 	}
 	c, err := connect()
@@ -245,7 +254,7 @@ func cliList(ctx context.Context, args []string, e cliIO) error {
 
 func cliUnrevoke(ctx context.Context, args []string, e cliIO) error {
 	fs, connect := cliFlags(e, "unrevoke", "ID")
-	pos, err := parseArgs(fs, args, "ID")
+	pos, err := parseArgs(fs, args, e.stdout, "ID")
 	if err != nil {
 		return err
 	}
@@ -278,7 +287,7 @@ func cliUnrevoke(ctx context.Context, args []string, e cliIO) error {
 // answer, not an error: the command succeeds either way.
 func cliIntrospect(ctx context.Context, args []string, e cliIO) error {
 	fs, connect := cliFlags(e, "introspect", "TOKEN|-")
-	pos, err := parseArgs(fs, args, "TOKEN (or - to read it from stdin)")
+	pos, err := parseArgs(fs, args, e.stdout, "TOKEN (or - to read it from stdin)")
 	if err != nil {
 		return err
 	}

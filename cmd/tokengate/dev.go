@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -25,13 +24,13 @@ const devAudience = "tokengate-dev"
 // at start. It is the README's run command: nothing else needs installing.
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg := defaultConfig()
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Listen.GRPC, "grpc", cfg.Listen.GRPC, "gRPC listen address (loopback only)")
-	fs.StringVar(&cfg.Listen.HTTP, "http", cfg.Listen.HTTP, "HTTP listen address (loopback only)")
-	fs.StringVar(&cfg.Log.Format, "log-format", "text", "log format: text or json")
-	data := fs.String("data", "./tokengate-data", "directory of the embedded revocation store")
-	if err := fs.Parse(args); err != nil {
+	fs := newFlagSet("dev", "[--grpc ADDR] [--http ADDR] [--data DIR] [--log-format FORMAT]",
+		"Serves on loopback with a built-in development issuer, an admin token generated\nat start and the embedded store in DIR, and prints a walkthrough. Never use it\nin front of real traffic.")
+	fs.StringVar(&cfg.Listen.GRPC, "grpc", cfg.Listen.GRPC, "gRPC listen address `ADDR` (loopback only)")
+	fs.StringVar(&cfg.Listen.HTTP, "http", cfg.Listen.HTTP, "HTTP listen address `ADDR` (loopback only)")
+	fs.StringVar(&cfg.Log.Format, "log-format", "text", "log `FORMAT`: text or json")
+	data := fs.String("data", "./tokengate-data", "directory `DIR` of the embedded revocation store (created if missing)")
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	cfg.Shutdown.DrainDelay = 0
