@@ -22,7 +22,7 @@ const usage = `tokengate makes logout real for APIs behind Envoy and Istio.
 Usage:
   tokengate serve --config FILE   serve Envoy ext_authz (gRPC) and the HTTP endpoints
   tokengate dev                   serve on loopback with a built-in development issuer
-  tokengate migrate               apply pending PostgreSQL migrations (TOKENGATE_POSTGRES_URL or --config)
+  tokengate migrate --config FILE apply pending PostgreSQL migrations (or --postgres-url URL)
   tokengate revoke token|session|subject|cutoff …   revoke through the admin API (TOKENGATE_ADMIN_TOKEN, --server)
   tokengate revocations list      list revocations (--all follows the pages)
   tokengate unrevoke ID           delete a revocation
@@ -150,8 +150,11 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		*url = cfg.Storage.PostgresURL
 	}
-	if *url == "" {
-		return errors.New("migrate: no PostgreSQL URL (--postgres-url, TOKENGATE_POSTGRES_URL or storage.postgres_url); the embedded store needs no migrations")
+	switch {
+	case *url == "" && *path != "":
+		return fmt.Errorf("migrate: %s has no storage.postgres_url (and neither --postgres-url nor TOKENGATE_POSTGRES_URL is set); the embedded store needs no migrations", *path)
+	case *url == "":
+		return errors.New("migrate: no PostgreSQL URL: give --config FILE (or TOKENGATE_CONFIG) with storage.postgres_url, --postgres-url or TOKENGATE_POSTGRES_URL; the embedded store needs no migrations")
 	}
 	s, err := postgres.Open(*url, postgres.Options{MaxConns: 2})
 	if err != nil {
