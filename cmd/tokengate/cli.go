@@ -39,6 +39,7 @@ The admin token is read from TOKENGATE_ADMIN_TOKEN only, never from a flag:
 flags end up in shell history and in ps. For the same reason, pass a JWT as
 "-" and pipe it in rather than putting it on the command line.
 
+ISS is an issuer's iss (issuers[].issuer) or its name (issuers[].name).
 TIME is RFC 3339, e.g. 2026-11-25T12:00:00Z. introspect succeeds whether the
 token is active or not; scripts should read "active" from its --json output.
 `
@@ -109,7 +110,7 @@ func cliRevoke(ctx context.Context, kind string, args []string, e cliIO) error {
 	fs, connect := cliFlags(e, "revoke "+kind, synopsis)
 	req := intake.RevokeRequest{Kind: kind}
 	var raw string
-	fs.StringVar(&req.Issuer, "issuer", "", "the issuer (`ISS`), as configured")
+	fs.StringVar(&req.Issuer, "issuer", "", "the issuer: its iss or its name in the server's configuration (`ISS`)")
 	fs.StringVar(&req.Reason, "reason", "", "why; kept with the entry")
 	required := []string{"issuer"}
 	switch kind {
@@ -187,7 +188,7 @@ func cliList(ctx context.Context, args []string, e cliIO) error {
 	fs, connect := cliFlags(e, "revocations list", "[--issuer ISS] [--kind KIND] [--subject SUB] [--limit N] [--cursor C] [--all]")
 	q := url.Values{}
 	for _, f := range []struct{ name, usage string }{
-		{"issuer", "only the entries of issuer `ISS`"},
+		{"issuer", "only the entries of issuer `ISS` (its iss or its name)"},
 		{"kind", "only entries of this `KIND`: token, session, subject or cutoff"},
 		{"subject", "only the entries of subject `SUB`"},
 		{"limit", "`N` entries per page, 1 to 1000 (default: the server's, 100)"},

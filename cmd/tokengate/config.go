@@ -87,7 +87,7 @@ type WebhooksConfig struct {
 }
 
 // FusionAuthConfig is the FusionAuth webhook receiver; it is on when Issuer
-// names a configured issuer.
+// is set, to the name or the iss of a configured issuer.
 type FusionAuthConfig struct {
 	Issuer     string           `yaml:"issuer"`
 	TenantIDs  []string         `yaml:"tenant_ids"`
@@ -366,13 +366,20 @@ func (c Config) build() (settings, error) {
 			bad(p+".max_token_lifetime", "must be between 1s and 168h")
 		}
 	}
+	for i, ic := range c.Issuers {
+		for j, other := range c.Issuers {
+			if i != j && ic.Name != "" && ic.Name == other.Issuer {
+				bad(fmt.Sprintf("issuers[%d].name", i), "%q is the iss of issuers[%d]: a reference to it could mean either issuer", ic.Name, j)
+			}
+		}
+	}
 	if c.Admin.Token != "" && len(c.Admin.Token) < 32 {
 		bad("admin.token", "must be at least 32 characters (or empty to turn the admin API off)")
 	}
 	if fa := c.Webhooks.FusionAuth; fa.Issuer != "" {
 		const p = "webhooks.fusionauth"
-		if !names[fa.Issuer] {
-			bad(p+".issuer", "%q is not the name of a configured issuer", fa.Issuer)
+		if _, ok := c.issuerRef(fa.Issuer); !ok {
+			bad(p+".issuer", "%q is neither the name nor the iss of a configured issuer (issuers[].name or issuers[].issuer)", fa.Issuer)
 		}
 		sk := fa.SigningKey
 		if sk.HMACSecret == "" && sk.JWKSURI == "" && fa.BasicAuth.Password == "" && fa.Header.Value == "" {
@@ -480,4 +487,21 @@ func (c Config) verifierIssuers() []token.Issuer {
 		out = append(out, ti)
 	}
 	return out
+}
+
+// issuerRef finds a configured issuer by its iss or, failing that, its
+// name, as intake.Revoker.Lookup does: build refuses a name that is another
+// issuer's iss, so a reference means one issuer.
+func (c Config) issuerRef(ref string) (IssuerConfig, bool) {
+	for _, ic := range c.Issuers {
+		if ic.Issuer == ref {
+			return ic, true
+		}
+	}
+	for _, ic := range c.Issuers {
+		if ic.Name == ref {
+			return ic, true
+		}
+	}
+	return IssuerConfig{}, false
 }

@@ -254,9 +254,10 @@ func shutdown(log *slog.Logger, c ShutdownConfig, h *health.Health, gs *grpc.Ser
 func fusionAuthReceiver(cfg settings, revoker *intake.Revoker, verifier *token.Verifier, log *slog.Logger,
 	observe func(typ, result string)) (http.Handler, func(context.Context), error) {
 	fc := cfg.Webhooks.FusionAuth
+	ic, _ := cfg.issuerRef(fc.Issuer) // validated
 	var iss intake.Issuer
 	for _, i := range cfg.intakeIssuers {
-		if i.Name == fc.Issuer {
+		if i.Issuer == ic.Issuer {
 			iss = i
 		}
 	}
