@@ -205,16 +205,23 @@ func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Ide
 	return denyResponse(reason, decisionID, id)
 }
 
+// Fresh reports whether the revocations can be trusted for a decision:
+// loaded, and read from the store within MaxStaleness. It is the one
+// statement of "fresh enough"; introspection asks it too.
+func (s *Server) Fresh() bool {
+	return s.loaded() && s.staleness() <= s.maxStaleness
+}
+
 // revocationCheck applies the in-memory revocation index, failing closed (or
 // open, when configured) when the index may be stale.
 func (s *Server) revocationCheck(a *allowed, id *token.Identity) Reason {
 	now := s.now()
-	if stale := s.staleness(); stale > s.maxStaleness {
+	if !s.Fresh() {
 		if !s.failOpen {
 			return ReasonRevocationsStale
 		}
 		if last := s.staleWarned.Load(); now.Unix()-last >= 60 && s.staleWarned.CompareAndSwap(last, now.Unix()) {
-			s.log.Warn("revocations are stale; allowing requests anyway (revocation.on_stale: allow)", "staleness", stale)
+			s.log.Warn("revocations are stale; allowing requests anyway (revocation.on_stale: allow)", "staleness", s.staleness())
 		}
 	}
 	keys := a.keys

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -38,6 +39,7 @@ The admin token is read from TOKENGATE_ADMIN_TOKEN only, never from a flag:
 flags end up in shell history and in ps. For the same reason, pass a JWT as
 "-" and pipe it in rather than putting it on the command line.
 
+ISS is an issuer's iss (issuers[].issuer) or its name (issuers[].name).
 TIME is RFC 3339, e.g. 2026-11-25T12:00:00Z. introspect succeeds whether the
 token is active or not; scripts should read "active" from its --json output.
 `
@@ -62,6 +64,14 @@ func runCLI(ctx context.Context, cmd string, args []string, getenv func(string) 
 }
 
 func cli(ctx context.Context, cmd string, args []string, e cliIO) error {
+	err := cliCommand(ctx, cmd, args, e)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // -h: the usage is on stdout
+	}
+	return err
+}
+
+func cliCommand(ctx context.Context, cmd string, args []string, e cliIO) error {
 	switch cmd {
 	case "revoke":
 		if len(args) > 0 {
@@ -79,7 +89,7 @@ func cli(ctx context.Context, cmd string, args []string, e cliIO) error {
 	case "introspect":
 		return cliIntrospect(ctx, args, e)
 	}
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+	if len(args) > 0 && slices.Contains([]string{"-h", "-help", "--help", "help"}, args[0]) {
 		fmt.Fprint(e.stdout, cliUsage)
 		return nil
 	}
@@ -100,7 +110,7 @@ func cliRevoke(ctx context.Context, kind string, args []string, e cliIO) error {
 	fs, connect := cliFlags(e, "revoke "+kind, synopsis)
 	req := intake.RevokeRequest{Kind: kind}
 	var raw string
-	fs.StringVar(&req.Issuer, "issuer", "", "the issuer (`ISS`), as configured")
+	fs.StringVar(&req.Issuer, "issuer", "", "the issuer: its iss or its name in the server's configuration (`ISS`)")
 	fs.StringVar(&req.Reason, "reason", "", "why; kept with the entry")
 	required := []string{"issuer"}
 	switch kind {
@@ -120,7 +130,7 @@ func cliRevoke(ctx context.Context, kind string, args []string, e cliIO) error {
 		fs.StringVar(&req.Audience, "audience", "", "only tokens for this audience `AUD` (default: all)")
 		timeFlag(fs, &req.RevokedBefore, "revoked-before", "revoke tokens issued before this `TIME` (RFC 3339; default: now)")
 	}
-	if _, err := parseArgs(fs, args); err != nil {
+	if _, err := parseArgs(fs, args, e.stdout); err != nil {
 		return err
 	}
 	set := map[string]bool{}
@@ -178,7 +188,7 @@ func cliList(ctx context.Context, args []string, e cliIO) error {
 	fs, connect := cliFlags(e, "revocations list", "[--issuer ISS] [--kind KIND] [--subject SUB] [--limit N] [--cursor C] [--all]")
 	q := url.Values{}
 	for _, f := range []struct{ name, usage string }{
-		{"issuer", "only the entries of issuer `ISS`"},
+		{"issuer", "only the entries of issuer `ISS` (its iss or its name)"},
 		{"kind", "only entries of this `KIND`: token, session, subject or cutoff"},
 		{"subject", "only the entries of subject `SUB`"},
 		{"limit", "`N` entries per page, 1 to 1000 (default: the server's, 100)"},
@@ -187,7 +197,7 @@ func cliList(ctx context.Context, args []string, e cliIO) error {
 		fs.Func(f.name, f.usage, func(s string) error { q.Set(f.name, s); return nil })
 	}
 	all := fs.Bool("all", false, "follow next_cursor to the end")
-	if _, err := parseArgs(fs, args); err != nil {
+	if _, err := parseArgs(fs, args, e.stdout); err != nil {
 		return err
 	}
 	c, err := connect()
@@ -245,7 +255,7 @@ func cliList(ctx context.Context, args []string, e cliIO) error {
 
 func cliUnrevoke(ctx context.Context, args []string, e cliIO) error {
 	fs, connect := cliFlags(e, "unrevoke", "ID")
-	pos, err := parseArgs(fs, args, "ID")
+	pos, err := parseArgs(fs, args, e.stdout, "ID")
 	if err != nil {
 		return err
 	}
@@ -278,7 +288,7 @@ func cliUnrevoke(ctx context.Context, args []string, e cliIO) error {
 // answer, not an error: the command succeeds either way.
 func cliIntrospect(ctx context.Context, args []string, e cliIO) error {
 	fs, connect := cliFlags(e, "introspect", "TOKEN|-")
-	pos, err := parseArgs(fs, args, "TOKEN (or - to read it from stdin)")
+	pos, err := parseArgs(fs, args, e.stdout, "TOKEN (or - to read it from stdin)")
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,6 @@ type adminClient struct {
 // builds the client from them once the flags are parsed.
 func cliFlags(e cliIO, op, synopsis string) (*flag.FlagSet, func() (*adminClient, error)) {
 	fs := flag.NewFlagSet(op, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
 	def := defaultServer
 	if s := e.getenv("TOKENGATE_SERVER"); s != "" {
 		def = s
@@ -36,10 +35,11 @@ func cliFlags(e cliIO, op, synopsis string) (*flag.FlagSet, func() (*adminClient
 	asJSON := fs.Bool("json", false, "print the API's JSON answer")
 	timeout := fs.Duration("timeout", 10*time.Second, "timeout of each request")
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: tokengate %s %s\n\nFlags:\n", op, synopsis)
+		fmt.Fprintf(fs.Output(), "Usage: tokengate %s %s\n\nFlags:\n", op, synopsis)
 		fs.PrintDefaults()
-		fmt.Fprintln(e.stderr, "\nThe admin token is read from TOKENGATE_ADMIN_TOKEN (never a flag: flags show in ps and shell history).")
+		fmt.Fprintln(fs.Output(), "\nThe admin token is read from TOKENGATE_ADMIN_TOKEN (never a flag: flags show in ps and shell history).")
 	}
+	fs.SetOutput(e.stderr)
 	return fs, func() (*adminClient, error) {
 		u, err := url.Parse(*server)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -62,11 +62,11 @@ func cliFlags(e cliIO, op, synopsis string) (*flag.FlagSet, func() (*adminClient
 
 // parseArgs parses flags wherever they are among the arguments (so that
 // "unrevoke 42 --json" works) and wants exactly len(names) positional
-// arguments; "--" ends the flags.
-func parseArgs(fs *flag.FlagSet, args []string, names ...string) ([]string, error) {
+// arguments; "--" ends the flags. -h prints the usage on stdout (parseFlags).
+func parseArgs(fs *flag.FlagSet, args []string, stdout io.Writer, names ...string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(fs, args, stdout, fs.Output()); err != nil {
 			return nil, err
 		}
 		rest := fs.Args()

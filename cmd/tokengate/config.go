@@ -1,18 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/tokengate/tokengate/extauthz/intake"
 	"github.com/tokengate/tokengate/extauthz/token"
@@ -52,7 +48,8 @@ type LogoutRouteConfig struct {
 	Revoke []string `yaml:"revoke"`
 }
 
-func (c Config) logoutRoutes() ([]policy.LogoutRoute, error) {
+// logoutRoutes builds the logout routes; errors carry their YAML paths.
+func (c Config) logoutRoutes() (*policy.LogoutRoutes, error) {
 	var out []policy.LogoutRoute
 	var errs []error
 	for i, lr := range c.LogoutRoutes {
@@ -70,10 +67,11 @@ func (c Config) logoutRoutes() ([]policy.LogoutRoute, error) {
 		}
 		out = append(out, r)
 	}
-	if _, err := policy.NewLogoutRoutes(out); err != nil {
+	routes, err := policy.NewLogoutRoutes(out)
+	if err != nil {
 		errs = append(errs, fmt.Errorf("logout_routes: %w", err))
 	}
-	return out, errors.Join(errs...)
+	return routes, errors.Join(errs...)
 }
 
 // BackchannelConfig is POST /backchannel-logout, on when any issuer lists
@@ -89,7 +87,7 @@ type WebhooksConfig struct {
 }
 
 // FusionAuthConfig is the FusionAuth webhook receiver; it is on when Issuer
-// names a configured issuer.
+// is set, to the name or the iss of a configured issuer.
 type FusionAuthConfig struct {
 	Issuer     string           `yaml:"issuer"`
 	TenantIDs  []string         `yaml:"tenant_ids"`
@@ -192,34 +190,51 @@ func defaultConfig() Config {
 	}
 }
 
-func issuerDefaults(ic *IssuerConfig) {
-	if ic.Leeway == 0 {
-		ic.Leeway = 30 * time.Second
-	}
-	if ic.MaxTokenLifetime == 0 {
-		ic.MaxTokenLifetime = time.Hour
-	}
+// setDefaults gives an issuer its defaults before its keys are read, so
+// that a key given as zero stays zero.
+func (ic *IssuerConfig) setDefaults() {
+	ic.Leeway = 30 * time.Second
+	ic.MaxTokenLifetime = time.Hour
+}
+
+// defaultIssuer is an issuer with nothing but the defaults.
+func defaultIssuer() IssuerConfig {
+	var ic IssuerConfig
+	ic.setDefaults()
+	return ic
+}
+
+// settings is a validated configuration with what serve needs built from
+// it: built once, by build, and used as built.
+type settings struct {
+	Config
+	headers       *policy.HeaderMap
+	logoutRoutes  *policy.LogoutRoutes
+	issuers       []token.Issuer  // for the verifier
+	intakeIssuers []intake.Issuer // for revocation intake
 }
 
 // loadConfig reads YAML over the defaults, applies secrets from the
-// environment and validates everything, reporting all problems at once.
-// Unknown keys are errors.
-func loadConfig(r io.Reader, getenv func(string) string) (Config, error) {
+// environment, validates everything, reporting all problems at once, and
+// builds the settings. Unknown keys are errors.
+func loadConfig(r io.Reader, getenv func(string) string) (settings, error) {
 	cfg := defaultConfig()
 	data, err := io.ReadAll(r)
 	if err != nil {
-		return cfg, err
+		return settings{Config: cfg}, err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, fmt.Errorf("config: %w", err)
+	problems, err := decodeYAML(data, &cfg)
+	if err != nil {
+		return settings{Config: cfg}, err // not YAML at all
 	}
-	for i := range cfg.Issuers {
-		issuerDefaults(&cfg.Issuers[i])
-	}
+	// Keys and values that could not be read are reported together with
+	// every validation problem of the rest.
 	applyEnv(&cfg, getenv)
-	return cfg, cfg.validate()
+	s, err := cfg.build()
+	if len(problems) > 0 {
+		return s, errors.Join(append(problems, err)...)
+	}
+	return s, err
 }
 
 // envName is the environment variable that holds an issuer's HMAC secret:
@@ -254,7 +269,10 @@ func applyEnv(cfg *Config, getenv func(string) string) {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
-func (c Config) validate() error {
+// build validates the configuration, every problem at once with its YAML
+// path, and builds the settings from it.
+func (c Config) build() (settings, error) {
+	s := settings{Config: c}
 	var errs []error
 	bad := func(path, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
@@ -318,14 +336,12 @@ func (c Config) validate() error {
 			}
 		}
 		for j, a := range ic.Algorithms {
-			ap := fmt.Sprintf("%s.algorithms[%d]", p, j)
-			switch {
-			case strings.EqualFold(a, "none"):
-				bad(ap, "none is never allowed")
-			case strings.HasPrefix(a, "HS") && ic.HMACSecret == "":
-				bad(ap, "%s needs hmac_secret (or %s)", a, envName(ic.Name))
-			case !knownAlgorithm(a):
-				bad(ap, "unknown algorithm %q", a)
+			if err := token.CheckAlgorithm(a, ic.HMACSecret != ""); err != nil {
+				hint := ""
+				if strings.HasPrefix(a, "HS") {
+					hint = fmt.Sprintf(" (set hmac_secret or %s)", envName(ic.Name))
+				}
+				bad(fmt.Sprintf("%s.algorithms[%d]", p, j), "%v%s", err, hint)
 			}
 		}
 		if ic.HMACSecret != "" && len(ic.HMACSecret) < 32 {
@@ -333,13 +349,13 @@ func (c Config) validate() error {
 		}
 		switch {
 		case ic.JWKSURI != "":
-			if err := checkURL(ic.JWKSURI, ic.AllowInsecureHTTP); err != nil {
+			if err := token.CheckURL(ic.JWKSURI, ic.AllowInsecureHTTP); err != nil {
 				bad(p+".jwks_uri", "%v", err)
 			}
 		case ic.HMACSecret != "":
 			// HMAC only: no keys to fetch.
 		default:
-			if err := checkURL(ic.Issuer, ic.AllowInsecureHTTP); err != nil {
+			if err := token.CheckURL(ic.Issuer, ic.AllowInsecureHTTP); err != nil {
 				bad(p+".jwks_uri", "empty, and the issuer is not a URL for OIDC discovery: %v", err)
 			}
 		}
@@ -350,13 +366,20 @@ func (c Config) validate() error {
 			bad(p+".max_token_lifetime", "must be between 1s and 168h")
 		}
 	}
+	for i, ic := range c.Issuers {
+		for j, other := range c.Issuers {
+			if i != j && ic.Name != "" && ic.Name == other.Issuer {
+				bad(fmt.Sprintf("issuers[%d].name", i), "%q is the iss of issuers[%d]: a reference to it could mean either issuer", ic.Name, j)
+			}
+		}
+	}
 	if c.Admin.Token != "" && len(c.Admin.Token) < 32 {
 		bad("admin.token", "must be at least 32 characters (or empty to turn the admin API off)")
 	}
 	if fa := c.Webhooks.FusionAuth; fa.Issuer != "" {
 		const p = "webhooks.fusionauth"
-		if !names[fa.Issuer] {
-			bad(p+".issuer", "%q is not the name of a configured issuer", fa.Issuer)
+		if _, ok := c.issuerRef(fa.Issuer); !ok {
+			bad(p+".issuer", "%q is neither the name nor the iss of a configured issuer (issuers[].name or issuers[].issuer)", fa.Issuer)
 		}
 		sk := fa.SigningKey
 		if sk.HMACSecret == "" && sk.JWKSURI == "" && fa.BasicAuth.Password == "" && fa.Header.Value == "" {
@@ -366,13 +389,13 @@ func (c Config) validate() error {
 			bad(p+".signing_key.hmac_secret", "must be at least 32 bytes")
 		}
 		if sk.JWKSURI != "" {
-			if err := checkURL(sk.JWKSURI, sk.AllowInsecureHTTP); err != nil {
+			if err := token.CheckURL(sk.JWKSURI, sk.AllowInsecureHTTP); err != nil {
 				bad(p+".signing_key.jwks_uri", "%v", err)
 			}
 		}
 		for j, a := range sk.Algorithms {
-			if !knownAlgorithm(a) || strings.HasPrefix(a, "HS") {
-				bad(fmt.Sprintf("%s.signing_key.algorithms[%d]", p, j), "want an asymmetric algorithm, got %q", a)
+			if err := token.CheckAlgorithm(a, false); err != nil {
+				bad(fmt.Sprintf("%s.signing_key.algorithms[%d]", p, j), "%v (want an asymmetric algorithm: the keys come from jwks_uri)", err)
 			}
 		}
 		if (fa.BasicAuth.Password == "") != (fa.BasicAuth.Username == "") {
@@ -410,44 +433,18 @@ func (c Config) validate() error {
 	if rc.ChangeRetention < time.Minute {
 		bad("revocation.change_retention", "must be at least 1m")
 	}
-	if _, err := c.logoutRoutes(); err != nil {
+	var err error
+	if s.logoutRoutes, err = c.logoutRoutes(); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := policy.NewHeaderMap(c.ClaimHeaders); err != nil {
+	if s.headers, err = policy.NewHeaderMap(c.ClaimHeaders); err != nil {
 		bad("claim_headers", "%v", err)
 	}
-	return errors.Join(errs...)
-}
-
-func knownAlgorithm(a string) bool {
-	return slices.Contains([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-		"ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512"}, a)
-}
-
-// checkURL requires https, except on loopback or when explicitly allowed.
-func checkURL(raw string, allowHTTP bool) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("not an absolute URL: %q", raw)
+	if err := errors.Join(errs...); err != nil {
+		return settings{Config: c}, err
 	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if allowHTTP || isLoopback(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("%q is plain http; use https or set allow_insecure_http", raw)
-	}
-	return fmt.Errorf("unsupported scheme in %q", raw)
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	s.issuers, s.intakeIssuers = c.verifierIssuers(), c.intakeIssuersOf()
+	return s, nil
 }
 
 // backchannelEnabled: some issuer sends back-channel logout tokens.
@@ -460,8 +457,8 @@ func (c Config) backchannelEnabled() bool {
 	return false
 }
 
-// intakeIssuers is what revocation intake needs of each issuer.
-func (c Config) intakeIssuers() []intake.Issuer {
+// intakeIssuersOf is what revocation intake needs of each issuer.
+func (c Config) intakeIssuersOf() []intake.Issuer {
 	out := make([]intake.Issuer, 0, len(c.Issuers))
 	for _, ic := range c.Issuers {
 		out = append(out, intake.Issuer{Name: ic.Name, Issuer: ic.Issuer, MaxTokenLifetime: ic.MaxTokenLifetime, Leeway: ic.Leeway})
@@ -490,4 +487,21 @@ func (c Config) verifierIssuers() []token.Issuer {
 		out = append(out, ti)
 	}
 	return out
+}
+
+// issuerRef finds a configured issuer by its iss or, failing that, its
+// name, as intake.Revoker.Lookup does: build refuses a name that is another
+// issuer's iss, so a reference means one issuer.
+func (c Config) issuerRef(ref string) (IssuerConfig, bool) {
+	for _, ic := range c.Issuers {
+		if ic.Issuer == ref {
+			return ic, true
+		}
+	}
+	for _, ic := range c.Issuers {
+		if ic.Name == ref {
+			return ic, true
+		}
+	}
+	return IssuerConfig{}, false
 }

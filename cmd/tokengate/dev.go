@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/extauthz/token/tokentest"
 )
 
@@ -24,20 +24,20 @@ const devAudience = "tokengate-dev"
 // at start. It is the README's run command: nothing else needs installing.
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg := defaultConfig()
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Listen.GRPC, "grpc", cfg.Listen.GRPC, "gRPC listen address (loopback only)")
-	fs.StringVar(&cfg.Listen.HTTP, "http", cfg.Listen.HTTP, "HTTP listen address (loopback only)")
-	fs.StringVar(&cfg.Log.Format, "log-format", "text", "log format: text or json")
-	data := fs.String("data", "./tokengate-data", "directory of the embedded revocation store")
-	if err := fs.Parse(args); err != nil {
+	fs := newFlagSet("dev", "[--grpc ADDR] [--http ADDR] [--data DIR] [--log-format FORMAT]",
+		"Serves on loopback with a built-in development issuer, an admin token generated\nat start and the embedded store in DIR, and prints a walkthrough. Never use it\nin front of real traffic.")
+	fs.StringVar(&cfg.Listen.GRPC, "grpc", cfg.Listen.GRPC, "gRPC listen address `ADDR` (loopback only)")
+	fs.StringVar(&cfg.Listen.HTTP, "http", cfg.Listen.HTTP, "HTTP listen address `ADDR` (loopback only)")
+	fs.StringVar(&cfg.Log.Format, "log-format", "text", "log `FORMAT`: text or json")
+	data := fs.String("data", "./tokengate-data", "directory `DIR` of the embedded revocation store (created if missing)")
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	cfg.Shutdown.DrainDelay = 0
 	cfg.Storage.Path = filepath.Join(*data, "tokengate.db")
 	for _, addr := range []string{cfg.Listen.GRPC, cfg.Listen.HTTP} {
 		host, _, err := net.SplitHostPort(addr)
-		if err != nil || !isLoopback(host) {
+		if err != nil || !token.IsLoopback(host) {
 			return fmt.Errorf("dev: %q is not a loopback address; dev mode never listens beyond this machine", addr)
 		}
 	}
@@ -55,22 +55,19 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
-	cfg.Issuers = []IssuerConfig{{
-		Name:      "dev",
-		Issuer:    base,
-		JWKSURI:   base + "/jwks.json",
-		Audiences: []string{devAudience},
-	}}
-	issuerDefaults(&cfg.Issuers[0])
+	dev := defaultIssuer()
+	dev.Name, dev.Issuer, dev.JWKSURI, dev.Audiences = "dev", base, base+"/jwks.json", []string{devAudience}
+	cfg.Issuers = []IssuerConfig{dev}
 	var secret [24]byte
 	rand.Read(secret[:])
 	cfg.Admin.Token = hex.EncodeToString(secret[:])
 	cfg.JWKS.RefreshInterval = time.Minute
-	if err := cfg.validate(); err != nil {
+	built, err := cfg.build()
+	if err != nil {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
-	return serve(ctx, cfg, log, serveHooks{
+	return serve(ctx, built, log, serveHooks{
 		grpcListener: grpcLis,
 		httpListener: httpLis,
 		mount: func(mux *http.ServeMux) {

@@ -22,7 +22,7 @@ const usage = `tokengate makes logout real for APIs behind Envoy and Istio.
 Usage:
   tokengate serve --config FILE   serve Envoy ext_authz (gRPC) and the HTTP endpoints
   tokengate dev                   serve on loopback with a built-in development issuer
-  tokengate migrate               apply pending PostgreSQL migrations (TOKENGATE_POSTGRES_URL or --config)
+  tokengate migrate --config FILE apply pending PostgreSQL migrations (or --postgres-url URL)
   tokengate revoke token|session|subject|cutoff …   revoke through the admin API (TOKENGATE_ADMIN_TOKEN, --server)
   tokengate revocations list      list revocations (--all follows the pages)
   tokengate unrevoke ID           delete a revocation
@@ -34,6 +34,14 @@ Run "tokengate COMMAND -h" for a command's flags.
 
 // run is the whole program; main only calls it. Tests call it too.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	err := dispatch(ctx, args, getenv, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // COMMAND -h: the usage is on stdout
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errors.New("no command")
@@ -50,6 +58,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "revoke", "revocations", "unrevoke", "introspect":
 		return runCLI(ctx, cmd, rest, getenv, stdout, stderr)
 	case "version":
+		fs := newFlagSet("version", "", "Prints the version and, when known, the VCS revision it was built from.")
+		if err := parseFlags(fs, rest, stdout, stderr); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("version: unexpected argument %q", fs.Arg(0))
+		}
 		fmt.Fprintln(stdout, "tokengate", versionString())
 		return nil
 	case "help", "-h", "--help":
@@ -61,11 +76,47 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
-func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+// newFlagSet returns a command's flag set; its usage shows the synopsis,
+// the description and the flags.
+func newFlagSet(name, synopsis, about string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: tokengate %s %s\n\n%s\n", name, synopsis, about)
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprint(fs.Output(), "\nFlags:\n")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+// parseFlags parses a command's flags. -h, -help or --help prints the
+// usage on stdout and returns flag.ErrHelp, which run answers with success;
+// any other problem prints it on stderr.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	usage := fs.Usage
+	fs.Usage = func() {}
 	fs.SetOutput(stderr)
-	path := fs.String("config", getenv("TOKENGATE_CONFIG"), "configuration file (YAML); env TOKENGATE_CONFIG")
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	fs.Usage = usage
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		fs.Usage()
+		fs.SetOutput(stderr)
+	case err != nil:
+		fs.Usage()
+	}
+	return err
+}
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "--config FILE",
+		"Serves Envoy ext_authz (gRPC) and the HTTP endpoints (health, readiness, metrics,\nwebhooks, admin API) as the configuration file says.")
+	path := fs.String("config", getenv("TOKENGATE_CONFIG"), "configuration `FILE` (YAML); env TOKENGATE_CONFIG")
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	if *path == "" {
@@ -82,11 +133,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 // runMigrate applies pending migrations and says what it did. Replicas do
 // this at start unless storage.auto_migrate is false.
 func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", getenv("TOKENGATE_CONFIG"), "configuration file whose storage.postgres_url to use")
-	url := fs.String("postgres-url", "", "PostgreSQL URL (default: TOKENGATE_POSTGRES_URL, then the config)")
-	if err := fs.Parse(args); err != nil {
+	fs := newFlagSet("migrate", "[--config FILE | --postgres-url URL]",
+		"Applies pending PostgreSQL migrations and says which. Replicas do this at start\nunless storage.auto_migrate is false; the embedded store needs none.")
+	path := fs.String("config", getenv("TOKENGATE_CONFIG"), "configuration `FILE` whose storage.postgres_url to use; env TOKENGATE_CONFIG")
+	url := fs.String("postgres-url", "", "PostgreSQL `URL` (default: TOKENGATE_POSTGRES_URL, then the configuration's)")
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	if *url == "" {
@@ -99,8 +150,11 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		*url = cfg.Storage.PostgresURL
 	}
-	if *url == "" {
-		return errors.New("migrate: no PostgreSQL URL (--postgres-url, TOKENGATE_POSTGRES_URL or storage.postgres_url); the embedded store needs no migrations")
+	switch {
+	case *url == "" && *path != "":
+		return fmt.Errorf("migrate: %s has no storage.postgres_url (and neither --postgres-url nor TOKENGATE_POSTGRES_URL is set); the embedded store needs no migrations", *path)
+	case *url == "":
+		return errors.New("migrate: no PostgreSQL URL: give --config FILE (or TOKENGATE_CONFIG) with storage.postgres_url, --postgres-url or TOKENGATE_POSTGRES_URL; the embedded store needs no migrations")
 	}
 	s, err := postgres.Open(*url, postgres.Options{MaxConns: 2})
 	if err != nil {
@@ -136,10 +190,10 @@ func tuneGC(getenv func(string) string) {
 
 // loadConfigFile loads and validates a configuration file; its errors name
 // the file.
-func loadConfigFile(path string, getenv func(string) string) (Config, error) {
+func loadConfigFile(path string, getenv func(string) string) (settings, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return Config{}, err
+		return settings{}, err
 	}
 	defer f.Close()
 	cfg, err := loadConfig(f, getenv)

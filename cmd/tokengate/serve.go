@@ -24,7 +24,6 @@ import (
 	"github.com/tokengate/tokengate/extauthz/health"
 	"github.com/tokengate/tokengate/extauthz/intake"
 	"github.com/tokengate/tokengate/extauthz/token"
-	"github.com/tokengate/tokengate/policy"
 )
 
 // serveHooks let `dev` and tests reuse serve: listeners bound in advance,
@@ -37,7 +36,7 @@ type serveHooks struct {
 
 // serve wires tokengate from a validated configuration and runs it until ctx
 // ends, then shuts down: NOT_SERVING, drain delay, graceful stop.
-func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) error {
+func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -50,15 +49,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 	}, []string{"issuer", "result"})
 	reg.MustRegister(buildInfo, jwksFetches)
 
-	headers, err := policy.NewHeaderMap(cfg.ClaimHeaders)
-	if err != nil {
-		return err
-	}
 	h := health.New()
 	for _, ic := range cfg.Issuers {
 		h.Register("issuer/"+ic.Name, "keys not loaded yet")
 	}
-	rv, err := openRevocations(cfg, log, reg, h)
+	rv, err := openRevocations(cfg.Config, log, reg, h)
 	if err != nil {
 		return err
 	}
@@ -68,14 +63,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		}
 	}()
 	verifier, err := token.New(token.Options{
-		Issuers:            cfg.verifierIssuers(),
+		Issuers:            cfg.issuers,
 		CacheMaxEntries:    cfg.Cache.MaxEntries,
 		MaxTokenBytes:      cfg.Tokens.MaxBytes,
 		RefreshInterval:    cfg.JWKS.RefreshInterval,
 		UnknownKIDInterval: cfg.JWKS.UnknownKIDInterval,
 		HTTPClient:         &http.Client{Timeout: cfg.JWKS.Timeout},
 		Logger:             log,
-		Derive:             extauthz.Derive(headers, rv.index),
+		Derive:             extauthz.Derive(cfg.headers, rv.index),
 		OnFetch: func(issuer, result string) {
 			jwksFetches.WithLabelValues(issuer, result).Inc()
 			if result != "error" {
@@ -91,24 +86,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 			h.Set("issuer/"+name, true, "")
 		}
 	}
-	routes, err := cfg.logoutRoutes()
-	if err != nil {
-		return err
-	}
-	logoutRoutes, err := policy.NewLogoutRoutes(routes)
-	if err != nil {
-		return err
-	}
-	revoker := intake.NewRevoker(rv.store, rv.follower, cfg.intakeIssuers(), nil)
+	revoker := intake.NewRevoker(rv.store, rv.follower, cfg.intakeIssuers, nil)
 	authz := extauthz.NewServer(extauthz.Options{
 		Verifier:     verifier,
-		Headers:      headers,
+		Headers:      cfg.headers,
 		Revocations:  rv.index,
 		Loaded:       rv.follower.Loaded,
 		Staleness:    rv.follower.Staleness,
 		MaxStaleness: cfg.Revocation.MaxStaleness,
 		FailOpen:     cfg.Revocation.OnStale == "allow",
-		LogoutRoutes: logoutRoutes,
+		LogoutRoutes: cfg.logoutRoutes,
 		Logout:       revoker,
 		Metrics:      extauthz.NewMetrics(reg),
 		Logger:       log,
@@ -154,10 +141,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		Store:       rv.store,
 		Verifier:    verifier,
 		Revocations: rv.index,
-		Fresh: func() bool {
-			return rv.follower.Loaded() && rv.follower.Staleness() <= cfg.Revocation.MaxStaleness
-		},
-		Logger: log,
+		Fresh:       authz.Fresh,
+		Logger:      log,
 	}).Mount(mux)
 	webhookEvents := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokengate_webhook_events_total",
@@ -266,12 +251,13 @@ func shutdown(log *slog.Logger, c ShutdownConfig, h *health.Health, gs *grpc.Ser
 
 // fusionAuthReceiver builds the FusionAuth webhook handler and what must run
 // beside it (the signing keys' refresh).
-func fusionAuthReceiver(cfg Config, revoker *intake.Revoker, verifier *token.Verifier, log *slog.Logger,
+func fusionAuthReceiver(cfg settings, revoker *intake.Revoker, verifier *token.Verifier, log *slog.Logger,
 	observe func(typ, result string)) (http.Handler, func(context.Context), error) {
 	fc := cfg.Webhooks.FusionAuth
+	ic, _ := cfg.issuerRef(fc.Issuer) // validated
 	var iss intake.Issuer
-	for _, i := range cfg.intakeIssuers() {
-		if i.Name == fc.Issuer {
+	for _, i := range cfg.intakeIssuers {
+		if i.Issuer == ic.Issuer {
 			iss = i
 		}
 	}

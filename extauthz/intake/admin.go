@@ -177,11 +177,11 @@ func (a *Admin) revocationFor(r *http.Request, req RevokeRequest) (storage.Revoc
 	if err != nil {
 		return storage.Revocation{}, err
 	}
-	iss, ok := a.opts.Revoker.Issuer(req.Issuer)
+	iss, ok := a.opts.Revoker.Lookup(req.Issuer)
 	if !ok {
-		return storage.Revocation{}, fmt.Errorf("issuer %q is not configured", req.Issuer)
+		return storage.Revocation{}, fmt.Errorf("issuer %q is not configured: give an issuer's iss or its name in the configuration", req.Issuer)
 	}
-	rev := storage.Revocation{Kind: kind, Issuer: req.Issuer, Audience: req.Audience, Source: "admin", Reason: req.Reason}
+	rev := storage.Revocation{Kind: kind, Issuer: iss.Issuer, Audience: req.Audience, Source: "admin", Reason: req.Reason}
 	fields := map[storage.Kind]string{storage.KindToken: req.JTI, storage.KindSession: req.SID, storage.KindSubject: req.Subject}
 	for k, v := range fields {
 		if k != kind && v != "" {
@@ -227,6 +227,9 @@ type ListResponse struct {
 func (a *Admin) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	opts := storage.ListOptions{Issuer: q.Get("issuer"), Key: q.Get("subject"), Limit: 100}
+	if iss, ok := a.opts.Revoker.Lookup(opts.Issuer); ok {
+		opts.Issuer = iss.Issuer // a name works too; an iss no longer configured is listed as given
+	}
 	if k := q.Get("kind"); k != "" {
 		kind, err := storage.ParseKind(k)
 		if err != nil {

@@ -46,6 +46,7 @@ type Revoker struct {
 	store    storage.Store
 	follower Follower
 	issuers  map[string]Issuer // by iss
+	byName   map[string]Issuer
 	now      func() time.Time
 }
 
@@ -55,15 +56,28 @@ func NewRevoker(s storage.Store, f Follower, issuers []Issuer, now func() time.T
 		now = time.Now
 	}
 	m := make(map[string]Issuer, len(issuers))
+	byName := make(map[string]Issuer, len(issuers))
 	for _, iss := range issuers {
 		m[iss.Issuer] = iss
+		byName[iss.Name] = iss
 	}
-	return &Revoker{store: s, follower: f, issuers: m, now: now}
+	return &Revoker{store: s, follower: f, issuers: m, byName: byName, now: now}
 }
 
 // Issuer returns the configured issuer with this iss.
 func (r *Revoker) Issuer(iss string) (Issuer, bool) {
 	i, ok := r.issuers[iss]
+	return i, ok
+}
+
+// Lookup returns the configured issuer an operator means: the one with this
+// iss or, failing that, with this name. (The configuration refuses a name
+// that is another issuer's iss, so ref means one issuer.)
+func (r *Revoker) Lookup(ref string) (Issuer, bool) {
+	if i, ok := r.issuers[ref]; ok {
+		return i, true
+	}
+	i, ok := r.byName[ref]
 	return i, ok
 }
 

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -316,22 +314,7 @@ func parseJWKS(body []byte) (*keys, error) {
 	return &keys{kf: kf, count: n}, nil
 }
 
-// secure refuses a URL that would carry keys in cleartext: plain http is
-// allowed only on loopback, or when the issuer allows it explicitly.
+// secure refuses a URL that would carry keys in cleartext (CheckURL).
 func (s *keySet) secure(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		host := u.Hostname()
-		if ip := net.ParseIP(host); s.allowInsecure || host == "localhost" || (ip != nil && ip.IsLoopback()) {
-			return nil
-		}
-		return fmt.Errorf("%s is plain http", raw)
-	}
-	return fmt.Errorf("%s: unsupported scheme", raw)
+	return CheckURL(raw, s.allowInsecure)
 }

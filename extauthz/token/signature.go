@@ -60,13 +60,9 @@ func NewBodySignatureVerifier(opts BodySignatureOptions) (*BodySignatureVerifier
 	b := &BodySignatureVerifier{hmac: opts.HMACSecret, allowed: map[string]bool{},
 		parser: jwt.NewParser(jwt.WithoutClaimsValidation())}
 	if opts.JWKSURI != "" {
-		algs := opts.Algorithms
-		if algs == nil {
-			algs = DefaultAlgorithms
-		}
-		for _, a := range algs {
-			if strings.HasPrefix(a, "HS") || a == "none" {
-				return nil, fmt.Errorf("body signature: algorithm %s cannot be used with a jwks", a)
+		for _, a := range Algorithms(opts.Algorithms, false) {
+			if err := CheckAlgorithm(a, false); err != nil {
+				return nil, fmt.Errorf("body signature: with a jwks: %w", err)
 			}
 			b.allowed[a] = true
 		}
@@ -78,7 +74,7 @@ func NewBodySignatureVerifier(opts BodySignatureOptions) (*BodySignatureVerifier
 		}
 	}
 	if len(opts.HMACSecret) > 0 {
-		for _, a := range []string{"HS256", "HS384", "HS512"} {
+		for _, a := range HMACAlgorithms {
 			b.allowed[a] = true
 		}
 	}

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 	"unsafe"
@@ -24,10 +23,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 )
-
-// DefaultAlgorithms are accepted when an issuer lists none. HS* is never among
-// them: it is added only for an issuer configured with an HMAC secret.
-var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"}
 
 // Issuer is one trusted token issuer.
 type Issuer struct {
@@ -41,8 +36,8 @@ type Issuer struct {
 	JWKSURI string
 	// Audiences: the token's aud must contain at least one.
 	Audiences []string
-	// Algorithms is the allowlist; nil means DefaultAlgorithms (plus HS256,
-	// HS384 and HS512 when HMACSecret is set).
+	// Algorithms is the allowlist; empty means DefaultAlgorithms (plus
+	// HMACAlgorithms when HMACSecret is set).
 	Algorithms []string
 	// HMACSecret verifies HS* tokens of this issuer, and nothing else.
 	HMACSecret []byte
@@ -174,20 +169,11 @@ func New(opts Options) (*Verifier, error) {
 		if _, dup := v.issuers[cfg.Issuer]; dup {
 			return nil, fmt.Errorf("issuer %q configured twice", cfg.Issuer)
 		}
-		algs := cfg.Algorithms
-		if algs == nil {
-			algs = DefaultAlgorithms
-			if len(cfg.HMACSecret) > 0 {
-				algs = append(slices.Clone(algs), "HS256", "HS384", "HS512")
-			}
-		}
+		algs := Algorithms(cfg.Algorithms, len(cfg.HMACSecret) > 0)
 		iss := &issuer{cfg: cfg, allowed: make(map[string]bool, len(algs))}
 		for _, a := range algs {
-			if strings.HasPrefix(a, "HS") && len(cfg.HMACSecret) == 0 {
-				return nil, fmt.Errorf("issuer %q: algorithm %s needs an hmac secret", cfg.Issuer, a)
-			}
-			if a == "none" {
-				return nil, fmt.Errorf("issuer %q: algorithm none is never allowed", cfg.Issuer)
+			if err := CheckAlgorithm(a, len(cfg.HMACSecret) > 0); err != nil {
+				return nil, fmt.Errorf("issuer %q: %w", cfg.Issuer, err)
 			}
 			iss.allowed[a] = true
 		}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// decodeYAML decodes one YAML document over cfg key by key, so that every
+// problem is found, each with its YAML path (issuers[0].leeway): unknown
+// keys, keys given twice, values of the wrong type. An absent or null key
+// keeps its default. Each element of a list of sections starts from its own
+// defaults (defaulter), so a key that is present always wins, even with a
+// zero value. err is set only when data is not YAML at all.
+func decodeYAML(data []byte, cfg *Config) (problems []error, err error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, err
+	}
+	if len(doc.Content) == 0 {
+		return nil, nil // an empty file: the defaults
+	}
+	var d decoder
+	d.value("", doc.Content[0], reflect.ValueOf(cfg).Elem())
+	return d.errs, nil
+}
+
+// defaulter is a configuration section that has defaults of its own when it
+// is an element of a list.
+type defaulter interface{ setDefaults() }
+
+type decoder struct{ errs []error }
+
+func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
+	if path == "" {
+		path = "(the whole file)"
+	}
+	d.errs = append(d.errs, fmt.Errorf("%s: %s (line %d)", path, fmt.Sprintf(format, args...), n.Line))
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+func (d *decoder) value(path string, n *yaml.Node, v reflect.Value) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // unset: keep the default
+	}
+	switch {
+	case v.Type() == durationType:
+		d.duration(path, n, v)
+	case v.Kind() == reflect.Struct:
+		d.section(path, n, v)
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct:
+		if n.Kind != yaml.SequenceNode {
+			d.fail(path, n, "want a list")
+			return
+		}
+		out := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			elem := out.Index(i)
+			if df, ok := elem.Addr().Interface().(defaulter); ok {
+				df.setDefaults()
+			}
+			d.value(fmt.Sprintf("%s[%d]", path, i), item, elem)
+		}
+		v.Set(out)
+	default:
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			d.fail(path, n, "%s", typeError(err))
+		}
+	}
+}
+
+// section decodes a mapping into a struct by its fields' yaml tags.
+func (d *decoder) section(path string, n *yaml.Node, v reflect.Value) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(path, n, "want a mapping of keys")
+		return
+	}
+	fields := yamlFields(v.Type())
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Value == "<<" && k.Tag == "!!merge" {
+			// A merge key (<<: *anchor): its keys as if written here.
+			if val.Kind == yaml.AliasNode {
+				val = val.Alias
+			}
+			merged := []*yaml.Node{val}
+			if val.Kind == yaml.SequenceNode {
+				merged = val.Content
+			}
+			for _, m := range merged {
+				d.value(path, m, v)
+			}
+			continue
+		}
+		p := k.Value
+		if path != "" {
+			p = path + "." + k.Value
+		}
+		idx, ok := fields[k.Value]
+		switch {
+		case !ok:
+			d.fail(p, k, "unknown key")
+			continue
+		case seen[k.Value]:
+			d.fail(p, k, "given twice")
+			continue
+		}
+		seen[k.Value] = true
+		d.value(p, val, v.Field(idx))
+	}
+}
+
+// duration decodes Go duration syntax (250ms, 30s, 1h); a bare 0 is zero.
+func (d *decoder) duration(path string, n *yaml.Node, v reflect.Value) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!int" && n.Value == "0" {
+		v.SetInt(0)
+		return
+	}
+	var dur time.Duration
+	var err error
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!str" {
+		dur, err = time.ParseDuration(n.Value)
+	}
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" || err != nil {
+		d.fail(path, n, "want a duration such as 250ms, 30s, 15m or 1h, got %q", n.Value)
+		return
+	}
+	v.SetInt(int64(dur))
+}
+
+// yamlFields maps a struct's yaml keys to its field indexes.
+func yamlFields(t reflect.Type) map[string]int {
+	m := make(map[string]int, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name != "" && name != "-" && f.IsExported() {
+			m[name] = i
+		}
+	}
+	return m
+}
+
+var yamlLine = regexp.MustCompile(`^line \d+: `)
+
+// typeError is yaml's complaint about one value, without its line (the
+// caller adds it) or Go's package names.
+func typeError(err error) string {
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msgs := make([]string, len(te.Errors))
+		for i, e := range te.Errors {
+			msgs[i] = yamlLine.ReplaceAllString(e, "")
+		}
+		return strings.Join(msgs, "; ")
+	}
+	return strings.TrimPrefix(err.Error(), "yaml: ")
+}
