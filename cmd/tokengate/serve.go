@@ -44,11 +44,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		Name: "tokengate_build_info", Help: "Always 1; the version label says which build runs.",
 	}, []string{"version"})
 	buildInfo.WithLabelValues(version).Set(1)
-	jwksFetches := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tokengate_jwks_fetches_total",
-		Help: "JWKS fetches by issuer and result (changed, unchanged, error).",
-	}, []string{"issuer", "result"})
-	reg.MustRegister(buildInfo, jwksFetches)
+	reg.MustRegister(buildInfo)
 
 	headers, err := policy.NewHeaderMap(cfg.ClaimHeaders)
 	if err != nil {
@@ -76,8 +72,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		HTTPClient:         &http.Client{Timeout: cfg.JWKS.Timeout},
 		Logger:             log,
 		Derive:             extauthz.Derive(headers, rv.index),
+		Registerer:         reg,
 		OnFetch: func(issuer, result string) {
-			jwksFetches.WithLabelValues(issuer, result).Inc()
 			if result != "error" {
 				h.Set("issuer/"+issuer, true, "")
 			}
