@@ -155,25 +155,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		},
 		Logger: log,
 	}).Mount(mux)
-	webhookEvents := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tokengate_webhook_events_total",
-		Help: "Revocation events received, by source, event type and result (applied, duplicate, ignored, rejected).",
-	}, []string{"source", "type", "result"})
-	reg.MustRegister(webhookEvents)
 	var background []func(context.Context)
 	if cfg.backchannelEnabled() {
-		mux.Handle("POST /backchannel-logout", intake.NewBackchannel(intake.BackchannelOptions{
+		bc, err := intake.NewBackchannel(intake.BackchannelOptions{
 			Verifier:      verifier,
 			Revoker:       revoker,
 			RevokeSubject: cfg.Backchannel.RevokeSubject,
-			Observe:       func(result string) { webhookEvents.WithLabelValues("backchannel-logout", "logout", result).Inc() },
+			Registerer:    reg,
 			Logger:        log,
-		}))
+		})
+		if err != nil {
+			return err
+		}
+		mux.Handle("POST /backchannel-logout", bc)
 	}
 	if fc := cfg.Webhooks.FusionAuth; fc.Issuer != "" {
-		fa, run, err := fusionAuthReceiver(cfg, revoker, verifier, log, func(typ, result string) {
-			webhookEvents.WithLabelValues("fusionauth", typ, result).Inc()
-		})
+		fa, run, err := fusionAuthReceiver(cfg, revoker, verifier, log, reg)
 		if err != nil {
 			return err
 		}
@@ -263,7 +260,7 @@ func shutdown(log *slog.Logger, c ShutdownConfig, h *health.Health, gs *grpc.Ser
 // fusionAuthReceiver builds the FusionAuth webhook handler and what must run
 // beside it (the signing keys' refresh).
 func fusionAuthReceiver(cfg Config, revoker *intake.Revoker, verifier *token.Verifier, log *slog.Logger,
-	observe func(typ, result string)) (http.Handler, func(context.Context), error) {
+	reg prometheus.Registerer) (http.Handler, func(context.Context), error) {
 	fc := cfg.Webhooks.FusionAuth
 	var iss intake.Issuer
 	for _, i := range cfg.intakeIssuers() {
@@ -287,8 +284,8 @@ func fusionAuthReceiver(cfg Config, revoker *intake.Revoker, verifier *token.Ver
 			defer verifier.Flush()
 			return verifier.Refresh(ctx, issuer)
 		},
-		Observe: observe,
-		Logger:  log,
+		Registerer: reg,
+		Logger:     log,
 	}
 	run := func(context.Context) {}
 	if sk := fc.SigningKey; sk.HMACSecret != "" || sk.JWKSURI != "" {
