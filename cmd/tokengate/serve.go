@@ -106,7 +106,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 		FailOpen:     cfg.Revocation.OnStale == "allow",
 		LogoutRoutes: logoutRoutes,
 		Logout:       revoker,
-		Metrics:      extauthz.NewMetrics(reg),
+		Registerer:   reg,
 		Logger:       log,
 
 		DenialLogsPerSecond: cfg.Log.DenialsPerSecond,
