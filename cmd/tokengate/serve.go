@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -40,11 +41,7 @@ type serveHooks struct {
 func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tokengate_build_info", Help: "Always 1; the version label says which build runs.",
-	}, []string{"version"})
-	buildInfo.WithLabelValues(version).Set(1)
-	reg.MustRegister(buildInfo)
+	reg.MustRegister(buildInfo())
 
 	headers, err := policy.NewHeaderMap(cfg.ClaimHeaders)
 	if err != nil {
@@ -234,6 +231,25 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, hooks serveHooks) 
 	}
 	log.Info("stopped")
 	return err
+}
+
+// buildInfo is tokengate_build_info: 1, labelled with the version, the VCS
+// commit the binary was built from ("unknown" when not recorded) and the Go
+// version.
+func buildInfo() prometheus.Collector {
+	commit := "unknown"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && s.Value != "" {
+				commit = s.Value
+			}
+		}
+	}
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "tokengate_build_info",
+		Help:        "Always 1; the labels say which build runs.",
+		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "go_version": runtime.Version()},
+	}, func() float64 { return 1 })
 }
 
 // shutdown: go NOT_SERVING so health checks steer traffic away, wait the drain
