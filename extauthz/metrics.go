@@ -6,18 +6,20 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
 )
 
-// Metrics are the adapter's Prometheus series. Label values come only from
-// the closed set of reasons.
-type Metrics struct {
+// metrics are the adapter's Prometheus series. Label values come only from
+// the closed set of reasons, and every reason is exported at zero from the
+// start.
+type metrics struct {
 	decisions [numReasons]prometheus.Counter
 	errors    prometheus.Counter
 	duration  prometheus.Observer
 }
 
-// NewMetrics registers the adapter's series with reg (nil: not registered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// newMetrics registers the adapter's series with reg (nil: not registered).
+func newMetrics(reg prometheus.Registerer) *metrics {
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokengate_check_decisions_total",
 		Help: "Check answers by decision (allow, deny) and reason.",
@@ -34,10 +36,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(decisions, errs, duration)
 	}
-	m := &Metrics{errors: errs, duration: duration}
+	m := &metrics{errors: errs, duration: duration}
 	for _, r := range Reasons() {
 		decision := "deny"
-		if r == ReasonAllowed {
+		if r.GRPCCode() == codes.OK {
 			decision = "allow"
 		}
 		m.decisions[r] = decisions.WithLabelValues(decision, r.String())
@@ -45,12 +47,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observe(r Reason, start time.Time) {
+func (m *metrics) observe(r Reason, start time.Time) {
 	m.decisions[r].Inc()
 	m.duration.Observe(time.Since(start).Seconds())
 }
 
-func (m *Metrics) observeError(start time.Time) {
+func (m *metrics) observeError(start time.Time) {
 	m.errors.Inc()
 	m.duration.Observe(time.Since(start).Seconds())
 }

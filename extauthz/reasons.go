@@ -3,7 +3,8 @@ package extauthz
 import (
 	"errors"
 	"net/http"
-	"strings"
+
+	"google.golang.org/grpc/codes"
 
 	"github.com/tokengate/tokengate/extauthz/token"
 )
@@ -33,23 +34,43 @@ const (
 	numReasons
 )
 
-var reasonNames = [numReasons]string{
-	ReasonAllowed:               "allowed",
-	ReasonTokenMissing:          "token_missing",
-	ReasonTokenMalformed:        "token_malformed",
-	ReasonTokenInvalidSignature: "token_invalid_signature",
-	ReasonTokenExpired:          "token_expired",
-	ReasonTokenNotYetValid:      "token_not_yet_valid",
-	ReasonIssuerUnknown:         "issuer_unknown",
-	ReasonAudienceMismatch:      "audience_mismatch",
-	ReasonAlgorithmNotAllowed:   "algorithm_not_allowed",
-	ReasonKeyUnknown:            "key_unknown",
-	ReasonTokenLifetimeTooLong:  "token_lifetime_too_long",
-	ReasonTokenTypeInvalid:      "token_type_invalid",
-	ReasonClaimsInvalid:         "claims_invalid",
-	ReasonTokenRevoked:          "token_revoked",
-	ReasonRevocationsStale:      "revocations_stale",
-	ReasonLogoutFailed:          "logout_failed",
+// reasonInfo is how one reason is answered.
+type reasonInfo struct {
+	name string
+	// grpc is the CheckResponse's status code: OK for an allow, else the
+	// code Envoy logs for the denial.
+	grpc codes.Code
+	// http is the status Envoy answers the client with (200: the request
+	// goes on to the upstream).
+	http int
+	// errorCode and description are the RFC 6750 error and
+	// error_description: in the WWW-Authenticate challenge of a 401 (except
+	// token_missing, §3.1) and in the JSON body of every denial.
+	errorCode, description string
+}
+
+// reasons is the one table of reasons: responses, metric labels and the
+// README's "Answers and reasons" table follow it (reasons_test.go checks
+// the README).
+var reasons = [numReasons]reasonInfo{
+	ReasonAllowed:               {"allowed", codes.OK, http.StatusOK, "", "allowed"},
+	ReasonTokenMissing:          {"token_missing", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "token missing"},
+	ReasonTokenMalformed:        {"token_malformed", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "token malformed"},
+	ReasonTokenInvalidSignature: {"token_invalid_signature", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "token invalid signature"},
+	ReasonTokenExpired:          {"token_expired", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "token expired"},
+	ReasonTokenNotYetValid:      {"token_not_yet_valid", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "token not yet valid"},
+	ReasonIssuerUnknown:         {"issuer_unknown", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "issuer unknown"},
+	ReasonAudienceMismatch:      {"audience_mismatch", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "audience mismatch"},
+	ReasonAlgorithmNotAllowed:   {"algorithm_not_allowed", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "algorithm not allowed"},
+	ReasonKeyUnknown:            {"key_unknown", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "key unknown"},
+	ReasonTokenLifetimeTooLong:  {"token_lifetime_too_long", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "token lifetime too long"},
+	ReasonTokenTypeInvalid:      {"token_type_invalid", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "token type invalid"},
+	ReasonClaimsInvalid:         {"claims_invalid", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "claims invalid"},
+	ReasonTokenRevoked:          {"token_revoked", codes.Unauthenticated, http.StatusUnauthorized, "invalid_token", "token revoked"},
+	// tokengate cannot vouch that the token is not revoked, or could not make
+	// a logout durable: not the client's fault, so no challenge; it may retry.
+	ReasonRevocationsStale: {"revocations_stale", codes.Unavailable, http.StatusServiceUnavailable, "temporarily_unavailable", "revocations stale"},
+	ReasonLogoutFailed:     {"logout_failed", codes.Unavailable, http.StatusServiceUnavailable, "temporarily_unavailable", "logout failed"},
 }
 
 // String is the reason's stable name, for example "token_expired".
@@ -57,7 +78,7 @@ func (r Reason) String() string {
 	if r >= numReasons {
 		return "unknown"
 	}
-	return reasonNames[r]
+	return reasons[r].name
 }
 
 // Reasons lists every reason, for metric initialisation and documentation.
@@ -69,22 +90,12 @@ func Reasons() []Reason {
 	return out
 }
 
-// HTTPStatus is the status a denial with this reason carries.
-func (r Reason) HTTPStatus() int {
-	switch r {
-	case ReasonAllowed:
-		return http.StatusOK
-	case ReasonRevocationsStale, ReasonLogoutFailed:
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusUnauthorized
-	}
-}
+// HTTPStatus is the status an answer with this reason carries (200 for an
+// allow: the request goes on).
+func (r Reason) HTTPStatus() int { return reasons[r].http }
 
-// description is the RFC 6750 error_description: the reason in words.
-func (r Reason) description() string {
-	return strings.ReplaceAll(r.String(), "_", " ")
-}
+// GRPCCode is the CheckResponse status code of an answer with this reason.
+func (r Reason) GRPCCode() codes.Code { return reasons[r].grpc }
 
 // reasonFor maps a verification error to its reason. ok is false when the
 // error means no decision can be made (the issuer's keys never loaded).

@@ -2,12 +2,12 @@ package extauthz
 
 import (
 	"encoding/json"
+	"net/http"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tokengate/tokengate/extauthz/token"
@@ -18,7 +18,7 @@ import (
 // Realm is the RFC 6750 realm in every challenge.
 const Realm = "tokengate"
 
-var okStatus = &status.Status{Code: int32(codes.OK)}
+var okStatus = &status.Status{Code: int32(reasons[ReasonAllowed].grpc)}
 
 // allowed is what an allow answer needs for one identity. It is built once per
 // verified token (kept with it in the verifier's cache) and shared, read only,
@@ -111,31 +111,27 @@ func init() {
 }
 
 func newDenial(r Reason) denial {
-	code, errCode := codes.Unauthenticated, "invalid_token"
+	info := reasons[r]
 	headers := []*corev3.HeaderValueOption{
 		header("content-type", "application/json"),
 		header("cache-control", "no-store"),
 	}
-	switch r {
-	case ReasonRevocationsStale, ReasonLogoutFailed:
-		// tokengate cannot vouch that the token is not revoked, or could not
-		// make a logout durable: not the client's fault, so no challenge; it
-		// may retry.
-		code, errCode = codes.Unavailable, "temporarily_unavailable"
-		headers = append(headers, header("retry-after", "1"))
-	default:
+	switch info.http {
+	case http.StatusUnauthorized:
 		challenge := `Bearer realm="` + Realm + `"`
 		if r != ReasonTokenMissing {
 			// RFC 6750 §3.1: a request without a token gets no error code.
-			challenge += `, error="` + errCode + `", error_description="` + r.description() + `"`
+			challenge += `, error="` + info.errorCode + `", error_description="` + info.description + `"`
 		}
 		headers = append([]*corev3.HeaderValueOption{header("www-authenticate", challenge)}, headers...)
+	case http.StatusServiceUnavailable:
+		headers = append(headers, header("retry-after", "1"))
 	}
-	body, _ := json.Marshal(map[string]string{"error": errCode, "reason": r.String()})
+	body, _ := json.Marshal(map[string]string{"error": info.errorCode, "reason": info.name})
 	return denial{
-		status: &status.Status{Code: int32(code), Message: r.String()},
+		status: &status.Status{Code: int32(info.grpc), Message: info.name},
 		http: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(r.HTTPStatus())},
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(info.http)},
 			Headers: headers,
 			Body:    string(body),
 		}},

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
@@ -66,8 +67,12 @@ type Options struct {
 	// token revokes it before it is allowed; if that fails, it is denied.
 	LogoutRoutes *policy.LogoutRoutes
 	Logout       LogoutRevoker
-	Metrics      *Metrics
-	Logger       *slog.Logger
+	// Registerer, when set, gets the Check series: decisions by reason
+	// (every reason at zero from the start), errors and duration.
+	// Registration panics, as prometheus.MustRegister does, if those names
+	// are taken.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 	// DenialLogsPerSecond bounds the "denied" log lines (default 100, burst
 	// 10× that): a flood of junk tokens must not become a flood of logs.
 	// Metrics still count every denial; a logged line says how many were
@@ -88,7 +93,7 @@ type Server struct {
 	failOpen     bool
 	logoutRoutes *policy.LogoutRoutes
 	logout       LogoutRevoker
-	metrics      *Metrics
+	metrics      *metrics
 	log          *slog.Logger
 	now          func() time.Time
 	staleWarned  atomic.Int64 // Unix seconds of the last fail-open warning
@@ -103,9 +108,6 @@ type Server struct {
 func NewServer(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Metrics == nil {
-		opts.Metrics = NewMetrics(nil)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -131,7 +133,7 @@ func NewServer(opts Options) *Server {
 		failOpen:     opts.FailOpen,
 		logoutRoutes: opts.LogoutRoutes,
 		logout:       opts.Logout,
-		metrics:      opts.Metrics,
+		metrics:      newMetrics(opts.Registerer),
 		log:          opts.Logger,
 		now:          opts.Now,
 		denialLogs:   rate.NewLimiter(rate.Limit(opts.DenialLogsPerSecond), int(10*opts.DenialLogsPerSecond)),

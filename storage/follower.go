@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // FollowerOptions configure a Follower.
@@ -21,10 +23,16 @@ type FollowerOptions struct {
 	BatchSize int
 	Logger    *slog.Logger
 	Now       func() time.Time
-	// OnApply observes applied changes (for sync-lag metrics).
-	OnApply func([]Change)
-	// OnExpire observes how many entries the index dropped.
-	OnExpire func(int)
+	// SweepInterval, when positive, is how often Run sweeps the store:
+	// expired revocations and events are deleted, and changes older than
+	// ChangeRetention are pruned from the feed (Store.Sweep).
+	SweepInterval   time.Duration
+	ChangeRetention time.Duration
+	// Registerer, when set, gets the follower's series: sync lag, the
+	// index's entries by kind, its last applied sequence, staleness, and
+	// what the sweeps removed (store and index). Registration panics, as
+	// prometheus.MustRegister does, if those names are taken.
+	Registerer prometheus.Registerer
 	// OnLoad is called once the first snapshot has loaded.
 	OnLoad func()
 	// Prepare, when set, runs before the first load, retried with it until
@@ -36,11 +44,14 @@ type FollowerOptions struct {
 // (retrying with backoff), then applies the change feed in order, woken by
 // the store's notifications and by a periodic poll. A gap or a truncated
 // feed makes it reload. It records when it last heard from the store, so the
-// check path can tell how stale its view may be.
+// check path can tell how stale its view may be. When asked, it also sweeps
+// the store of expired entries.
 type Follower struct {
 	store Store
 	index *Index
 	opts  FollowerOptions
+
+	metrics *followerMetrics
 
 	mu       sync.Mutex // one catch-up at a time
 	loaded   atomic.Bool
@@ -64,16 +75,12 @@ func NewFollower(s Store, x *Index, opts FollowerOptions) *Follower {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.OnApply == nil {
-		opts.OnApply = func([]Change) {}
-	}
-	if opts.OnExpire == nil {
-		opts.OnExpire = func(int) {}
-	}
 	if opts.OnLoad == nil {
 		opts.OnLoad = func() {}
 	}
-	return &Follower{store: s, index: x, opts: opts}
+	f := &Follower{store: s, index: x, opts: opts}
+	f.metrics = newFollowerMetrics(f, opts.Registerer)
+	return f
 }
 
 // Loaded reports whether the first snapshot has loaded.
@@ -89,8 +96,14 @@ func (f *Follower) Staleness() time.Duration {
 	return f.opts.Now().Sub(time.Unix(0, last))
 }
 
-// Run loads the snapshot, then follows the feed until ctx ends.
+// Run loads the snapshot, then follows the feed until ctx ends. It sweeps
+// the store meanwhile when SweepInterval is set.
 func (f *Follower) Run(ctx context.Context) error {
+	if f.opts.SweepInterval > 0 {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { f.sweep(ctx) })
+	}
 	backoff := 100 * time.Millisecond
 	prepared := f.opts.Prepare == nil
 	for attempt := 1; ; attempt++ {
@@ -131,9 +144,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-expire.C:
-			if n := f.index.Expire(f.opts.Now()); n > 0 {
-				f.opts.OnExpire(n)
-			}
+			f.metrics.swept.index.Add(float64(f.index.Expire(f.opts.Now())))
 			continue
 		case <-f.store.Notify():
 		case <-poll.C:
@@ -171,7 +182,7 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 		}
 		// Fresh only once applied: a replica stuck on a gap must go stale.
 		f.synced()
-		f.opts.OnApply(changes)
+		f.metrics.observeApplied(changes, f.opts.Now())
 		if len(changes) < f.opts.BatchSize {
 			return nil
 		}
@@ -208,3 +219,25 @@ func (f *Follower) reloadLocked(ctx context.Context) error {
 }
 
 func (f *Follower) synced() { f.lastSync.Store(f.opts.Now().UnixNano()) }
+
+// sweep sweeps the store every SweepInterval until ctx ends.
+func (f *Follower) sweep(ctx context.Context) {
+	t := time.NewTicker(f.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := f.store.Sweep(ctx, f.opts.Now(), f.opts.ChangeRetention)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				f.opts.Logger.Warn("sweep failed", "err", err)
+				continue
+			}
+			f.metrics.swept.store.Add(float64(n))
+		}
+	}
+}

@@ -3,17 +3,34 @@ package storage
 import (
 	"context"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Instrument wraps a Store so that every call is observed: the operation
-// name, how long it took, and its error.
-func Instrument(s Store, observe func(op string, d time.Duration, err error)) Store {
-	return &instrumented{Store: s, observe: observe}
+// Instrument wraps a Store so that the calls of the check path's supply
+// line and of the writers — Apply, Delete, Snapshot, Changes and Sweep —
+// are timed, by operation and result, in
+// tokengate_store_operation_duration_seconds registered with reg (nil: not
+// registered). Get, List, Notify and Close pass through unobserved.
+func Instrument(s Store, reg prometheus.Registerer) Store {
+	d := newOpDuration()
+	if reg != nil {
+		reg.MustRegister(d)
+	}
+	return &instrumented{Store: s, duration: d}
 }
 
 type instrumented struct {
 	Store
-	observe func(string, time.Duration, error)
+	duration *prometheus.HistogramVec
+}
+
+func (i *instrumented) observe(op string, d time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	i.duration.WithLabelValues(op, result).Observe(d.Seconds())
 }
 
 func (i *instrumented) Apply(ctx context.Context, w Write) (Result, error) {
@@ -49,23 +66,4 @@ func (i *instrumented) Sweep(ctx context.Context, now time.Time, keep time.Durat
 	n, err := i.Store.Sweep(ctx, now, keep)
 	i.observe("sweep", time.Since(start), err)
 	return n, err
-}
-
-// RunSweeper sweeps the store every interval until ctx ends, reporting how
-// many entries each sweep deleted (and its error).
-func RunSweeper(ctx context.Context, s Store, interval, keepChanges time.Duration, now func() time.Time, report func(int, error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := s.Sweep(ctx, now(), keepChanges)
-			if ctx.Err() != nil {
-				return
-			}
-			report(n, err)
-		}
-	}
 }

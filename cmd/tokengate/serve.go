@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -39,15 +40,7 @@ type serveHooks struct {
 func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "tokengate_build_info", Help: "Always 1; the version label says which build runs.",
-	}, []string{"version"})
-	buildInfo.WithLabelValues(version).Set(1)
-	jwksFetches := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tokengate_jwks_fetches_total",
-		Help: "JWKS fetches by issuer and result (changed, unchanged, error).",
-	}, []string{"issuer", "result"})
-	reg.MustRegister(buildInfo, jwksFetches)
+	reg.MustRegister(buildInfo())
 
 	h := health.New()
 	for _, ic := range cfg.Issuers {
@@ -71,8 +64,8 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		HTTPClient:         &http.Client{Timeout: cfg.JWKS.Timeout},
 		Logger:             log,
 		Derive:             extauthz.Derive(cfg.headers, rv.index),
+		Registerer:         reg,
 		OnFetch: func(issuer, result string) {
-			jwksFetches.WithLabelValues(issuer, result).Inc()
 			if result != "error" {
 				h.Set("issuer/"+issuer, true, "")
 			}
@@ -97,7 +90,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		FailOpen:     cfg.Revocation.OnStale == "allow",
 		LogoutRoutes: cfg.logoutRoutes,
 		Logout:       revoker,
-		Metrics:      extauthz.NewMetrics(reg),
+		Registerer:   reg,
 		Logger:       log,
 
 		DenialLogsPerSecond: cfg.Log.DenialsPerSecond,
@@ -144,25 +137,22 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		Fresh:       authz.Fresh,
 		Logger:      log,
 	}).Mount(mux)
-	webhookEvents := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tokengate_webhook_events_total",
-		Help: "Revocation events received, by source, event type and result (applied, duplicate, ignored, rejected).",
-	}, []string{"source", "type", "result"})
-	reg.MustRegister(webhookEvents)
 	var background []func(context.Context)
 	if cfg.backchannelEnabled() {
-		mux.Handle("POST /backchannel-logout", intake.NewBackchannel(intake.BackchannelOptions{
+		bc, err := intake.NewBackchannel(intake.BackchannelOptions{
 			Verifier:      verifier,
 			Revoker:       revoker,
 			RevokeSubject: cfg.Backchannel.RevokeSubject,
-			Observe:       func(result string) { webhookEvents.WithLabelValues("backchannel-logout", "logout", result).Inc() },
+			Registerer:    reg,
 			Logger:        log,
-		}))
+		})
+		if err != nil {
+			return err
+		}
+		mux.Handle("POST /backchannel-logout", bc)
 	}
 	if fc := cfg.Webhooks.FusionAuth; fc.Issuer != "" {
-		fa, run, err := fusionAuthReceiver(cfg, revoker, verifier, log, func(typ, result string) {
-			webhookEvents.WithLabelValues("fusionauth", typ, result).Inc()
-		})
+		fa, run, err := fusionAuthReceiver(cfg, revoker, verifier, log, reg)
 		if err != nil {
 			return err
 		}
@@ -228,6 +218,25 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 	return err
 }
 
+// buildInfo is tokengate_build_info: 1, labelled with the version, the VCS
+// commit the binary was built from ("unknown" when not recorded) and the Go
+// version.
+func buildInfo() prometheus.Collector {
+	commit := "unknown"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && s.Value != "" {
+				commit = s.Value
+			}
+		}
+	}
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "tokengate_build_info",
+		Help:        "Always 1; the labels say which build runs.",
+		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "go_version": runtime.Version()},
+	}, func() float64 { return 1 })
+}
+
 // shutdown: go NOT_SERVING so health checks steer traffic away, wait the drain
 // delay, then stop gracefully within the timeout (forcefully after it).
 func shutdown(log *slog.Logger, c ShutdownConfig, h *health.Health, gs *grpc.Server, hs *http.Server) {
@@ -252,7 +261,7 @@ func shutdown(log *slog.Logger, c ShutdownConfig, h *health.Health, gs *grpc.Ser
 // fusionAuthReceiver builds the FusionAuth webhook handler and what must run
 // beside it (the signing keys' refresh).
 func fusionAuthReceiver(cfg settings, revoker *intake.Revoker, verifier *token.Verifier, log *slog.Logger,
-	observe func(typ, result string)) (http.Handler, func(context.Context), error) {
+	reg prometheus.Registerer) (http.Handler, func(context.Context), error) {
 	fc := cfg.Webhooks.FusionAuth
 	ic, _ := cfg.issuerRef(fc.Issuer) // validated
 	var iss intake.Issuer
@@ -277,8 +286,8 @@ func fusionAuthReceiver(cfg settings, revoker *intake.Revoker, verifier *token.V
 			defer verifier.Flush()
 			return verifier.Refresh(ctx, issuer)
 		},
-		Observe: observe,
-		Logger:  log,
+		Registerer: reg,
+		Logger:     log,
 	}
 	run := func(context.Context) {}
 	if sk := fc.SigningKey; sk.HMACSecret != "" || sk.JWKSURI != "" {

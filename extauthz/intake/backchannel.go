@@ -3,9 +3,12 @@ package intake
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/storage"
@@ -23,28 +26,39 @@ type BackchannelOptions struct {
 	// RevokeSubject: a logout token with sub revokes the subject from its
 	// iat (every session of the user), not only its sid.
 	RevokeSubject bool
-	Observe       func(result string)
-	Logger        *slog.Logger
+	// Registerer, when set, gets tokengate_webhook_events_total
+	// {source="backchannel-logout",type="logout"}, every result at zero
+	// from the start.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 	// Now is the clock that dates the revocations (default time.Now).
 	Now func() time.Time
 }
 
 // Backchannel receives OpenID Connect Back-Channel Logout 1.0 requests:
 // POST, form-encoded logout_token.
-type Backchannel struct{ opts BackchannelOptions }
+type Backchannel struct {
+	opts   BackchannelOptions
+	events *prometheus.CounterVec
+}
 
 // NewBackchannel returns the receiver.
-func NewBackchannel(opts BackchannelOptions) *Backchannel {
+func NewBackchannel(opts BackchannelOptions) (*Backchannel, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Observe == nil {
-		opts.Observe = func(string) {}
+	events, err := webhookEvents(opts.Registerer, sourceBackchannel, []string{"logout"})
+	if err != nil {
+		return nil, fmt.Errorf("back-channel logout metrics: %w", err)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Backchannel{opts: opts}
+	return &Backchannel{opts: opts, events: events}, nil
+}
+
+func (b *Backchannel) observe(result string) {
+	b.events.WithLabelValues(sourceBackchannel, "logout", result).Inc()
 }
 
 // ServeHTTP answers 200 with Cache-Control: no-store once the logout is
@@ -64,7 +78,7 @@ func (b *Backchannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	lt, err := b.opts.Verifier.VerifyLogout(r.Context(), raw)
 	if errors.Is(err, token.ErrKeysUnavailable) {
-		b.opts.Observe("rejected")
+		b.observe("rejected")
 		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the issuer's keys are not loaded yet")
 		return
 	}
@@ -97,7 +111,7 @@ func (b *Backchannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		status, reason := statusFor(err)
 		b.opts.Logger.Warn("back-channel logout not stored", "issuer", lt.Issuer, "jti", lt.TokenID, "err", err)
-		b.opts.Observe("rejected")
+		b.observe("rejected")
 		writeError(w, status, reason, "the logout could not be stored; retry")
 		return
 	}
@@ -105,13 +119,13 @@ func (b *Backchannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b.invalid(w, "logout token already used (jti replayed)")
 		return
 	}
-	b.opts.Observe("applied")
+	b.observe("applied")
 	b.opts.Logger.Info("back-channel logout", "issuer", lt.Issuer, "jti", lt.TokenID, "sid", lt.SessionID != "",
 		"sub", lt.Subject != "", "seq", res.Seq)
 	w.WriteHeader(http.StatusOK)
 }
 
 func (b *Backchannel) invalid(w http.ResponseWriter, description string) {
-	b.opts.Observe("rejected")
+	b.observe("rejected")
 	writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": description})
 }

@@ -45,10 +45,14 @@ func newBCLEnv(t *testing.T) *bclEnv {
 		t.Fatal(err)
 	}
 	iss := intake.Issuer{Name: "op", Issuer: e.op.URL, MaxTokenLifetime: time.Hour, Leeway: 30 * time.Second}
-	srv := httptest.NewServer(intake.NewBackchannel(intake.BackchannelOptions{
+	bc, err := intake.NewBackchannel(intake.BackchannelOptions{
 		Verifier: v, RevokeSubject: true,
 		Revoker: intake.NewRevoker(s, storage.NewFollower(s, storage.NewIndex(), storage.FollowerOptions{}), []intake.Issuer{iss}, nil),
-	}))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(bc)
 	t.Cleanup(srv.Close)
 	e.url = srv.URL
 	return e

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/storage"
 )
@@ -60,14 +62,18 @@ type FusionAuthOptions struct {
 	Revoker                *Revoker
 	// RefreshKeys refreshes the issuer's JWKS (jwt.public-key.update).
 	RefreshKeys func(ctx context.Context, issuerName string) error
-	// Observe counts every event by type and result.
-	Observe func(eventType, result string)
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// Registerer, when set, gets tokengate_webhook_events_total: every
+	// event by type (EventTypes) and result, all at zero from the start.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // FusionAuth receives FusionAuth webhooks.
-type FusionAuth struct{ opts FusionAuthOptions }
+type FusionAuth struct {
+	opts   FusionAuthOptions
+	events *prometheus.CounterVec
+}
 
 // NewFusionAuth validates the options: at least one way to authenticate the
 // sender is required.
@@ -81,10 +87,11 @@ func NewFusionAuth(opts FusionAuthOptions) (*FusionAuth, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.Observe == nil {
-		opts.Observe = func(string, string) {}
+	events, err := webhookEvents(opts.Registerer, sourceFusionAuth, EventTypes)
+	if err != nil {
+		return nil, fmt.Errorf("fusionauth webhook metrics: %w", err)
 	}
-	return &FusionAuth{opts: opts}, nil
+	return &FusionAuth{opts: opts, events: events}, nil
 }
 
 // faEvent is the part of a FusionAuth event body tokengate reads.
@@ -169,7 +176,7 @@ func (f *FusionAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			f.reject(w, typ, http.StatusServiceUnavailable, "jwks_unavailable", "could not refresh the issuer's keys")
 			return
 		}
-		f.opts.Observe(typ, "applied")
+		f.observe(typ, "applied")
 		writeJSON(w, http.StatusOK, map[string]string{"result": "keys refreshed"})
 		return
 	}
@@ -197,7 +204,7 @@ func (f *FusionAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if res.Duplicate {
 		result = "duplicate"
 	}
-	f.opts.Observe(typ, result)
+	f.observe(typ, result)
 	f.opts.Logger.Info("fusionauth event", "event_id", ev.ID, "type", ev.Type, "result", result, "seq", res.Seq)
 	writeJSON(w, http.StatusOK, map[string]any{"result": result, "revocations": len(write.Revocations)})
 }
@@ -330,12 +337,16 @@ func equal(got, want string) bool {
 	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
+func (f *FusionAuth) observe(typ, result string) {
+	f.events.WithLabelValues(sourceFusionAuth, typ, result).Inc()
+}
+
 func (f *FusionAuth) ignore(w http.ResponseWriter, typ, why string) {
-	f.opts.Observe(typ, "ignored")
+	f.observe(typ, "ignored")
 	writeJSON(w, http.StatusOK, map[string]string{"result": "ignored", "reason": why})
 }
 
 func (f *FusionAuth) reject(w http.ResponseWriter, typ string, status int, reason, description string) {
-	f.opts.Observe(typ, "rejected")
+	f.observe(typ, "rejected")
 	writeError(w, status, reason, description)
 }

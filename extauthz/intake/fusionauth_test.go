@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokengate/tokengate/extauthz/intake"
 	"github.com/tokengate/tokengate/extauthz/token"
@@ -30,20 +31,20 @@ var webhookSecret = []byte("fusionauth-webhook-hmac-secret-0123456789")
 // faEnv is the FusionAuth webhook receiver over real HTTP on an embedded
 // store, authenticated by an HMAC signature and Basic credentials.
 type faEnv struct {
-	url      string
-	handler  http.Handler
-	dbPath   string
-	store    *bolt.Store
-	index    *storage.Index
-	issuer   string
-	mu       sync.Mutex
-	observed map[string]int
-	refresh  int
+	url     string
+	handler http.Handler
+	dbPath  string
+	store   *bolt.Store
+	index   *storage.Index
+	issuer  string
+	mu      sync.Mutex
+	reg     *prometheus.Registry
+	refresh int
 }
 
 func newFAEnv(t testing.TB, mutate func(*intake.FusionAuthOptions)) *faEnv {
 	t.Helper()
-	e := &faEnv{dbPath: filepath.Join(t.TempDir(), "db"), index: storage.NewIndex(), issuer: "acme.com", observed: map[string]int{}}
+	e := &faEnv{dbPath: filepath.Join(t.TempDir(), "db"), index: storage.NewIndex(), issuer: "acme.com", reg: prometheus.NewRegistry()}
 	s, err := bolt.Open(e.dbPath, bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -60,11 +61,7 @@ func newFAEnv(t testing.TB, mutate func(*intake.FusionAuthOptions)) *faEnv {
 		RevokeOnPasswordChange: true,
 		Revoker:                intake.NewRevoker(s, storage.NewFollower(s, e.index, storage.FollowerOptions{}), []intake.Issuer{iss}, nil),
 		RefreshKeys:            func(context.Context, string) error { e.refresh++; return nil },
-		Observe: func(typ, result string) {
-			e.mu.Lock()
-			e.observed[typ+"/"+result]++
-			e.mu.Unlock()
-		},
+		Registerer:             e.reg,
 	}
 	if mutate != nil {
 		mutate(&opts)
@@ -308,8 +305,11 @@ func TestFusionAuthIgnoresTestAndUnknownTypes(t *testing.T) {
 	if n := countEntries(t, e); n != 0 {
 		t.Errorf("ignored events wrote %d entries", n)
 	}
-	if e.observed["test/ignored"] != 1 || e.observed["other/ignored"] != 2 {
-		t.Errorf("metrics observed %v", e.observed)
+	if got := webhookCount(t, e.reg, "fusionauth", "test", "ignored"); got != 1 {
+		t.Errorf("test/ignored events counted %v, want 1", got)
+	}
+	if got := webhookCount(t, e.reg, "fusionauth", "other", "ignored"); got != 2 {
+		t.Errorf("other/ignored events counted %v, want 2", got)
 	}
 	if code, _ := e.send(t, delivery{body: event("jwt.public-key.update", "e-k", time.Now().UnixMilli(), `"applicationIds":["`+appID+`"]`)}); code != 200 || e.refresh != 1 {
 		t.Errorf("jwt.public-key.update: %d, %d refreshes; want 200 and one refresh", code, e.refresh)

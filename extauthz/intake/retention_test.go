@@ -110,7 +110,11 @@ func newRetentionEnv(t *testing.T) *retentionEnv {
 	intake.NewAdmin(intake.AdminOptions{Token: adminToken, Revoker: e.revoker, Store: s, Verifier: v,
 		Revocations: index, Now: e.clock.Now}).Mount(mux)
 	e.admin = serve(mux)
-	e.bcl = serve(intake.NewBackchannel(intake.BackchannelOptions{Verifier: v, Revoker: e.revoker, RevokeSubject: true, Now: e.clock.Now}))
+	bc, err := intake.NewBackchannel(intake.BackchannelOptions{Verifier: v, Revoker: e.revoker, RevokeSubject: true, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.bcl = serve(bc)
 	sig, err := token.NewBodySignatureVerifier(token.BodySignatureOptions{HMACSecret: webhookSecret})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 )
 
@@ -50,17 +51,14 @@ type keySet struct {
 	observe       func(result string)
 
 	current atomic.Pointer[keys]
+	flight  singleflight.Group // one fetch at a time, shared by its callers
 
-	mu       sync.Mutex
-	inflight *fetch
-	uri      string // resolved jwks_uri, guarded by mu
+	mu  sync.Mutex
+	uri string // resolved jwks_uri, guarded by mu
 }
 
-// fetch is one JWKS request in flight; done closes when it ends.
-type fetch struct {
-	done chan struct{}
-	err  error
-}
+// errRateLimited: an on-demand fetch was not started, the limiter said no.
+var errRateLimited = errors.New("jwks fetch rate limited")
 
 // lookup finds the verification key for t, refreshing the set once (rate
 // limited) when the kid is unknown. It returns the key set that held the key.
@@ -125,49 +123,44 @@ func (s *keySet) run(ctx context.Context) {
 
 // refresh fetches now (joining a fetch already in flight) and waits for it.
 func (s *keySet) refresh(ctx context.Context) error {
-	// The fetch is shared: a caller that gives up must not abort it for the
-	// others (the periodic refresh, checks waiting on a new kid).
-	return s.wait(ctx, s.start(context.WithoutCancel(ctx), false))
+	for {
+		err := s.fetch(ctx, false)
+		if !errors.Is(err, errRateLimited) {
+			return err
+		}
+		// It joined an unknown-kid attempt that the limiter stopped before
+		// it fetched anything (that attempt is over): start a fetch of its own.
+	}
 }
 
 // refreshUnknownKID fetches for a token whose kid is not in the current set.
 // It joins a fetch in flight, starts one if the limiter allows, and otherwise
 // returns false at once: the check path never waits for the rate limiter.
 func (s *keySet) refreshUnknownKID(ctx context.Context) bool {
-	f := s.start(context.WithoutCancel(ctx), true)
-	if f == nil {
-		return false
-	}
-	return s.wait(ctx, f) == nil
+	return s.fetch(ctx, true) == nil
 }
 
-func (s *keySet) start(ctx context.Context, limited bool) *fetch {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.inflight != nil {
-		return s.inflight
-	}
-	if limited && !s.limiter.Allow() {
-		return nil
-	}
-	f := &fetch{done: make(chan struct{})}
-	s.inflight = f
-	go func() {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+// fetch joins the fetch in flight or starts one (when limited, only if the
+// limiter allows; a fetch joined is never limited). The fetch is shared, so
+// it runs detached from ctx: a caller that gives up (a cancelled webhook
+// request) must not abort it for the others (the periodic refresh, checks
+// waiting on a new kid). ctx bounds only this caller's wait.
+func (s *keySet) fetch(ctx context.Context, limited bool) error {
+	detached := context.WithoutCancel(ctx)
+	done := s.flight.DoChan("jwks", func() (any, error) {
+		if limited && !s.limiter.Allow() {
+			return nil, errRateLimited
+		}
+		ctx, cancel := context.WithTimeout(detached, 10*time.Second)
 		defer cancel()
-		f.err = s.fetchAndSwap(ctx)
-		s.mu.Lock()
-		s.inflight = nil
-		s.mu.Unlock()
-		close(f.done)
-	}()
-	return f
-}
-
-func (s *keySet) wait(ctx context.Context, f *fetch) error {
+		return nil, s.fetchAndSwap(ctx)
+	})
 	select {
-	case <-f.done:
-		return f.err
+	case r := <-done:
+		if err := ctx.Err(); err != nil {
+			return err // gave up first, even if the fetch ended meanwhile
+		}
+		return r.Err
 	case <-ctx.Done():
 		return ctx.Err()
 	}

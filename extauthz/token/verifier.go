@@ -20,6 +20,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/maypok86/otter/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 )
@@ -73,10 +74,17 @@ type Options struct {
 	// kept in Identity.Derived for as long as the token stays cached (the
 	// adapter keeps its ready-made upstream headers there).
 	Derive func(*Identity) any
-	// OnFetch observes every JWKS fetch: issuer name and "changed",
-	// "unchanged" or "error".
+	// OnFetch is told of every JWKS fetch: issuer name and "changed",
+	// "unchanged" or "error" (cmd marks an issuer ready with it). Fetches
+	// are counted in tokengate_jwks_fetches_total whether or not it is set.
 	OnFetch func(issuer, result string)
+	// Registerer, when set, gets tokengate_jwks_fetches_total{issuer,result},
+	// every issuer with a JWKS and every result at zero from the start.
+	Registerer prometheus.Registerer
 }
+
+// fetchResults are the values of tokengate_jwks_fetches_total's result label.
+var fetchResults = []string{"changed", "unchanged", "error"}
 
 // Identity is what a verified token says. It is shared between requests and
 // must not be modified.
@@ -144,6 +152,10 @@ func New(opts Options) (*Verifier, error) {
 	if opts.OnFetch == nil {
 		opts.OnFetch = func(string, string) {}
 	}
+	fetches := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokengate_jwks_fetches_total",
+		Help: "JWKS fetches by issuer and result (changed, unchanged, error).",
+	}, []string{"issuer", "result"})
 	v := &Verifier{
 		issuers:  make(map[string]*issuer, len(opts.Issuers)),
 		maxBytes: opts.MaxTokenBytes,
@@ -209,11 +221,23 @@ func New(opts Options) (*Verifier, error) {
 				interval:      opts.RefreshInterval,
 				limiter:       rate.NewLimiter(rate.Every(opts.UnknownKIDInterval), 1),
 				onChange:      v.flush,
-				observe:       func(result string) { opts.OnFetch(cfg.Name, result) },
+			}
+			counted := map[string]prometheus.Counter{}
+			for _, r := range fetchResults {
+				counted[r] = fetches.WithLabelValues(cfg.Name, r)
+			}
+			iss.keys.observe = func(result string) {
+				counted[result].Inc()
+				opts.OnFetch(cfg.Name, result)
 			}
 		}
 		v.issuers[cfg.Issuer] = iss
 		v.ordered = append(v.ordered, iss)
+	}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(fetches); err != nil {
+			return nil, fmt.Errorf("register jwks metrics: %w", err)
+		}
 	}
 	return v, nil
 }

@@ -1,15 +1,18 @@
 package token_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -277,3 +280,65 @@ func TestSharedFetchOutlivesItsCaller(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestSharedFetchServesTheOthersWhenOneCallerLeaves: two callers share one
+// fetch; the first gives up while the fetch is in flight, the second still
+// gets the keys, and the endpoint was asked once.
+func TestSharedFetchServesTheOthersWhenOneCallerLeaves(t *testing.T) {
+	iss, err := tokentest.New("https://idp.example", aud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, err := iss.JWKS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var requests atomic.Int64
+		slow := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			requests.Add(1)
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return nil, r.Context().Err()
+			}
+			return &http.Response{StatusCode: http.StatusOK, Request: r,
+				Header: http.Header{"Content-Type": {"application/json"}},
+				Body:   io.NopCloser(bytes.NewReader(jwks))}, nil
+		})
+		v, err := token.New(token.Options{
+			Issuers: []token.Issuer{{
+				Name: "a", Issuer: iss.URL, JWKSURI: iss.URL + "/jwks.json", Audiences: []string{aud}, MaxTokenLifetime: time.Hour,
+			}},
+			HTTPClient: &http.Client{Transport: slow},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, cancelFirst := context.WithCancel(t.Context())
+		firstDone, secondDone := make(chan error, 1), make(chan error, 1)
+		go func() { firstDone <- v.Refresh(first, "a") }()
+		synctest.Wait() // the fetch is in flight
+		go func() { secondDone <- v.Refresh(t.Context(), "a") }()
+		synctest.Wait() // the second caller waits on it too
+		cancelFirst()
+		if err := <-firstDone; !errors.Is(err, context.Canceled) {
+			t.Errorf("first caller: Refresh = %v, want context.Canceled", err)
+		}
+		close(release)
+		if err := <-secondDone; err != nil {
+			t.Errorf("second caller: Refresh = %v, want the shared fetch's success", err)
+		}
+		if !v.Loaded()["a"] {
+			t.Error("keys not loaded after the shared fetch")
+		}
+		if n := requests.Load(); n != 1 {
+			t.Errorf("JWKS requested %d times, want 1 (one shared fetch)", n)
+		}
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

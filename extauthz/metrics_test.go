@@ -1,0 +1,56 @@
+package extauthz_test
+
+import (
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokengate/tokengate/extauthz"
+)
+
+// decisions is tokengate_check_decisions_total by reason in reg.
+func decisions(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "tokengate_check_decisions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" {
+					out[l.GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestDecisionsExportedFromTheStart: every reason has its series at zero
+// before the first Check (an alert on token_revoked or revocations_stale
+// has something to watch), and a Check counts under its reason.
+func TestDecisionsExportedFromTheStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	srv := extauthz.NewServer(extauthz.Options{Registerer: reg})
+	got := decisions(t, reg)
+	if len(got) != len(extauthz.Reasons()) {
+		t.Errorf("%d reasons exported, want %d: %v", len(got), len(extauthz.Reasons()), got)
+	}
+	for _, r := range extauthz.Reasons() {
+		if v, ok := got[r.String()]; !ok || v != 0 {
+			t.Errorf("before any Check, %s = %v (exported %v), want 0", r, v, ok)
+		}
+	}
+	if _, err := srv.Check(t.Context(), &authv3.CheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := decisions(t, reg)["token_missing"]; got != 1 {
+		t.Errorf("token_missing after a Check without a token = %v, want 1", got)
+	}
+}
