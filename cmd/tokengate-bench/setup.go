@@ -8,13 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/tokengate/tokengate/extauthz/token/tokentest"
+	"github.com/tokengate/tokengate/extauthz/token/devissuer"
 	"github.com/tokengate/tokengate/storage/postgres/pgtest"
 )
 
@@ -75,7 +74,7 @@ func (db *database) close() error {
 // serveIssuer serves a new issuer's JWKS (at url+"/jwks.json") and discovery
 // document on loopback until stop is called. The issuer's iss is name or,
 // when name is empty, url, for discovery.
-func serveIssuer(name, audience string) (iss *tokentest.Issuer, url string, stop func(), err error) {
+func serveIssuer(name, audience string) (iss *devissuer.Issuer, url string, stop func(), err error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("issuer: %w", err)
@@ -84,21 +83,13 @@ func serveIssuer(name, audience string) (iss *tokentest.Issuer, url string, stop
 	if name == "" {
 		name = url
 	}
-	iss, err = tokentest.New(name, audience)
+	iss, err = devissuer.New(name, audience)
 	if err != nil {
 		lis.Close()
 		return nil, "", nil, fmt.Errorf("issuer: %w", err)
 	}
-	srv := &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		srv.Serve(lis) // returns ErrServerClosed on Close
-		close(done)
-	}()
-	return iss, url, func() {
-		srv.Close()
-		<-done
-	}, nil
+	srv := devissuer.Serve(lis, iss)
+	return iss, url, func() { srv.Close() }, nil
 }
 
 // startReplicas writes each configuration to a file in dir, starts a
