@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/tokengate/tokengate/extauthz/token/devissuer"
-	"github.com/tokengate/tokengate/storage/postgres/pgtest"
+	"github.com/tokengate/tokengate/storage/postgres/pgcluster"
 )
 
 // What the modes on PostgreSQL (propagation, ingest) set up around the
@@ -35,8 +35,8 @@ shutdown: {drain_delay: 0s, timeout: 5s}
 // database is the PostgreSQL database the replicas share.
 type database struct {
 	url     string
-	desc    string          // for the report: where it is
-	cluster *pgtest.Cluster // the throwaway cluster; nil for -postgres-url
+	desc    string             // for the report: where it is
+	cluster *pgcluster.Cluster // the throwaway cluster; nil for -postgres-url
 }
 
 // openDatabase returns the database at url or, when url is empty, a new
@@ -47,7 +47,7 @@ func openDatabase(ctx context.Context, url string, w io.Writer) (*database, erro
 		return &database{url: url, desc: "the server of -postgres-url"}, nil
 	}
 	fmt.Fprintln(w, "starting a throwaway PostgreSQL cluster (durable: fsync and synchronous_commit on)")
-	cluster, err := pgtest.Start(ctx, pgtest.Options{Durable: true})
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
 	if err != nil {
 		return nil, fmt.Errorf("start postgres (or give -postgres-url): %w", err)
 	}

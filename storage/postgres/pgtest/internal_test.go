@@ -2,41 +2,9 @@ package pgtest
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 )
-
-func TestExternal(t *testing.T) {
-	c, err := external(Shared(t).URL("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	url, err := c.CreateDatabase(t.Context(), "pgtest_external")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(url, "/pgtest_external?") {
-		t.Errorf("CreateDatabase returned %s, want a URL of database pgtest_external", url)
-	}
-	if err := c.DropDatabase(t.Context(), "pgtest_external"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Restart(t.Context()); err == nil {
-		t.Error("Restart of an external server succeeded, want ErrExternal")
-	}
-}
-
-func TestExternalRejects(t *testing.T) {
-	for name, s := range map[string]string{
-		"keyword/value": "host=localhost dbname=postgres",
-		"scheme":        "mysql://localhost/x",
-	} {
-		if _, err := external(s); err == nil {
-			t.Errorf("%s: external(%q) succeeded, want an error", name, s)
-		}
-	}
-}
 
 func TestDBName(t *testing.T) {
 	t.Run("Sub test/With Spaces-and-Ünicode_"+strings.Repeat("x", 80), func(t *testing.T) {
@@ -54,15 +22,6 @@ func TestDBName(t *testing.T) {
 			t.Errorf("dbName = %s, want it to start with the test's name", a)
 		}
 	})
-}
-
-func TestSortByVersion(t *testing.T) {
-	got := []string{"/p/15/bin", "/p/9.6/bin", "/p/x/bin", "/p/16/bin", "/p/10/bin"}
-	sortByVersion(got)
-	want := []string{"/p/x/bin", "/p/9.6/bin", "/p/10/bin", "/p/15/bin", "/p/16/bin"}
-	if !slices.Equal(got, want) {
-		t.Errorf("sortByVersion = %v, want %v", got, want)
-	}
 }
 
 // recorder is a testing.TB that records Skip and Fatal instead of ending
