@@ -19,9 +19,14 @@
 //   - otherwise a throwaway cluster started by [pgcluster.Start] from the
 //     local server binaries, without durability.
 //
-// When neither is possible the test is skipped with a message saying what is
-// missing, except when the environment variable CI is true: there the test
-// fails, so that CI never silently skips the PostgreSQL suite.
+// A test is skipped only when no cluster can run on this machine at all:
+// the server binaries are missing, or, running as root, the postgres system
+// user ([ErrUnavailable]); the skip message says what is missing. Any other
+// failure to start a cluster (initdb or pg_ctl failing, a directory the
+// server cannot reach) fails the test, since it is a fault to fix rather
+// than a machine to excuse. When the environment variable CI is true nothing
+// is skipped: a missing server fails the test too, so that CI never silently
+// skips the PostgreSQL suite.
 //
 // A test that needs to restart or stop the server must not do it on the
 // shared cluster, which the other tests of the binary are using: it starts

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -158,17 +159,22 @@ func NewCluster(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
-// noServer skips t because no local cluster could be started, or fails it
-// when CI is true, so that CI never silently skips the PostgreSQL tests.
+// noServer ends t, which needs a local cluster that could not be started
+// because of err. It skips t only when err is [ErrUnavailable] (this machine
+// cannot run a cluster at all) and CI is not true; any other error, or any
+// error under CI, fails t, so that a broken start is never mistaken for a
+// missing server and CI never silently skips the PostgreSQL tests.
 func noServer(t testing.TB, err error) {
 	t.Helper()
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("pgtest: start a local postgres cluster: %v", err)
+	}
 	msg := fmt.Sprintf("pgtest: no postgres server for this test: %v; "+
 		"set %s to a server's URL, or install the PostgreSQL server binaries", err, EnvURL)
 	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
 		t.Fatal(msg + "; failing rather than skipping because CI is true")
-	} else {
-		t.Skip(msg)
 	}
+	t.Skip(msg)
 }
 
 // dbName returns a new database name, unique across test binaries sharing
