@@ -4,10 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/tokengate/tokengate/storage/postgres/pgtest"
 	"io"
 	"os"
 	"time"
+
+	"github.com/tokengate/tokengate/storage/postgres/pgcluster"
 )
 
 // ingestCommand runs the ingest benchmark: how many FusionAuth webhook
@@ -170,12 +171,12 @@ func readStorage(ctx context.Context, dbURL, run string) (storageCheck, error) {
 	var n int64
 	// The replica stores a FusionAuth event's revocations with source
 	// "fusionauth:" + event.id, and this run's event ids start with run.
-	if err := pgtest.QueryRow(ctx, dbURL, "SELECT count(*) FROM tokengate_revocations WHERE starts_with(source, $1)",
+	if err := pgcluster.QueryRow(ctx, dbURL, "SELECT count(*) FROM tokengate_revocations WHERE starts_with(source, $1)",
 		[]any{"fusionauth:" + run + "-"}, &n); err != nil {
 		return st, fmt.Errorf("durability: count revocations: %w", err)
 	}
 	st.stored = uint64(n)
-	if err := pgtest.QueryRow(ctx, dbURL, "SELECT current_setting('fsync'), current_setting('synchronous_commit')", nil,
+	if err := pgcluster.QueryRow(ctx, dbURL, "SELECT current_setting('fsync'), current_setting('synchronous_commit')", nil,
 		&st.fsync, &st.synchronousCommit); err != nil {
 		return st, fmt.Errorf("durability: read settings: %w", err)
 	}

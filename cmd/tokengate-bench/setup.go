@@ -8,14 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/tokengate/tokengate/extauthz/token/tokentest"
-	"github.com/tokengate/tokengate/storage/postgres/pgtest"
+	"github.com/tokengate/tokengate/extauthz/token/devissuer"
+	"github.com/tokengate/tokengate/storage/postgres/pgcluster"
 )
 
 // What the modes on PostgreSQL (propagation, ingest) set up around the
@@ -36,8 +35,8 @@ shutdown: {drain_delay: 0s, timeout: 5s}
 // database is the PostgreSQL database the replicas share.
 type database struct {
 	url     string
-	desc    string          // for the report: where it is
-	cluster *pgtest.Cluster // the throwaway cluster; nil for -postgres-url
+	desc    string             // for the report: where it is
+	cluster *pgcluster.Cluster // the throwaway cluster; nil for -postgres-url
 }
 
 // openDatabase returns the database at url or, when url is empty, a new
@@ -48,7 +47,7 @@ func openDatabase(ctx context.Context, url string, w io.Writer) (*database, erro
 		return &database{url: url, desc: "the server of -postgres-url"}, nil
 	}
 	fmt.Fprintln(w, "starting a throwaway PostgreSQL cluster (durable: fsync and synchronous_commit on)")
-	cluster, err := pgtest.Start(ctx, pgtest.Options{Durable: true})
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Durable: true})
 	if err != nil {
 		return nil, fmt.Errorf("start postgres (or give -postgres-url): %w", err)
 	}
@@ -75,7 +74,7 @@ func (db *database) close() error {
 // serveIssuer serves a new issuer's JWKS (at url+"/jwks.json") and discovery
 // document on loopback until stop is called. The issuer's iss is name or,
 // when name is empty, url, for discovery.
-func serveIssuer(name, audience string) (iss *tokentest.Issuer, url string, stop func(), err error) {
+func serveIssuer(name, audience string) (iss *devissuer.Issuer, url string, stop func(), err error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("issuer: %w", err)
@@ -84,21 +83,13 @@ func serveIssuer(name, audience string) (iss *tokentest.Issuer, url string, stop
 	if name == "" {
 		name = url
 	}
-	iss, err = tokentest.New(name, audience)
+	iss, err = devissuer.New(name, audience)
 	if err != nil {
 		lis.Close()
 		return nil, "", nil, fmt.Errorf("issuer: %w", err)
 	}
-	srv := &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		srv.Serve(lis) // returns ErrServerClosed on Close
-		close(done)
-	}()
-	return iss, url, func() {
-		srv.Close()
-		<-done
-	}, nil
+	srv := devissuer.Serve(lis, iss)
+	return iss, url, func() { srv.Close() }, nil
 }
 
 // startReplicas writes each configuration to a file in dir, starts a

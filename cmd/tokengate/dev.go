@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/tokengate/tokengate/extauthz/token"
-	"github.com/tokengate/tokengate/extauthz/token/tokentest"
+	"github.com/tokengate/tokengate/extauthz/token/devissuer"
 )
 
 const devAudience = "tokengate-dev"
@@ -51,7 +51,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return fmt.Errorf("dev: %w", err)
 	}
 	base := "http://" + httpLis.Addr().String() + "/dev"
-	iss, err := tokentest.New(base, devAudience)
+	iss, err := devissuer.New(base, devAudience)
 	if err != nil {
 		return err
 	}
@@ -85,7 +85,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 }
 
 // devTokenHandler mints a token: POST {"sub": "...", "ttl": "15m", "claims": {...}}.
-func devTokenHandler(iss *tokentest.Issuer) http.Handler {
+func devTokenHandler(iss *devissuer.Issuer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Sub    string         `json:"sub"`

@@ -1,5 +1,5 @@
-// Package pgtest provides the PostgreSQL servers that tokengate's tests and
-// benchmarks run against.
+// Package pgtest provides the PostgreSQL servers that tokengate's tests run
+// against, on top of pgcluster.
 //
 // In a test, call [URL] for a connection string to a fresh, empty database
 // that is dropped when the test ends, and run the package's tests through
@@ -16,24 +16,19 @@
 //
 //   - if the environment variable TOKENGATE_TEST_POSTGRES_URL ([EnvURL]) is
 //     set, the server it points to; each test gets its own database there;
-//   - otherwise a throwaway cluster started from the local server binaries
-//     (initdb and pg_ctl on PATH, else the highest version under
-//     /usr/lib/postgresql/*/bin), in a temporary directory, on a free port of
-//     127.0.0.1, without durability (fsync, synchronous_commit and
-//     full_page_writes off). When running as root it runs as the postgres
-//     system user, because initdb refuses to run as root.
+//   - otherwise a throwaway cluster started by [pgcluster.Start] from the
+//     local server binaries, without durability.
 //
-// When neither is possible the test is skipped with a message saying what is
-// missing, except when the environment variable CI is true: there the test
-// fails, so that CI never silently skips the PostgreSQL suite.
+// A test is skipped only when no cluster can run on this machine at all:
+// the server binaries are missing, or, running as root, the postgres system
+// user ([ErrUnavailable]); the skip message says what is missing. Any other
+// failure to start a cluster (initdb or pg_ctl failing, a directory the
+// server cannot reach) fails the test, since it is a fault to fix rather
+// than a machine to excuse. When the environment variable CI is true nothing
+// is skipped: a missing server fails the test too, so that CI never silently
+// skips the PostgreSQL suite.
 //
 // A test that needs to restart or stop the server must not do it on the
 // shared cluster, which the other tests of the binary are using: it starts
-// its own with [NewCluster]. Outside tests, a benchmark command calls
-// [Start], usually with [Options.Durable] set, and [Cluster.Close] when done.
-//
-// A cluster lives no longer than the process that started it: alongside the
-// server runs a small watchdog process that, when that process exits in any
-// way (a panicking test, a test timeout, a kill, a TestMain that does not use
-// Main), stops the server and removes its directory.
+// its own with [NewCluster]. Commands use pgcluster directly.
 package pgtest

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -36,71 +35,6 @@ func TestURLGivesFreshDatabases(t *testing.T) {
 	}
 	if tableExists(t, b, "only_in_a") {
 		t.Error("table only_in_a, created in database a, exists in database b")
-	}
-}
-
-func TestRestartKeepsData(t *testing.T) {
-	t.Parallel()
-	c := pgtest.NewCluster(t, pgtest.Options{})
-	url := writeRow(t, c)
-	before := connect(t, url)
-	if got := show(t, before, "fsync"); got != "off" {
-		t.Errorf("non-durable cluster: fsync = %s, want off", got)
-	}
-
-	if err := c.Restart(t.Context()); err != nil {
-		t.Fatalf("Restart: %v", err)
-	}
-	if _, err := before.Exec(t.Context(), "SELECT 1"); err == nil {
-		t.Error("a connection made before Restart still works")
-	}
-	checkRow(t, url)
-}
-
-func TestStopThenStart(t *testing.T) {
-	t.Parallel()
-	c := pgtest.NewCluster(t, pgtest.Options{Durable: true})
-	url := writeRow(t, c)
-	if got := show(t, connect(t, url), "fsync"); got != "on" {
-		t.Errorf("durable cluster: fsync = %s, want on", got)
-	}
-
-	for range 2 { // Stop is idempotent
-		if err := c.Stop(t.Context()); err != nil {
-			t.Fatalf("Stop: %v", err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	if conn, err := pgx.Connect(ctx, url); err == nil {
-		conn.Close(ctx)
-		t.Fatal("connected to a stopped cluster")
-	}
-
-	if err := c.Start(t.Context()); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	checkRow(t, url)
-}
-
-// writeRow creates a database on c holding one row, and returns its URL.
-func writeRow(t *testing.T, c *pgtest.Cluster) string {
-	t.Helper()
-	url, err := c.CreateDatabase(t.Context(), "kept")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := connect(t, url)
-	if _, err := conn.Exec(t.Context(), "CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)"); err != nil {
-		t.Fatal(err)
-	}
-	return url
-}
-
-func checkRow(t *testing.T, url string) {
-	t.Helper()
-	if got := queryInt(t, connect(t, url), "SELECT n FROM kept"); got != 42 {
-		t.Errorf("SELECT n FROM kept = %d, want 42", got)
 	}
 }
 

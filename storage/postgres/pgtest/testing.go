@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -11,7 +12,37 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokengate/tokengate/storage/postgres/pgcluster"
 )
+
+// A Cluster is a PostgreSQL server; see [pgcluster.Cluster].
+type Cluster = pgcluster.Cluster
+
+// Options configures a cluster started by [NewCluster] or [Start].
+type Options = pgcluster.Options
+
+var (
+	// ErrUnavailable reports that no local cluster can run on this machine;
+	// it is the only start error that may skip a test.
+	ErrUnavailable = pgcluster.ErrUnavailable
+	// ErrExternal reports a restart or start of the server of [EnvURL].
+	ErrExternal = pgcluster.ErrExternal
+	// ErrClosed reports an operation on a closed cluster.
+	ErrClosed = pgcluster.ErrClosed
+)
+
+// Start starts a local cluster that is not tied to a test; see
+// [pgcluster.Start]. A test uses [NewCluster] instead.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	return pgcluster.Start(ctx, opts)
+}
+
+// QueryRow runs one query on the database at url and scans its single row
+// into dest; see [pgcluster.QueryRow].
+func QueryRow(ctx context.Context, url, sql string, args []any, dest ...any) error {
+	return pgcluster.QueryRow(ctx, url, sql, args, dest...)
+}
 
 // EnvURL names the environment variable that points the tests at an
 // existing server instead of a throwaway cluster, for example
@@ -51,7 +82,7 @@ func closeShared() error {
 	if shared.cluster == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*pgctlTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), pgcluster.CloseTimeout)
 	defer cancel()
 	return shared.cluster.Close(ctx)
 }
@@ -71,7 +102,7 @@ func URL(t testing.TB) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := c.DropDatabase(ctx, name); err != nil && c.running() {
+		if err := c.DropDatabase(ctx, name); err != nil && c.Running() {
 			t.Errorf("pgtest: %v", err)
 		}
 	})
@@ -90,14 +121,14 @@ func Shared(t testing.TB) *Cluster {
 	if !shared.done {
 		shared.done = true
 		if s := os.Getenv(EnvURL); s != "" {
-			shared.cluster, shared.err = external(s)
+			shared.cluster, shared.err = pgcluster.External(s)
 			if shared.err != nil {
 				shared.err = fmt.Errorf("%s: %w", EnvURL, shared.err)
 			}
 		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), initdbTimeout+startAttempts*pgctlTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), pgcluster.StartTimeout)
 			defer cancel()
-			shared.cluster, shared.err = Start(ctx, Options{})
+			shared.cluster, shared.err = pgcluster.Start(ctx, Options{})
 			shared.local = true
 		}
 	}
@@ -114,12 +145,12 @@ func Shared(t testing.TB) *Cluster {
 // when TOKENGATE_TEST_POSTGRES_URL is set.
 func NewCluster(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	c, err := Start(t.Context(), opts)
+	c, err := pgcluster.Start(t.Context(), opts)
 	if err != nil {
 		noServer(t, err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*pgctlTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), pgcluster.CloseTimeout)
 		defer cancel()
 		if err := c.Close(ctx); err != nil {
 			t.Errorf("pgtest: %v", err)
@@ -128,23 +159,22 @@ func NewCluster(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
-// noServer skips t because no local cluster could be started, or fails it
-// when CI is true, so that CI never silently skips the PostgreSQL tests.
+// noServer ends t, which needs a local cluster that could not be started
+// because of err. It skips t only when err is [ErrUnavailable] (this machine
+// cannot run a cluster at all) and CI is not true; any other error, or any
+// error under CI, fails t, so that a broken start is never mistaken for a
+// missing server and CI never silently skips the PostgreSQL tests.
 func noServer(t testing.TB, err error) {
 	t.Helper()
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("pgtest: start a local postgres cluster: %v", err)
+	}
 	msg := fmt.Sprintf("pgtest: no postgres server for this test: %v; "+
 		"set %s to a server's URL, or install the PostgreSQL server binaries", err, EnvURL)
 	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
 		t.Fatal(msg + "; failing rather than skipping because CI is true")
-	} else {
-		t.Skip(msg)
 	}
-}
-
-func (c *Cluster) running() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.state == running
+	t.Skip(msg)
 }
 
 // dbName returns a new database name, unique across test binaries sharing

@@ -1,4 +1,4 @@
-package pgtest
+package pgcluster
 
 import (
 	"context"
@@ -30,8 +30,8 @@ var (
 	// machine: the server binaries or the postgres system user are missing.
 	ErrUnavailable = errors.New("postgres server binaries unavailable")
 	// ErrExternal reports an operation that needs a cluster this package
-	// started, attempted on the server named by TOKENGATE_TEST_POSTGRES_URL.
-	ErrExternal = errors.New("not a cluster started by pgtest")
+	// started, attempted on an existing server ([External]).
+	ErrExternal = errors.New("not a cluster started by pgcluster")
 	// ErrClosed reports an operation on a closed cluster.
 	ErrClosed = errors.New("postgres cluster closed")
 )
@@ -41,6 +41,13 @@ var (
 var errPortInUse = errors.New("port in use")
 
 const (
+	// StartTimeout is long enough a deadline for [Start] on a slow machine:
+	// initdb and every attempt at pg_ctl start.
+	StartTimeout = initdbTimeout + startAttempts*pgctlTimeout
+	// CloseTimeout is long enough a deadline for [Cluster.Close]: pg_ctl
+	// stop, then the watchdog's immediate stop.
+	CloseTimeout = 2 * pgctlTimeout
+
 	startAttempts = 3
 	// pgctlWait is pg_ctl's own wait (-t, in seconds) for start and stop;
 	// pgctlTimeout bounds the pg_ctl process itself.
@@ -58,9 +65,9 @@ const (
 )
 
 // A Cluster is a PostgreSQL server: one this package started in a temporary
-// directory, or the server named by TOKENGATE_TEST_POSTGRES_URL (external),
-// on which only URL, CreateDatabase and DropDatabase work. Its methods are
-// safe for concurrent use.
+// directory ([Start]), or an existing server ([External]), on which only URL,
+// CreateDatabase and DropDatabase work. Its methods are safe for concurrent
+// use.
 type Cluster struct {
 	base *url.URL // connection string, without a database for a local cluster
 	// The rest is for local clusters only.
@@ -88,7 +95,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "pgtest-")
+	dir, err := os.MkdirTemp("", "pgcluster-")
 	if err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
@@ -130,9 +137,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
-// external returns the Cluster for the server at connString, a postgres://
-// URL whose database is used to create and drop the others.
-func external(connString string) (*Cluster, error) {
+// External returns the Cluster for an existing server at connString, a
+// postgres:// URL whose database is used to create and drop the others. It
+// does not connect.
+func External(connString string) (*Cluster, error) {
 	u, err := url.Parse(connString)
 	if err != nil {
 		return nil, fmt.Errorf("parse postgres URL: %w", err)
@@ -143,7 +151,7 @@ func external(connString string) (*Cluster, error) {
 	return &Cluster{base: u, state: running}, nil
 }
 
-func (c *Cluster) external() bool { return c.dir == "" }
+func (c *Cluster) isExternal() bool { return c.dir == "" }
 
 // URL returns the connection string of database dbname on c:
 // postgres://postgres@127.0.0.1:PORT/DBNAME?sslmode=disable for a local
@@ -175,7 +183,7 @@ func (c *Cluster) DropDatabase(ctx context.Context, name string) error {
 // the one in the URL for an external server.
 func (c *Cluster) admin(ctx context.Context, sql string) error {
 	connString := c.base.String()
-	if !c.external() {
+	if !c.isExternal() {
 		connString = c.URL("postgres")
 	}
 	conn, err := pgx.Connect(ctx, connString)
@@ -191,7 +199,7 @@ func (c *Cluster) admin(ctx context.Context, sql string) error {
 // and with the same data, and returns once it accepts connections again.
 // Connections open before it fail. It also starts a stopped cluster.
 func (c *Cluster) Restart(ctx context.Context) error {
-	if c.external() {
+	if c.isExternal() {
 		return fmt.Errorf("restart postgres: %w", ErrExternal)
 	}
 	c.mu.Lock()
@@ -211,7 +219,7 @@ func (c *Cluster) Restart(ctx context.Context) error {
 // Stopping a stopped cluster, a closed one or an external server does
 // nothing.
 func (c *Cluster) Stop(ctx context.Context) error {
-	if c.external() {
+	if c.isExternal() {
 		return nil
 	}
 	c.mu.Lock()
@@ -236,7 +244,7 @@ func (c *Cluster) stop(ctx context.Context) error {
 // Start starts a stopped cluster again, on the same port and with the same
 // data. Starting a running cluster does nothing.
 func (c *Cluster) Start(ctx context.Context) error {
-	if c.external() {
+	if c.isExternal() {
 		return fmt.Errorf("start postgres: %w", ErrExternal)
 	}
 	c.mu.Lock()
@@ -259,7 +267,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 // used afterwards. Closing a closed cluster or an external server does
 // nothing.
 func (c *Cluster) Close(ctx context.Context) error {
-	if c.external() {
+	if c.isExternal() {
 		return nil
 	}
 	c.mu.Lock()
@@ -275,6 +283,17 @@ func (c *Cluster) Close(ctx context.Context) error {
 		return fmt.Errorf("close postgres cluster %s: %w", c.dir, err)
 	}
 	return nil
+}
+
+// Running reports whether the server is running, as far as c knows: it was
+// started and not stopped or closed since. An external server always is.
+func (c *Cluster) Running() bool {
+	if c.isExternal() {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == running
 }
 
 func (c *Cluster) dataDir() string { return filepath.Join(c.dir, "data") }

@@ -1,4 +1,4 @@
-package pgtest
+package pgcluster
 
 import (
 	"errors"
@@ -32,7 +32,7 @@ func startWatchdog(c *Cluster) (*watchdog, error) {
 		return nil, fmt.Errorf("start watchdog: %w", err)
 	}
 	defer r.Close()
-	cmd := exec.Command("/bin/sh", "-c", watchdogScript, "pgtest-watchdog", c.dir,
+	cmd := exec.Command("/bin/sh", "-c", watchdogScript, "pgcluster-watchdog", c.dir,
 		c.bin.pgctl, "stop", "-m", "immediate", "-w", "-t", strconv.Itoa(pgctlWait), "-D", filepath.Join(c.dir, "data"))
 	cmd.Stdin = r
 	cmd.Dir = "/"

@@ -1,8 +1,10 @@
-// Package tokentest is a small token issuer for tests, benchmarks and
-// `tokengate dev`: it generates signing keys, serves them as a JWKS (and an
-// OIDC discovery document) over HTTP, and mints signed JWTs. It is the
-// counterpart of the verifier, the way httptest is of net/http.
-package tokentest
+// Package devissuer is a small OAuth token issuer for development: it
+// generates signing keys, serves them as a JWKS (and an OIDC discovery
+// document) over HTTP, and mints signed JWTs. `tokengate dev` and
+// tokengate-bench run it; tests use it through tokentest. It is the
+// counterpart of the verifier, and it imports nothing made for tests, so the
+// binaries can carry it.
+package devissuer
 
 import (
 	"context"
@@ -13,8 +15,10 @@ import (
 	"crypto/rsa"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -68,7 +72,7 @@ func (iss *Issuer) AddKey(alg string) (string, error) {
 	case "ES384":
 		key, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	default:
-		return "", fmt.Errorf("tokentest: unsupported algorithm %s", alg)
+		return "", fmt.Errorf("devissuer: unsupported algorithm %s", alg)
 	}
 	if err != nil {
 		return "", err
@@ -191,4 +195,65 @@ func randomID() string {
 	var b [12]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// A Server serves an issuer's JWKS and discovery document ([Issuer.Handler])
+// over HTTP on a listener of its own, until [Server.Close].
+type Server struct {
+	// Issuer is the issuer served.
+	Issuer *Issuer
+	// URL is where the server listens: http://host:port.
+	URL string
+
+	srv       *http.Server
+	done      chan error // Serve's result, once it returns
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Listen listens on addr (host:port; port 0 picks a free port) and serves a
+// new issuer there, with one RS256 key and the default audience audience.
+// The issuer's URL, the iss claim of its tokens, is the server's, so that
+// OIDC discovery finds its JWKS.
+func Listen(addr, audience string) (*Server, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("devissuer: %w", err)
+	}
+	iss, err := New("http://"+lis.Addr().String(), audience)
+	if err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("devissuer: %w", err)
+	}
+	return Serve(lis, iss), nil
+}
+
+// Serve serves iss on lis, in a goroutine that Close ends. iss.URL is left
+// as it is: an issuer may be served somewhere other than its iss claim
+// says, as long as nothing looks it up by discovery.
+func Serve(lis net.Listener, iss *Issuer) *Server {
+	s := &Server{
+		Issuer: iss,
+		URL:    "http://" + lis.Addr().String(),
+		srv:    &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second},
+		done:   make(chan error, 1),
+	}
+	go func() { s.done <- s.srv.Serve(lis) }()
+	return s
+}
+
+// Close closes the listener and every connection, and returns once the
+// server has stopped. Closing a closed server returns the first Close's
+// result.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		err := s.srv.Close()
+		if serveErr := <-s.done; !errors.Is(serveErr, http.ErrServerClosed) {
+			err = errors.Join(err, serveErr)
+		}
+		if err != nil {
+			s.closeErr = fmt.Errorf("devissuer: close server %s: %w", s.URL, err)
+		}
+	})
+	return s.closeErr
 }

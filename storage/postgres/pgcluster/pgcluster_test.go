@@ -1,0 +1,141 @@
+package pgcluster_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tokengate/tokengate/storage/postgres/pgcluster"
+	"github.com/tokengate/tokengate/storage/postgres/pgtest"
+)
+
+// The clusters of these tests come from pgtest, which wraps this package
+// for tests, so that they skip and fail by its rule.
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func TestExternal(t *testing.T) {
+	c, err := pgcluster.External(pgtest.Shared(t).URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, err := c.CreateDatabase(t.Context(), "pgcluster_external")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(url, "/pgcluster_external?") {
+		t.Errorf("CreateDatabase returned %s, want a URL of database pgcluster_external", url)
+	}
+	if err := c.DropDatabase(t.Context(), "pgcluster_external"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(t.Context()); !errors.Is(err, pgcluster.ErrExternal) {
+		t.Errorf("Restart of an external server: %v, want ErrExternal", err)
+	}
+}
+
+func TestRestartKeepsData(t *testing.T) {
+	t.Parallel()
+	c := pgtest.NewCluster(t, pgcluster.Options{})
+	url := writeRow(t, c)
+	before := connect(t, url)
+	if got := show(t, before, "fsync"); got != "off" {
+		t.Errorf("non-durable cluster: fsync = %s, want off", got)
+	}
+
+	if err := c.Restart(t.Context()); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	if _, err := before.Exec(t.Context(), "SELECT 1"); err == nil {
+		t.Error("a connection made before Restart still works")
+	}
+	checkRow(t, url)
+}
+
+func TestStopThenStart(t *testing.T) {
+	t.Parallel()
+	c := pgtest.NewCluster(t, pgcluster.Options{Durable: true})
+	url := writeRow(t, c)
+	if got := show(t, connect(t, url), "fsync"); got != "on" {
+		t.Errorf("durable cluster: fsync = %s, want on", got)
+	}
+
+	for range 2 { // Stop is idempotent
+		if err := c.Stop(t.Context()); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if conn, err := pgx.Connect(ctx, url); err == nil {
+		conn.Close(ctx)
+		t.Fatal("connected to a stopped cluster")
+	}
+
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	checkRow(t, url)
+}
+
+// writeRow creates a database on c holding one row, and returns its URL.
+func writeRow(t *testing.T, c *pgcluster.Cluster) string {
+	t.Helper()
+	url, err := c.CreateDatabase(t.Context(), "kept")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := connect(t, url)
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)"); err != nil {
+		t.Fatal(err)
+	}
+	return url
+}
+
+func checkRow(t *testing.T, url string) {
+	t.Helper()
+	if got := queryInt(t, connect(t, url), "SELECT n FROM kept"); got != 42 {
+		t.Errorf("SELECT n FROM kept = %d, want 42", got)
+	}
+}
+
+func connect(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", url, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func queryInt(t *testing.T, conn *pgx.Conn, sql string) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(t.Context(), sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func show(t *testing.T, conn *pgx.Conn, setting string) string {
+	t.Helper()
+	var v string
+	if err := conn.QueryRow(t.Context(), "SELECT current_setting($1)", setting).Scan(&v); err != nil {
+		t.Fatalf("current_setting(%s): %v", setting, err)
+	}
+	return v
+}
+
+func tableExists(t *testing.T, conn *pgx.Conn, table string) bool {
+	t.Helper()
+	var exists bool
+	if err := conn.QueryRow(t.Context(), "SELECT to_regclass($1) IS NOT NULL", table).Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	return exists
+}
