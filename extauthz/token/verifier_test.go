@@ -166,21 +166,36 @@ func TestJWKSOutageKeepsLastGoodKeys(t *testing.T) {
 	}
 }
 
+// TestDiscoveryMustNameTheIssuer: a discovery document that names another
+// issuer is refused, although its jwks_uri (on loopback, like the document)
+// would serve good keys: without the issuer check, the keys would load.
 func TestDiscoveryMustNameTheIssuer(t *testing.T) {
-	iss := tokentest.NewServer(t, aud)
-	real := iss.URL
-	iss.URL = "https://impostor.example" // the discovery document now names another issuer
+	keys := tokentest.NewServer(t, aud)
+	const impostor = "https://impostor.example"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/.well-known/openid-configuration" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q}`, impostor, keys.URL+"/jwks.json")
+	}))
+	t.Cleanup(srv.Close)
 	v, err := token.New(token.Options{Issuers: []token.Issuer{
-		{Name: "a", Issuer: real, Audiences: []string{aud}, MaxTokenLifetime: time.Hour},
+		{Name: "a", Issuer: srv.URL, Audiences: []string{aud}, MaxTokenLifetime: time.Hour},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := v.Refresh(t.Context(), "a"); err == nil {
-		t.Fatal("discovery accepted a document for another issuer")
+	err = v.Refresh(t.Context(), "a")
+	if want := fmt.Sprintf("document issuer %q does not match", impostor); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Refresh = %v, want an error containing %q", err, want)
 	}
 	if v.Loaded()["a"] {
 		t.Error("keys loaded from a mismatched discovery document")
+	}
+	if n := keys.Fetches(); n != 0 {
+		t.Errorf("the impostor's jwks_uri was fetched %d times, want 0", n)
 	}
 }
 
