@@ -201,12 +201,18 @@ func TestCheckHeadersNeverBothSetAndRemoved(t *testing.T) {
 
 func TestCheckMissingTokenChallengeHasNoError(t *testing.T) {
 	h := newHarness(t, nil)
-	for _, authz := range []string{"", "Basic dXNlcjpwYXNz"} {
-		resp := h.check(t, authz)
-		assertDenied(t, resp, "token_missing")
-		if got, want := challenge(resp), `Bearer realm="tokengate"`; got != want {
-			t.Errorf("%q: www-authenticate = %q, want %q", authz, got, want)
-		}
+	cases := map[string]string{
+		"no authorization header": "",
+		"another scheme":          "Basic dXNlcjpwYXNz",
+	}
+	for name, authz := range cases {
+		t.Run(name, func(t *testing.T) {
+			resp := h.check(t, authz)
+			assertDenied(t, resp, "token_missing")
+			if got, want := challenge(resp), `Bearer realm="tokengate"`; got != want {
+				t.Errorf("www-authenticate = %q, want %q", got, want)
+			}
+		})
 	}
 }
 
@@ -367,11 +373,19 @@ func TestCheckHostileTokens(t *testing.T) {
 // TestCheckAccessTokenTypes: typ absent, JWT or at+jwt (RFC 9068) are access tokens.
 func TestCheckAccessTokenTypes(t *testing.T) {
 	h := newHarness(t, nil)
-	for _, typ := range []any{nil, "JWT", "at+jwt", "application/at+jwt"} {
-		tok := mint(t, h.a, h.a.Claims("u", time.Minute), map[string]any{"typ": typ})
-		if resp := h.check(t, "Bearer "+tok); resp.GetOkResponse() == nil {
-			t.Errorf("typ %v denied: %v", typ, resp.GetDynamicMetadata().AsMap()["reason"])
-		}
+	cases := map[string]any{
+		"absent":             nil,
+		"JWT":                "JWT",
+		"at+jwt":             "at+jwt",
+		"application_at+jwt": "application/at+jwt",
+	}
+	for name, typ := range cases {
+		t.Run(name, func(t *testing.T) {
+			tok := mint(t, h.a, h.a.Claims("u", time.Minute), map[string]any{"typ": typ})
+			if resp := h.check(t, "Bearer "+tok); resp.GetOkResponse() == nil {
+				t.Errorf("typ %v denied: %v", typ, resp.GetDynamicMetadata().AsMap()["reason"])
+			}
+		})
 	}
 }
 
