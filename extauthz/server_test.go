@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -59,10 +60,11 @@ func newHarness(t *testing.T, claimHeaders map[string]string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go h.verifier.Run(ctx)
-	waitLoaded(t, h.verifier)
+	for _, name := range []string{"a", "b"} {
+		if err := h.verifier.Refresh(t.Context(), name); err != nil {
+			t.Fatalf("load the keys of issuer %s: %v", name, err)
+		}
+	}
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,22 +81,6 @@ func newHarness(t *testing.T, claimHeaders map[string]string) *harness {
 	t.Cleanup(func() { conn.Close() })
 	h.client = authv3.NewAuthorizationClient(conn)
 	return h
-}
-
-func waitLoaded(t *testing.T, v *token.Verifier) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		all := true
-		for _, ok := range v.Loaded() {
-			all = all && ok
-		}
-		if all {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("issuer keys did not load")
 }
 
 func checkRequest(headers map[string]string) *authv3.CheckRequest {
@@ -201,12 +187,18 @@ func TestCheckHeadersNeverBothSetAndRemoved(t *testing.T) {
 
 func TestCheckMissingTokenChallengeHasNoError(t *testing.T) {
 	h := newHarness(t, nil)
-	for _, authz := range []string{"", "Basic dXNlcjpwYXNz"} {
-		resp := h.check(t, authz)
-		assertDenied(t, resp, "token_missing")
-		if got, want := challenge(resp), `Bearer realm="tokengate"`; got != want {
-			t.Errorf("%q: www-authenticate = %q, want %q", authz, got, want)
-		}
+	cases := map[string]string{
+		"no authorization header": "",
+		"another scheme":          "Basic dXNlcjpwYXNz",
+	}
+	for name, authz := range cases {
+		t.Run(name, func(t *testing.T) {
+			resp := h.check(t, authz)
+			assertDenied(t, resp, "token_missing")
+			if got, want := challenge(resp), `Bearer realm="tokengate"`; got != want {
+				t.Errorf("www-authenticate = %q, want %q", got, want)
+			}
+		})
 	}
 }
 
@@ -367,11 +359,19 @@ func TestCheckHostileTokens(t *testing.T) {
 // TestCheckAccessTokenTypes: typ absent, JWT or at+jwt (RFC 9068) are access tokens.
 func TestCheckAccessTokenTypes(t *testing.T) {
 	h := newHarness(t, nil)
-	for _, typ := range []any{nil, "JWT", "at+jwt", "application/at+jwt"} {
-		tok := mint(t, h.a, h.a.Claims("u", time.Minute), map[string]any{"typ": typ})
-		if resp := h.check(t, "Bearer "+tok); resp.GetOkResponse() == nil {
-			t.Errorf("typ %v denied: %v", typ, resp.GetDynamicMetadata().AsMap()["reason"])
-		}
+	cases := map[string]any{
+		"absent":             nil,
+		"JWT":                "JWT",
+		"at+jwt":             "at+jwt",
+		"application_at+jwt": "application/at+jwt",
+	}
+	for name, typ := range cases {
+		t.Run(name, func(t *testing.T) {
+			tok := mint(t, h.a, h.a.Claims("u", time.Minute), map[string]any{"typ": typ})
+			if resp := h.check(t, "Bearer "+tok); resp.GetOkResponse() == nil {
+				t.Errorf("typ %v denied: %v", typ, resp.GetDynamicMetadata().AsMap()["reason"])
+			}
+		})
 	}
 }
 
@@ -494,27 +494,54 @@ func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
 
 // TestDenialLogsAreBounded: a flood of junk tokens is counted in full by the
-// metrics but logged at a bounded rate, with the number left out.
+// metrics but logged at a bounded rate, with the number left out. The
+// limiter reads the clock, so the test runs in a synctest bubble: no time
+// passes during the flood, and exactly the burst is logged.
 func TestDenialLogsAreBounded(t *testing.T) {
-	h := &countingHandler{count: map[string]int{}}
-	v, _ := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: "https://a.example", Audiences: []string{"x"},
-		MaxTokenLifetime: time.Hour, HMACSecret: []byte("0123456789abcdef0123456789abcdef")}}})
-	srv := extauthz.NewServer(extauthz.Options{Verifier: v, Logger: slog.New(h), DenialLogsPerSecond: 5})
-	for range 1000 {
-		if _, err := srv.Check(t.Context(), checkRequest(map[string]string{"authorization": "Bearer junk"})); err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		h := &countingHandler{count: map[string]int{}}
+		v, err := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: "https://a.example", Audiences: []string{"x"},
+			MaxTokenLifetime: time.Hour, HMACSecret: []byte("0123456789abcdef0123456789abcdef")}}})
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if n := h.count["denied"]; n < 50 || n > 60 {
-		t.Errorf("%d denials logged out of 1000, want the burst (50) and little more", n)
-	}
-	time.Sleep(250 * time.Millisecond)
-	srv.Check(t.Context(), checkRequest(map[string]string{"authorization": "Bearer junk"}))
-	found := false
-	for _, a := range h.attrs {
-		found = found || a.Key == "unlogged_denials_before"
-	}
-	if !found {
-		t.Error("the next logged denial does not say how many were left out")
-	}
+		srv := extauthz.NewServer(extauthz.Options{Verifier: v, Logger: slog.New(h), DenialLogsPerSecond: 5})
+		junk := checkRequest(map[string]string{"authorization": "Bearer junk"})
+		for range 1000 {
+			if _, err := srv.Check(t.Context(), junk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := h.count["denied"]; n != 50 {
+			t.Errorf("%d denials logged out of 1000, want the burst: 50", n)
+		}
+		time.Sleep(250 * time.Millisecond) // at 5 per second, room for one more line
+		if _, err := srv.Check(t.Context(), junk); err != nil {
+			t.Fatal(err)
+		}
+		if n := h.count["denied"]; n != 51 {
+			t.Errorf("%d denials logged after a quarter second, want 51", n)
+		}
+		var unlogged int64
+		for _, a := range h.attrs {
+			if a.Key == "unlogged_denials_before" {
+				unlogged = a.Value.Int64()
+			}
+		}
+		if unlogged != 950 {
+			t.Errorf("the next logged denial says %d were left out, want 950", unlogged)
+		}
+
+		// The count restarts with each logged line.
+		h.attrs = nil
+		time.Sleep(250 * time.Millisecond)
+		if _, err := srv.Check(t.Context(), junk); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range h.attrs {
+			if a.Key == "unlogged_denials_before" {
+				t.Errorf("a denial logged right after another says %v were left out, want none", a.Value)
+			}
+		}
+	})
 }

@@ -1,6 +1,8 @@
-// Package policy decides what a verified identity may reach and what the
-// upstream learns about it: the identity headers set on an allowed request.
-// It is pure: no I/O, no Envoy types, no token parsing.
+// Package policy holds the rules applied to a verified identity: the
+// upstream headers that carry it on an allowed request (HeaderMap: subject,
+// issuer and token id, plus configured claims), and the logout routes whose
+// requests revoke the token they present (LogoutRoutes). It is pure: no I/O,
+// no Envoy types, no token parsing.
 package policy
 
 import (

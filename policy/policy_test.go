@@ -33,13 +33,25 @@ func TestLogoutRouteMatching(t *testing.T) {
 		"prefix of segment":    {"api.example.com", "/logoutx", "GET", false},
 	}
 	for name, tc := range cases {
-		_, got := routes.Match(tc.host, tc.path, tc.method)
-		if got != tc.match {
-			t.Errorf("%s: match = %v, want %v", name, got, tc.match)
-		}
+		t.Run(name, func(t *testing.T) {
+			if _, got := routes.Match(tc.host, tc.path, tc.method); got != tc.match {
+				t.Errorf("Match(%q, %q, %q) = %v, want %v", tc.host, tc.path, tc.method, got, tc.match)
+			}
+		})
 	}
-	if _, err := policy.NewLogoutRoutes([]policy.LogoutRoute{{PathPrefix: "logout"}}); err == nil {
-		t.Error("a path prefix without / was accepted")
+}
+
+func TestNewLogoutRoutesRejects(t *testing.T) {
+	cases := map[string]policy.LogoutRoute{
+		"path prefix without /": {PathPrefix: "logout"},
+		"unknown method":        {PathPrefix: "/logout", Methods: []string{"FETCH"}},
+	}
+	for name, route := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := policy.NewLogoutRoutes([]policy.LogoutRoute{route}); err == nil {
+				t.Errorf("NewLogoutRoutes(%+v) accepted it", route)
+			}
+		})
 	}
 }
 
@@ -58,9 +70,22 @@ func TestHeaderMap(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("headers (-want +got):\n%s", diff)
 	}
-	for _, bad := range []map[string]string{{"authorization": "sub"}, {"x-auth-subject": "email"}, {"bad header": "x"}, {"x-a": ""}} {
-		if _, err := policy.NewHeaderMap(bad); err == nil {
-			t.Errorf("NewHeaderMap(%v) accepted", bad)
-		}
+}
+
+func TestNewHeaderMapRejects(t *testing.T) {
+	cases := map[string]map[string]string{
+		"reserved header":          {"authorization": "sub"},
+		"identity header":          {"x-auth-subject": "email"},
+		"invalid name":             {"bad header": "x"},
+		"pseudo-header":            {":path": "sub"},
+		"empty claim":              {"x-a": ""},
+		"same header in two cases": {"X-Auth-Roles": "roles", "x-auth-roles": "groups"},
+	}
+	for name, claimHeaders := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := policy.NewHeaderMap(claimHeaders); err == nil {
+				t.Errorf("NewHeaderMap(%v) accepted it", claimHeaders)
+			}
+		})
 	}
 }

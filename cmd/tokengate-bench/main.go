@@ -38,7 +38,7 @@
 // token_revoked. A revocation's propagation time runs from just before its
 // POST to the slowest replica's first denial; the report gives its p50, p99
 // and max, the same for the POST's round trip, and each replica's figures,
-// against the target of p99 ≤ 50ms.
+// against the target of p99 ≤ 50ms.
 //
 // # Ingest
 //
@@ -53,7 +53,7 @@
 // signed as FusionAuth signs them, in a closed loop over kept-alive
 // connections; every answer must be 200 with "result":"applied". After a
 // warm-up, it reports the events applied per second of the measured window
-// and their latency (p50, p99, max), against the target of at least
+// and their latency (p50, p99, max), against the target of at least
 // 1000 events/s at 16 senders. Then it counts, on a connection of its own,
 // the revocations the run's events stored: one per applied event, or the run
 // fails. With fsync and synchronous_commit on, which the report shows, each

@@ -15,7 +15,8 @@ import (
 const propagationCommand = "propagation"
 
 const (
-	// maxPropagationP99 is the target from the issue.
+	// maxPropagationP99 is the propagation target: 99% of revocations are
+	// denied on every replica within it. The report says whether it was met.
 	maxPropagationP99 = 50 * time.Millisecond
 	// revocationTimeout bounds one revocation: its write, then every
 	// replica's first denial. A replica slower than this fails the run.

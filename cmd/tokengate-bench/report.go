@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// The targets from the issue: with a valid cached token, tokengate keeps at
-// least 0.85× the baseline's throughput and at most 2× its p99.
+// The check-path targets: with a valid cached token, tokengate keeps at least
+// 0.85× the baseline's throughput and at most 2× its p99.
 const (
 	minThroughputRatio = 0.85
 	maxP99Ratio        = 2.0

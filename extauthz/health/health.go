@@ -1,14 +1,17 @@
-// Package health tracks whether tokengate can serve: named components (each
-// issuer's keys, later the revocation store) report ready or not, and the
-// aggregate drives both the gRPC health service and the HTTP readiness probe.
-// Shutdown turns everything NOT_SERVING first, so that load balancers and
-// Envoy's health checks stop sending traffic before the server drains.
+// Package health says whether tokengate can serve. Named components (in
+// tokengate: each issuer's keys and the revocation store) are registered not
+// ready and later marked ready or not, with the reason why not. The server is
+// ready when every component is and Shutdown has not been called; that one
+// state sets both gRPC health services in Services (SERVING or NOT_SERVING)
+// and the HTTP readiness probe (200, or 503 listing what is not ready).
+// Shutdown makes it NOT_SERVING for good, whatever the components say; the
+// caller then waits before it stops the servers, so that load balancers and
+// Envoy's health checks steer traffic away first.
 package health
 
 import (
 	"encoding/json"
 	"net/http"
-	"sort"
 	"sync"
 
 	"google.golang.org/grpc/health"
@@ -28,7 +31,8 @@ type Health struct {
 	shutdown   bool
 }
 
-// New returns a Health whose gRPC service starts NOT_SERVING.
+// New returns a Health with no components, and so ready (SERVING) until the
+// first component registers.
 func New() *Health {
 	h := &Health{grpc: health.NewServer(), components: map[string]string{}}
 	h.update()
@@ -110,16 +114,4 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	json.NewEncoder(w).Encode(body)
-}
-
-// Components lists the registered component names, sorted.
-func (h *Health) Components() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	names := make([]string, 0, len(h.components))
-	for n := range h.components {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }

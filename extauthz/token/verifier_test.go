@@ -55,16 +55,12 @@ func newFixture(t *testing.T, mutate func(*token.Options)) *fixture {
 		t.Fatal(err)
 	}
 	f.verifier = v
+	if err := v.Refresh(t.Context(), "a"); err != nil {
+		t.Fatalf("load the keys: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go v.Run(ctx)
-	deadline := time.Now().Add(5 * time.Second)
-	for !v.Loaded()["a"] {
-		if time.Now().After(deadline) {
-			t.Fatal("keys did not load")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	go v.Run(ctx) // loaded already: only the hourly refresh
 	return f
 }
 
@@ -169,21 +165,36 @@ func TestJWKSOutageKeepsLastGoodKeys(t *testing.T) {
 	}
 }
 
+// TestDiscoveryMustNameTheIssuer: a discovery document that names another
+// issuer is refused, although its jwks_uri (on loopback, like the document)
+// would serve good keys: without the issuer check, the keys would load.
 func TestDiscoveryMustNameTheIssuer(t *testing.T) {
-	iss := tokentest.NewServer(t, aud)
-	real := iss.URL
-	iss.URL = "https://impostor.example" // the discovery document now names another issuer
+	keys := tokentest.NewServer(t, aud)
+	const impostor = "https://impostor.example"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/.well-known/openid-configuration" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q}`, impostor, keys.URL+"/jwks.json")
+	}))
+	t.Cleanup(srv.Close)
 	v, err := token.New(token.Options{Issuers: []token.Issuer{
-		{Name: "a", Issuer: real, Audiences: []string{aud}, MaxTokenLifetime: time.Hour},
+		{Name: "a", Issuer: srv.URL, Audiences: []string{aud}, MaxTokenLifetime: time.Hour},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := v.Refresh(t.Context(), "a"); err == nil {
-		t.Fatal("discovery accepted a document for another issuer")
+	err = v.Refresh(t.Context(), "a")
+	if want := fmt.Sprintf("document issuer %q does not match", impostor); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Refresh = %v, want an error containing %q", err, want)
 	}
 	if v.Loaded()["a"] {
 		t.Error("keys loaded from a mismatched discovery document")
+	}
+	if n := keys.Fetches(); n != 0 {
+		t.Errorf("the impostor's jwks_uri was fetched %d times, want 0", n)
 	}
 }
 
@@ -260,25 +271,122 @@ func TestDiscoveredJWKSMustBeSecure(t *testing.T) {
 }
 
 // TestSharedFetchOutlivesItsCaller: a caller that gives up (a cancelled
-// webhook request) does not abort the fetch that others share.
+// webhook request) does not abort the fetch that others share. The issuer
+// holds its answers until the caller has given up; in a synctest bubble,
+// synctest.Wait then returns once the fetch has ended, one way or the other.
 func TestSharedFetchOutlivesItsCaller(t *testing.T) {
-	iss := tokentest.NewServer(t, aud)
-	v, err := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: iss.URL, Audiences: []string{aud}, MaxTokenLifetime: time.Hour}}})
+	iss, err := tokentest.New("", aud)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	if err := v.Refresh(ctx, "a"); err == nil {
-		t.Fatal("Refresh with a cancelled context reported success")
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !v.Loaded()["a"] {
-		if time.Now().After(deadline) {
-			t.Fatal("the fetch was aborted with its first caller")
+	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	// Outside the bubble: the server's goroutines wait on the network.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-hold
+		iss.Handler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(release) // runs first: no request is left held
+	iss.URL = srv.URL
+	synctest.Test(t, func(t *testing.T) {
+		v, err := token.New(token.Options{
+			Issuers:    []token.Issuer{{Name: "a", Issuer: iss.URL, Audiences: []string{aud}, MaxTokenLifetime: time.Hour}},
+			HTTPClient: bubbleClient(),
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if err := v.Refresh(ctx, "a"); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Refresh with a cancelled context = %v, want context.Canceled", err)
+		}
+		release()
+		synctest.Wait()
+		if !v.Loaded()["a"] {
+			t.Error("the fetch was aborted with its first caller")
+		}
+	})
+}
+
+// bubbleClient is an HTTP client for a synctest bubble: without keep-alive,
+// no connection goroutine stays behind waiting on the network, which would
+// keep the bubble from ever being idle.
+func bubbleClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+}
+
+// TestKeysRefreshOnTheirSchedule: Run retries a failing first fetch with
+// backoff (250ms, then 500ms…), then refreshes every RefreshInterval, so a
+// key the issuer rotates in is known without any token asking for it. Time
+// is the subject, so it is fake: the test runs in a synctest bubble.
+func TestKeysRefreshOnTheirSchedule(t *testing.T) {
+	iss := tokentest.NewServer(t, aud) // outside the bubble: its goroutines wait on the network
+	iss.FailJWKS(true)
+	synctest.Test(t, func(t *testing.T) {
+		v, err := token.New(token.Options{
+			Issuers: []token.Issuer{{Name: "a", Issuer: iss.URL, JWKSURI: iss.URL + "/jwks.json",
+				Audiences: []string{aud}, MaxTokenLifetime: time.Hour}},
+			RefreshInterval:    15 * time.Minute,
+			UnknownKIDInterval: time.Hour,
+			HTTPClient:         bubbleClient(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go v.Run(ctx)
+
+		steps := []struct {
+			name    string
+			do      func()
+			sleep   time.Duration
+			fetches int64
+			loaded  bool
+		}{
+			{name: "first fetch fails", fetches: 1},
+			{name: "just before the first retry", sleep: 249 * time.Millisecond, fetches: 1},
+			{name: "first retry fails", sleep: time.Millisecond, fetches: 2},
+			{name: "second retry, 500ms later, loads", do: func() { iss.FailJWKS(false) }, sleep: 500 * time.Millisecond, fetches: 3, loaded: true},
+			{name: "no fetch before the interval", sleep: 15*time.Minute - time.Millisecond, fetches: 3, loaded: true},
+			{name: "refresh on the interval", sleep: time.Millisecond, fetches: 4, loaded: true},
+			{name: "and on the next", sleep: 15 * time.Minute, fetches: 5, loaded: true},
+		}
+		for _, st := range steps {
+			if st.do != nil {
+				st.do()
+			}
+			time.Sleep(st.sleep)
+			synctest.Wait()
+			if got := iss.Fetches(); got != st.fetches {
+				t.Fatalf("%s: %d JWKS fetches, want %d", st.name, got, st.fetches)
+			}
+			if got := v.Loaded()["a"]; got != st.loaded {
+				t.Fatalf("%s: loaded = %v, want %v", st.name, got, st.loaded)
+			}
+		}
+
+		// A key rotated in is picked up by the next scheduled refresh: a
+		// token signed with it then verifies without a fetch of its own.
+		if _, err := iss.AddKey("ES256"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(15 * time.Minute)
+		synctest.Wait()
+		before := iss.Fetches()
+		tok, err := iss.Mint("user", 10*time.Minute, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Verify(t.Context(), tok); err != nil {
+			t.Fatalf("token signed with the rotated-in key: %v", err)
+		}
+		if got := iss.Fetches() - before; got != 0 {
+			t.Errorf("verifying it cost %d fetches, want 0: the scheduled refresh should have found the key", got)
+		}
+	})
 }
 
 // TestSharedFetchServesTheOthersWhenOneCallerLeaves: two callers share one

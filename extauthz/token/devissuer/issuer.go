@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -82,6 +83,41 @@ func (iss *Issuer) AddKey(alg string) (string, error) {
 	iss.keys = append([]signer{{kid: kid, method: jwt.GetSigningMethod(alg), key: key}}, iss.keys...)
 	iss.mu.Unlock()
 	return kid, nil
+}
+
+// UseKey publishes key under kid and makes it the default signer. The
+// algorithm follows the key: EdDSA for Ed25519, ES256 or ES384 for ECDSA
+// P-256 or P-384, RS256 for RSA. With a key derived from a fixed seed (see
+// ed25519.NewKeyFromSeed) and fixed claims, the minted tokens are the same
+// on every run: Ed25519 signatures are deterministic.
+func (iss *Issuer) UseKey(kid string, key crypto.Signer) error {
+	var alg string
+	switch k := key.(type) {
+	case ed25519.PrivateKey:
+		alg = "EdDSA"
+	case *ecdsa.PrivateKey:
+		switch k.Curve {
+		case elliptic.P256():
+			alg = "ES256"
+		case elliptic.P384():
+			alg = "ES384"
+		default:
+			return fmt.Errorf("tokentest: unsupported curve %s", k.Curve.Params().Name)
+		}
+	case *rsa.PrivateKey:
+		alg = "RS256"
+	default:
+		return fmt.Errorf("tokentest: unsupported key type %T", key)
+	}
+	iss.mu.Lock()
+	defer iss.mu.Unlock()
+	for _, s := range iss.keys {
+		if s.kid == kid {
+			return fmt.Errorf("tokentest: kid %q already published", kid)
+		}
+	}
+	iss.keys = append([]signer{{kid: kid, method: jwt.GetSigningMethod(alg), key: key}}, iss.keys...)
+	return nil
 }
 
 // PublicKey returns the public key with the given kid, or nil.

@@ -1,0 +1,336 @@
+package extauthz_test
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/tokengate/tokengate/extauthz"
+	"github.com/tokengate/tokengate/extauthz/token"
+	"github.com/tokengate/tokengate/extauthz/token/tokentest"
+	"github.com/tokengate/tokengate/policy"
+	"github.com/tokengate/tokengate/storage"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// The golden files hold real tokens, so everything that goes into a token is
+// fixed: the issuer's name, its key (Ed25519, whose signatures are
+// deterministic, from a seed that is test data and nothing else), every
+// claim, and the clock that judges them.
+const (
+	goldenIssuer = "https://issuer.example"
+	goldenKID    = "golden-ed25519"
+	// goldenDecisionID replaces the decision id, unique per process run,
+	// in the answers before they are compared or written.
+	goldenDecisionID = "normalised-decision-id"
+)
+
+var (
+	goldenSeed = sha256.Sum256([]byte("tokengate golden files: test key, not a secret"))
+	// goldenIssuedAt is the iat of the golden tokens; the server's and the
+	// verifier's clock read one minute later, whatever the calendar says.
+	goldenIssuedAt = time.Unix(1_900_000_000, 0).UTC()
+	goldenNow      = goldenIssuedAt.Add(time.Minute)
+)
+
+// goldenEnv is a Check server set up for every answer the golden files
+// cover: claim headers, a revocation index holding one revoked jti, a logout
+// route whose revocation fails.
+type goldenEnv struct {
+	iss         *tokentest.Issuer
+	verifier    *token.Verifier
+	headers     *policy.HeaderMap
+	revocations *storage.Index
+	routes      *policy.LogoutRoutes
+}
+
+func newGoldenEnv(t *testing.T) *goldenEnv {
+	t.Helper()
+	e := &goldenEnv{iss: tokentest.NewServer(t, audience)}
+	jwksURI := e.iss.URL + "/jwks.json"
+	e.iss.URL = goldenIssuer // the iss claim; the keys stay on loopback
+	if err := e.iss.UseKey(goldenKID, ed25519.NewKeyFromSeed(goldenSeed[:])); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	e.headers, err = policy.NewHeaderMap(map[string]string{"x-auth-roles": "roles", "x-auth-tenant": "tid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.revocations = storage.NewIndex()
+	if _, err := e.revocations.Apply([]storage.Change{{Seq: 1, Op: storage.OpPut, Revocation: storage.Revocation{
+		Kind: storage.KindToken, Issuer: goldenIssuer, Key: "jti-revoked", ExpiresAt: goldenNow.Add(2 * time.Hour),
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.verifier, err = token.New(token.Options{
+		Issuers: []token.Issuer{{Name: "a", Issuer: goldenIssuer, JWKSURI: jwksURI, Audiences: []string{audience},
+			Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}},
+		CacheMaxEntries: 100,
+		Now:             func() time.Time { return goldenNow },
+		Derive:          extauthz.Derive(e.headers, e.revocations),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.verifier.Refresh(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	e.routes, err = policy.NewLogoutRoutes([]policy.LogoutRoute{{PathPrefix: "/logout"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// server answers with revocations that are stale (beyond MaxStaleness) or
+// fresh.
+func (e *goldenEnv) server(stale bool) *extauthz.Server {
+	staleness := time.Duration(0)
+	if stale {
+		staleness = time.Hour
+	}
+	return extauthz.NewServer(extauthz.Options{
+		Verifier: e.verifier, Headers: e.headers, Revocations: e.revocations,
+		Staleness: func() time.Duration { return staleness }, MaxStaleness: time.Minute,
+		LogoutRoutes: e.routes, Logout: failingLogout{},
+		Now: func() time.Time { return goldenNow },
+	})
+}
+
+// claims are those of a valid golden token for user-1; change lets a case
+// alter them (a nil value deletes the claim).
+func goldenClaims(change map[string]any) jwt.MapClaims {
+	c := jwt.MapClaims{
+		"iss": goldenIssuer, "aud": audience, "sub": "user-1", "jti": "jti-1",
+		"iat": goldenIssuedAt.Unix(), "exp": goldenIssuedAt.Add(10 * time.Minute).Unix(),
+	}
+	for k, v := range change {
+		if v == nil {
+			delete(c, k)
+			continue
+		}
+		c[k] = v
+	}
+	return c
+}
+
+// goldenCase is one request and the reason its answer must carry, so that
+// -update cannot bless a wrong answer.
+type goldenCase struct {
+	reason  string
+	stale   bool
+	path    string            // default /orders?id=1
+	headers map[string]string // besides x-request-id; authorization built from token
+	token   func(t *testing.T, e *goldenEnv) string
+}
+
+func goldenCases() map[string]goldenCase {
+	signed := func(change map[string]any, header map[string]any) func(*testing.T, *goldenEnv) string {
+		return func(t *testing.T, e *goldenEnv) string { return mint(t, e.iss, goldenClaims(change), header) }
+	}
+	return map[string]goldenCase{
+		"allowed": {
+			reason: "allowed",
+			token:  signed(map[string]any{"roles": []any{"admin", "billing"}, "tid": "tenant-1"}, nil),
+		},
+		// A client's own identity headers never reach the upstream: those the
+		// token backs are overwritten, the others are removed.
+		"allowed_spoofed_identity_headers": {
+			reason: "allowed",
+			headers: map[string]string{
+				"x-auth-subject": "admin", "x-auth-token-id": "forged", "x-auth-issuer": "https://evil.example",
+				"x-auth-roles": "superuser", "x-auth-tenant": "tenant-0",
+			},
+			token: signed(map[string]any{"jti": nil}, nil),
+		},
+		"token_missing":   {reason: "token_missing"},
+		"token_malformed": {reason: "token_malformed", token: func(*testing.T, *goldenEnv) string { return "not-a-jwt" }},
+		"token_invalid_signature": {
+			reason: "token_invalid_signature",
+			token: func(t *testing.T, e *goldenEnv) string {
+				return swapSignature(mint(t, e.iss, goldenClaims(nil), nil),
+					mint(t, e.iss, goldenClaims(map[string]any{"sub": "admin"}), nil))
+			},
+		},
+		"token_expired": {
+			reason: "token_expired",
+			token: signed(map[string]any{
+				"iat": goldenNow.Add(-20 * time.Minute).Unix(), "exp": goldenNow.Add(-time.Minute).Unix(),
+			}, nil),
+		},
+		"token_not_yet_valid": {
+			reason: "token_not_yet_valid",
+			token:  signed(map[string]any{"nbf": goldenNow.Add(5 * time.Minute).Unix()}, nil),
+		},
+		"issuer_unknown": {
+			reason: "issuer_unknown",
+			token:  signed(map[string]any{"iss": "https://unknown.example"}, nil),
+		},
+		"audience_mismatch": {
+			reason: "audience_mismatch",
+			token:  signed(map[string]any{"aud": "someone-else"}, nil),
+		},
+		"algorithm_not_allowed": {
+			reason: "algorithm_not_allowed",
+			token: func(t *testing.T, _ *goldenEnv) string {
+				return unsigned(t, map[string]any{"alg": "none", "typ": "JWT"}, goldenClaims(nil))
+			},
+		},
+		"key_unknown": {
+			reason: "key_unknown",
+			token:  signed(nil, map[string]any{"kid": "no-such-key"}),
+		},
+		"token_lifetime_too_long": {
+			reason: "token_lifetime_too_long",
+			token:  signed(map[string]any{"exp": goldenIssuedAt.Add(2 * time.Hour).Unix()}, nil),
+		},
+		"token_type_invalid": {
+			reason: "token_type_invalid",
+			token:  signed(nil, map[string]any{"typ": "logout+jwt"}),
+		},
+		"claims_invalid": {
+			reason: "claims_invalid",
+			token:  signed(map[string]any{"exp": nil}, nil),
+		},
+		"token_revoked": {
+			reason: "token_revoked",
+			token:  signed(map[string]any{"jti": "jti-revoked"}, nil),
+		},
+		"revocations_stale": {
+			reason: "revocations_stale",
+			stale:  true,
+			token:  signed(nil, nil),
+		},
+		"logout_failed": {
+			reason: "logout_failed",
+			path:   "/logout",
+			token:  signed(nil, nil),
+		},
+	}
+}
+
+func (c goldenCase) request(t *testing.T, e *goldenEnv) *authv3.CheckRequest {
+	t.Helper()
+	headers := map[string]string{"x-request-id": "req-1"}
+	for k, v := range c.headers {
+		headers[k] = v
+	}
+	if c.token != nil {
+		headers["authorization"] = "Bearer " + c.token(t, e)
+	}
+	req := checkRequest(headers)
+	if c.path != "" {
+		req.Attributes.Request.Http.Path = c.path
+	}
+	return req
+}
+
+// TestGolden runs each CheckRequest in testdata/ and compares the answer with
+// its CheckResponse there. The requests are also rebuilt from goldenCases and
+// must equal the files, so the files stay what this test describes.
+// go test ./extauthz -update rewrites both.
+func TestGolden(t *testing.T) {
+	e := newGoldenEnv(t)
+	cases := goldenCases()
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			reqFile := filepath.Join("testdata", name+".request.json")
+			respFile := filepath.Join("testdata", name+".response.json")
+			built := c.request(t, e)
+			if *update {
+				writeGolden(t, reqFile, built)
+			}
+			req := &authv3.CheckRequest{}
+			readGolden(t, reqFile, req)
+			if diff := cmp.Diff(built, req, protocmp.Transform()); diff != "" {
+				t.Fatalf("%s is not the request this case builds (run go test ./extauthz -update) (-built +file):\n%s", reqFile, diff)
+			}
+
+			got, err := e.server(c.stale).Check(t.Context(), req)
+			if err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			md := got.GetDynamicMetadata().GetFields()
+			if id := md["decision_id"].GetStringValue(); id == "" {
+				t.Errorf("no decision_id in the dynamic metadata")
+			}
+			md["decision_id"] = structpb.NewStringValue(goldenDecisionID)
+			if r := md["reason"].GetStringValue(); r != c.reason {
+				t.Errorf("reason = %q, want %q", r, c.reason)
+			}
+			if *update {
+				writeGolden(t, respFile, got)
+			}
+			want := &authv3.CheckResponse{}
+			readGolden(t, respFile, want)
+			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("CheckResponse differs from %s (-want +got):\n%s", respFile, diff)
+			}
+		})
+	}
+
+	// Every reason a CheckRequest can produce has its golden pair. The
+	// answers that are no CheckResponse (gRPC UNAVAILABLE: the issuer's keys
+	// or the revocations never loaded) have none.
+	covered := map[string]bool{}
+	for _, c := range cases {
+		covered[c.reason] = true
+	}
+	for _, r := range extauthz.Reasons() {
+		if !covered[r.String()] {
+			t.Errorf("reason %s has no golden case", r)
+		}
+	}
+}
+
+func readGolden(t *testing.T, path string, m proto.Message) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./extauthz -update to create it)", err)
+	}
+	if err := protojson.Unmarshal(b, m); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// writeGolden writes m as indented protojson. protojson varies its
+// whitespace on purpose; compacting and indenting again makes the file the
+// same on every run.
+func writeGolden(t *testing.T, path string, m proto.Message) {
+	t.Helper()
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compact, out bytes.Buffer
+	if err := json.Compact(&compact, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Indent(&out, compact.Bytes(), "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	out.WriteByte('\n')
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
