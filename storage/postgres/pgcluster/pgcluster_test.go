@@ -42,8 +42,8 @@ func TestRestartKeepsData(t *testing.T) {
 	t.Parallel()
 	c := pgtest.NewCluster(t, pgcluster.Options{})
 	url := writeRow(t, c)
-	before := connect(t, url)
-	if got := show(t, before, "fsync"); got != "off" {
+	before := pgtest.Connect(t, url)
+	if got := pgtest.Setting(t, before, "fsync"); got != "off" {
 		t.Errorf("non-durable cluster: fsync = %s, want off", got)
 	}
 
@@ -60,7 +60,7 @@ func TestStopThenStart(t *testing.T) {
 	t.Parallel()
 	c := pgtest.NewCluster(t, pgcluster.Options{Durable: true})
 	url := writeRow(t, c)
-	if got := show(t, connect(t, url), "fsync"); got != "on" {
+	if got := pgtest.Setting(t, pgtest.Connect(t, url), "fsync"); got != "on" {
 		t.Errorf("durable cluster: fsync = %s, want on", got)
 	}
 
@@ -89,7 +89,7 @@ func writeRow(t *testing.T, c *pgcluster.Cluster) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := connect(t, url)
+	conn := pgtest.Connect(t, url)
 	if _, err := conn.Exec(t.Context(), "CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)"); err != nil {
 		t.Fatal(err)
 	}
@@ -98,44 +98,7 @@ func writeRow(t *testing.T, c *pgcluster.Cluster) string {
 
 func checkRow(t *testing.T, url string) {
 	t.Helper()
-	if got := queryInt(t, connect(t, url), "SELECT n FROM kept"); got != 42 {
+	if got := pgtest.QueryInt(t, pgtest.Connect(t, url), "SELECT n FROM kept"); got != 42 {
 		t.Errorf("SELECT n FROM kept = %d, want 42", got)
 	}
-}
-
-func connect(t *testing.T, url string) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.Connect(t.Context(), url)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", url, err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
-}
-
-func queryInt(t *testing.T, conn *pgx.Conn, sql string) int {
-	t.Helper()
-	var n int
-	if err := conn.QueryRow(t.Context(), sql).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
-func show(t *testing.T, conn *pgx.Conn, setting string) string {
-	t.Helper()
-	var v string
-	if err := conn.QueryRow(t.Context(), "SELECT current_setting($1)", setting).Scan(&v); err != nil {
-		t.Fatalf("current_setting(%s): %v", setting, err)
-	}
-	return v
-}
-
-func tableExists(t *testing.T, conn *pgx.Conn, table string) bool {
-	t.Helper()
-	var exists bool
-	if err := conn.QueryRow(t.Context(), "SELECT to_regclass($1) IS NOT NULL", table).Scan(&exists); err != nil {
-		t.Fatal(err)
-	}
-	return exists
 }
