@@ -80,7 +80,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		}
 	}
 	revoker := intake.NewRevoker(rv.store, rv.follower, cfg.intakeIssuers, nil)
-	authz := extauthz.NewServer(extauthz.Options{
+	authz, err := extauthz.NewServer(extauthz.Options{
 		Verifier:     verifier,
 		Headers:      cfg.headers,
 		Revocations:  rv.index,
@@ -95,6 +95,9 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 
 		DenialLogsPerSecond: cfg.Log.DenialsPerSecond,
 	})
+	if err != nil {
+		return err
+	}
 
 	grpcLis, httpLis := hooks.grpcListener, hooks.httpListener
 	if grpcLis == nil {
