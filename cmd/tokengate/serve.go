@@ -39,8 +39,15 @@ type serveHooks struct {
 // ends, then shuts down: NOT_SERVING, drain delay, graceful stop.
 func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(buildInfo())
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register process metrics: %w", err)
+		}
+	}
 
 	h := health.New()
 	for _, ic := range cfg.Issuers {
