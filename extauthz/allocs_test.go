@@ -42,7 +42,7 @@ func TestCachedCheckAllocations(t *testing.T) {
 	if err := v.Refresh(t.Context(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	srv := extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers, MaxStaleness: time.Minute})
+	srv := newServer(t, extauthz.Options{Verifier: v, Headers: headers, MaxStaleness: time.Minute})
 	claims := iss.Claims("user-1", time.Hour)
 	claims["roles"] = []any{"admin", "billing"}
 	req := checkRequest(map[string]string{

@@ -73,7 +73,7 @@ func (e *benchEnv) serverWith(b *testing.B, cacheEntries int, idx *storage.Index
 	if err := v.Refresh(context.Background(), "a"); err != nil {
 		b.Fatal(err)
 	}
-	return extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers, Revocations: revocations,
+	return newServer(b, extauthz.Options{Verifier: v, Headers: headers, Revocations: revocations,
 		MaxStaleness: time.Minute})
 }
 

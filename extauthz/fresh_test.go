@@ -20,8 +20,11 @@ func TestFresh(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			s := NewServer(Options{Loaded: func() bool { return tc.loaded },
+			s, err := NewServer(Options{Loaded: func() bool { return tc.loaded },
 				Staleness: func() time.Duration { return tc.stale }, MaxStaleness: 30 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
 			if got := s.Fresh(); got != tc.want {
 				t.Errorf("Fresh() = %v, want %v", got, tc.want)
 			}

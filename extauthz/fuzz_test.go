@@ -36,7 +36,7 @@ func FuzzCheck(f *testing.F) {
 	if err := v.Refresh(f.Context(), "a"); err != nil {
 		f.Fatal(err)
 	}
-	srv := extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers})
+	srv := newServer(f, extauthz.Options{Verifier: v, Headers: headers})
 
 	valid, _ := iss.Mint("user", time.Hour, map[string]any{"roles": []any{"a", "b"}})
 	for _, seed := range []string{

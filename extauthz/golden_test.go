@@ -100,12 +100,13 @@ func newGoldenEnv(t *testing.T) *goldenEnv {
 
 // server answers with revocations that are stale (beyond MaxStaleness) or
 // fresh.
-func (e *goldenEnv) server(stale bool) *extauthz.Server {
+func (e *goldenEnv) server(t *testing.T, stale bool) *extauthz.Server {
+	t.Helper()
 	staleness := time.Duration(0)
 	if stale {
 		staleness = time.Hour
 	}
-	return extauthz.NewServer(extauthz.Options{
+	return newServer(t, extauthz.Options{
 		Verifier: e.verifier, Headers: e.headers, Revocations: e.revocations,
 		Staleness: func() time.Duration { return staleness }, MaxStaleness: time.Minute,
 		LogoutRoutes: e.routes, Logout: failingLogout{},
@@ -262,7 +263,7 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("%s is not the request this case builds (run go test ./extauthz -update) (-built +file):\n%s", reqFile, diff)
 			}
 
-			got, err := e.server(c.stale).Check(t.Context(), req)
+			got, err := e.server(t, c.stale).Check(t.Context(), req)
 			if err != nil {
 				t.Fatalf("Check: %v", err)
 			}

@@ -18,8 +18,9 @@ type metrics struct {
 	duration  prometheus.Observer
 }
 
-// newMetrics registers the adapter's series with reg (nil: not registered).
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics registers the adapter's series with reg (nil: not registered):
+// all of them, or none and an error.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokengate_check_decisions_total",
 		Help: "Check answers by decision (allow, deny) and reason.",
@@ -34,7 +35,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Buckets: []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025, 0.1},
 	})
 	if reg != nil {
-		reg.MustRegister(decisions, errs, duration)
+		if err := register(reg, decisions, errs, duration); err != nil {
+			return nil, err
+		}
 	}
 	m := &metrics{errors: errs, duration: duration}
 	for _, r := range Reasons() {
@@ -44,7 +47,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}
 		m.decisions[r] = decisions.WithLabelValues(decision, r.String())
 	}
-	return m
+	return m, nil
+}
+
+// register registers cs with reg, all or none: if one is refused, those
+// registered before it are unregistered and the refusal is returned.
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 func (m *metrics) observe(r Reason, start time.Time) {

@@ -1,6 +1,7 @@
 package extauthz_test
 
 import (
+	"errors"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -37,7 +38,7 @@ func decisions(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 // has something to watch), and a Check counts under its reason.
 func TestDecisionsExportedFromTheStart(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	srv := extauthz.NewServer(extauthz.Options{Registerer: reg})
+	srv := newServer(t, extauthz.Options{Registerer: reg})
 	got := decisions(t, reg)
 	if len(got) != len(extauthz.Reasons()) {
 		t.Errorf("%d reasons exported, want %d: %v", len(got), len(extauthz.Reasons()), got)
@@ -52,5 +53,42 @@ func TestDecisionsExportedFromTheStart(t *testing.T) {
 	}
 	if got := decisions(t, reg)["token_missing"]; got != 1 {
 		t.Errorf("token_missing after a Check without a token = %v, want 1", got)
+	}
+}
+
+// TestNewServerTwiceIntoOneRegistry: a second Server registering into the
+// same registry gets an error that wraps prometheus's, not a panic, and the
+// first one's series are still exported.
+func TestNewServerTwiceIntoOneRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	newServer(t, extauthz.Options{Registerer: reg})
+	srv, err := extauthz.NewServer(extauthz.Options{Registerer: reg})
+	if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok || srv != nil {
+		t.Fatalf("second NewServer = %v, %v; want nil and an AlreadyRegisteredError", srv, err)
+	}
+	if got := len(decisions(t, reg)); got != len(extauthz.Reasons()) {
+		t.Errorf("%d reasons exported after the refused second server, want %d", got, len(extauthz.Reasons()))
+	}
+}
+
+// TestNewServerRegistersAllOrNone: when one of the Check series' names is
+// taken, NewServer fails and leaves none of its series registered.
+func TestNewServerRegistersAllOrNone(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	taken := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokengate_check_duration_seconds", Help: "Someone else's."})
+	if err := reg.Register(taken); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := extauthz.NewServer(extauthz.Options{Registerer: reg}); err == nil {
+		t.Fatal("NewServer with tokengate_check_duration_seconds taken succeeded")
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "tokengate_check_duration_seconds" {
+			t.Errorf("%s registered by a NewServer that failed", mf.GetName())
+		}
 	}
 }

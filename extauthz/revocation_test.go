@@ -41,7 +41,9 @@ func newRevocationEnv(t *testing.T, failOpen bool) *revocationEnv {
 	}
 	t.Cleanup(func() { s.Close() })
 	e.store = s
-	e.follower = storage.NewFollower(s, e.index, storage.FollowerOptions{})
+	if e.follower, err = storage.NewFollower(s, e.index, storage.FollowerOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	headers, _ := policy.NewHeaderMap(nil)
 	v, err := token.New(token.Options{
 		Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, Audiences: []string{audience},
@@ -55,7 +57,7 @@ func newRevocationEnv(t *testing.T, failOpen bool) *revocationEnv {
 	if err := v.Refresh(t.Context(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	e.srv = extauthz.NewServer(extauthz.Options{
+	e.srv = newServer(t, extauthz.Options{
 		Verifier: v, Headers: headers, Revocations: e.index,
 		Staleness: func() time.Duration { return e.stale }, MaxStaleness: 30 * time.Second, FailOpen: failOpen,
 	})
@@ -189,7 +191,7 @@ func TestLogoutRouteFailsClosed(t *testing.T) {
 	if err := v.Refresh(t.Context(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	srv := extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index,
+	srv := newServer(t, extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index,
 		MaxStaleness: time.Minute, LogoutRoutes: routes, Logout: failingLogout{}})
 	tok := mint(t, e.iss, e.iss.Claims("u", time.Minute), nil)
 	req := checkRequest(map[string]string{"authorization": "Bearer " + tok})
@@ -214,7 +216,7 @@ func TestNoDecisionBeforeRevocationsLoad(t *testing.T) {
 	if err := v.Refresh(t.Context(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	srv := extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index,
+	srv := newServer(t, extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index,
 		Loaded: func() bool { return false }, Staleness: func() time.Duration { return time.Hour }, FailOpen: true})
 	tok := mint(t, e.iss, e.iss.Claims("u", time.Minute), nil)
 	_, err := srv.Check(t.Context(), checkRequest(map[string]string{"authorization": "Bearer " + tok}))

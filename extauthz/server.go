@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
@@ -69,8 +70,7 @@ type Options struct {
 	Logout       LogoutRevoker
 	// Registerer, when set, gets the Check series: decisions by reason
 	// (every reason at zero from the start), errors and duration.
-	// Registration panics, as prometheus.MustRegister does, if those names
-	// are taken.
+	// NewServer returns an error if those names are taken.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	// DenialLogsPerSecond bounds the "denied" log lines (default 100, burst
@@ -104,8 +104,9 @@ type Server struct {
 	idSeq    atomic.Uint64
 }
 
-// NewServer returns a Server.
-func NewServer(opts Options) *Server {
+// NewServer returns a Server. It fails only if opts.Registerer refuses the
+// Check series.
+func NewServer(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -121,6 +122,10 @@ func NewServer(opts Options) *Server {
 	if opts.DenialLogsPerSecond <= 0 {
 		opts.DenialLogsPerSecond = 100
 	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("register check metrics: %w", err)
+	}
 	var b [6]byte
 	rand.Read(b[:])
 	return &Server{
@@ -133,12 +138,12 @@ func NewServer(opts Options) *Server {
 		failOpen:     opts.FailOpen,
 		logoutRoutes: opts.LogoutRoutes,
 		logout:       opts.Logout,
-		metrics:      newMetrics(opts.Registerer),
+		metrics:      m,
 		log:          opts.Logger,
 		now:          opts.Now,
 		denialLogs:   rate.NewLimiter(rate.Limit(opts.DenialLogsPerSecond), int(10*opts.DenialLogsPerSecond)),
 		idPrefix:     hex.EncodeToString(b[:]) + "-",
-	}
+	}, nil
 }
 
 // Check decides one request.

@@ -71,7 +71,7 @@ func newHarness(t *testing.T, claimHeaders map[string]string) *harness {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, extauthz.NewServer(extauthz.Options{Verifier: h.verifier, Headers: headers}))
+	authv3.RegisterAuthorizationServer(gs, newServer(t, extauthz.Options{Verifier: h.verifier, Headers: headers}))
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -81,6 +81,16 @@ func newHarness(t *testing.T, claimHeaders map[string]string) *harness {
 	t.Cleanup(func() { conn.Close() })
 	h.client = authv3.NewAuthorizationClient(conn)
 	return h
+}
+
+// newServer is extauthz.NewServer, failing the test on an error.
+func newServer(t testing.TB, opts extauthz.Options) *extauthz.Server {
+	t.Helper()
+	srv, err := extauthz.NewServer(opts)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	return srv
 }
 
 func checkRequest(headers map[string]string) *authv3.CheckRequest {
@@ -384,7 +394,7 @@ func TestCheckUnavailableBeforeKeysLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := extauthz.NewServer(extauthz.Options{Verifier: v})
+	srv := newServer(t, extauthz.Options{Verifier: v})
 	tok := mint(t, iss, iss.Claims("u", time.Minute), nil)
 	_, err = srv.Check(t.Context(), checkRequest(map[string]string{"authorization": "Bearer " + tok}))
 	if got := status.Code(err); got != codes.Unavailable {
@@ -505,7 +515,7 @@ func TestDenialLogsAreBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := extauthz.NewServer(extauthz.Options{Verifier: v, Logger: slog.New(h), DenialLogsPerSecond: 5})
+		srv := newServer(t, extauthz.Options{Verifier: v, Logger: slog.New(h), DenialLogsPerSecond: 5})
 		junk := checkRequest(map[string]string{"authorization": "Bearer junk"})
 		for range 1000 {
 			if _, err := srv.Check(t.Context(), junk); err != nil {

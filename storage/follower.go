@@ -30,8 +30,8 @@ type FollowerOptions struct {
 	ChangeRetention time.Duration
 	// Registerer, when set, gets the follower's series: sync lag, the
 	// index's entries by kind, its last applied sequence, staleness, and
-	// what the sweeps removed (store and index). Registration panics, as
-	// prometheus.MustRegister does, if those names are taken.
+	// what the sweeps removed (store and index). NewFollower returns an
+	// error if those names are taken.
 	Registerer prometheus.Registerer
 	// OnLoad is called once the first snapshot has loaded.
 	OnLoad func()
@@ -58,8 +58,9 @@ type Follower struct {
 	lastSync atomic.Int64 // Unix nanoseconds of the last successful read
 }
 
-// NewFollower returns a Follower; Run starts it.
-func NewFollower(s Store, x *Index, opts FollowerOptions) *Follower {
+// NewFollower returns a Follower; Run starts it. It fails only if
+// opts.Registerer refuses the follower's series.
+func NewFollower(s Store, x *Index, opts FollowerOptions) (*Follower, error) {
 	if opts.Poll <= 0 {
 		opts.Poll = time.Second
 	}
@@ -79,8 +80,12 @@ func NewFollower(s Store, x *Index, opts FollowerOptions) *Follower {
 		opts.OnLoad = func() {}
 	}
 	f := &Follower{store: s, index: x, opts: opts}
-	f.metrics = newFollowerMetrics(f, opts.Registerer)
-	return f
+	m, err := newFollowerMetrics(f, opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("register follower metrics: %w", err)
+	}
+	f.metrics = m
+	return f, nil
 }
 
 // Loaded reports whether the first snapshot has loaded.

@@ -94,7 +94,10 @@ func TestFollowerStuckOnAGapGoesStale(t *testing.T) {
 
 func testFollowerStuckOnAGapGoesStale(t *testing.T, now time.Time) {
 	clock := now
-	f := storage.NewFollower(gapStore{}, storage.NewIndex(), storage.FollowerOptions{Now: func() time.Time { return clock }})
+	f, err := storage.NewFollower(gapStore{}, storage.NewIndex(), storage.FollowerOptions{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	clock = now.Add(time.Minute)
 	if err := f.CatchUp(t.Context()); err == nil {
 		t.Fatal("CatchUp over a gap without a snapshot succeeded")

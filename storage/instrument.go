@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,13 +12,16 @@ import (
 // line and of the writers — Apply, Delete, Snapshot, Changes and Sweep —
 // are timed, by operation and result, in
 // tokengate_store_operation_duration_seconds registered with reg (nil: not
-// registered). Get, List, Notify and Close pass through unobserved.
-func Instrument(s Store, reg prometheus.Registerer) Store {
+// registered). Get, List, Notify and Close pass through unobserved. It
+// returns an error if reg refuses the series (its name is taken).
+func Instrument(s Store, reg prometheus.Registerer) (Store, error) {
 	d := newOpDuration()
 	if reg != nil {
-		reg.MustRegister(d)
+		if err := reg.Register(d); err != nil {
+			return nil, fmt.Errorf("register store metrics: %w", err)
+		}
 	}
-	return &instrumented{Store: s, duration: d}
+	return &instrumented{Store: s, duration: d}, nil
 }
 
 type instrumented struct {

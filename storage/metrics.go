@@ -31,7 +31,9 @@ type followerMetrics struct {
 	swept   struct{ store, index prometheus.Counter }
 }
 
-func newFollowerMetrics(f *Follower, reg prometheus.Registerer) *followerMetrics {
+// newFollowerMetrics registers f's series with reg (nil: not registered):
+// all of them, or none and an error.
+func newFollowerMetrics(f *Follower, reg prometheus.Registerer) (*followerMetrics, error) {
 	syncLag := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tokengate_revocation_sync_lag_seconds",
 		Help:    "Time from a change's commit to its application in this replica's index.",
@@ -44,9 +46,25 @@ func newFollowerMetrics(f *Follower, reg prometheus.Registerer) *followerMetrics
 	m := &followerMetrics{syncLag: syncLag}
 	m.swept.store, m.swept.index = swept.WithLabelValues("store"), swept.WithLabelValues("index")
 	if reg != nil {
-		reg.MustRegister(syncLag, swept, &indexCollector{f: f})
+		if err := register(reg, syncLag, swept, &indexCollector{f: f}); err != nil {
+			return nil, err
+		}
 	}
-	return m
+	return m, nil
+}
+
+// register registers cs with reg, all or none: if one is refused, those
+// registered before it are unregistered and the refusal is returned.
+func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // observeApplied records the sync lag of changes applied at now.

@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -51,13 +52,19 @@ func TestMetricsExportedFromTheStart(t *testing.T) {
 	}
 	t.Cleanup(func() { b.Close() })
 	reg := prometheus.NewRegistry()
-	s := storage.Instrument(b, reg)
+	s, err := storage.Instrument(b, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	x := storage.NewIndex()
 	loaded := make(chan struct{})
-	f := storage.NewFollower(s, x, storage.FollowerOptions{
+	f, err := storage.NewFollower(s, x, storage.FollowerOptions{
 		Registerer: reg, Poll: time.Hour, SweepInterval: time.Hour,
 		OnLoad: func() { close(loaded) },
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	got := series(t, reg)
 	for _, want := range []string{
@@ -104,6 +111,56 @@ func TestMetricsExportedFromTheStart(t *testing.T) {
 	} {
 		if got[key] != want {
 			t.Errorf("%s = %v, want %v", key, got[key], want)
+		}
+	}
+}
+
+// TestInstrumentTwiceIntoOneRegistry: a second instrumented store
+// registering into the same registry gets an error that wraps prometheus's,
+// not a panic.
+func TestInstrumentTwiceIntoOneRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := storage.Instrument(gapStore{}, reg); err != nil {
+		t.Fatal(err)
+	}
+	s, err := storage.Instrument(gapStore{}, reg)
+	if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok || s != nil {
+		t.Fatalf("second Instrument = %v, %v; want nil and an AlreadyRegisteredError", s, err)
+	}
+}
+
+// TestNewFollowerTwiceIntoOneRegistry: a second Follower registering into
+// the same registry gets an error that wraps prometheus's, not a panic, and
+// the first one's series are still exported.
+func TestNewFollowerTwiceIntoOneRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := storage.NewFollower(gapStore{}, storage.NewIndex(), storage.FollowerOptions{Registerer: reg}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := storage.NewFollower(gapStore{}, storage.NewIndex(), storage.FollowerOptions{Registerer: reg})
+	if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok || f != nil {
+		t.Fatalf("second NewFollower = %v, %v; want nil and an AlreadyRegisteredError", f, err)
+	}
+	if _, ok := series(t, reg)["tokengate_revocation_last_applied_seq"]; !ok {
+		t.Error("the first follower's series are gone after the refused second one")
+	}
+}
+
+// TestNewFollowerRegistersAllOrNone: when one of the follower's series'
+// names is taken, NewFollower fails and leaves none of its series
+// registered.
+func TestNewFollowerRegistersAllOrNone(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	taken := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tokengate_revocations_swept_total", Help: "Someone else's."})
+	if err := reg.Register(taken); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := storage.NewFollower(gapStore{}, storage.NewIndex(), storage.FollowerOptions{Registerer: reg}); err == nil {
+		t.Fatal("NewFollower with tokengate_revocations_swept_total taken succeeded")
+	}
+	for key := range series(t, reg) {
+		if key != "tokengate_revocations_swept_total" {
+			t.Errorf("%s registered by a NewFollower that failed", key)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -59,8 +60,19 @@ func openRevocations(cfg Config, log *slog.Logger, reg prometheus.Registerer, h 
 		rv.prepare = func(context.Context) error { return nil }
 	}
 	log.Info("revocation store", "backend", backend)
-	rv.store = storage.Instrument(rv.store, reg)
-	rv.follower = storage.NewFollower(rv.store, rv.index, storage.FollowerOptions{
+	// closed undoes the open when the wiring below fails.
+	closed := func(err error) error {
+		if cerr := rv.close(); cerr != nil {
+			return errors.Join(err, fmt.Errorf("close revocation store: %w", cerr))
+		}
+		return err
+	}
+	store, err := storage.Instrument(rv.store, reg)
+	if err != nil {
+		return nil, closed(err)
+	}
+	rv.store = store
+	rv.follower, err = storage.NewFollower(rv.store, rv.index, storage.FollowerOptions{
 		Poll:            cfg.Revocation.PollInterval,
 		SweepInterval:   cfg.Revocation.SweepInterval,
 		ChangeRetention: cfg.Revocation.ChangeRetention,
@@ -69,6 +81,9 @@ func openRevocations(cfg Config, log *slog.Logger, reg prometheus.Registerer, h 
 		OnLoad:          func() { h.Set("store", true, "") },
 		Prepare:         func(ctx context.Context) error { return rv.prepare(ctx) },
 	})
+	if err != nil {
+		return nil, closed(err)
+	}
 	return rv, nil
 }
 

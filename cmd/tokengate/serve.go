@@ -39,8 +39,15 @@ type serveHooks struct {
 // ends, then shuts down: NOT_SERVING, drain delay, graceful stop.
 func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(buildInfo())
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register process metrics: %w", err)
+		}
+	}
 
 	h := health.New()
 	for _, ic := range cfg.Issuers {
@@ -80,7 +87,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		}
 	}
 	revoker := intake.NewRevoker(rv.store, rv.follower, cfg.intakeIssuers, nil)
-	authz := extauthz.NewServer(extauthz.Options{
+	authz, err := extauthz.NewServer(extauthz.Options{
 		Verifier:     verifier,
 		Headers:      cfg.headers,
 		Revocations:  rv.index,
@@ -95,6 +102,9 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 
 		DenialLogsPerSecond: cfg.Log.DenialsPerSecond,
 	})
+	if err != nil {
+		return err
+	}
 
 	grpcLis, httpLis := hooks.grpcListener, hooks.httpListener
 	if grpcLis == nil {

@@ -48,7 +48,7 @@ func newEnv(t *testing.T, adminTok string) *env {
 	if err := v.Refresh(t.Context(), "idp"); err != nil {
 		t.Fatal(err)
 	}
-	f := storage.NewFollower(s, e.index, storage.FollowerOptions{})
+	f := newFollower(t, s, e.index, storage.FollowerOptions{})
 	issuers := []intake.Issuer{{Name: "idp", Issuer: e.iss.URL, MaxTokenLifetime: time.Hour, Leeway: 30 * time.Second}}
 	mux := http.NewServeMux()
 	intake.NewAdmin(intake.AdminOptions{
@@ -59,6 +59,16 @@ func newEnv(t *testing.T, adminTok string) *env {
 	t.Cleanup(srv.Close)
 	e.url = srv.URL
 	return e
+}
+
+// newFollower is storage.NewFollower, failing the test on an error.
+func newFollower(t testing.TB, s storage.Store, x *storage.Index, opts storage.FollowerOptions) *storage.Follower {
+	t.Helper()
+	f, err := storage.NewFollower(s, x, opts)
+	if err != nil {
+		t.Fatalf("NewFollower: %v", err)
+	}
+	return f
 }
 
 func (e *env) do(t *testing.T, method, path, auth, contentType, body string) (int, map[string]any) {
@@ -326,7 +336,7 @@ func TestLogoutSubjectCutoffCoversTheToken(t *testing.T) {
 	defer s.Close()
 	x := storage.NewIndex()
 	iss := intake.Issuer{Name: "idp", Issuer: "https://idp.example", MaxTokenLifetime: time.Hour, Leeway: 30 * time.Second}
-	r := intake.NewRevoker(s, storage.NewFollower(s, x, storage.FollowerOptions{}), []intake.Issuer{iss}, nil)
+	r := intake.NewRevoker(s, newFollower(t, s, x, storage.FollowerOptions{}), []intake.Issuer{iss}, nil)
 	id := &token.Identity{Issuer: iss.Issuer, Subject: "alice", IssuedAt: time.Now().Add(10 * time.Second),
 		ExpiresAt: time.Now().Add(10 * time.Minute)}
 	if err := r.RevokeLogout(t.Context(), id, false, true); err != nil {

@@ -97,9 +97,11 @@ func newRetentionEnv(t *testing.T) *retentionEnv {
 		t.Fatal(err)
 	}
 	iss := intake.Issuer{Name: "idp", Issuer: e.iss.URL, MaxTokenLifetime: maxLifetime, Leeway: leeway}
-	f := storage.NewFollower(s, index, storage.FollowerOptions{Now: e.clock.Now})
+	f := newFollower(t, s, index, storage.FollowerOptions{Now: e.clock.Now})
 	e.revoker = intake.NewRevoker(s, f, []intake.Issuer{iss}, e.clock.Now)
-	e.check = extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers, Revocations: index, Now: e.clock.Now})
+	if e.check, err = extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers, Revocations: index, Now: e.clock.Now}); err != nil {
+		t.Fatal(err)
+	}
 
 	serve := func(h http.Handler) string {
 		srv := httptest.NewServer(h)

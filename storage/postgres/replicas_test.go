@@ -36,7 +36,9 @@ func startReplica(t *testing.T, url string, opts postgres.Options, poll time.Dur
 		t.Fatal(err)
 	}
 	r := &replica{store: s, index: storage.NewIndex()}
-	r.f = storage.NewFollower(s, r.index, storage.FollowerOptions{Poll: poll})
+	if r.f, err = storage.NewFollower(s, r.index, storage.FollowerOptions{Poll: poll}); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

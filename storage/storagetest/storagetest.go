@@ -120,6 +120,16 @@ func apply(t *testing.T, s storage.Store, w storage.Write) storage.Result {
 	return res
 }
 
+// follower is a Follower of s into x, its clock at e.base.
+func (e env) follower(t *testing.T, s storage.Store, x *storage.Index) *storage.Follower {
+	t.Helper()
+	f, err := storage.NewFollower(s, x, storage.FollowerOptions{Now: func() time.Time { return e.base }})
+	if err != nil {
+		t.Fatalf("NewFollower: %v", err)
+	}
+	return f
+}
+
 func revs(rs ...storage.Revocation) storage.Write { return storage.Write{Revocations: rs} }
 
 func allChanges(t *testing.T, s storage.Store, after uint64) []storage.Change {
@@ -624,7 +634,7 @@ func testNotify(t *testing.T, e env) {
 func testIndexMaxOverLevels(t *testing.T, e env) {
 	s := e.open(t)
 	x := storage.NewIndex()
-	f := storage.NewFollower(s, x, storage.FollowerOptions{Now: func() time.Time { return e.base }})
+	f := e.follower(t, s, x)
 	const iss = "https://idp.example"
 	t0 := e.base.Add(-time.Hour)
 	apply(t, s, revs(
@@ -669,7 +679,7 @@ func testIndexMaxOverLevels(t *testing.T, e env) {
 func testReadYourWrites(t *testing.T, e env) {
 	s := e.open(t)
 	x := storage.NewIndex()
-	f := storage.NewFollower(s, x, storage.FollowerOptions{Now: func() time.Time { return e.base }})
+	f := e.follower(t, s, x)
 	k := x.Keys("iss", "jti-ryw", "", "", nil)
 	for i := range 5 {
 		res := apply(t, s, revs(e.tokenRev("iss", fmt.Sprintf("other-%d", i))))
