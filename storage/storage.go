@@ -204,9 +204,11 @@ var (
 //     until the id's EventRetention has passed on the store's clock and a
 //     Sweep has forgotten it. An EventExpiresAt already past on arrival
 //     does not shorten that.
-//   - Time is the store's clock (an option of each backend, time.Now by
-//     default): it stamps CreatedAt and Change.At and decides whether an
-//     event id is still remembered. Snapshot and Sweep take now explicitly.
+//   - Time is the store's clock (the embedded file's: time.Now; PostgreSQL's:
+//     the database server's, one clock for every replica; either can be
+//     injected for tests): it stamps CreatedAt and Change.At and decides
+//     whether an event id is still remembered. Snapshot and Sweep take now
+//     explicitly.
 //   - Every change gets the next sequence number (no gaps), and a change is
 //     visible to Changes only when every change with a smaller number is:
 //     a reader that applied N has seen every change ≤ N, even under

@@ -33,10 +33,12 @@ var (
 
 // Store is the embedded backend.
 type Store struct {
-	db         *bbolt.DB
-	notify     chan struct{}
-	now        func() time.Time
-	afterEntry func(storage.Revocation) error
+	db     *bbolt.DB
+	notify chan struct{}
+	now    func() time.Time
+	// beforeCommit, set only by tests (export_test.go), is called inside
+	// Apply's transaction once everything is written; an error aborts it.
+	beforeCommit func() error
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -48,11 +50,6 @@ type Options struct {
 	Timeout time.Duration
 	// Now is the store's clock (default time.Now); see storage.Store.
 	Now func() time.Time
-	// AfterEntry, when set, is called inside Apply's transaction after each
-	// entry is written (and its change appended); an error aborts the whole
-	// write. It exists so that tests can fail a write halfway through and
-	// prove that Apply is atomic; leave it nil.
-	AfterEntry func(storage.Revocation) error
 }
 
 // Open opens (creating if needed) the store at path. Only one process may
@@ -83,10 +80,7 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	if opts.AfterEntry == nil {
-		opts.AfterEntry = func(storage.Revocation) error { return nil }
-	}
-	return &Store{db: db, notify: make(chan struct{}, 1), now: opts.Now, afterEntry: opts.AfterEntry}, nil
+	return &Store{db: db, notify: make(chan struct{}, 1), now: opts.Now}, nil
 }
 
 // Close closes the file.
@@ -142,7 +136,9 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 				res.Seq = seq
 			}
 			res.Revocations = append(res.Revocations, stored)
-			if err := s.afterEntry(stored); err != nil {
+		}
+		if s.beforeCommit != nil {
+			if err := s.beforeCommit(); err != nil {
 				return err
 			}
 		}

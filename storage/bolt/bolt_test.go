@@ -14,10 +14,11 @@ func TestConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T, opts storagetest.Options) storagetest.Opener {
 		path := filepath.Join(t.TempDir(), "tokengate.db")
 		return func(t *testing.T) storage.Store {
-			s, err := bolt.Open(path, bolt.Options{Timeout: time.Second, Now: opts.Now, AfterEntry: opts.AfterEntry})
+			s, err := bolt.Open(path, bolt.Options{Timeout: time.Second, Now: opts.Now})
 			if err != nil {
 				t.Fatal(err)
 			}
+			bolt.SetBeforeCommit(s, opts.BeforeCommit)
 			t.Cleanup(func() {
 				if err := s.Close(); err != nil {
 					t.Errorf("close: %v", err)

@@ -37,15 +37,12 @@ type Options struct {
 	// again after it is lost (default 1s). Readers poll meanwhile.
 	ListenReconnectDelay time.Duration
 	Logger               *slog.Logger
-	// Now is the store's clock (default time.Now); see storage.Store. It
-	// stamps entries and changes, and decides whether an event id is still
-	// remembered, so that every replica's writes agree with its index.
+	// Now, when set, is the store's clock; see storage.Store. It stamps
+	// entries and changes and decides whether an event id is still
+	// remembered. Leave it nil in production: the database server's clock
+	// is then used, one clock for every replica, so that a replica whose
+	// clock lags cannot make fresh changes look old to the feed's pruning.
 	Now func() time.Time
-	// AfterEntry, when set, is called inside Apply's transaction after each
-	// entry is written; an error aborts the whole write. It exists so that
-	// tests can fail a write halfway through and prove that Apply is
-	// atomic; leave it nil.
-	AfterEntry func(storage.Revocation) error
 }
 
 // Store is the PostgreSQL backend.
@@ -55,9 +52,10 @@ type Store struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
-	now    func() time.Time
-	// afterEntry is Options.AfterEntry.
-	afterEntry func(storage.Revocation) error
+	now    func() time.Time // nil: the database server's clock
+	// beforeCommit, set only by tests (export_test.go), is called inside
+	// Apply's transaction once everything is written; an error aborts it.
+	beforeCommit func() error
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -76,12 +74,6 @@ func Open(url string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.AfterEntry == nil {
-		opts.AfterEntry = func(storage.Revocation) error { return nil }
-	}
 	if opts.ListenReconnectDelay <= 0 {
 		opts.ListenReconnectDelay = time.Second
 	}
@@ -92,8 +84,7 @@ func Open(url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("postgres: %w", redact(err))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{pool: pool, notify: make(chan struct{}, 1), log: opts.Logger, cancel: cancel, done: make(chan struct{}), now: opts.Now,
-		afterEntry: opts.AfterEntry}
+	s := &Store{pool: pool, notify: make(chan struct{}, 1), log: opts.Logger, cancel: cancel, done: make(chan struct{}), now: opts.Now}
 
 	listenCfg := cfg.ConnConfig.Copy()
 	listenCfg.RuntimeParams["application_name"] = "tokengate-listen"
@@ -163,9 +154,10 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 	var res storage.Result
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		res = storage.Result{Revocations: make([]storage.Revocation, len(prepared))}
-		now := s.now().UTC().Truncate(time.Microsecond)
+		now := s.clock()
 		if w.EventID != "" {
-			tag, err := tx.Exec(ctx, `INSERT INTO tokengate_events (event_id, expires_at, received_at) VALUES ($1, $2, $3)
+			tag, err := tx.Exec(ctx, `INSERT INTO tokengate_events (event_id, expires_at, received_at)
+				VALUES ($1, $2, coalesce($3::timestamptz, now()))
 				ON CONFLICT (event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, received_at = EXCLUDED.received_at
 				WHERE tokengate_events.expires_at <= EXCLUDED.received_at`, w.EventID, w.EventRetention(), now)
 			if err != nil {
@@ -186,12 +178,9 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			if isNew {
 				changed = append(changed, i)
 			}
-			if err := s.afterEntry(r); err != nil {
-				return err
-			}
 		}
 		if len(changed) == 0 {
-			return nil
+			return s.runBeforeCommit()
 		}
 		// From here until commit this transaction holds the feed row: the
 		// numbers it takes commit in order, after every smaller one. One
@@ -211,7 +200,7 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			}
 			b.Queue("UPDATE tokengate_revocations SET seq = (SELECT last_seq FROM tokengate_feed) - $1 WHERE id = $2",
 				back, res.Revocations[i].ID)
-			b.Queue("INSERT INTO tokengate_changes (seq, op, revocation, committed_at) SELECT last_seq - $1, $2, $3, $4 FROM tokengate_feed",
+			b.Queue("INSERT INTO tokengate_changes (seq, op, revocation, committed_at) SELECT last_seq - $1, $2, $3, coalesce($4::timestamptz, clock_timestamp()) FROM tokengate_feed",
 				back, storage.OpPut, doc, now)
 		}
 		b.Queue("SELECT pg_notify($1, '')", channel)
@@ -222,7 +211,7 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			res.Revocations[i].Seq = last - uint64(m-1-k)
 		}
 		res.Seq = last
-		return nil
+		return s.runBeforeCommit()
 	})
 	if err != nil {
 		return storage.Result{}, classify("apply", err)
@@ -230,21 +219,38 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 	return res, nil
 }
 
+// clock is the time to stamp a write with: nil when the database server's
+// clock applies (no Options.Now), so that the SQL's coalesce picks now().
+func (s *Store) clock() *time.Time {
+	if s.now == nil {
+		return nil
+	}
+	t := s.now().UTC().Truncate(time.Microsecond)
+	return &t
+}
+
+func (s *Store) runBeforeCommit() error {
+	if s.beforeCommit == nil {
+		return nil
+	}
+	return s.beforeCommit()
+}
+
 // upsert merges r into its row. isNew says whether the row changed (a new
 // entry, or a later revoked_before or expires_at).
-func upsert(ctx context.Context, tx pgx.Tx, r storage.Revocation, now time.Time) (storage.Revocation, bool, error) {
+func upsert(ctx context.Context, tx pgx.Tx, r storage.Revocation, now *time.Time) (storage.Revocation, bool, error) {
 	var before *time.Time
 	if !r.RevokedBefore.IsZero() {
 		before = &r.RevokedBefore
 	}
-	created := r.CreatedAt
-	if created.IsZero() {
-		created = now
+	created := now
+	if !r.CreatedAt.IsZero() {
+		created = &r.CreatedAt
 	}
 	row := tx.QueryRow(ctx, `
 		INSERT INTO tokengate_revocations AS t
 			(seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at)
-		VALUES (0, $1, $2, $3, $4, $5, $6, $7, $8, $9)
+		VALUES (0, $1, $2, $3, $4, $5, $6, $7, $8, coalesce($9::timestamptz, now()))
 		ON CONFLICT (kind, issuer, key, audience) DO UPDATE SET
 			revoked_before = GREATEST(t.revoked_before, EXCLUDED.revoked_before),
 			expires_at     = GREATEST(t.expires_at, EXCLUDED.expires_at),
@@ -322,8 +328,8 @@ func (s *Store) Delete(ctx context.Context, id int64, source string) (storage.Ch
 			return err
 		}
 		var at time.Time
-		if err := tx.QueryRow(ctx, "INSERT INTO tokengate_changes (seq, op, revocation, committed_at) VALUES ($1, $2, $3, $4) RETURNING committed_at",
-			seq, storage.OpDelete, doc, s.now().UTC().Truncate(time.Microsecond)).Scan(&at); err != nil {
+		if err := tx.QueryRow(ctx, "INSERT INTO tokengate_changes (seq, op, revocation, committed_at) VALUES ($1, $2, $3, coalesce($4::timestamptz, clock_timestamp())) RETURNING committed_at",
+			seq, storage.OpDelete, doc, s.clock()).Scan(&at); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", channel, fmt.Sprint(seq)); err != nil {

@@ -45,7 +45,9 @@ func TestConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T, opts storagetest.Options) storagetest.Opener {
 		url := pgtest.URL(t)
 		return func(t *testing.T) storage.Store {
-			return openWith(t, url, postgres.Options{MaxConns: 20, Now: opts.Now, AfterEntry: opts.AfterEntry})
+			s := openWith(t, url, postgres.Options{MaxConns: 20, Now: opts.Now})
+			postgres.SetBeforeCommit(s, opts.BeforeCommit)
+			return s
 		}
 	})
 }
