@@ -163,3 +163,25 @@ issuers:
 		}
 	}
 }
+
+// TestConfigOneDocument: a second YAML document is an error, not ignored.
+func TestConfigOneDocument(t *testing.T) {
+	_, err := loadConfig(strings.NewReader(`
+issuers: [{name: a, issuer: https://a.example, audiences: [x]}]
+---
+bogus: 1
+`), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "second YAML document") {
+		t.Errorf("err = %v, want the second document reported", err)
+	}
+	if _, err := loadConfig(strings.NewReader(`---
+issuers: [{name: a, issuer: https://a.example, audiences: [x]}]
+`), noEnv); err != nil {
+		t.Errorf("one document after ---: %v", err)
+	}
+	for name, doc := range map[string]string{"empty": "", "comments only": "# nothing\n"} {
+		if _, err := loadConfig(strings.NewReader(doc), noEnv); err == nil || !strings.Contains(err.Error(), "at least one issuer") {
+			t.Errorf("%s: err = %v, want only the defaults' validation error", name, err)
+		}
+	}
+}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"regexp"
 	"strings"
@@ -13,21 +15,33 @@ import (
 
 // decodeYAML decodes one YAML document over cfg key by key, so that every
 // problem is found, each with its YAML path (issuers[0].leeway): unknown
-// keys, keys given twice, values of the wrong type. An absent or null key
-// keeps its default. Merge keys (<<: *anchor) merge as YAML says: a
-// mapping's own keys win. Each element of a list of sections starts from its
-// own defaults (defaulter), so a key that is present always wins, even with
-// a zero value. err is set only when data is not YAML at all.
+// keys, keys given twice, values of the wrong type, a second document. An
+// absent or null key keeps its default. Merge keys (<<: *anchor) merge as
+// YAML says: a mapping's own keys win. Each element of a list of sections
+// starts from its own defaults (defaulter), so a key that is present always
+// wins, even with a zero value. err is set only when data is not YAML at
+// all.
 func decodeYAML(data []byte, cfg *Config) (problems []error, err error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	switch err := dec.Decode(&doc); {
+	case errors.Is(err, io.EOF):
+		return nil, nil // an empty file: the defaults
+	case err != nil:
 		return nil, err
 	}
-	if len(doc.Content) == 0 {
-		return nil, nil // an empty file: the defaults
-	}
 	var d decoder
-	d.value("", doc.Content[0], reflect.ValueOf(cfg).Elem())
+	if len(doc.Content) > 0 {
+		d.value("", doc.Content[0], reflect.ValueOf(cfg).Elem())
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, err
+	default:
+		d.fail("", &next, "a second YAML document (after ---): the configuration is one document")
+	}
 	return d.errs, nil
 }
 
