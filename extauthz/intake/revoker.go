@@ -72,8 +72,12 @@ func (r *Revoker) Issuer(iss string) (Issuer, bool) {
 
 // Lookup returns the configured issuer an operator means: the one with this
 // iss or, failing that, with this name. (The configuration refuses a name
-// that is another issuer's iss, so ref means one issuer.)
+// that is another issuer's iss, so ref means one issuer.) An empty ref
+// means none, whatever the issuers' names.
 func (r *Revoker) Lookup(ref string) (Issuer, bool) {
+	if ref == "" {
+		return Issuer{}, false
+	}
 	if i, ok := r.issuers[ref]; ok {
 		return i, true
 	}
