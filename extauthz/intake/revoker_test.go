@@ -25,7 +25,7 @@ func TestAdminListWithoutIssuerListsEveryIssuer(t *testing.T) {
 		{Issuer: "https://unnamed.example", MaxTokenLifetime: time.Hour},
 		{Name: "b", Issuer: "https://b.example", MaxTokenLifetime: time.Hour},
 	}
-	r := intake.NewRevoker(s, newFollower(t, s, storage.NewIndex(), storage.FollowerOptions{}), issuers, nil)
+	r := newRevoker(t, s, newFollower(t, s, storage.NewIndex(), storage.FollowerOptions{}), issuers, nil)
 	now := time.Now()
 	var revs []storage.Revocation
 	for _, iss := range issuers {
@@ -49,5 +49,35 @@ func TestAdminListWithoutIssuerListsEveryIssuer(t *testing.T) {
 		if got := len(body.Revocations); got != want {
 			t.Errorf("GET /v1/revocations%s: %d revocations, want %d", query, got, want)
 		}
+	}
+}
+
+// TestNewRevokerRefusesAmbiguousIssuers: every reference (an iss, or a
+// name) means one issuer, whoever builds the Revoker.
+func TestNewRevokerRefusesAmbiguousIssuers(t *testing.T) {
+	a := intake.Issuer{Name: "a", Issuer: "https://a.example", MaxTokenLifetime: time.Hour}
+	for name, tc := range map[string]struct {
+		issuers []intake.Issuer
+		ok      bool
+	}{
+		"distinct":              {[]intake.Issuer{a, {Name: "b", Issuer: "https://b.example"}}, true},
+		"unnamed":               {[]intake.Issuer{a, {Issuer: "https://b.example"}, {Issuer: "https://c.example"}}, true},
+		"name is its own iss":   {[]intake.Issuer{a, {Name: "acme", Issuer: "acme"}}, true},
+		"none":                  {nil, true},
+		"empty iss":             {[]intake.Issuer{a, {Name: "b"}}, false},
+		"iss twice":             {[]intake.Issuer{a, {Name: "b", Issuer: a.Issuer}}, false},
+		"name twice":            {[]intake.Issuer{a, {Name: "a", Issuer: "https://b.example"}}, false},
+		"name is another's iss": {[]intake.Issuer{a, {Name: a.Issuer, Issuer: "https://b.example"}}, false},
+		"iss is another's name": {[]intake.Issuer{a, {Name: "b", Issuer: "a"}}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := intake.NewRevoker(nil, nil, tc.issuers, nil)
+			if tc.ok && (err != nil || r == nil) {
+				t.Errorf("NewRevoker(%+v) = %v, %v; want a Revoker", tc.issuers, r, err)
+			}
+			if !tc.ok && err == nil {
+				t.Errorf("NewRevoker(%+v) accepted", tc.issuers)
+			}
+		})
 	}
 }
