@@ -100,3 +100,88 @@ func TestConfigNotAMapping(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigMergeKeys: a merge key (<<: *anchor) fills in only the keys the
+// mapping does not give itself, wherever it is written; of several merged
+// mappings the first wins. A merged mapping's unknown keys are still
+// reported.
+func TestConfigMergeKeys(t *testing.T) {
+	cfg, err := loadConfig(strings.NewReader(`
+issuers:
+  - &a {name: a, issuer: https://a.example, audiences: [x], allow_insecure_http: true, leeway: 45s}
+  - name: b
+    issuer: https://b.example
+    allow_insecure_http: false
+    leeway: 0
+    <<: *a
+  - &c {name: c, issuer: https://c.example, audiences: [y], max_token_lifetime: 2h}
+  - <<: [*c, *a]
+    name: d
+    issuer: https://d.example
+`), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type got struct {
+		Audiences         string
+		Leeway, Lifetime  time.Duration
+		AllowInsecureHTTP bool
+	}
+	for i, want := range map[int]got{
+		1: {Audiences: "x", Leeway: 0, Lifetime: time.Hour, AllowInsecureHTTP: false},
+		3: {Audiences: "y", Leeway: 45 * time.Second, Lifetime: 2 * time.Hour, AllowInsecureHTTP: true},
+	} {
+		ic := cfg.Issuers[i]
+		g := got{strings.Join(ic.Audiences, " "), ic.Leeway, ic.MaxTokenLifetime, ic.AllowInsecureHTTP}
+		if g != want {
+			t.Errorf("issuers[%d] (%s): got %+v, want %+v", i, ic.Name, g, want)
+		}
+	}
+
+	_, err = loadConfig(strings.NewReader(`
+issuers:
+  - &a {name: a, issuer: https://a.example, audiences: [x]}
+  - {<<: *bad, name: b, issuer: https://b.example, audiences: [x]}
+`), noEnv)
+	if err == nil {
+		t.Error("a merge of an undefined anchor accepted")
+	}
+	_, err = loadConfig(strings.NewReader(`
+tokens: &t {max_bytes: 4096}
+issuers:
+  - {<<: *t, name: b, issuer: https://b.example, audiences: [x]}
+  - {<<: 5, name: c, issuer: https://c.example, audiences: [x]}
+  - &d {<<: *d, name: d, issuer: https://d.example, audiences: [x]}
+`), noEnv)
+	for _, want := range []string{
+		"issuers[0].max_bytes: unknown key",
+		"issuers[1]: <<: want a mapping",
+		"issuers[2]: <<: merges a mapping into itself",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q:\n%v", want, err)
+		}
+	}
+}
+
+// TestConfigOneDocument: a second YAML document is an error, not ignored.
+func TestConfigOneDocument(t *testing.T) {
+	_, err := loadConfig(strings.NewReader(`
+issuers: [{name: a, issuer: https://a.example, audiences: [x]}]
+---
+bogus: 1
+`), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "second YAML document") {
+		t.Errorf("err = %v, want the second document reported", err)
+	}
+	if _, err := loadConfig(strings.NewReader(`---
+issuers: [{name: a, issuer: https://a.example, audiences: [x]}]
+`), noEnv); err != nil {
+		t.Errorf("one document after ---: %v", err)
+	}
+	for name, doc := range map[string]string{"empty": "", "comments only": "# nothing\n"} {
+		if _, err := loadConfig(strings.NewReader(doc), noEnv); err == nil || !strings.Contains(err.Error(), "at least one issuer") {
+			t.Errorf("%s: err = %v, want only the defaults' validation error", name, err)
+		}
+	}
+}

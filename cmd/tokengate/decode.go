@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"regexp"
 	"strings"
@@ -13,20 +15,33 @@ import (
 
 // decodeYAML decodes one YAML document over cfg key by key, so that every
 // problem is found, each with its YAML path (issuers[0].leeway): unknown
-// keys, keys given twice, values of the wrong type. An absent or null key
-// keeps its default. Each element of a list of sections starts from its own
-// defaults (defaulter), so a key that is present always wins, even with a
-// zero value. err is set only when data is not YAML at all.
+// keys, keys given twice, values of the wrong type, a second document. An
+// absent or null key keeps its default. Merge keys (<<: *anchor) merge as
+// YAML says: a mapping's own keys win. Each element of a list of sections
+// starts from its own defaults (defaulter), so a key that is present always
+// wins, even with a zero value. err is set only when data is not YAML at
+// all.
 func decodeYAML(data []byte, cfg *Config) (problems []error, err error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	switch err := dec.Decode(&doc); {
+	case errors.Is(err, io.EOF):
+		return nil, nil // an empty file: the defaults
+	case err != nil:
 		return nil, err
 	}
-	if len(doc.Content) == 0 {
-		return nil, nil // an empty file: the defaults
-	}
 	var d decoder
-	d.value("", doc.Content[0], reflect.ValueOf(cfg).Elem())
+	if len(doc.Content) > 0 {
+		d.value("", doc.Content[0], reflect.ValueOf(cfg).Elem())
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, err
+	default:
+		d.fail("", &next, "a second YAML document (after ---): the configuration is one document")
+	}
 	return d.errs, nil
 }
 
@@ -34,7 +49,12 @@ func decodeYAML(data []byte, cfg *Config) (problems []error, err error) {
 // is an element of a list.
 type defaulter interface{ setDefaults() }
 
-type decoder struct{ errs []error }
+type decoder struct {
+	errs []error
+	// merging holds the mappings whose keys are being gathered, so that a
+	// mapping that merges itself (&a {<<: *a}) is an error, not a loop.
+	merging map[*yaml.Node]bool
+}
 
 func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
 	if path == "" {
@@ -85,39 +105,82 @@ func (d *decoder) section(path string, n *yaml.Node, v reflect.Value) {
 		return
 	}
 	fields := yamlFields(v.Type())
-	seen := map[string]bool{}
+	for _, e := range d.entries(path, n, map[string]bool{}) {
+		p := e.key.Value
+		if path != "" {
+			p = path + "." + e.key.Value
+		}
+		idx, ok := fields[e.key.Value]
+		if !ok {
+			d.fail(p, e.key, "unknown key")
+			continue
+		}
+		d.value(p, e.val, v.Field(idx))
+	}
+}
+
+// entry is one key of a mapping and its value.
+type entry struct{ key, val *yaml.Node }
+
+// entries returns the keys of mapping n as YAML merges them: n's own keys,
+// then those of its merge keys (<<: *anchor, or a list of them) that n does
+// not give itself, an earlier merged mapping winning over a later one. A
+// merge key's place among n's keys does not matter. Keys in have are
+// already taken and are left out; the rest are added to it. A key given
+// twice in one mapping is reported.
+func (d *decoder) entries(path string, n *yaml.Node, have map[string]bool) []entry {
+	if d.merging == nil {
+		d.merging = map[*yaml.Node]bool{}
+	}
+	d.merging[n] = true
+	defer delete(d.merging, n)
+	var out []entry
+	var merges []*yaml.Node
+	own := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		if k.Value == "<<" && k.Tag == "!!merge" {
-			// A merge key (<<: *anchor): its keys as if written here.
-			if val.Kind == yaml.AliasNode {
-				val = val.Alias
-			}
-			merged := []*yaml.Node{val}
-			if val.Kind == yaml.SequenceNode {
-				merged = val.Content
-			}
-			for _, m := range merged {
-				d.value(path, m, v)
-			}
+			merges = append(merges, val)
 			continue
 		}
-		p := k.Value
-		if path != "" {
-			p = path + "." + k.Value
-		}
-		idx, ok := fields[k.Value]
-		switch {
-		case !ok:
-			d.fail(p, k, "unknown key")
-			continue
-		case seen[k.Value]:
+		if own[k.Value] {
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
 			d.fail(p, k, "given twice")
 			continue
 		}
-		seen[k.Value] = true
-		d.value(p, val, v.Field(idx))
+		own[k.Value] = true
+		if !have[k.Value] {
+			have[k.Value] = true
+			out = append(out, entry{k, val})
+		}
 	}
+	for _, m := range merges {
+		if m.Kind == yaml.AliasNode {
+			m = m.Alias
+		}
+		merged := []*yaml.Node{m}
+		if m.Kind == yaml.SequenceNode {
+			merged = m.Content
+		}
+		for _, mm := range merged {
+			if mm.Kind == yaml.AliasNode {
+				mm = mm.Alias
+			}
+			switch {
+			case mm.Kind != yaml.MappingNode:
+				d.fail(path, mm, "<<: want a mapping or a list of mappings to merge")
+				continue
+			case d.merging[mm]:
+				d.fail(path, mm, "<<: merges a mapping into itself")
+				continue
+			}
+			out = append(out, d.entries(path, mm, have)...)
+		}
+	}
+	return out
 }
 
 // duration decodes Go duration syntax (250ms, 30s, 1h); a bare 0 is zero.

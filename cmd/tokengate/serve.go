@@ -86,7 +86,10 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 			h.Set("issuer/"+name, true, "")
 		}
 	}
-	revoker := intake.NewRevoker(rv.store, rv.follower, cfg.intakeIssuers, nil)
+	revoker, err := intake.NewRevoker(rv.store, rv.follower, cfg.intakeIssuers, nil)
+	if err != nil {
+		return fmt.Errorf("revocation intake: %w", err)
+	}
 	authz, err := extauthz.NewServer(extauthz.Options{
 		Verifier:     verifier,
 		Headers:      cfg.headers,

@@ -227,8 +227,10 @@ type ListResponse struct {
 func (a *Admin) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	opts := storage.ListOptions{Issuer: q.Get("issuer"), Key: q.Get("subject"), Limit: 100}
-	if iss, ok := a.opts.Revoker.Lookup(opts.Issuer); ok {
-		opts.Issuer = iss.Issuer // a name works too; an iss no longer configured is listed as given
+	if opts.Issuer != "" {
+		if iss, ok := a.opts.Revoker.Lookup(opts.Issuer); ok {
+			opts.Issuer = iss.Issuer // a name works too; an iss no longer configured is listed as given
+		}
 	}
 	if k := q.Get("kind"); k != "" {
 		kind, err := storage.ParseKind(k)

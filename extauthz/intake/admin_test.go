@@ -52,13 +52,23 @@ func newEnv(t *testing.T, adminTok string) *env {
 	issuers := []intake.Issuer{{Name: "idp", Issuer: e.iss.URL, MaxTokenLifetime: time.Hour, Leeway: 30 * time.Second}}
 	mux := http.NewServeMux()
 	intake.NewAdmin(intake.AdminOptions{
-		Token: adminTok, Revoker: intake.NewRevoker(s, f, issuers, e.clock.Now), Store: s, Verifier: v, Revocations: e.index,
+		Token: adminTok, Revoker: newRevoker(t, s, f, issuers, e.clock.Now), Store: s, Verifier: v, Revocations: e.index,
 		Now: e.clock.Now,
 	}).Mount(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	e.url = srv.URL
 	return e
+}
+
+// newRevoker is intake.NewRevoker, failing the test on an error.
+func newRevoker(t testing.TB, s storage.Store, f intake.Follower, issuers []intake.Issuer, now func() time.Time) *intake.Revoker {
+	t.Helper()
+	r, err := intake.NewRevoker(s, f, issuers, now)
+	if err != nil {
+		t.Fatalf("NewRevoker: %v", err)
+	}
+	return r
 }
 
 // newFollower is storage.NewFollower, failing the test on an error.
@@ -217,6 +227,8 @@ func TestAdminRevokeByValueThenIntrospect(t *testing.T) {
 
 func TestAdminRejectsBadInput(t *testing.T) {
 	e := newEnv(t, adminToken)
+	// A cutoff so far back that every token it matches has expired.
+	longAgo := e.clock.Now().AddDate(0, 0, -400).Format(time.RFC3339)
 	cases := map[string]struct {
 		body string
 		code int
@@ -229,7 +241,7 @@ func TestAdminRejectsBadInput(t *testing.T) {
 		"subject without sub":   {fmt.Sprintf(`{"kind":"subject","issuer":%q}`, e.iss.URL), 400},
 		"field of another kind": {fmt.Sprintf(`{"kind":"session","issuer":%q,"sid":"s","subject":"x"}`, e.iss.URL), 400},
 		"two values":            {`{} {}`, 400},
-		"revokes nothing":       {fmt.Sprintf(`{"kind":"cutoff","issuer":%q,"revoked_before":"2020-01-01T00:00:00Z"}`, e.iss.URL), 400},
+		"revokes nothing":       {fmt.Sprintf(`{"kind":"cutoff","issuer":%q,"revoked_before":%q}`, e.iss.URL, longAgo), 400},
 		"oversized":             {`{"reason":"` + strings.Repeat("x", 100<<10) + `"}`, 413},
 	}
 	for name, tc := range cases {
@@ -336,7 +348,7 @@ func TestLogoutSubjectCutoffCoversTheToken(t *testing.T) {
 	defer s.Close()
 	x := storage.NewIndex()
 	iss := intake.Issuer{Name: "idp", Issuer: "https://idp.example", MaxTokenLifetime: time.Hour, Leeway: 30 * time.Second}
-	r := intake.NewRevoker(s, newFollower(t, s, x, storage.FollowerOptions{}), []intake.Issuer{iss}, nil)
+	r := newRevoker(t, s, newFollower(t, s, x, storage.FollowerOptions{}), []intake.Issuer{iss}, nil)
 	id := &token.Identity{Issuer: iss.Issuer, Subject: "alice", IssuedAt: time.Now().Add(10 * time.Second),
 		ExpiresAt: time.Now().Add(10 * time.Minute)}
 	if err := r.RevokeLogout(t.Context(), id, false, true); err != nil {

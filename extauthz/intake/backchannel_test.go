@@ -47,7 +47,7 @@ func newBCLEnv(t *testing.T) *bclEnv {
 	iss := intake.Issuer{Name: "op", Issuer: e.op.URL, MaxTokenLifetime: time.Hour, Leeway: 30 * time.Second}
 	bc, err := intake.NewBackchannel(intake.BackchannelOptions{
 		Verifier: v, RevokeSubject: true,
-		Revoker: intake.NewRevoker(s, newFollower(t, s, storage.NewIndex(), storage.FollowerOptions{}), []intake.Issuer{iss}, nil),
+		Revoker: newRevoker(t, s, newFollower(t, s, storage.NewIndex(), storage.FollowerOptions{}), []intake.Issuer{iss}, nil),
 	})
 	if err != nil {
 		t.Fatal(err)

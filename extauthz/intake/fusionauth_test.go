@@ -59,7 +59,7 @@ func newFAEnv(t testing.TB, mutate func(*intake.FusionAuthOptions)) *faEnv {
 	opts := intake.FusionAuthOptions{
 		Issuer: iss, Signature: sig, BasicUser: "fusionauth", BasicPassword: "basic-password-123",
 		RevokeOnPasswordChange: true,
-		Revoker:                intake.NewRevoker(s, newFollower(t, s, e.index, storage.FollowerOptions{}), []intake.Issuer{iss}, nil),
+		Revoker:                newRevoker(t, s, newFollower(t, s, e.index, storage.FollowerOptions{}), []intake.Issuer{iss}, nil),
 		RefreshKeys:            func(context.Context, string) error { e.refresh++; return nil },
 		Registerer:             e.reg,
 	}

@@ -98,7 +98,7 @@ func newRetentionEnv(t *testing.T) *retentionEnv {
 	}
 	iss := intake.Issuer{Name: "idp", Issuer: e.iss.URL, MaxTokenLifetime: maxLifetime, Leeway: leeway}
 	f := newFollower(t, s, index, storage.FollowerOptions{Now: e.clock.Now})
-	e.revoker = intake.NewRevoker(s, f, []intake.Issuer{iss}, e.clock.Now)
+	e.revoker = newRevoker(t, s, f, []intake.Issuer{iss}, e.clock.Now)
 	if e.check, err = extauthz.NewServer(extauthz.Options{Verifier: v, Headers: headers, Revocations: index, Now: e.clock.Now}); err != nil {
 		t.Fatal(err)
 	}

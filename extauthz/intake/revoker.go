@@ -50,18 +50,41 @@ type Revoker struct {
 	now      func() time.Time
 }
 
-// NewRevoker returns a Revoker for the configured issuers.
-func NewRevoker(s storage.Store, f Follower, issuers []Issuer, now func() time.Time) *Revoker {
+// NewRevoker returns a Revoker for the configured issuers. Every reference
+// must mean one issuer: an iss is required and unique, a name (optional) is
+// unique and is no other issuer's iss.
+func NewRevoker(s storage.Store, f Follower, issuers []Issuer, now func() time.Time) (*Revoker, error) {
 	if now == nil {
 		now = time.Now
 	}
 	m := make(map[string]Issuer, len(issuers))
 	byName := make(map[string]Issuer, len(issuers))
-	for _, iss := range issuers {
+	var errs []error
+	for i, iss := range issuers {
+		switch _, dup := m[iss.Issuer]; {
+		case iss.Issuer == "":
+			errs = append(errs, fmt.Errorf("issuer %d (%q): no iss", i, iss.Name))
+		case dup:
+			errs = append(errs, fmt.Errorf("issuer %d: iss %q is configured twice", i, iss.Issuer))
+		}
 		m[iss.Issuer] = iss
+		if iss.Name == "" {
+			continue // referred to by its iss only
+		}
+		if _, dup := byName[iss.Name]; dup {
+			errs = append(errs, fmt.Errorf("issuer %d: name %q is used twice", i, iss.Name))
+		}
 		byName[iss.Name] = iss
 	}
-	return &Revoker{store: s, follower: f, issuers: m, byName: byName, now: now}
+	for _, iss := range issuers {
+		if other, ok := m[iss.Name]; ok && iss.Name != "" && other.Issuer != iss.Issuer {
+			errs = append(errs, fmt.Errorf("issuer %q: its name is the iss of another issuer", iss.Name))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &Revoker{store: s, follower: f, issuers: m, byName: byName, now: now}, nil
 }
 
 // Issuer returns the configured issuer with this iss.
@@ -71,9 +94,12 @@ func (r *Revoker) Issuer(iss string) (Issuer, bool) {
 }
 
 // Lookup returns the configured issuer an operator means: the one with this
-// iss or, failing that, with this name. (The configuration refuses a name
-// that is another issuer's iss, so ref means one issuer.)
+// iss or, failing that, with this name. (NewRevoker refuses a name that is
+// another issuer's iss, so ref means one issuer.) An empty ref means none.
 func (r *Revoker) Lookup(ref string) (Issuer, bool) {
+	if ref == "" {
+		return Issuer{}, false
+	}
 	if i, ok := r.issuers[ref]; ok {
 		return i, true
 	}
