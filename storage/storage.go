@@ -208,7 +208,7 @@ var (
 //     the database server's, one clock for every replica; either can be
 //     injected for tests): it stamps CreatedAt and Change.At and decides
 //     whether an event id is still remembered. Snapshot and Sweep take now
-//     explicitly.
+//     explicitly: the caller's clock decides what they skip and delete.
 //   - Every change gets the next sequence number (no gaps), and a change is
 //     visible to Changes only when every change with a smaller number is:
 //     a reader that applied N has seen every change ≤ N, even under

@@ -179,9 +179,28 @@ issuers: [{name: a, issuer: https://a.example, audiences: [x]}]
 `), noEnv); err != nil {
 		t.Errorf("one document after ---: %v", err)
 	}
+	for name, tail := range map[string]string{"a trailing ---": "---\n", "--- and a comment": "---\n# end\n", "--- and null": "---\n~\n"} {
+		if _, err := loadConfig(strings.NewReader("issuers: [{name: a, issuer: https://a.example, audiences: [x]}]\n"+tail), noEnv); err != nil {
+			t.Errorf("%s: %v, want an empty second document accepted", name, err)
+		}
+	}
 	for name, doc := range map[string]string{"empty": "", "comments only": "# nothing\n"} {
 		if _, err := loadConfig(strings.NewReader(doc), noEnv); err == nil || !strings.Contains(err.Error(), "at least one issuer") {
 			t.Errorf("%s: err = %v, want only the defaults' validation error", name, err)
 		}
+	}
+}
+
+// TestConfigMergeKeyOnce: a second << in one mapping is an error, as any
+// other key given twice is, not silently ignored.
+func TestConfigMergeKeyOnce(t *testing.T) {
+	_, err := loadConfig(strings.NewReader(`
+defaults: &d {leeway: 5s}
+more: &m {max_token_lifetime: 2h}
+issuers:
+  - {name: a, issuer: https://a.example, audiences: [x], <<: *d, <<: *m}
+`), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "<< given twice") {
+		t.Errorf("err = %v, want the second << reported", err)
 	}
 }

@@ -39,6 +39,9 @@ func decodeYAML(data []byte, cfg *Config) (problems []error, err error) {
 	case errors.Is(err, io.EOF):
 	case err != nil:
 		return nil, err
+	case len(next.Content) == 0 || next.Content[0].Tag == "!!null":
+		// A trailing --- with nothing (or only a comment) after it, as
+		// generated and concatenated files often end: nothing to read.
 	default:
 		d.fail("", &next, "a second YAML document (after ---): the configuration is one document")
 	}
@@ -140,6 +143,10 @@ func (d *decoder) entries(path string, n *yaml.Node, have map[string]bool) []ent
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		if k.Value == "<<" && k.Tag == "!!merge" {
+			if len(merges) > 0 {
+				d.fail(path, k, "<< given twice: merge a list instead (<<: [*a, *b])")
+				continue
+			}
 			merges = append(merges, val)
 			continue
 		}

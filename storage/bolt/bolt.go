@@ -38,7 +38,7 @@ type Store struct {
 	now    func() time.Time
 	// beforeCommit, set only by tests (export_test.go), is called inside
 	// Apply's transaction once everything is written; an error aborts it.
-	beforeCommit func() error
+	beforeCommit func(storage.Result) error
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -138,7 +138,7 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			res.Revocations = append(res.Revocations, stored)
 		}
 		if s.beforeCommit != nil {
-			if err := s.beforeCommit(); err != nil {
+			if err := s.beforeCommit(res); err != nil {
 				return err
 			}
 		}

@@ -55,7 +55,7 @@ type Store struct {
 	now    func() time.Time // nil: the database server's clock
 	// beforeCommit, set only by tests (export_test.go), is called inside
 	// Apply's transaction once everything is written; an error aborts it.
-	beforeCommit func() error
+	beforeCommit func(storage.Result) error
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -180,7 +180,7 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			}
 		}
 		if len(changed) == 0 {
-			return s.runBeforeCommit()
+			return s.runBeforeCommit(res)
 		}
 		// From here until commit this transaction holds the feed row: the
 		// numbers it takes commit in order, after every smaller one. One
@@ -211,7 +211,7 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			res.Revocations[i].Seq = last - uint64(m-1-k)
 		}
 		res.Seq = last
-		return s.runBeforeCommit()
+		return s.runBeforeCommit(res)
 	})
 	if err != nil {
 		return storage.Result{}, classify("apply", err)
@@ -229,11 +229,11 @@ func (s *Store) clock() *time.Time {
 	return &t
 }
 
-func (s *Store) runBeforeCommit() error {
+func (s *Store) runBeforeCommit(res storage.Result) error {
 	if s.beforeCommit == nil {
 		return nil
 	}
-	return s.beforeCommit()
+	return s.beforeCommit(res)
 }
 
 // upsert merges r into its row. isNew says whether the row changed (a new

@@ -25,7 +25,8 @@ type Options struct {
 	// the write does (entries, changes, feed, event id) is written and
 	// before the commit; an error from it must abort the whole write. A
 	// backend offers it to its own tests only (an export_test.go hook).
-	BeforeCommit func() error
+	// It is given the Result the write is about to commit.
+	BeforeCommit func(storage.Result) error
 }
 
 // NewStore returns an Opener for a fresh, empty store with these options.
@@ -39,7 +40,7 @@ type env struct {
 	base time.Time
 	// fault, when set, is called by the store inside Apply's transaction
 	// just before the commit (Options.BeforeCommit).
-	fault *func() error
+	fault *func(storage.Result) error
 }
 
 // Run runs the suite twice: with the stores' clock 400 days in the past and
@@ -78,14 +79,14 @@ func run(t *testing.T, newStore NewStore, base time.Time) {
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
-			var fault func() error
+			var fault func(storage.Result) error
 			open := newStore(t, Options{
 				Now: func() time.Time { return base },
-				BeforeCommit: func() error {
+				BeforeCommit: func(res storage.Result) error {
 					if fault == nil {
 						return nil
 					}
-					return fault()
+					return fault(res)
 				},
 			})
 			fn(t, env{open: open, base: base, fault: &fault})
@@ -313,8 +314,10 @@ func testAtomic(t *testing.T, e env) {
 		EventExpiresAt: e.base.Add(time.Hour),
 	}
 	calls := 0
-	*e.fault = func() error {
+	var pending storage.Result
+	*e.fault = func(res storage.Result) error {
 		calls++
+		pending = res
 		return errFault
 	}
 	if _, err := s.Apply(t.Context(), w); !errors.Is(err, errFault) {
@@ -324,6 +327,12 @@ func testAtomic(t *testing.T, e env) {
 		t.Fatalf("the fault ran %d times, want once (every entry, change and the event id written, then the commit)", calls)
 	}
 	*e.fault = nil
+	// The fault fired after the feed was written: the write had taken its
+	// three sequence numbers, which the abort must give back.
+	if pending.Seq != before.Seq+3 || len(pending.Revocations) != 3 {
+		t.Errorf("at the fault the write held seq %d and %d entries, want seq %d and 3: the fault must fire after everything is written",
+			pending.Seq, len(pending.Revocations), before.Seq+3)
+	}
 
 	snap, seq := snapshot(t, s, e.base)
 	if seq != before.Seq {
