@@ -154,14 +154,18 @@ type TokensConfig struct {
 }
 
 type IssuerConfig struct {
-	Name              string        `yaml:"name"`
-	Issuer            string        `yaml:"issuer"`
-	JWKSURI           string        `yaml:"jwks_uri"`
-	Audiences         []string      `yaml:"audiences"`
-	Algorithms        []string      `yaml:"algorithms"`
-	HMACSecret        string        `yaml:"hmac_secret"`
-	Leeway            time.Duration `yaml:"leeway"`
-	MaxTokenLifetime  time.Duration `yaml:"max_token_lifetime"`
+	Name             string        `yaml:"name"`
+	Issuer           string        `yaml:"issuer"`
+	JWKSURI          string        `yaml:"jwks_uri"`
+	Audiences        []string      `yaml:"audiences"`
+	Algorithms       []string      `yaml:"algorithms"`
+	HMACSecret       string        `yaml:"hmac_secret"`
+	Leeway           time.Duration `yaml:"leeway"`
+	MaxTokenLifetime time.Duration `yaml:"max_token_lifetime"`
+	// SessionLifetime is the longest a session (what sid names: a
+	// FusionAuth refresh token, an OIDC session) lives: session
+	// revocations are kept that long.
+	SessionLifetime   time.Duration `yaml:"session_lifetime"`
 	AllowInsecureHTTP bool          `yaml:"allow_insecure_http"`
 	// LogoutClientIDs are accepted as the aud of this issuer's back-channel
 	// logout tokens; empty: it sends none.
@@ -195,6 +199,7 @@ func defaultConfig() Config {
 func (ic *IssuerConfig) setDefaults() {
 	ic.Leeway = 30 * time.Second
 	ic.MaxTokenLifetime = time.Hour
+	ic.SessionLifetime = intake.DefaultSessionLifetime
 }
 
 // defaultIssuer is an issuer with nothing but the defaults.
@@ -365,6 +370,9 @@ func (c Config) build() (settings, error) {
 		if ic.MaxTokenLifetime <= 0 || ic.MaxTokenLifetime > 7*24*time.Hour {
 			bad(p+".max_token_lifetime", "must be between 1s and 168h")
 		}
+		if ic.SessionLifetime < time.Minute || ic.SessionLifetime > 8760*time.Hour {
+			bad(p+".session_lifetime", "must be between 1m and 8760h")
+		}
 	}
 	for i, ic := range c.Issuers {
 		for j, other := range c.Issuers {
@@ -461,7 +469,8 @@ func (c Config) backchannelEnabled() bool {
 func (c Config) intakeIssuersOf() []intake.Issuer {
 	out := make([]intake.Issuer, 0, len(c.Issuers))
 	for _, ic := range c.Issuers {
-		out = append(out, intake.Issuer{Name: ic.Name, Issuer: ic.Issuer, MaxTokenLifetime: ic.MaxTokenLifetime, Leeway: ic.Leeway})
+		out = append(out, intake.Issuer{Name: ic.Name, Issuer: ic.Issuer, MaxTokenLifetime: ic.MaxTokenLifetime, Leeway: ic.Leeway,
+			SessionLifetime: ic.SessionLifetime})
 	}
 	return out
 }

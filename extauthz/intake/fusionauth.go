@@ -250,8 +250,14 @@ func (f *FusionAuth) revocations(ev *faEvent) (storage.Write, error) {
 		switch {
 		case ev.RefreshToken != nil && ev.RefreshToken.ID != "":
 			// One refresh token: end that session only (sid = refresh token id).
+			// The event carries no expiry of the refresh token (its
+			// insertInstant and startInstant, not its TTL), so the entry is
+			// kept for the session lifetime from the revocation.
 			r := base
 			r.Kind, r.Key = storage.KindSession, ev.RefreshToken.ID
+			if until := iss.KeepSession(at); until.After(r.ExpiresAt) {
+				r.ExpiresAt = until
+			}
 			revs = append(revs, r)
 			if f.opts.RevokeSubjectOnRefreshTokenRevoke {
 				sub, app := userID, ev.ApplicationID
