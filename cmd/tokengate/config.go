@@ -102,6 +102,9 @@ type FusionAuthConfig struct {
 	} `yaml:"header"`
 	RevokeSubjectOnRefreshTokenRevoke bool `yaml:"revoke_subject_on_refresh_token_revoke"`
 	RevokeOnPasswordChange            bool `yaml:"revoke_on_password_change"`
+	// MaxClockSkew: an event's createInstant further ahead of this clock is
+	// clamped to now + MaxClockSkew (and warned about), never refused.
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
 }
 
 type SigningKeyConfig struct {
@@ -186,7 +189,7 @@ func defaultConfig() Config {
 		JWKS:        JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
 		Tokens:      TokensConfig{MaxBytes: 16 << 10},
 		Storage:     StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, MaxConns: 10},
-		Webhooks:    WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true}},
+		Webhooks:    WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true, MaxClockSkew: intake.DefaultMaxClockSkew}},
 		Backchannel: BackchannelConfig{RevokeSubject: true},
 		Revocation: RevocationConfig{MaxStaleness: 30 * time.Second, OnStale: "deny", PollInterval: time.Second,
 			SweepInterval: time.Minute, ChangeRetention: time.Hour},
@@ -417,6 +420,9 @@ func (c Config) build() (settings, error) {
 		}
 		if fa.Header.Value != "" && len(fa.Header.Value) < 16 {
 			bad(p+".header.value", "must be at least 16 characters")
+		}
+		if fa.MaxClockSkew < time.Second || fa.MaxClockSkew > time.Hour {
+			bad(p+".max_clock_skew", "must be between 1s and 1h")
 		}
 	}
 	if c.Storage.PostgresURL == "" && c.Storage.Path == "" {

@@ -32,3 +32,32 @@ issuers:
 		}
 	}
 }
+
+// TestConfigMaxClockSkew: webhooks.fusionauth.max_clock_skew defaults to
+// 5m and is bounded.
+func TestConfigMaxClockSkew(t *testing.T) {
+	load := func(extra string) (settings, error) {
+		return loadConfig(strings.NewReader(`
+issuers:
+  - name: a
+    issuer: https://a.example
+    audiences: [x]
+webhooks:
+  fusionauth:
+    issuer: a
+    header: {name: x-webhook-secret, value: 0123456789abcdef0123}
+`+extra), func(string) string { return "" })
+	}
+	s, err := load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Webhooks.FusionAuth.MaxClockSkew; got != 5*time.Minute {
+		t.Errorf("default max_clock_skew %v, want 5m", got)
+	}
+	for _, bad := range []string{"0s", "2h"} {
+		if _, err := load("    max_clock_skew: " + bad + "\n"); err == nil || !strings.Contains(err.Error(), "webhooks.fusionauth.max_clock_skew") {
+			t.Errorf("max_clock_skew %s: %v, want an error naming webhooks.fusionauth.max_clock_skew", bad, err)
+		}
+	}
+}

@@ -292,6 +292,7 @@ func fusionAuthReceiver(cfg settings, revoker *intake.Revoker, verifier *token.V
 		HeaderValue:                       fc.Header.Value,
 		RevokeSubjectOnRefreshTokenRevoke: fc.RevokeSubjectOnRefreshTokenRevoke,
 		RevokeOnPasswordChange:            fc.RevokeOnPasswordChange,
+		MaxClockSkew:                      fc.MaxClockSkew,
 		Revoker:                           revoker,
 		RefreshKeys: func(ctx context.Context, issuer string) error {
 			// FusionAuth says a signing key changed: fetch the keys now, and

@@ -22,6 +22,10 @@ import (
 // MaxWebhookBody bounds a webhook body; FusionAuth events are a few KB.
 const MaxWebhookBody = 1 << 20
 
+// DefaultMaxClockSkew is how far FusionAuth's clock may run ahead of ours
+// before an event's createInstant is clamped.
+const DefaultMaxClockSkew = 5 * time.Minute
+
 // FusionAuth event types tokengate acts on.
 const (
 	EventRefreshTokenRevoke = "jwt.refresh-token.revoke"
@@ -59,7 +63,13 @@ type FusionAuthOptions struct {
 	RevokeSubjectOnRefreshTokenRevoke bool
 	// RevokeOnPasswordChange revokes the user on password update and reset.
 	RevokeOnPasswordChange bool
-	Revoker                *Revoker
+	// MaxClockSkew bounds how far an event's createInstant may be ahead of
+	// Now: it is FusionAuth's clock, the one its tokens' iat come from, so
+	// it is used as dated up to this skew, and clamped to Now + MaxClockSkew
+	// (with a warning) beyond it, never refused. Zero means
+	// DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
+	Revoker      *Revoker
 	// RefreshKeys refreshes the issuer's JWKS (jwt.public-key.update).
 	RefreshKeys func(ctx context.Context, issuerName string) error
 	// Registerer, when set, gets tokengate_webhook_events_total: every
@@ -86,6 +96,9 @@ func NewFusionAuth(opts FusionAuthOptions) (*FusionAuth, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.MaxClockSkew <= 0 {
+		opts.MaxClockSkew = DefaultMaxClockSkew
 	}
 	events, err := webhookEvents(opts.Registerer, sourceFusionAuth, EventTypes)
 	if err != nil {
@@ -220,9 +233,17 @@ func (f *FusionAuth) revocations(ev *faEvent) (storage.Write, error) {
 		return storage.Write{}, fmt.Errorf("%w: no createInstant", errBadEvent)
 	}
 	at := time.UnixMilli(*ev.CreateInstant).UTC()
-	if at.After(f.opts.Now().Add(time.Minute)) {
-		// A cutoff in the future would sign users out until then.
-		return storage.Write{}, fmt.Errorf("%w: createInstant is in the future", errBadEvent)
+	// createInstant is FusionAuth's clock, as are the iat of the tokens it
+	// issues: a cutoff at createInstant takes out exactly the tokens issued
+	// before the event, however far that clock is ahead of ours. Refusing
+	// the event would lose the revocation (and, under "all must succeed",
+	// fail FusionAuth's own call), so a clock further ahead than the
+	// maximum skew is clamped: a cutoff far in the future would sign users
+	// out until then.
+	if limit := f.opts.Now().Add(f.opts.MaxClockSkew); at.After(limit) {
+		f.opts.Logger.Warn("fusionauth createInstant is ahead of this clock by more than max_clock_skew; clamped",
+			"event_id", ev.ID, "type", ev.Type, "ahead", at.Sub(limit)+f.opts.MaxClockSkew, "max_clock_skew", f.opts.MaxClockSkew)
+		at = limit.UTC()
 	}
 	iss := f.opts.Issuer
 	// Keep entries while any token they match can live: the issuer's bound,
