@@ -70,7 +70,8 @@ type FusionAuthOptions struct {
 	// DefaultMaxClockSkew.
 	MaxClockSkew time.Duration
 	Revoker      *Revoker
-	// RefreshKeys refreshes the issuer's JWKS (jwt.public-key.update).
+	// RefreshKeys refreshes the issuer's JWKS (jwt.public-key.update). Run
+	// calls it, after the event is answered.
 	RefreshKeys func(ctx context.Context, issuerName string) error
 	// Registerer, when set, gets tokengate_webhook_events_total: every
 	// event by type (EventTypes) and result, all at zero from the start.
@@ -79,10 +80,20 @@ type FusionAuthOptions struct {
 	Now        func() time.Time
 }
 
+// keyRefreshDelays are when, after a jwt.public-key.update is answered,
+// Run refreshes the issuer's keys. The event is transactional: FusionAuth
+// commits the new key only once the webhook has answered, so the keys are
+// fetched after the answer, and again a few seconds later in case the
+// commit came late (or the first fetch failed).
+var keyRefreshDelays = []time.Duration{time.Second, 10 * time.Second}
+
 // FusionAuth receives FusionAuth webhooks.
 type FusionAuth struct {
 	opts   FusionAuthOptions
 	events *prometheus.CounterVec
+	// keysChanged wakes Run after a jwt.public-key.update was answered;
+	// several updates before Run gets to them make one refresh schedule.
+	keysChanged chan struct{}
 }
 
 // NewFusionAuth validates the options: at least one way to authenticate the
@@ -104,7 +115,38 @@ func NewFusionAuth(opts FusionAuthOptions) (*FusionAuth, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fusionauth webhook metrics: %w", err)
 	}
-	return &FusionAuth{opts: opts, events: events}, nil
+	return &FusionAuth{opts: opts, events: events, keysChanged: make(chan struct{}, 1)}, nil
+}
+
+// Run refreshes the issuer's keys after each jwt.public-key.update, at
+// 1s and 10s after it was answered (keyRefreshDelays), until ctx ends. Without Run the
+// updates change nothing (the keys still refresh on their interval, and on
+// an unknown kid).
+func (f *FusionAuth) Run(ctx context.Context) {
+	if f.opts.RefreshKeys == nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.keysChanged:
+		}
+		answered := time.Now()
+		for _, d := range keyRefreshDelays {
+			t := time.NewTimer(time.Until(answered.Add(d)))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if err := f.opts.RefreshKeys(ctx, f.opts.Issuer.Name); err != nil {
+				f.opts.Logger.Warn("jwks refresh after jwt.public-key.update failed; the keys refresh again on their interval",
+					"issuer", f.opts.Issuer.Name, "err", err)
+			}
+		}
+	}
 }
 
 // faEvent is the part of a FusionAuth event body tokengate reads.
@@ -184,13 +226,18 @@ func (f *FusionAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.ignore(w, typ, "test event")
 		return
 	case EventPublicKeyUpdate:
-		if err := f.opts.RefreshKeys(r.Context(), f.opts.Issuer.Name); err != nil {
-			f.opts.Logger.Warn("jwks refresh after jwt.public-key.update failed", "issuer", f.opts.Issuer.Name, "err", err)
-			f.reject(w, typ, http.StatusServiceUnavailable, "jwks_unavailable", "could not refresh the issuer's keys")
-			return
-		}
+		// Transactional: FusionAuth commits the new key only after this
+		// answer, so the keys are fetched after it (Run), never during the
+		// call, and the answer never waits for or depends on the JWKS: a
+		// 503 would block the key change.
 		f.observe(typ, "applied")
-		writeJSON(w, http.StatusOK, map[string]string{"result": "keys refreshed"})
+		writeJSON(w, http.StatusOK, map[string]string{"result": "keys refresh scheduled"})
+		_ = http.NewResponseController(w).Flush() // the answer goes out before the refresh is due
+		select {
+		case f.keysChanged <- struct{}{}:
+		default: // a refresh is already due
+		}
+		f.opts.Logger.Info("fusionauth event", "event_id", ev.ID, "type", ev.Type, "result", "keys refresh scheduled")
 		return
 	}
 	write, err := f.revocations(ev)
