@@ -59,3 +59,37 @@ func BenchmarkRevoked(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkIndexMemorySessions reports the heap an index of 1,000,000
+// session revocations holds, per entry: sessions are kept for the issuer's
+// session lifetime (30 days by default), so they are the entries that pile
+// up.
+//
+//	go test -run '^$' -bench IndexMemorySessions -benchtime 1x ./storage
+func BenchmarkIndexMemorySessions(b *testing.B) {
+	const n = 1_000_000
+	expires := time.Now().Add(30 * 24 * time.Hour)
+	changes := make([]storage.Change, n)
+	for i := range changes {
+		// A FusionAuth refresh token id: a UUID.
+		changes[i] = storage.Change{Seq: uint64(i + 1), Op: storage.OpPut, Revocation: storage.Revocation{
+			Kind: storage.KindSession, Issuer: issuer, Key: fmt.Sprintf("%08x-0c41-4a7b-b1e2-5d9f3a6c8e21", i), ExpiresAt: expires}}
+	}
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		x := storage.NewIndex()
+		if _, err := x.Apply(changes); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if x.Len() != n {
+			b.Fatalf("index has %d entries, want %d", x.Len(), n)
+		}
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-B/entry")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "heap-MiB")
+		runtime.KeepAlive(x)
+	}
+}

@@ -102,6 +102,9 @@ type FusionAuthConfig struct {
 	} `yaml:"header"`
 	RevokeSubjectOnRefreshTokenRevoke bool `yaml:"revoke_subject_on_refresh_token_revoke"`
 	RevokeOnPasswordChange            bool `yaml:"revoke_on_password_change"`
+	// MaxClockSkew: an event's createInstant further ahead of this clock is
+	// clamped to now + MaxClockSkew (and warned about), never refused.
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
 }
 
 type SigningKeyConfig struct {
@@ -154,14 +157,18 @@ type TokensConfig struct {
 }
 
 type IssuerConfig struct {
-	Name              string        `yaml:"name"`
-	Issuer            string        `yaml:"issuer"`
-	JWKSURI           string        `yaml:"jwks_uri"`
-	Audiences         []string      `yaml:"audiences"`
-	Algorithms        []string      `yaml:"algorithms"`
-	HMACSecret        string        `yaml:"hmac_secret"`
-	Leeway            time.Duration `yaml:"leeway"`
-	MaxTokenLifetime  time.Duration `yaml:"max_token_lifetime"`
+	Name             string        `yaml:"name"`
+	Issuer           string        `yaml:"issuer"`
+	JWKSURI          string        `yaml:"jwks_uri"`
+	Audiences        []string      `yaml:"audiences"`
+	Algorithms       []string      `yaml:"algorithms"`
+	HMACSecret       string        `yaml:"hmac_secret"`
+	Leeway           time.Duration `yaml:"leeway"`
+	MaxTokenLifetime time.Duration `yaml:"max_token_lifetime"`
+	// SessionLifetime is the longest a session (what sid names: a
+	// FusionAuth refresh token, an OIDC session) lives: session
+	// revocations are kept that long.
+	SessionLifetime   time.Duration `yaml:"session_lifetime"`
 	AllowInsecureHTTP bool          `yaml:"allow_insecure_http"`
 	// LogoutClientIDs are accepted as the aud of this issuer's back-channel
 	// logout tokens; empty: it sends none.
@@ -182,7 +189,7 @@ func defaultConfig() Config {
 		JWKS:        JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
 		Tokens:      TokensConfig{MaxBytes: 16 << 10},
 		Storage:     StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, MaxConns: 10},
-		Webhooks:    WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true}},
+		Webhooks:    WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true, MaxClockSkew: intake.DefaultMaxClockSkew}},
 		Backchannel: BackchannelConfig{RevokeSubject: true},
 		Revocation: RevocationConfig{MaxStaleness: 30 * time.Second, OnStale: "deny", PollInterval: time.Second,
 			SweepInterval: time.Minute, ChangeRetention: time.Hour},
@@ -195,6 +202,7 @@ func defaultConfig() Config {
 func (ic *IssuerConfig) setDefaults() {
 	ic.Leeway = 30 * time.Second
 	ic.MaxTokenLifetime = time.Hour
+	ic.SessionLifetime = intake.DefaultSessionLifetime
 }
 
 // defaultIssuer is an issuer with nothing but the defaults.
@@ -365,6 +373,9 @@ func (c Config) build() (settings, error) {
 		if ic.MaxTokenLifetime <= 0 || ic.MaxTokenLifetime > 7*24*time.Hour {
 			bad(p+".max_token_lifetime", "must be between 1s and 168h")
 		}
+		if ic.SessionLifetime < time.Minute || ic.SessionLifetime > 8760*time.Hour {
+			bad(p+".session_lifetime", "must be between 1m and 8760h")
+		}
 	}
 	for i, ic := range c.Issuers {
 		for j, other := range c.Issuers {
@@ -409,6 +420,9 @@ func (c Config) build() (settings, error) {
 		}
 		if fa.Header.Value != "" && len(fa.Header.Value) < 16 {
 			bad(p+".header.value", "must be at least 16 characters")
+		}
+		if fa.MaxClockSkew < time.Second || fa.MaxClockSkew > time.Hour {
+			bad(p+".max_clock_skew", "must be between 1s and 1h")
 		}
 	}
 	if c.Storage.PostgresURL == "" && c.Storage.Path == "" {
@@ -461,7 +475,8 @@ func (c Config) backchannelEnabled() bool {
 func (c Config) intakeIssuersOf() []intake.Issuer {
 	out := make([]intake.Issuer, 0, len(c.Issuers))
 	for _, ic := range c.Issuers {
-		out = append(out, intake.Issuer{Name: ic.Name, Issuer: ic.Issuer, MaxTokenLifetime: ic.MaxTokenLifetime, Leeway: ic.Leeway})
+		out = append(out, intake.Issuer{Name: ic.Name, Issuer: ic.Issuer, MaxTokenLifetime: ic.MaxTokenLifetime, Leeway: ic.Leeway,
+			SessionLifetime: ic.SessionLifetime})
 	}
 	return out
 }

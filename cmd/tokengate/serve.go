@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -272,7 +273,8 @@ func shutdown(log *slog.Logger, c ShutdownConfig, h *health.Health, gs *grpc.Ser
 }
 
 // fusionAuthReceiver builds the FusionAuth webhook handler and what must run
-// beside it (the signing keys' refresh).
+// beside it: the signing keys' refresh, and the issuer's key refresh after
+// a jwt.public-key.update.
 func fusionAuthReceiver(cfg settings, revoker *intake.Revoker, verifier *token.Verifier, log *slog.Logger,
 	reg prometheus.Registerer) (http.Handler, func(context.Context), error) {
 	fc := cfg.Webhooks.FusionAuth
@@ -292,6 +294,7 @@ func fusionAuthReceiver(cfg settings, revoker *intake.Revoker, verifier *token.V
 		HeaderValue:                       fc.Header.Value,
 		RevokeSubjectOnRefreshTokenRevoke: fc.RevokeSubjectOnRefreshTokenRevoke,
 		RevokeOnPasswordChange:            fc.RevokeOnPasswordChange,
+		MaxClockSkew:                      fc.MaxClockSkew,
 		Revoker:                           revoker,
 		RefreshKeys: func(ctx context.Context, issuer string) error {
 			// FusionAuth says a signing key changed: fetch the keys now, and
@@ -302,7 +305,7 @@ func fusionAuthReceiver(cfg settings, revoker *intake.Revoker, verifier *token.V
 		Registerer: reg,
 		Logger:     log,
 	}
-	run := func(context.Context) {}
+	runSignature := func(context.Context) {}
 	if sk := fc.SigningKey; sk.HMACSecret != "" || sk.JWKSURI != "" {
 		sig, err := token.NewBodySignatureVerifier(token.BodySignatureOptions{
 			HMACSecret:        []byte(sk.HMACSecret),
@@ -315,8 +318,17 @@ func fusionAuthReceiver(cfg settings, revoker *intake.Revoker, verifier *token.V
 		if err != nil {
 			return nil, nil, err
 		}
-		opts.Signature, run = sig, sig.Run
+		opts.Signature, runSignature = sig, sig.Run
 	}
 	fa, err := intake.NewFusionAuth(opts)
-	return fa, run, err
+	if err != nil {
+		return nil, nil, err
+	}
+	run := func(ctx context.Context) {
+		var wg sync.WaitGroup
+		wg.Go(func() { runSignature(ctx) })
+		fa.Run(ctx)
+		wg.Wait()
+	}
+	return fa, run, nil
 }

@@ -153,3 +153,29 @@ func TestFusionAuthWebhooksRevokeOnEveryReplica(t *testing.T) {
 		})
 	}
 }
+
+// TestFusionAuthPublicKeyUpdateRefreshesAfterAnswer: serve answers
+// jwt.public-key.update at once and fetches the issuer's JWKS after the
+// answer (FusionAuth commits the new key only then).
+func TestFusionAuthPublicKeyUpdateRefreshesAfterAnswer(t *testing.T) {
+	iss, jwks := faIssuer(t)
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}
+shutdown: {drain_delay: 0s, timeout: 5s}
+issuers: [{name: fusionauth, issuer: acme.com, jwks_uri: %q, audiences: [%q]}]
+storage: {path: %q}
+webhooks:
+  fusionauth:
+    issuer: fusionauth
+    signing_key: {hmac_secret: %q}
+`, jwks, faApp, t.TempDir()+"/db", faSecret))
+	in := start(t, []string{"serve", "--config", cfg}, nil)
+	waitReady(t, in)
+	before := iss.Fetches()
+	body := fmt.Sprintf(`{"event":{"createInstant":%d,"id":"evt-key","tenantId":%q,"type":"jwt.public-key.update","applicationIds":[%q]}}`,
+		time.Now().UnixMilli(), faTenant, faApp)
+	if code, resp := in.webhook(t, body); code != http.StatusOK {
+		t.Fatalf("jwt.public-key.update: %d %s, want 200", code, resp)
+	}
+	eventually(t, "the JWKS is fetched after the answer", func() bool { return iss.Fetches() > before })
+}

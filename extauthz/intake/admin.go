@@ -197,7 +197,7 @@ func (a *Admin) revocationFor(r *http.Request, req RevokeRequest) (storage.Revoc
 		}
 		rev.ExpiresAt = req.ExpiresAt.Add(iss.Leeway)
 	case storage.KindSession:
-		rev.ExpiresAt = iss.Keep(now)
+		rev.ExpiresAt = iss.KeepSession(now)
 	case storage.KindSubject, storage.KindCutoff:
 		rev.RevokedBefore = now
 		if req.RevokedBefore != nil {

@@ -91,15 +91,18 @@ func (b *Backchannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b.invalid(w, "issuer not configured")
 		return
 	}
-	keep := iss.Keep(b.opts.Now())
-	if until := iss.Keep(lt.IssuedAt); until.After(keep) {
-		keep = until
+	// Entries are dated from the later of now and the logout token's iat
+	// (an OP clock ahead of ours).
+	from := b.opts.Now()
+	if lt.IssuedAt.After(from) {
+		from = lt.IssuedAt
 	}
+	keep := iss.Keep(from)
 	source := "backchannel-logout:" + lt.Issuer + ":" + lt.TokenID
 	var revs []storage.Revocation
 	if lt.SessionID != "" {
 		revs = append(revs, storage.Revocation{Kind: storage.KindSession, Issuer: lt.Issuer, Key: lt.SessionID,
-			ExpiresAt: keep, Source: source, Reason: "backchannel-logout"})
+			ExpiresAt: iss.KeepSession(from), Source: source, Reason: "backchannel-logout"})
 	}
 	if lt.Subject != "" && (b.opts.RevokeSubject || lt.SessionID == "") {
 		revs = append(revs, storage.Revocation{Kind: storage.KindSubject, Issuer: lt.Issuer, Key: lt.Subject,

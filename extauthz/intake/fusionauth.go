@@ -22,6 +22,10 @@ import (
 // MaxWebhookBody bounds a webhook body; FusionAuth events are a few KB.
 const MaxWebhookBody = 1 << 20
 
+// DefaultMaxClockSkew is how far FusionAuth's clock may run ahead of ours
+// before an event's createInstant is clamped.
+const DefaultMaxClockSkew = 5 * time.Minute
+
 // FusionAuth event types tokengate acts on.
 const (
 	EventRefreshTokenRevoke = "jwt.refresh-token.revoke"
@@ -59,8 +63,15 @@ type FusionAuthOptions struct {
 	RevokeSubjectOnRefreshTokenRevoke bool
 	// RevokeOnPasswordChange revokes the user on password update and reset.
 	RevokeOnPasswordChange bool
-	Revoker                *Revoker
-	// RefreshKeys refreshes the issuer's JWKS (jwt.public-key.update).
+	// MaxClockSkew bounds how far an event's createInstant may be ahead of
+	// Now: it is FusionAuth's clock, the one its tokens' iat come from, so
+	// it is used as dated up to this skew, and clamped to Now + MaxClockSkew
+	// (with a warning) beyond it, never refused. Zero means
+	// DefaultMaxClockSkew.
+	MaxClockSkew time.Duration
+	Revoker      *Revoker
+	// RefreshKeys refreshes the issuer's JWKS (jwt.public-key.update). Run
+	// calls it, after the event is answered.
 	RefreshKeys func(ctx context.Context, issuerName string) error
 	// Registerer, when set, gets tokengate_webhook_events_total: every
 	// event by type (EventTypes) and result, all at zero from the start.
@@ -69,10 +80,20 @@ type FusionAuthOptions struct {
 	Now        func() time.Time
 }
 
+// keyRefreshDelays are when, after a jwt.public-key.update is answered,
+// Run refreshes the issuer's keys. The event is transactional: FusionAuth
+// commits the new key only once the webhook has answered, so the keys are
+// fetched after the answer, and again a few seconds later in case the
+// commit came late (or the first fetch failed).
+var keyRefreshDelays = []time.Duration{time.Second, 10 * time.Second}
+
 // FusionAuth receives FusionAuth webhooks.
 type FusionAuth struct {
 	opts   FusionAuthOptions
 	events *prometheus.CounterVec
+	// keysChanged wakes Run after a jwt.public-key.update was answered;
+	// several updates before Run gets to them make one refresh schedule.
+	keysChanged chan struct{}
 }
 
 // NewFusionAuth validates the options: at least one way to authenticate the
@@ -87,11 +108,45 @@ func NewFusionAuth(opts FusionAuthOptions) (*FusionAuth, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxClockSkew <= 0 {
+		opts.MaxClockSkew = DefaultMaxClockSkew
+	}
 	events, err := webhookEvents(opts.Registerer, sourceFusionAuth, EventTypes)
 	if err != nil {
 		return nil, fmt.Errorf("fusionauth webhook metrics: %w", err)
 	}
-	return &FusionAuth{opts: opts, events: events}, nil
+	return &FusionAuth{opts: opts, events: events, keysChanged: make(chan struct{}, 1)}, nil
+}
+
+// Run refreshes the issuer's keys after each jwt.public-key.update, at
+// 1s and 10s after it was answered (keyRefreshDelays), until ctx ends. Without Run the
+// updates change nothing (the keys still refresh on their interval, and on
+// an unknown kid).
+func (f *FusionAuth) Run(ctx context.Context) {
+	if f.opts.RefreshKeys == nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.keysChanged:
+		}
+		answered := time.Now()
+		for _, d := range keyRefreshDelays {
+			t := time.NewTimer(time.Until(answered.Add(d)))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if err := f.opts.RefreshKeys(ctx, f.opts.Issuer.Name); err != nil {
+				f.opts.Logger.Warn("jwks refresh after jwt.public-key.update failed; the keys refresh again on their interval",
+					"issuer", f.opts.Issuer.Name, "err", err)
+			}
+		}
+	}
 }
 
 // faEvent is the part of a FusionAuth event body tokengate reads.
@@ -171,13 +226,18 @@ func (f *FusionAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.ignore(w, typ, "test event")
 		return
 	case EventPublicKeyUpdate:
-		if err := f.opts.RefreshKeys(r.Context(), f.opts.Issuer.Name); err != nil {
-			f.opts.Logger.Warn("jwks refresh after jwt.public-key.update failed", "issuer", f.opts.Issuer.Name, "err", err)
-			f.reject(w, typ, http.StatusServiceUnavailable, "jwks_unavailable", "could not refresh the issuer's keys")
-			return
-		}
+		// Transactional: FusionAuth commits the new key only after this
+		// answer, so the keys are fetched after it (Run), never during the
+		// call, and the answer never waits for or depends on the JWKS: a
+		// 503 would block the key change.
 		f.observe(typ, "applied")
-		writeJSON(w, http.StatusOK, map[string]string{"result": "keys refreshed"})
+		writeJSON(w, http.StatusOK, map[string]string{"result": "keys refresh scheduled"})
+		_ = http.NewResponseController(w).Flush() // the answer goes out before the refresh is due
+		select {
+		case f.keysChanged <- struct{}{}:
+		default: // a refresh is already due
+		}
+		f.opts.Logger.Info("fusionauth event", "event_id", ev.ID, "type", ev.Type, "result", "keys refresh scheduled")
 		return
 	}
 	write, err := f.revocations(ev)
@@ -220,9 +280,17 @@ func (f *FusionAuth) revocations(ev *faEvent) (storage.Write, error) {
 		return storage.Write{}, fmt.Errorf("%w: no createInstant", errBadEvent)
 	}
 	at := time.UnixMilli(*ev.CreateInstant).UTC()
-	if at.After(f.opts.Now().Add(time.Minute)) {
-		// A cutoff in the future would sign users out until then.
-		return storage.Write{}, fmt.Errorf("%w: createInstant is in the future", errBadEvent)
+	// createInstant is FusionAuth's clock, as are the iat of the tokens it
+	// issues: a cutoff at createInstant takes out exactly the tokens issued
+	// before the event, however far that clock is ahead of ours. Refusing
+	// the event would lose the revocation (and, under "all must succeed",
+	// fail FusionAuth's own call), so a clock further ahead than the
+	// maximum skew is clamped: a cutoff far in the future would sign users
+	// out until then.
+	if limit := f.opts.Now().Add(f.opts.MaxClockSkew); at.After(limit) {
+		f.opts.Logger.Warn("fusionauth createInstant is ahead of this clock by more than max_clock_skew; clamped",
+			"event_id", ev.ID, "type", ev.Type, "ahead", at.Sub(limit)+f.opts.MaxClockSkew, "max_clock_skew", f.opts.MaxClockSkew)
+		at = limit.UTC()
 	}
 	iss := f.opts.Issuer
 	// Keep entries while any token they match can live: the issuer's bound,
@@ -250,8 +318,14 @@ func (f *FusionAuth) revocations(ev *faEvent) (storage.Write, error) {
 		switch {
 		case ev.RefreshToken != nil && ev.RefreshToken.ID != "":
 			// One refresh token: end that session only (sid = refresh token id).
+			// The event carries no expiry of the refresh token (its
+			// insertInstant and startInstant, not its TTL), so the entry is
+			// kept for the session lifetime from the revocation.
 			r := base
 			r.Kind, r.Key = storage.KindSession, ev.RefreshToken.ID
+			if until := iss.KeepSession(at); until.After(r.ExpiresAt) {
+				r.ExpiresAt = until
+			}
 			revs = append(revs, r)
 			if f.opts.RevokeSubjectOnRefreshTokenRevoke {
 				sub, app := userID, ev.ApplicationID

@@ -58,6 +58,7 @@ type retentionEnv struct {
 	clock   *clock
 	iss     *tokentest.Issuer
 	store   *bolt.Store
+	index   *storage.Index
 	revoker *intake.Revoker
 	check   *extauthz.Server
 	admin   string // URL of the admin API
@@ -80,6 +81,7 @@ func newRetentionEnv(t *testing.T) *retentionEnv {
 	})
 	e.store = s
 	index := storage.NewIndex()
+	e.index = index
 	headers, err := policy.NewHeaderMap(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -183,10 +185,11 @@ func (e *retentionEnv) stored(t *testing.T, kind storage.Kind, key string) stora
 //	token    exp + leeway
 //	subject  revoked_before + max token lifetime + leeway
 //	cutoff   revoked_before + max token lifetime + leeway
-//	session  revocation time + max token lifetime + leeway
+//	session  revocation time + session lifetime + max token lifetime + leeway
 //
-// (DESIGN.md keeps a session for the issuer's session lifetime instead;
-// the code keeps it as long as a token issued before the revocation lives.)
+// A session outlives any one token by refreshing: it can mint tokens for
+// its whole lifetime (default 30 days), and the last of them lives max
+// token lifetime (+ leeway) more.
 func TestRetention(t *testing.T) {
 	type entry struct {
 		kind    storage.Kind
@@ -197,6 +200,7 @@ func TestRetention(t *testing.T) {
 	// Every instant below is relative to now, the clock when the request is made.
 	const exp = 20 * time.Minute // the revoked token's exp
 	keep := maxLifetime + leeway
+	keepSession := intake.DefaultSessionLifetime + maxLifetime + leeway
 	cases := map[string]struct {
 		send func(t *testing.T, e *retentionEnv, now time.Time)
 		want []entry
@@ -220,7 +224,7 @@ func TestRetention(t *testing.T) {
 				post(t, e.admin+"/v1/revocations", "application/json", fmt.Sprintf(`{"kind":"session","issuer":%q,"sid":"s-admin"}`,
 					e.iss.URL), http.StatusCreated, adminAuth())
 			},
-			want: []entry{{kind: storage.KindSession, key: "s-admin", expires: keep}},
+			want: []entry{{kind: storage.KindSession, key: "s-admin", expires: keepSession}},
 		},
 		"admin subject, revoked now": {
 			send: func(t *testing.T, e *retentionEnv, now time.Time) {
@@ -246,7 +250,7 @@ func TestRetention(t *testing.T) {
 			},
 			want: []entry{
 				{kind: storage.KindToken, key: "j-logout", expires: exp + leeway},
-				{kind: storage.KindSession, key: "s-logout", expires: keep},
+				{kind: storage.KindSession, key: "s-logout", expires: keepSession},
 				{kind: storage.KindSubject, key: "carol", expires: keep},
 			},
 		},
@@ -265,7 +269,7 @@ func TestRetention(t *testing.T) {
 				post(t, e.bcl, "application/x-www-form-urlencoded", "logout_token="+url.QueryEscape(lt), http.StatusOK, http.Header{})
 			},
 			want: []entry{
-				{kind: storage.KindSession, key: "s-bcl", expires: keep},
+				{kind: storage.KindSession, key: "s-bcl", expires: keepSession},
 				{kind: storage.KindSubject, key: "erin", before: -5 * time.Second, expires: keep},
 			},
 		},
@@ -282,13 +286,20 @@ func TestRetention(t *testing.T) {
 			},
 			want: []entry{{kind: storage.KindSubject, key: userID, before: -2 * time.Second, expires: -2*time.Second + keep}},
 		},
-		"fusionauth refresh token, application TTL longer than the issuer's": {
+		"fusionauth user's refresh tokens, application TTL longer than the issuer's": {
+			send: func(t *testing.T, e *retentionEnv, now time.Time) {
+				e.fusionAuth(t, event("jwt.refresh-token.revoke", "fa-4", now.Add(-2*time.Second).UnixMilli(), fmt.Sprintf(
+					`"applicationId":%q,"userId":%q,"applicationTimeToLiveInSeconds":{%q:7200}`, appID, userID, appID)))
+			},
+			want: []entry{{kind: storage.KindSubject, key: userID, before: -2 * time.Second, expires: -2*time.Second + 2*time.Hour + leeway}},
+		},
+		"fusionauth one refresh token: its session, for the session lifetime": {
 			send: func(t *testing.T, e *retentionEnv, now time.Time) {
 				e.fusionAuth(t, event("jwt.refresh-token.revoke", "fa-2", now.Add(-2*time.Second).UnixMilli(), fmt.Sprintf(
 					`"applicationId":%q,"userId":%q,"refreshToken":{"id":%q,"applicationId":%q,"userId":%q},"applicationTimeToLiveInSeconds":{%q:7200}`,
 					appID, userID, rtID, appID, userID, appID)))
 			},
-			want: []entry{{kind: storage.KindSession, key: rtID, expires: -2*time.Second + 2*time.Hour + leeway}},
+			want: []entry{{kind: storage.KindSession, key: rtID, expires: -2*time.Second + keepSession}},
 		},
 		"fusionauth application cutoff": {
 			send: func(t *testing.T, e *retentionEnv, now time.Time) {

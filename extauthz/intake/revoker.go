@@ -16,13 +16,22 @@ import (
 	"github.com/tokengate/tokengate/storage"
 )
 
+// DefaultSessionLifetime is how long a session can live when the issuer
+// does not say: FusionAuth's default refresh-token lifetime.
+const DefaultSessionLifetime = 30 * 24 * time.Hour
+
 // Issuer is what intake needs to know of a configured issuer: how long its
-// tokens can live, which bounds how long a revocation must be kept.
+// tokens and sessions can live, which bounds how long a revocation must be
+// kept.
 type Issuer struct {
 	Name             string
 	Issuer           string
 	MaxTokenLifetime time.Duration
 	Leeway           time.Duration
+	// SessionLifetime is the longest a session (a refresh token, an OIDC
+	// session: what a token's sid names) goes on minting tokens; zero
+	// means DefaultSessionLifetime.
+	SessionLifetime time.Duration
 }
 
 // Follower makes a committed write visible in this replica's index.
@@ -113,6 +122,19 @@ func (i Issuer) Keep(from time.Time) time.Time {
 	return from.Add(i.MaxTokenLifetime + i.Leeway)
 }
 
+// KeepSession is when a session entry made at `from` can be dropped. A
+// session outlives any one token by refreshing (and FusionAuth's
+// /oauth2/logout does not end its refresh token), so it may mint tokens
+// until from + the session lifetime, and the last of them lives the
+// issuer's max token lifetime (+ leeway) more.
+func (i Issuer) KeepSession(from time.Time) time.Time {
+	l := i.SessionLifetime
+	if l <= 0 {
+		l = DefaultSessionLifetime
+	}
+	return from.Add(l + i.MaxTokenLifetime + i.Leeway)
+}
+
 // Revoke commits the write and waits until this replica's index has it.
 func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, error) {
 	for _, rev := range w.Revocations {
@@ -151,7 +173,7 @@ func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session,
 	}
 	if id.SessionID != "" && (session || id.TokenID == "") {
 		s := base
-		s.Kind, s.Key, s.ExpiresAt = storage.KindSession, id.SessionID, iss.Keep(now)
+		s.Kind, s.Key, s.ExpiresAt = storage.KindSession, id.SessionID, iss.KeepSession(now)
 		revs = append(revs, s)
 	}
 	if id.Subject != "" && (subject || len(revs) == 0) {

@@ -81,3 +81,21 @@ func TestNewRevokerRefusesAmbiguousIssuers(t *testing.T) {
 		})
 	}
 }
+
+// TestKeepSession: a session entry is kept for the issuer's session
+// lifetime (DefaultSessionLifetime when it says none), plus the lifetime of
+// the last token the session could mint.
+func TestKeepSession(t *testing.T) {
+	from := time.Now()
+	for name, tc := range map[string]struct {
+		lifetime, want time.Duration
+	}{
+		"configured": {48 * time.Hour, 48*time.Hour + time.Hour + 30*time.Second},
+		"default":    {0, intake.DefaultSessionLifetime + time.Hour + 30*time.Second},
+	} {
+		iss := intake.Issuer{Issuer: "https://a.example", MaxTokenLifetime: time.Hour, Leeway: 30 * time.Second, SessionLifetime: tc.lifetime}
+		if got := iss.KeepSession(from).Sub(from); got != tc.want {
+			t.Errorf("%s: KeepSession = from%+v, want from%+v", name, got, tc.want)
+		}
+	}
+}

@@ -16,7 +16,7 @@ import (
 // DefaultAlgorithms are accepted when an issuer lists none. HS* is never among
 // them: HMACAlgorithms are added only for an issuer configured with an HMAC
 // secret.
-var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"}
+var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 // HMACAlgorithms are added to the defaults of an issuer with an HMAC secret.
 var HMACAlgorithms = []string{"HS256", "HS384", "HS512"}

@@ -58,7 +58,8 @@ func New(url, audience string) (*Issuer, error) {
 	return iss, nil
 }
 
-// AddKey generates a key for alg (RS256, PS256, ES256 or ES384), publishes it
+// AddKey generates a key for alg (RS256, RS384, RS512, PS256, PS384, PS512,
+// ES256, ES384 or ES512), publishes it
 // and makes it the default signer. It returns its kid.
 func (iss *Issuer) AddKey(alg string) (string, error) {
 	var (
@@ -66,12 +67,14 @@ func (iss *Issuer) AddKey(alg string) (string, error) {
 		err error
 	)
 	switch alg {
-	case "RS256", "PS256":
+	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
 		key, err = rsa.GenerateKey(rand.Reader, 2048)
 	case "ES256":
 		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	case "ES384":
 		key, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case "ES512":
+		key, err = ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
 	default:
 		return "", fmt.Errorf("devissuer: unsupported algorithm %s", alg)
 	}
@@ -86,8 +89,8 @@ func (iss *Issuer) AddKey(alg string) (string, error) {
 }
 
 // UseKey publishes key under kid and makes it the default signer. The
-// algorithm follows the key: EdDSA for Ed25519, ES256 or ES384 for ECDSA
-// P-256 or P-384, RS256 for RSA. With a key derived from a fixed seed (see
+// algorithm follows the key: EdDSA for Ed25519, ES256, ES384 or ES512 for
+// ECDSA P-256, P-384 or P-521, RS256 for RSA. With a key derived from a fixed seed (see
 // ed25519.NewKeyFromSeed) and fixed claims, the minted tokens are the same
 // on every run: Ed25519 signatures are deterministic.
 func (iss *Issuer) UseKey(kid string, key crypto.Signer) error {
@@ -101,6 +104,8 @@ func (iss *Issuer) UseKey(kid string, key crypto.Signer) error {
 			alg = "ES256"
 		case elliptic.P384():
 			alg = "ES384"
+		case elliptic.P521():
+			alg = "ES512"
 		default:
 			return fmt.Errorf("tokentest: unsupported curve %s", k.Curve.Params().Name)
 		}
