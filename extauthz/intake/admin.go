@@ -292,7 +292,8 @@ func (a *Admin) delete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	c, err := a.opts.Revoker.Unrevoke(r.Context(), id, "admin")
+	u, err := a.opts.Revoker.Unrevoke(r.Context(), id, "admin")
+	c := u.Change
 	if err != nil {
 		a.fail(w, r, "unrevoke", err)
 		return

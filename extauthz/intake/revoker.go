@@ -172,13 +172,15 @@ func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session,
 	return err
 }
 
-// Unrevoke deletes an entry, recording who did it.
-func (r *Revoker) Unrevoke(ctx context.Context, id int64, source string) (storage.Change, error) {
-	c, err := r.store.Delete(ctx, id, source)
+// Unrevoke removes the contributions of one source class (or
+// storage.AllSources) from an entry and waits until this replica's index
+// has the result.
+func (r *Revoker) Unrevoke(ctx context.Context, id int64, source string) (storage.Unrevoked, error) {
+	u, err := r.store.Unrevoke(ctx, id, source)
 	if err != nil {
-		return c, err
+		return u, err
 	}
-	return c, r.follower.WaitFor(ctx, c.Seq)
+	return u, r.follower.WaitFor(ctx, u.Change.Seq)
 }
 
 // ErrIssuerUnknown: a request names an issuer tokengate does not trust.
