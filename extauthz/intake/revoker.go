@@ -195,6 +195,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusBadRequest, "issuer_unknown"
 	case errors.Is(err, storage.ErrNotFound):
 		return http.StatusNotFound, "not_found"
+	case errors.Is(err, storage.ErrNoContribution):
+		return http.StatusNotFound, "source_not_found"
 	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, "store_unavailable"
 	}
