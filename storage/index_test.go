@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -62,13 +63,54 @@ func TestMergeNeverMovesBack(t *testing.T) {
 }
 
 func testMergeNeverMovesBack(t *testing.T, t0 time.Time) {
-	stored := storage.Revocation{Kind: storage.KindSubject, RevokedBefore: t0, ExpiresAt: t0.Add(time.Hour), Source: "a"}
-	if m, changed := storage.Merge(stored, storage.Revocation{RevokedBefore: t0.Add(-time.Second), ExpiresAt: t0, Source: "b"}); changed || m != stored {
-		t.Errorf("an earlier write changed the entry: %+v", m)
+	stored := storage.Revocation{Kind: storage.KindSubject, RevokedBefore: t0, ExpiresAt: t0.Add(time.Hour), Source: "a:1"}
+	if m, changed, recorded := storage.Merge(stored, storage.Revocation{RevokedBefore: t0.Add(-time.Second), ExpiresAt: t0, Source: "a:2"}); changed || recorded || !reflect.DeepEqual(m, stored) {
+		t.Errorf("an earlier write of the same class changed the entry: %+v", m)
 	}
-	m, changed := storage.Merge(stored, storage.Revocation{RevokedBefore: t0.Add(time.Second), ExpiresAt: t0, Source: "c"})
-	if !changed || !m.RevokedBefore.Equal(t0.Add(time.Second)) || !m.ExpiresAt.Equal(t0.Add(time.Hour)) || m.Source != "c" {
+	m, changed, recorded := storage.Merge(stored, storage.Revocation{RevokedBefore: t0.Add(time.Second), ExpiresAt: t0, Source: "c"})
+	if !changed || !recorded || !m.RevokedBefore.Equal(t0.Add(time.Second)) || !m.ExpiresAt.Equal(t0.Add(time.Hour)) || m.Source != "c" {
 		t.Errorf("a later cutoff: %+v, changed %v", m, changed)
+	}
+	// An earlier write of another class is its contribution: recorded, but
+	// the entry's value stands.
+	m, changed, recorded = storage.Merge(stored, storage.Revocation{RevokedBefore: t0.Add(-time.Second), ExpiresAt: t0, Source: "b:7"})
+	if changed || !recorded || !m.RevokedBefore.Equal(t0) || !m.ExpiresAt.Equal(t0.Add(time.Hour)) || m.Source != "a:1" {
+		t.Errorf("an earlier write of another class: %+v, changed %v, recorded %v; want it recorded only", m, changed, recorded)
+	}
+	if got := storage.Sources(m); !reflect.DeepEqual(got, []string{"a", "b"}) {
+		t.Errorf("sources = %v, want [a b]", got)
+	}
+}
+
+// TestRemove: an unrevoke takes out the class it names; what is left is
+// the merge of the rest, with the source of the latest of them.
+func TestRemove(t *testing.T) {
+	t0 := time.Unix(1_000_000_000, 0).UTC()
+	stored := storage.Revocation{ID: 7, Kind: storage.KindSubject, RevokedBefore: t0, ExpiresAt: t0.Add(time.Hour), Source: "admin"}
+	stored, _, _ = storage.Merge(stored, storage.Revocation{RevokedBefore: t0.Add(-time.Minute), ExpiresAt: t0.Add(2 * time.Hour), Source: "fusionauth:e1", Reason: "user.deactivate"})
+	stored, _, _ = storage.Merge(stored, storage.Revocation{RevokedBefore: t0.Add(-time.Hour), ExpiresAt: t0.Add(time.Minute), Source: "logout-route", Reason: "logout"})
+
+	rest, left, removed, err := storage.Remove(stored, "admin")
+	if err != nil || !left || len(removed) != 1 || removed[0].Source != "admin" {
+		t.Fatalf("Remove(admin) = %v, %v, %+v", left, err, removed)
+	}
+	if !rest.RevokedBefore.Equal(t0.Add(-time.Minute)) || !rest.ExpiresAt.Equal(t0.Add(2*time.Hour)) || rest.Source != "fusionauth:e1" || rest.Reason != "user.deactivate" {
+		t.Errorf("after Remove(admin): %+v, want fusionauth's cutoff and the latest expiry", rest)
+	}
+	if got := storage.Sources(rest); !reflect.DeepEqual(got, []string{"fusionauth", "logout-route"}) {
+		t.Errorf("sources left = %v", got)
+	}
+	if _, _, _, err := storage.Remove(rest, "admin"); !errors.Is(err, storage.ErrNoContribution) {
+		t.Errorf("Remove(admin) again: %v, want ErrNoContribution", err)
+	}
+	if _, left, removed, err := storage.Remove(rest, storage.AllSources); err != nil || left || len(removed) != 2 {
+		t.Errorf("Remove(all) = %v, %+v, %v; want nothing left and two removed", left, removed, err)
+	}
+	// An entry stored before contributions were kept is one contribution
+	// of its own source's class.
+	legacy := storage.Revocation{Kind: storage.KindToken, ExpiresAt: t0, Source: "fusionauth:e9"}
+	if _, left, _, err := storage.Remove(legacy, "fusionauth"); err != nil || left {
+		t.Errorf("Remove(fusionauth) of a legacy entry = %v, %v; want it gone", left, err)
 	}
 }
 

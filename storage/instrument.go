@@ -9,7 +9,7 @@ import (
 )
 
 // Instrument wraps a Store so that the calls of the check path's supply
-// line and of the writers — Apply, Delete, Snapshot, Changes and Sweep —
+// line and of the writers — Apply, Unrevoke, Snapshot, Changes and Sweep —
 // are timed, by operation and result, in
 // tokengate_store_operation_duration_seconds registered with reg (nil: not
 // registered). Get, List, Notify and Close pass through unobserved. It
@@ -44,11 +44,11 @@ func (i *instrumented) Apply(ctx context.Context, w Write) (Result, error) {
 	return r, err
 }
 
-func (i *instrumented) Delete(ctx context.Context, id int64, source string) (Change, error) {
+func (i *instrumented) Unrevoke(ctx context.Context, id int64, source string) (Unrevoked, error) {
 	start := time.Now()
-	c, err := i.Store.Delete(ctx, id, source)
-	i.observe("delete", time.Since(start), err)
-	return c, err
+	u, err := i.Store.Unrevoke(ctx, id, source)
+	i.observe("unrevoke", time.Since(start), err)
+	return u, err
 }
 
 func (i *instrumented) Snapshot(ctx context.Context, now time.Time, fn func(Revocation) error) (uint64, error) {

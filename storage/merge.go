@@ -2,6 +2,8 @@ package storage
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -28,6 +30,7 @@ func prepare(r Revocation) (Revocation, error) {
 	r.RevokedBefore = normalize(r.RevokedBefore)
 	r.ExpiresAt = normalize(r.ExpiresAt)
 	r.CreatedAt = normalize(r.CreatedAt)
+	r.Contributions = []Contribution{contributionOf(r)}
 	return r, nil
 }
 
@@ -38,13 +41,36 @@ func normalize(t time.Time) time.Time {
 	return t.UTC().Truncate(time.Microsecond)
 }
 
-// Merge folds a write into the stored entry with the same natural key.
-// RevokedBefore and ExpiresAt keep the later value, so an entry never moves
-// back. When neither moves, the stored entry stands as it is (changed is
-// false) and no change is recorded; when one moves, the write's source and
-// reason replace the stored ones.
-func Merge(stored, w Revocation) (merged Revocation, changed bool) {
+// Merge folds a write into the stored entry with the same natural key. The
+// write is its source class's contribution: it merges into that class's
+// earlier contribution, keeping the later RevokedBefore and ExpiresAt, and
+// the entry's value is the merge over every class (the latest of each), so
+// an entry never moves back on a write.
+//
+// changed says whether the entry's value moved (a change for the feed);
+// the write's source and reason then replace the stored ones. recorded says
+// whether the contributions changed (the entry must be written), which is
+// also the case when a class first contributes what the entry already
+// holds. When neither, the stored entry stands as it is.
+func Merge(stored, w Revocation) (merged Revocation, changed, recorded bool) {
 	merged = stored
+	cs := Contributions(stored)
+	in := contributionOf(w)
+	i := slices.IndexFunc(cs, func(c Contribution) bool { return c.Source == in.Source })
+	switch {
+	case i < 0:
+		cs = append(cs, in)
+		slices.SortFunc(cs, func(a, b Contribution) int { return strings.Compare(a.Source, b.Source) })
+		recorded = true
+	case in.RevokedBefore.After(cs[i].RevokedBefore) || in.ExpiresAt.After(cs[i].ExpiresAt):
+		cs[i] = Contribution{Source: in.Source, RevokedBefore: later(cs[i].RevokedBefore, in.RevokedBefore),
+			ExpiresAt: later(cs[i].ExpiresAt, in.ExpiresAt), LastSource: in.LastSource, Reason: in.Reason}
+		recorded = true
+	}
+	if !recorded {
+		return stored, false, false
+	}
+	merged.Contributions = cs
 	if w.RevokedBefore.After(stored.RevokedBefore) {
 		merged.RevokedBefore, changed = w.RevokedBefore, true
 	}
@@ -54,5 +80,5 @@ func Merge(stored, w Revocation) (merged Revocation, changed bool) {
 	if changed {
 		merged.Source, merged.Reason = w.Source, w.Reason
 	}
-	return merged, changed
+	return merged, changed, true
 }

@@ -7,7 +7,7 @@ import (
 )
 
 // storeOps are the Store calls Instrument times, the op label's values.
-var storeOps = []string{"apply", "delete", "snapshot", "changes", "sweep"}
+var storeOps = []string{"apply", "unrevoke", "snapshot", "changes", "sweep"}
 
 // newOpDuration is tokengate_store_operation_duration_seconds, every op and
 // result present from the start.

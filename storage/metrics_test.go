@@ -69,7 +69,7 @@ func TestMetricsExportedFromTheStart(t *testing.T) {
 	got := series(t, reg)
 	for _, want := range []string{
 		"tokengate_store_operation_duration_seconds op=apply result=ok",
-		"tokengate_store_operation_duration_seconds op=delete result=error",
+		"tokengate_store_operation_duration_seconds op=unrevoke result=error",
 		"tokengate_store_operation_duration_seconds op=sweep result=ok",
 		"tokengate_revocations_swept_total where=store",
 		"tokengate_revocations_swept_total where=index",

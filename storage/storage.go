@@ -71,10 +71,16 @@ type Revocation struct {
 	// still be valid by then. It never moves back.
 	ExpiresAt time.Time `json:"expires_at"`
 	// Source says where the revocation came from (for example
-	// "fusionauth:<event id>", "admin", "logout-route") and Reason why.
+	// "fusionauth:<event id>", "admin", "logout-route") and Reason why: those
+	// of the write that last moved the entry, or after an unrevoke of the
+	// latest remaining contribution.
 	Source    string    `json:"source,omitempty"`
 	Reason    string    `json:"reason,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// Contributions are what each source class wrote, sorted by class; the
+	// entry's RevokedBefore and ExpiresAt are their merge (the latest of
+	// each). Set by the store: a write's own are ignored.
+	Contributions []Contribution `json:"contributions,omitempty"`
 }
 
 // Validate checks that r is a complete revocation of its kind.
@@ -107,6 +113,9 @@ func (r Revocation) Validate() error {
 	}
 	if r.ExpiresAt.IsZero() {
 		errs = append(errs, errors.New("expires_at is required"))
+	}
+	if SourceClass(r.Source) == AllSources {
+		errs = append(errs, fmt.Errorf("source class %q is reserved", AllSources))
 	}
 	for name, s := range map[string]string{"issuer": r.Issuer, "key": r.Key, "audience": r.Audience, "source": r.Source, "reason": r.Reason} {
 		if len(s) > 1024 {
@@ -172,6 +181,15 @@ type Result struct {
 	Duplicate bool
 }
 
+// Unrevoked says what an unrevoke did.
+type Unrevoked struct {
+	// Removed are the contributions taken out, sorted by class.
+	Removed []Contribution
+	// Change is the feed's record of it: OpPut with the entry as it remains
+	// (the merge of the contributions left), or OpDelete when none is left.
+	Change Change
+}
+
 // ListOptions filter List. Zero values match everything.
 type ListOptions struct {
 	Issuer  string
@@ -198,8 +216,16 @@ var (
 //   - Apply is atomic: all of a Write's revocations, or none.
 //   - Apply is idempotent: merging an entry that is already there changes
 //     nothing and makes no change in the feed.
-//   - RevokedBefore and ExpiresAt never move back: a merge keeps the later
-//     of the stored and the written value.
+//   - RevokedBefore and ExpiresAt never move back on a write: a merge keeps
+//     the later of the stored and the written value.
+//   - Each source class's contribution is kept apart (Contribution); the
+//     entry's value is their merge. A class first contributing a value the
+//     entry already holds is recorded but makes no change in the feed.
+//   - Unrevoke removes the contributions of the class it names (or
+//     AllSources) and no other: the entry stands with the merge of what is
+//     left (an OpPut, which may move it back), or goes (an OpDelete) when
+//     nothing is. Event ids stay remembered: a redelivery of an event whose
+//     contribution was unrevoked is still a duplicate.
 //   - A Write with an EventID seen before is a no-op (Result.Duplicate),
 //     until the id's EventRetention has passed on the store's clock and a
 //     Sweep has forgotten it. An EventExpiresAt already past on arrival
@@ -217,8 +243,10 @@ var (
 //   - Every method returns promptly once ctx is cancelled.
 type Store interface {
 	Apply(ctx context.Context, w Write) (Result, error)
-	// Delete removes the entry with the given id (an unrevoke).
-	Delete(ctx context.Context, id int64, source string) (Change, error)
+	// Unrevoke removes the contributions of one source class (or
+	// AllSources) from the entry with the given id. ErrNotFound: no such
+	// entry; ErrNoContribution: the class has not contributed to it.
+	Unrevoke(ctx context.Context, id int64, source string) (Unrevoked, error)
 	Get(ctx context.Context, id int64) (Revocation, error)
 	List(ctx context.Context, opts ListOptions) ([]Revocation, error)
 	// Snapshot calls fn with every entry not expired at now, from one

@@ -29,7 +29,7 @@ Usage:
   tokengate revoke subject --issuer ISS --subject SUB [--audience AUD] [--revoked-before TIME] [--reason R]
   tokengate revoke cutoff --issuer ISS [--audience AUD] [--revoked-before TIME] [--reason R]
   tokengate revocations list [--issuer ISS] [--kind KIND] [--subject SUB] [--limit N] [--cursor C] [--all]
-  tokengate unrevoke ID
+  tokengate unrevoke ID [--source admin|all|CLASS]
   tokengate introspect TOKEN|-             is this token active? ("-" reads it from stdin)
 
 Every command takes --server URL (default $TOKENGATE_SERVER, else
@@ -40,6 +40,10 @@ flags end up in shell history and in ps. For the same reason, pass a JWT as
 "-" and pipe it in rather than putting it on the command line.
 
 ISS is an issuer's iss (issuers[].issuer) or its name (issuers[].name).
+unrevoke removes only what operators put into the entry (--source admin);
+what a source class (fusionauth, logout-route, backchannel-logout) put there
+stays until --source names it, or --source all removes everything.
+
 TIME is RFC 3339, e.g. 2026-11-25T12:00:00Z. introspect succeeds whether the
 token is active or not; scripts should read "active" from its --json output.
 `
@@ -254,7 +258,8 @@ func cliList(ctx context.Context, args []string, e cliIO) error {
 }
 
 func cliUnrevoke(ctx context.Context, args []string, e cliIO) error {
-	fs, connect := cliFlags(e, "unrevoke", "ID")
+	fs, connect := cliFlags(e, "unrevoke", "ID [--source admin|all|CLASS]")
+	source := fs.String("source", "admin", "whose part of the entry to remove: a source `CLASS` (admin, fusionauth, logout-route, backchannel-logout) or all")
 	pos, err := parseArgs(fs, args, e.stdout, "ID")
 	if err != nil {
 		return err
@@ -267,20 +272,34 @@ func cliUnrevoke(ctx context.Context, args []string, e cliIO) error {
 	if err != nil {
 		return err
 	}
-	_, answer, err := c.do(ctx, "DELETE", "/v1/revocations/"+strconv.FormatInt(id, 10), "", nil)
+	path := "/v1/revocations/" + strconv.FormatInt(id, 10) + "?" + url.Values{"source": {*source}}.Encode()
+	_, answer, err := c.do(ctx, "DELETE", path, "", nil)
 	if err != nil {
 		return err
 	}
 	if c.json {
 		return printJSON(e.stdout, answer)
 	}
-	var res struct {
-		Deleted intake.Entry `json:"deleted"`
-	}
+	var res intake.UnrevokeResponse
 	if err := c.decode(answer, &res); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(e.stdout, "unrevoked %s (id %d)\n", describe(res.Deleted), res.Deleted.ID)
+	if res.Deleted != nil {
+		_, err = fmt.Fprintf(e.stdout, "unrevoked %s (id %d)\n", describe(*res.Deleted), res.Deleted.ID)
+		return err
+	}
+	if res.Remaining == nil {
+		return fmt.Errorf("unrevoke: the server's answer names neither what was deleted nor what remains")
+	}
+	var removed, left []string
+	for _, c := range res.Removed {
+		removed = append(removed, c.Source)
+	}
+	for _, c := range res.Remaining.Contributions {
+		left = append(left, c.Source)
+	}
+	_, err = fmt.Fprintf(e.stdout, "removed %s from id %d; still revoked by %s: %s\n", strings.Join(removed, ", "),
+		res.Remaining.ID, strings.Join(left, ", "), describe(*res.Remaining))
 	return err
 }
 

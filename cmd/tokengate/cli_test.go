@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
 	"github.com/tokengate/tokengate/extauthz/intake"
 	"github.com/tokengate/tokengate/extauthz/token/tokentest"
 )
@@ -90,7 +92,9 @@ func TestCLIRevokeEachKind(t *testing.T) {
 		"token": {
 			args: []string{"revoke", "token", "--issuer", iss, "--jti", "j-1", "--expires-at", exp, "--reason", "lost laptop"},
 			line: `revoked token "j-1" of ` + q(iss) + `; id (\d+), kept until ` + timeRE,
-			want: intake.Entry{Kind: "token", Issuer: iss, JTI: "j-1", Source: "admin", Reason: "lost laptop"}, unchanged: true,
+			// Without the token, the entry is kept for the max token lifetime
+			// from now: the default "now" moves it forward, as for a session.
+			want: intake.Entry{Kind: "token", Issuer: iss, JTI: "j-1", Source: "admin", Reason: "lost laptop"},
 		},
 		"session": {
 			args: []string{"revoke", "session", "--issuer", iss, "--sid", "s-1"},
@@ -131,7 +135,10 @@ func TestCLIRevokeEachKind(t *testing.T) {
 			if got.ExpiresAt.IsZero() || got.CreatedAt.IsZero() || (name == "subject" || name == "cutoff") != (got.RevokedBefore != nil) {
 				t.Errorf("entry times: %+v", got)
 			}
-			ignore := cmpopts.IgnoreFields(intake.Entry{}, "ID", "ExpiresAt", "CreatedAt", "RevokedBefore")
+			if len(got.Contributions) != 1 || got.Contributions[0].Source != "admin" || !got.Contributions[0].ExpiresAt.Equal(got.ExpiresAt) {
+				t.Errorf("contributions %+v, want the operator's only, with the entry's expiry", got.Contributions)
+			}
+			ignore := cmpopts.IgnoreFields(intake.Entry{}, "ID", "ExpiresAt", "CreatedAt", "RevokedBefore", "Contributions")
 			if diff := cmp.Diff(tc.want, got, ignore); diff != "" {
 				t.Errorf("--json entry (-want +got):\n%s", diff)
 			}
@@ -434,5 +441,48 @@ func TestCLIParseArgs(t *testing.T) {
 				t.Errorf("got %v, json %v, %v; want %v, json %v", pos, *asJSON, err, tc.wantPos, tc.wantJSON)
 			}
 		})
+	}
+}
+
+// TestCLIUnrevokeBySource: a token an operator revoked and then logged out
+// through a logout route. `unrevoke ID` removes the operator's part only,
+// and the token stays revoked by the logout; --source all removes the rest.
+func TestCLIUnrevokeBySource(t *testing.T) {
+	iss := tokentest.NewServer(t, "api")
+	in := start(t, []string{"serve", "--config", replicaConfig(t, iss, `logout_routes:
+  - {host: auth.example.com, path_prefix: /logout, methods: [GET]}`)}, nil)
+	waitReady(t, in)
+	s := &cliServer{in: in, iss: iss, env: map[string]string{
+		"TOKENGATE_SERVER": "http://" + in.httpAddr, "TOKENGATE_ADMIN_TOKEN": testAdminToken}}
+	tok := s.mint(t, "erin")
+	if _, err := in.client.Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "GET", Host: "auth.example.com", Path: "/logout",
+			Headers: map[string]string{"authorization": "Bearer " + tok}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := in.decision(t, tok); got != "token_revoked" {
+		t.Fatalf("after the logout: %s, want token_revoked", got)
+	}
+	out := s.mustCLI(t, tok, "revoke", "token", "--token", "-")
+	m := regexp.MustCompile(`; id (\d+),`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("revoke printed no id: %q", out)
+	}
+	if _, stderr, err := s.cli(t, "", "unrevoke", m[1], "--source", "fusionauth"); err == nil || !strings.Contains(err.Error(), "404 source_not_found") {
+		t.Errorf("unrevoke --source fusionauth: %v (%s), want 404 source_not_found", err, stderr)
+	}
+	out = s.mustCLI(t, "", "unrevoke", m[1])
+	if !strings.HasPrefix(out, "removed admin from id "+m[1]+"; still revoked by logout-route: token ") {
+		t.Errorf("unrevoke: got %q", out)
+	}
+	if got := in.decision(t, tok); got != "token_revoked" {
+		t.Errorf("Check after unrevoking the operator's part: %s, want token_revoked (the logout stands)", got)
+	}
+	if out := s.mustCLI(t, "", "unrevoke", m[1], "--source", "all"); !strings.HasPrefix(out, "unrevoked token ") {
+		t.Errorf("unrevoke --source all: got %q", out)
+	}
+	if got := in.decision(t, tok); got != "allowed" {
+		t.Errorf("Check after --source all: %s, want allowed", got)
 	}
 }

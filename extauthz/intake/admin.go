@@ -94,11 +94,14 @@ type Entry struct {
 	Source        string     `json:"source,omitempty"`
 	Reason        string     `json:"reason,omitempty"`
 	CreatedAt     time.Time  `json:"created_at"`
+	// Contributions are what each source class put into the entry; its
+	// revoked_before and expires_at are their merge.
+	Contributions []storage.Contribution `json:"contributions,omitempty"`
 }
 
 func entryOf(r storage.Revocation) Entry {
 	e := Entry{ID: r.ID, Kind: r.Kind.String(), Issuer: r.Issuer, Audience: r.Audience, ExpiresAt: r.ExpiresAt,
-		Source: r.Source, Reason: r.Reason, CreatedAt: r.CreatedAt}
+		Source: r.Source, Reason: r.Reason, CreatedAt: r.CreatedAt, Contributions: storage.Contributions(r)}
 	switch r.Kind {
 	case storage.KindToken:
 		e.JTI = r.Key
@@ -195,13 +198,25 @@ func (a *Admin) revocationFor(r *http.Request, req RevokeRequest) (storage.Revoc
 		if req.ExpiresAt == nil {
 			return storage.Revocation{}, errors.New("a token revocation needs expires_at (the token's exp)")
 		}
+		// The token itself is not here to say when it expires: keep the
+		// entry for as long as any token of the issuer can live, so that a
+		// too-early expires_at cannot let it back.
 		rev.ExpiresAt = req.ExpiresAt.Add(iss.Leeway)
+		if keep := iss.Keep(now); keep.After(rev.ExpiresAt) {
+			rev.ExpiresAt = keep
+		}
 	case storage.KindSession:
 		rev.ExpiresAt = iss.KeepSession(now)
 	case storage.KindSubject, storage.KindCutoff:
 		rev.RevokedBefore = now
 		if req.RevokedBefore != nil {
 			rev.RevokedBefore = *req.RevokedBefore
+		}
+		// A cutoff never moves back: one in the future (a typo of 2052)
+		// would deny every token it matches until then.
+		if limit := now.Add(iss.Leeway); rev.RevokedBefore.After(limit) {
+			return storage.Revocation{}, fmt.Errorf("revoked_before %s is in the future (more than the issuer's leeway of %s after %s); cutoffs never move back",
+				rev.RevokedBefore.UTC().Format(time.RFC3339), iss.Leeway, now.UTC().Format(time.RFC3339))
 		}
 		rev.ExpiresAt = iss.Keep(rev.RevokedBefore)
 	}
@@ -287,19 +302,50 @@ func (a *Admin) get(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, entryOf(rev))
 }
 
+// UnrevokeResponse is the body of DELETE /v1/revocations/{id}.
+type UnrevokeResponse struct {
+	// Removed are the contributions taken out.
+	Removed []storage.Contribution `json:"removed"`
+	// Remaining is the entry as it stands when other sources' parts are
+	// left; Deleted is the entry as it was when none is, and it is gone.
+	Remaining *Entry `json:"remaining,omitempty"`
+	Deleted   *Entry `json:"deleted,omitempty"`
+	// Seq is the change that recorded the unrevoke.
+	Seq uint64 `json:"seq"`
+}
+
+// delete is an unrevoke: ?source= names the source class whose part goes
+// (default admin: what operators put there), or all.
 func (a *Admin) delete(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
 	if !ok {
 		return
 	}
-	c, err := a.opts.Revoker.Unrevoke(r.Context(), id, "admin")
+	source := "admin"
+	if q := r.URL.Query(); q.Has("source") {
+		source = q.Get("source")
+		if source == "" || storage.SourceClass(source) != source {
+			writeError(w, http.StatusBadRequest, "invalid_request",
+				"source is a source class (admin, fusionauth, logout-route, backchannel-logout, …) or all")
+			return
+		}
+	}
+	u, err := a.opts.Revoker.Unrevoke(r.Context(), id, source)
 	if err != nil {
 		a.fail(w, r, "unrevoke", err)
 		return
 	}
-	a.opts.Logger.Info("unrevoked", "source", "admin", "id", id, "kind", c.Revocation.Kind.String(),
-		"issuer", c.Revocation.Issuer, "seq", c.Seq)
-	writeJSON(w, http.StatusOK, map[string]any{"deleted": entryOf(c.Revocation), "seq": c.Seq})
+	c := u.Change
+	a.opts.Logger.Info("unrevoked", "by", "admin", "source", source, "id", id, "kind", c.Revocation.Kind.String(),
+		"issuer", c.Revocation.Issuer, "seq", c.Seq, "deleted", c.Op == storage.OpDelete)
+	resp := UnrevokeResponse{Removed: u.Removed, Seq: c.Seq}
+	entry := entryOf(c.Revocation)
+	if c.Op == storage.OpDelete {
+		resp.Deleted = &entry
+	} else {
+		resp.Remaining = &entry
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // introspect is RFC 7662: form field token in; {"active": true, …claims}

@@ -176,9 +176,10 @@ func TestAdminRevokeEachKind(t *testing.T) {
 			}
 			// The same request a second later: with explicit times nothing
 			// changes (200); with the default "now", the entry moves forward
-			// (201).
+			// (201). A token revocation by jti is kept for the issuer's max
+			// token lifetime from now, so it moves forward too.
 			wantCode := http.StatusCreated
-			if name == "token" || name == "cutoff" {
+			if name == "cutoff" {
 				wantCode = http.StatusOK
 			}
 			e.clock.Set(e.clock.Now().Add(time.Second))
@@ -357,4 +358,120 @@ func TestLogoutSubjectCutoffCoversTheToken(t *testing.T) {
 	if !x.Revoked(x.Keys(id.Issuer, "", "", id.Subject, nil), id.IssuedAt, time.Now()) {
 		t.Error("the logged-out token, issued by a clock ahead of ours, is not revoked")
 	}
+}
+
+// TestAdminBounds: the admin API's clock is injected, far from the real one,
+// so that these bounds are seen to use it. A revoked_before more than the
+// issuer's leeway (30s) in the future is refused: cutoffs never move back,
+// so a typo would deny a user for decades. A token revoked by jti is kept
+// for at least the issuer's max token lifetime (1h) + leeway from now,
+// whatever expires_at says: a too-early expires_at would let it back.
+func TestAdminBounds(t *testing.T) {
+	e := newEnv(t, adminToken)
+	now := time.Now().Add(400 * 24 * time.Hour).UTC().Truncate(time.Second)
+	e.clock.Set(now)
+	at := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
+	cases := map[string]struct {
+		body    string
+		code    int
+		expires time.Time // of the stored entry, when created
+	}{
+		"cutoff beyond the leeway": {fmt.Sprintf(`{"kind":"cutoff","issuer":%q,"revoked_before":%q}`, e.iss.URL, at(31*time.Second)), 400, time.Time{}},
+		"subject in 2052": {fmt.Sprintf(`{"kind":"subject","issuer":%q,"subject":"alice","revoked_before":%q}`, e.iss.URL,
+			now.AddDate(26, 0, 0).Format(time.RFC3339)), 400, time.Time{}},
+		"subject within the leeway": {fmt.Sprintf(`{"kind":"subject","issuer":%q,"subject":"bob","revoked_before":%q}`, e.iss.URL, at(30*time.Second)),
+			201, now.Add(30*time.Second + time.Hour + 30*time.Second)},
+		"token expiring too early": {fmt.Sprintf(`{"kind":"token","issuer":%q,"jti":"j-early","expires_at":%q}`, e.iss.URL, at(time.Minute)),
+			201, now.Add(time.Hour + 30*time.Second)},
+		"token expired already": {fmt.Sprintf(`{"kind":"token","issuer":%q,"jti":"j-past","expires_at":%q}`, e.iss.URL, at(-time.Hour)),
+			201, now.Add(time.Hour + 30*time.Second)},
+		"token expiring later": {fmt.Sprintf(`{"kind":"token","issuer":%q,"jti":"j-late","expires_at":%q}`, e.iss.URL, at(2*time.Hour)),
+			201, now.Add(2*time.Hour + 30*time.Second)},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			code, m := e.admin(t, "POST", "/v1/revocations", tc.body)
+			if code != tc.code {
+				t.Fatalf("%d %v, want %d", code, m, tc.code)
+			}
+			if tc.code != 201 {
+				if m["error"] != "invalid_request" {
+					t.Errorf("answer %v, want invalid_request", m)
+				}
+				return
+			}
+			if got := m["expires_at"]; got != tc.expires.Format(time.RFC3339) {
+				t.Errorf("expires_at = %v, want %s", got, tc.expires.Format(time.RFC3339))
+			}
+		})
+	}
+}
+
+// TestAdminUnrevokeBySource: an entry an operator and a FusionAuth event
+// both wrote. DELETE takes out the operator's part only (?source=admin by
+// default), says what it removed and what remains, and the event's part
+// stands, in the store and in this replica's index; ?source=all removes the
+// rest and deletes the entry.
+func TestAdminUnrevokeBySource(t *testing.T) {
+	e := newEnv(t, adminToken)
+	now := e.clock.Now().UTC().Truncate(time.Second)
+	code, m := e.admin(t, "POST", "/v1/revocations", fmt.Sprintf(`{"kind":"subject","issuer":%q,"subject":"alice"}`, e.iss.URL))
+	if code != 201 {
+		t.Fatalf("revoke: %d %v", code, m)
+	}
+	path := fmt.Sprintf("/v1/revocations/%v", m["id"])
+	event := storage.Revocation{Kind: storage.KindSubject, Issuer: e.iss.URL, Key: "alice", RevokedBefore: now.Add(-10 * time.Minute),
+		ExpiresAt: now.Add(50 * time.Minute), Source: "fusionauth:ev-1", Reason: "user.deactivate"}
+	w := storage.Write{Revocations: []storage.Revocation{event}, EventID: "fusionauth:ev-1", EventExpiresAt: now.Add(time.Hour)}
+	if _, err := e.store.Apply(t.Context(), w); err != nil {
+		t.Fatal(err)
+	}
+	if _, m := e.admin(t, "GET", path, ""); fmt.Sprint(sources(m["contributions"])) != "[admin fusionauth]" {
+		t.Errorf("the entry's contributions: %v, want admin and fusionauth", m["contributions"])
+	}
+
+	code, m = e.admin(t, "DELETE", path, "")
+	if code != 200 || fmt.Sprint(sources(m["removed"])) != "[admin]" || m["deleted"] != nil {
+		t.Fatalf("unrevoke (source admin by default): %d %v, want admin's part removed", code, m)
+	}
+	rest, _ := m["remaining"].(map[string]any)
+	if rest["source"] != "fusionauth:ev-1" || rest["revoked_before"] != event.RevokedBefore.Format(time.RFC3339) ||
+		fmt.Sprint(sources(rest["contributions"])) != "[fusionauth]" {
+		t.Errorf("remaining = %v, want the event's cutoff", rest)
+	}
+	k := e.index.Keys(e.iss.URL, "", "", "alice", nil)
+	if !e.index.Revoked(k, event.RevokedBefore, now) || e.index.Revoked(k, now.Add(-time.Minute), now) {
+		t.Error("the index does not hold the event's cutoff after the unrevoke")
+	}
+	if res, err := e.store.Apply(t.Context(), w); err != nil || !res.Duplicate {
+		t.Errorf("the event redelivered: %+v, %v; want a duplicate", res, err)
+	}
+	if code, m := e.admin(t, "DELETE", path, ""); code != 404 || m["error"] != "source_not_found" {
+		t.Errorf("unrevoke admin again: %d %v, want 404 source_not_found", code, m)
+	}
+	for _, bad := range []string{"fusionauth:ev-1", ""} {
+		if code, m := e.admin(t, "DELETE", path+"?source="+url.QueryEscape(bad), ""); code != 400 {
+			t.Errorf("?source=%q: %d %v, want 400", bad, code, m)
+		}
+	}
+	code, m = e.admin(t, "DELETE", path+"?source=all", "")
+	if code != 200 || fmt.Sprint(sources(m["removed"])) != "[fusionauth]" || m["deleted"] == nil || m["remaining"] != nil {
+		t.Errorf("unrevoke all: %d %v, want the entry deleted", code, m)
+	}
+	if e.index.Revoked(k, event.RevokedBefore, now) {
+		t.Error("still revoked after ?source=all")
+	}
+	if code, _ := e.admin(t, "GET", path, ""); code != 404 {
+		t.Errorf("get after ?source=all: %d, want 404", code)
+	}
+}
+
+// sources lists the "source" of each contribution in a JSON array.
+func sources(v any) []any {
+	var out []any
+	list, _ := v.([]any)
+	for _, c := range list {
+		out = append(out, c.(map[string]any)["source"])
+	}
+	return out
 }

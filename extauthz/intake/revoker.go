@@ -194,13 +194,15 @@ func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session,
 	return err
 }
 
-// Unrevoke deletes an entry, recording who did it.
-func (r *Revoker) Unrevoke(ctx context.Context, id int64, source string) (storage.Change, error) {
-	c, err := r.store.Delete(ctx, id, source)
+// Unrevoke removes the contributions of one source class (or
+// storage.AllSources) from an entry and waits until this replica's index
+// has the result.
+func (r *Revoker) Unrevoke(ctx context.Context, id int64, source string) (storage.Unrevoked, error) {
+	u, err := r.store.Unrevoke(ctx, id, source)
 	if err != nil {
-		return c, err
+		return u, err
 	}
-	return c, r.follower.WaitFor(ctx, c.Seq)
+	return u, r.follower.WaitFor(ctx, u.Change.Seq)
 }
 
 // ErrIssuerUnknown: a request names an issuer tokengate does not trust.
@@ -215,6 +217,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusBadRequest, "issuer_unknown"
 	case errors.Is(err, storage.ErrNotFound):
 		return http.StatusNotFound, "not_found"
+	case errors.Is(err, storage.ErrNoContribution):
+		return http.StatusNotFound, "source_not_found"
 	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, "store_unavailable"
 	}

@@ -120,7 +120,7 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			}
 		}
 		for _, r := range prepared {
-			stored, changed, err := s.put(tx, r, now)
+			stored, changed, recorded, err := s.put(tx, r, now)
 			if err != nil {
 				return err
 			}
@@ -130,10 +130,12 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 					return err
 				}
 				stored.Seq = seq
+				res.Seq = seq
+			}
+			if recorded {
 				if err := putRev(tx, stored); err != nil {
 					return err
 				}
-				res.Seq = seq
 			}
 			res.Revocations = append(res.Revocations, stored)
 		}
@@ -153,42 +155,50 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 	return res, nil
 }
 
-// put merges r into its entry, creating it if absent.
-func (s *Store) put(tx *bbolt.Tx, r storage.Revocation, now time.Time) (storage.Revocation, bool, error) {
+// put merges r into its entry, creating it if absent. changed: the entry's
+// value moved (a change for the feed); recorded: the entry must be written.
+func (s *Store) put(tx *bbolt.Tx, r storage.Revocation, now time.Time) (merged storage.Revocation, changed, recorded bool, err error) {
 	nk := naturalKey(r)
 	keys := tx.Bucket(bucketKeys)
 	if idb := keys.Get(nk); idb != nil {
 		stored, err := getRev(tx, int64(u64(idb)))
 		if err != nil {
-			return r, false, err
+			return r, false, false, err
 		}
-		merged, changed := storage.Merge(stored, r)
-		if changed && !merged.ExpiresAt.Equal(stored.ExpiresAt) {
-			exp := tx.Bucket(bucketExpiry)
-			if err := exp.Delete(expiryKey(stored)); err != nil {
-				return r, false, err
-			}
-			if err := exp.Put(expiryKey(merged), nil); err != nil {
-				return r, false, err
-			}
+		merged, changed, recorded := storage.Merge(stored, r)
+		if err := moveExpiry(tx, stored, merged); err != nil {
+			return r, false, false, err
 		}
-		return merged, changed, nil
+		return merged, changed, recorded, nil
 	}
 	id, err := tx.Bucket(bucketRevs).NextSequence()
 	if err != nil {
-		return r, false, err
+		return r, false, false, err
 	}
 	r.ID = int64(id)
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt = now.Truncate(time.Microsecond)
 	}
 	if err := keys.Put(nk, be(id)); err != nil {
-		return r, false, err
+		return r, false, false, err
 	}
 	if err := tx.Bucket(bucketExpiry).Put(expiryKey(r), nil); err != nil {
-		return r, false, err
+		return r, false, false, err
 	}
-	return r, true, nil
+	return r, true, true, nil
+}
+
+// moveExpiry keeps the expiry index in step when an entry's expires_at
+// moves from old's to now's.
+func moveExpiry(tx *bbolt.Tx, old, now storage.Revocation) error {
+	if old.ExpiresAt.Equal(now.ExpiresAt) {
+		return nil
+	}
+	exp := tx.Bucket(bucketExpiry)
+	if err := exp.Delete(expiryKey(old)); err != nil {
+		return err
+	}
+	return exp.Put(expiryKey(now), nil)
 }
 
 func appendChange(tx *bbolt.Tx, op storage.Op, r storage.Revocation, now time.Time) (uint64, error) {
@@ -205,38 +215,56 @@ func appendChange(tx *bbolt.Tx, op storage.Op, r storage.Revocation, now time.Ti
 	return seq, tx.Bucket(bucketChanges).Put(be(seq), b)
 }
 
-// Delete removes an entry and records the deletion in the feed.
-func (s *Store) Delete(ctx context.Context, id int64, source string) (storage.Change, error) {
+// Unrevoke removes one source class's contributions from an entry (or all
+// of them), and records the result in the feed: the entry as it remains,
+// or its deletion.
+func (s *Store) Unrevoke(ctx context.Context, id int64, source string) (storage.Unrevoked, error) {
 	if err := ctx.Err(); err != nil {
-		return storage.Change{}, err
+		return storage.Unrevoked{}, err
 	}
-	var c storage.Change
+	var u storage.Unrevoked
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		r, err := getRev(tx, id)
 		if err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketRevs).Delete(be(uint64(id))); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketKeys).Delete(naturalKey(r)); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketExpiry).Delete(expiryKey(r)); err != nil {
+		remaining, left, removed, err := storage.Remove(r, source)
+		if err != nil {
 			return err
 		}
 		now := s.now().UTC()
-		r.Source = source
-		seq, err := appendChange(tx, storage.OpDelete, r, now)
-		r.Seq = seq
-		c = storage.Change{Seq: seq, Op: storage.OpDelete, Revocation: r, At: now}
-		return err
+		u = storage.Unrevoked{Removed: removed, Change: storage.Change{Op: storage.OpDelete, Revocation: r, At: now}}
+		if left {
+			u.Change.Op, u.Change.Revocation = storage.OpPut, remaining
+			if err := moveExpiry(tx, r, remaining); err != nil {
+				return err
+			}
+		} else {
+			if err := tx.Bucket(bucketRevs).Delete(be(uint64(id))); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketKeys).Delete(naturalKey(r)); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketExpiry).Delete(expiryKey(r)); err != nil {
+				return err
+			}
+		}
+		seq, err := appendChange(tx, u.Change.Op, u.Change.Revocation, now)
+		if err != nil {
+			return err
+		}
+		u.Change.Seq, u.Change.Revocation.Seq = seq, seq
+		if left {
+			return putRev(tx, u.Change.Revocation)
+		}
+		return nil
 	})
 	if err != nil {
-		return storage.Change{}, fmt.Errorf("delete %d: %w", id, err)
+		return storage.Unrevoked{}, fmt.Errorf("unrevoke %d: %w", id, err)
 	}
 	s.wake()
-	return c, nil
+	return u, nil
 }
 
 // Get returns one entry by id.

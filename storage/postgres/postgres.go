@@ -170,12 +170,12 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 		}
 		var changed []int
 		for _, i := range order {
-			r, isNew, err := upsert(ctx, tx, prepared[i], now)
+			r, moved, err := upsert(ctx, tx, prepared[i], now)
 			if err != nil {
 				return err
 			}
 			res.Revocations[i] = r
-			if isNew {
+			if moved {
 				changed = append(changed, i)
 			}
 		}
@@ -236,8 +236,10 @@ func (s *Store) runBeforeCommit(res storage.Result) error {
 	return s.beforeCommit(res)
 }
 
-// upsert merges r into its row. isNew says whether the row changed (a new
-// entry, or a later revoked_before or expires_at).
+// upsert merges r into its row (storage.Merge): a new entry in one round
+// trip; an existing one is locked, merged and written back when its
+// contributions changed. moved says whether the entry's value moved (a new
+// entry, or a later revoked_before or expires_at): a change for the feed.
 func upsert(ctx context.Context, tx pgx.Tx, r storage.Revocation, now *time.Time) (storage.Revocation, bool, error) {
 	var before *time.Time
 	if !r.RevokedBefore.IsZero() {
@@ -247,35 +249,82 @@ func upsert(ctx context.Context, tx pgx.Tx, r storage.Revocation, now *time.Time
 	if !r.CreatedAt.IsZero() {
 		created = &r.CreatedAt
 	}
-	row := tx.QueryRow(ctx, `
-		INSERT INTO tokengate_revocations AS t
-			(seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at)
-		VALUES (0, $1, $2, $3, $4, $5, $6, $7, $8, coalesce($9::timestamptz, now()))
-		ON CONFLICT (kind, issuer, key, audience) DO UPDATE SET
-			revoked_before = GREATEST(t.revoked_before, EXCLUDED.revoked_before),
-			expires_at     = GREATEST(t.expires_at, EXCLUDED.expires_at),
-			source         = EXCLUDED.source,
-			reason         = EXCLUDED.reason
-		WHERE EXCLUDED.revoked_before > t.revoked_before OR EXCLUDED.expires_at > t.expires_at
-		RETURNING id, seq, revoked_before, expires_at, source, reason, created_at`,
-		r.Kind, r.Issuer, r.Key, r.Audience, before, r.ExpiresAt, r.Source, r.Reason, created)
-	out := r
-	err := scanInto(row, &out)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// The stored entry already covers this write: nothing changes.
-		row = tx.QueryRow(ctx, `SELECT id, seq, revoked_before, expires_at, source, reason, created_at
-			FROM tokengate_revocations WHERE kind = $1 AND issuer = $2 AND key = $3 AND audience = $4`,
-			r.Kind, r.Issuer, r.Key, r.Audience)
-		err = scanInto(row, &out)
-		return out, false, err
+	contributions, err := contributionsOf(r)
+	if err != nil {
+		return r, false, err
 	}
-	return out, err == nil, err
+	// A concurrent unrevoke may delete the row between the insert that
+	// finds it and the select that locks it: then insert again.
+	for range 3 {
+		var out storage.Revocation
+		err := scanRevocation(tx.QueryRow(ctx, `
+			INSERT INTO tokengate_revocations
+				(seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at, contributions)
+			VALUES (0, $1, $2, $3, $4, $5, $6, $7, $8, coalesce($9::timestamptz, now()), $10)
+			ON CONFLICT (kind, issuer, key, audience) DO NOTHING
+			RETURNING `+revocationColumns,
+			r.Kind, r.Issuer, r.Key, r.Audience, before, r.ExpiresAt, r.Source, r.Reason, created, contributions), &out)
+		if err == nil {
+			return out, true, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return r, false, err
+		}
+		var stored storage.Revocation
+		err = scanRevocation(tx.QueryRow(ctx, selectRevocation+
+			" WHERE kind = $1 AND issuer = $2 AND key = $3 AND audience = $4 FOR UPDATE",
+			r.Kind, r.Issuer, r.Key, r.Audience), &stored)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return r, false, err
+		}
+		merged, moved, recorded := storage.Merge(stored, r)
+		if recorded {
+			if err := update(ctx, tx, merged, false); err != nil {
+				return r, false, err
+			}
+		}
+		return merged, moved, nil
+	}
+	return r, false, fmt.Errorf("revocation %s %q of %q: the entry keeps being deleted under this write", r.Kind, r.Key, r.Issuer)
 }
 
-func scanInto(row pgx.Row, r *storage.Revocation) error {
+// update writes an entry's value and contributions back to its row, and its
+// seq when withSeq.
+func update(ctx context.Context, tx pgx.Tx, r storage.Revocation, withSeq bool) error {
+	var before *time.Time
+	if !r.RevokedBefore.IsZero() {
+		before = &r.RevokedBefore
+	}
+	contributions, err := contributionsOf(r)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `UPDATE tokengate_revocations SET revoked_before = $2, expires_at = $3, source = $4, reason = $5,
+		contributions = $6, seq = CASE WHEN $7 THEN $8 ELSE seq END WHERE id = $1`,
+		r.ID, before, r.ExpiresAt, r.Source, r.Reason, contributions, withSeq, int64(r.Seq))
+	return err
+}
+
+// contributionsOf is the contributions column's value for r.
+func contributionsOf(r storage.Revocation) (string, error) {
+	b, err := json.Marshal(storage.Contributions(r))
+	return string(b), err
+}
+
+const revocationColumns = `id, seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at, contributions`
+
+const selectRevocation = `SELECT ` + revocationColumns + ` FROM tokengate_revocations`
+
+// scanRevocation reads the revocationColumns of one row into r.
+func scanRevocation(row pgx.Row, r *storage.Revocation) error {
 	var before *time.Time
 	var seq int64
-	if err := row.Scan(&r.ID, &seq, &before, &r.ExpiresAt, &r.Source, &r.Reason, &r.CreatedAt); err != nil {
+	var contributions []byte
+	if err := row.Scan(&r.ID, &seq, &r.Kind, &r.Issuer, &r.Key, &r.Audience, &before, &r.ExpiresAt,
+		&r.Source, &r.Reason, &r.CreatedAt, &contributions); err != nil {
 		return err
 	}
 	r.Seq = uint64(seq)
@@ -284,37 +333,28 @@ func scanInto(row pgx.Row, r *storage.Revocation) error {
 		r.RevokedBefore = before.UTC()
 	}
 	r.ExpiresAt, r.CreatedAt = r.ExpiresAt.UTC(), r.CreatedAt.UTC()
+	r.Contributions = nil
+	if err := json.Unmarshal(contributions, &r.Contributions); err != nil {
+		return fmt.Errorf("revocation %d: contributions: %w", r.ID, err)
+	}
 	return nil
 }
 
-const selectRevocation = `SELECT id, seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at
-	FROM tokengate_revocations`
-
-func scanRevocation(rows pgx.Row) (storage.Revocation, error) {
-	var r storage.Revocation
-	var before *time.Time
-	var seq int64
-	if err := rows.Scan(&r.ID, &seq, &r.Kind, &r.Issuer, &r.Key, &r.Audience, &before, &r.ExpiresAt,
-		&r.Source, &r.Reason, &r.CreatedAt); err != nil {
-		return r, err
-	}
-	r.Seq = uint64(seq)
-	if before != nil {
-		r.RevokedBefore = before.UTC()
-	}
-	r.ExpiresAt, r.CreatedAt = r.ExpiresAt.UTC(), r.CreatedAt.UTC()
-	return r, nil
-}
-
-// Delete removes an entry and records the deletion in the feed.
-func (s *Store) Delete(ctx context.Context, id int64, source string) (storage.Change, error) {
-	var c storage.Change
+// Unrevoke removes one source class's contributions from an entry (or all
+// of them), and records the result in the feed: the entry as it remains,
+// or its deletion.
+func (s *Store) Unrevoke(ctx context.Context, id int64, source string) (storage.Unrevoked, error) {
+	var u storage.Unrevoked
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		r, err := scanRevocation(tx.QueryRow(ctx, "DELETE FROM tokengate_revocations WHERE id = $1 "+
-			"RETURNING id, seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at", id))
+		var r storage.Revocation
+		err := scanRevocation(tx.QueryRow(ctx, selectRevocation+" WHERE id = $1 FOR UPDATE", id), &r)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return storage.ErrNotFound
 		}
+		if err != nil {
+			return err
+		}
+		remaining, left, removed, err := storage.Remove(r, source)
 		if err != nil {
 			return err
 		}
@@ -322,31 +362,39 @@ func (s *Store) Delete(ctx context.Context, id int64, source string) (storage.Ch
 		if err := tx.QueryRow(ctx, "UPDATE tokengate_feed SET last_seq = last_seq + 1 RETURNING last_seq").Scan(&seq); err != nil {
 			return err
 		}
-		r.Seq, r.Source = seq, source
-		doc, err := json.Marshal(r)
+		u = storage.Unrevoked{Removed: removed, Change: storage.Change{Seq: seq, Op: storage.OpDelete, Revocation: r}}
+		u.Change.Revocation.Seq = seq
+		if left {
+			u.Change.Op, u.Change.Revocation = storage.OpPut, remaining
+			u.Change.Revocation.Seq = seq
+			if err := update(ctx, tx, u.Change.Revocation, true); err != nil {
+				return err
+			}
+		} else if _, err := tx.Exec(ctx, "DELETE FROM tokengate_revocations WHERE id = $1", id); err != nil {
+			return err
+		}
+		doc, err := json.Marshal(u.Change.Revocation)
 		if err != nil {
 			return err
 		}
-		var at time.Time
 		if err := tx.QueryRow(ctx, "INSERT INTO tokengate_changes (seq, op, revocation, committed_at) VALUES ($1, $2, $3, coalesce($4::timestamptz, clock_timestamp())) RETURNING committed_at",
-			seq, storage.OpDelete, doc, s.clock()).Scan(&at); err != nil {
+			seq, u.Change.Op, doc, s.clock()).Scan(&u.Change.At); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", channel, fmt.Sprint(seq)); err != nil {
-			return err
-		}
-		c = storage.Change{Seq: seq, Op: storage.OpDelete, Revocation: r, At: at}
-		return nil
+		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", channel, fmt.Sprint(seq))
+		return err
 	})
 	if err != nil {
-		return storage.Change{}, classify(fmt.Sprintf("delete %d", id), err)
+		return storage.Unrevoked{}, classify(fmt.Sprintf("unrevoke %d", id), err)
 	}
-	return c, nil
+	u.Change.At = u.Change.At.UTC()
+	return u, nil
 }
 
 // Get returns one entry by id.
 func (s *Store) Get(ctx context.Context, id int64) (storage.Revocation, error) {
-	r, err := scanRevocation(s.pool.QueryRow(ctx, selectRevocation+" WHERE id = $1", id))
+	var r storage.Revocation
+	err := scanRevocation(s.pool.QueryRow(ctx, selectRevocation+" WHERE id = $1", id), &r)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, storage.ErrNotFound
 	}
@@ -368,7 +416,10 @@ func (s *Store) List(ctx context.Context, opts storage.ListOptions) ([]storage.R
 	if err != nil {
 		return nil, classify("list", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (storage.Revocation, error) { return scanRevocation(row) })
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (storage.Revocation, error) {
+		var r storage.Revocation
+		return r, scanRevocation(row, &r)
+	})
 	if err != nil {
 		return nil, classify("list", err)
 	}
@@ -389,8 +440,8 @@ func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Rev
 		}
 		defer rows.Close()
 		for rows.Next() {
-			r, err := scanRevocation(rows)
-			if err != nil {
+			var r storage.Revocation
+			if err := scanRevocation(rows, &r); err != nil {
 				return err
 			}
 			if err := fn(r); err != nil {
@@ -498,7 +549,8 @@ func lessKey(a, b storage.Revocation) bool {
 // server could not be reached becomes ErrUnavailable.
 func classify(op string, err error) error {
 	switch {
-	case errors.Is(err, storage.ErrNotFound), errors.Is(err, storage.ErrTruncated), errors.Is(err, storage.ErrInvalid):
+	case errors.Is(err, storage.ErrNotFound), errors.Is(err, storage.ErrTruncated), errors.Is(err, storage.ErrInvalid),
+		errors.Is(err, storage.ErrNoContribution):
 		return err
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w", op, err)

@@ -3,10 +3,12 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/tokengate/tokengate/migrations"
 	"github.com/tokengate/tokengate/storage"
 	"github.com/tokengate/tokengate/storage/postgres"
 	"github.com/tokengate/tokengate/storage/postgres/pgtest"
@@ -86,7 +88,43 @@ func TestMigrateConcurrently(t *testing.T) {
 	if err != nil || len(applied) != 0 {
 		t.Errorf("a second migrate applied %v, %v; want nothing", applied, err)
 	}
-	if total != 1 {
-		t.Errorf("%d migrations applied across %d replicas, want exactly 1 (one file, applied once)", total, replicas)
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != len(files) {
+		t.Errorf("%d migrations applied across %d replicas, want exactly %d (each file, applied once)", total, replicas, len(files))
+	}
+}
+
+// TestSchemaOneRowsAreOneContribution: a row written before schema 2 has no
+// contributions; it counts as one, of its own source's class, so that
+// unrevoking another source leaves it standing.
+func TestSchemaOneRowsAreOneContribution(t *testing.T) {
+	url := pgtest.URL(t)
+	s := open(t, url)
+	now := time.Now().UTC().Truncate(time.Second)
+	old := storage.Revocation{Kind: storage.KindSubject, Issuer: "iss", Key: "alice", RevokedBefore: now,
+		ExpiresAt: now.Add(time.Hour), Source: "fusionauth:ev-old"}
+	res, err := s.Apply(t.Context(), storage.Write{Revocations: []storage.Revocation{old}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := pgtest.Connect(t, url)
+	if _, err := conn.Exec(t.Context(), "UPDATE tokengate_revocations SET contributions = '[]'"); err != nil {
+		t.Fatal(err)
+	}
+	admin := old
+	admin.Source, admin.RevokedBefore, admin.ExpiresAt = "admin", now.Add(time.Minute), now.Add(2*time.Hour)
+	if _, err := s.Apply(t.Context(), storage.Write{Revocations: []storage.Revocation{admin}}); err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.Unrevoke(t.Context(), res.Revocations[0].ID, "admin")
+	if err != nil {
+		t.Fatalf("Unrevoke(admin): %v", err)
+	}
+	got := u.Change.Revocation
+	if u.Change.Op != storage.OpPut || !got.RevokedBefore.Equal(now) || !got.ExpiresAt.Equal(now.Add(time.Hour)) || got.Source != old.Source {
+		t.Errorf("after Unrevoke(admin): %v %+v, want the schema-1 value standing", u.Change.Op, got)
 	}
 }

@@ -76,6 +76,10 @@ func run(t *testing.T, newStore NewStore, base time.Time) {
 		"FollowerReadsYourWrites":   testReadYourWrites,
 		"ListPaginatesAndFilters":   testListPagination,
 		"InvalidRevocationRejected": testInvalid,
+		"UnrevokeKeepsOtherSources": testUnrevokeKeepsOthers,
+		"UnrevokeAllDeletes":        testUnrevokeAll,
+		"UnrevokeUnknownSource":     testUnrevokeUnknownSource,
+		"ContributionsAreRecorded":  testContributionsRecorded,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -273,7 +277,7 @@ func testEventPastOnArrival(t *testing.T, e env) {
 	if first.Duplicate || first.Seq == 0 {
 		t.Fatalf("first delivery: %+v, want it applied", first)
 	}
-	if _, err := s.Delete(t.Context(), first.Revocations[0].ID, "admin"); err != nil {
+	if _, err := s.Unrevoke(t.Context(), first.Revocations[0].ID, storage.AllSources); err != nil {
 		t.Fatalf("unrevoke: %v", err)
 	}
 	if _, err := s.Sweep(t.Context(), e.base.Add(time.Minute), time.Hour); err != nil {
@@ -423,7 +427,8 @@ func testDelete(t *testing.T, e env) {
 	s := e.open(t)
 	res := apply(t, s, revs(e.tokenRev("iss", "jti-del")))
 	id := res.Revocations[0].ID
-	c, err := s.Delete(t.Context(), id, "admin")
+	u, err := s.Unrevoke(t.Context(), id, storage.AllSources)
+	c := u.Change
 	if err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
@@ -433,7 +438,7 @@ func testDelete(t *testing.T, e env) {
 	if _, err := s.Get(t.Context(), id); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("Get after Delete: %v, want ErrNotFound", err)
 	}
-	if _, err := s.Delete(t.Context(), id, "admin"); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := s.Unrevoke(t.Context(), id, storage.AllSources); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("second Delete: %v, want ErrNotFound", err)
 	}
 	if cs := allChanges(t, s, 0); len(cs) != 2 || cs[1].Op != storage.OpDelete {
@@ -735,5 +740,179 @@ func testListPagination(t *testing.T, e env) {
 	page, err := s.List(t.Context(), storage.ListOptions{Key: "henry"})
 	if err != nil || len(page) != 1 {
 		t.Errorf("List(key henry) = %v, %v", page, err)
+	}
+}
+
+// twoSources revokes alice's subject from two sources: an operator (cutoff
+// at base) and a FusionAuth event (an hour earlier, kept longer). It returns
+// the event's write and the entry's id.
+func (e env) twoSources(t *testing.T, s storage.Store) (storage.Write, int64) {
+	t.Helper()
+	admin := e.subjectRev("iss", "alice", "", e.base)
+	admin.Source = "admin"
+	first := apply(t, s, revs(admin))
+	fa := e.subjectRev("iss", "alice", "", e.base.Add(-time.Hour))
+	fa.Source, fa.Reason = "fusionauth:ev-1", "user.deactivate"
+	fa.ExpiresAt = admin.ExpiresAt.Add(time.Hour)
+	w := storage.Write{Revocations: []storage.Revocation{fa}, EventID: "fusionauth:ev-1", EventExpiresAt: e.base.Add(time.Hour)}
+	if res := apply(t, s, w); res.Duplicate || res.Revocations[0].ID != first.Revocations[0].ID {
+		t.Fatalf("the event: %+v, want it merged into entry %d", res, first.Revocations[0].ID)
+	}
+	return w, first.Revocations[0].ID
+}
+
+func sourcesOf(cs []storage.Contribution) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Source)
+	}
+	return out
+}
+
+// testUnrevokeKeepsOtherSources: unrevoking one source's contribution
+// leaves the others standing, the entry's value is the merge of what is
+// left (here it moves back, to the event's cutoff), the feed carries that
+// value, and a redelivery of the other source's event is still a duplicate.
+func testUnrevokeKeepsOthers(t *testing.T, e env) {
+	s := e.open(t)
+	x := storage.NewIndex()
+	f := e.follower(t, s, x)
+	w, id := e.twoSources(t, s)
+	if got, err := s.Get(t.Context(), id); err != nil || fmt.Sprint(sourcesOf(got.Contributions)) != "[admin fusionauth]" {
+		t.Fatalf("Get(%d) = %+v, %v; want contributions from admin and fusionauth", id, got, err)
+	}
+	_, seq := snapshot(t, s, e.base)
+	u, err := s.Unrevoke(t.Context(), id, "admin")
+	if err != nil {
+		t.Fatalf("Unrevoke(admin): %v", err)
+	}
+	if fmt.Sprint(sourcesOf(u.Removed)) != "[admin]" {
+		t.Errorf("removed %v, want [admin]", sourcesOf(u.Removed))
+	}
+	fa := w.Revocations[0]
+	c := u.Change
+	if c.Op != storage.OpPut || c.Seq != seq+1 || c.Revocation.ID != id {
+		t.Fatalf("change = %+v, want a put of entry %d at %d", c, id, seq+1)
+	}
+	if !sameInstant(c.Revocation.RevokedBefore, fa.RevokedBefore) || !sameInstant(c.Revocation.ExpiresAt, fa.ExpiresAt) ||
+		c.Revocation.Source != fa.Source || fmt.Sprint(sourcesOf(c.Revocation.Contributions)) != "[fusionauth]" {
+		t.Errorf("remaining = %+v, want the event's value and source", c.Revocation)
+	}
+	if cs := allChanges(t, s, seq); len(cs) != 1 || cs[0].Op != storage.OpPut || !sameInstant(cs[0].Revocation.RevokedBefore, fa.RevokedBefore) {
+		t.Errorf("feed after the unrevoke = %+v, want one put with the event's cutoff", cs)
+	}
+	got, err := s.Get(t.Context(), id)
+	if err != nil || !sameInstant(got.RevokedBefore, fa.RevokedBefore) || got.Seq != c.Seq {
+		t.Errorf("Get after the unrevoke = %+v, %v; want the event's cutoff at seq %d", got, err, c.Seq)
+	}
+	// The index follows: a token issued between the two cutoffs is let
+	// back in, one issued before the event's is still revoked.
+	if err := f.WaitFor(t.Context(), c.Seq); err != nil {
+		t.Fatal(err)
+	}
+	k := x.Keys("iss", "", "", "alice", nil)
+	if x.Revoked(k, e.base.Add(-time.Minute), e.base) {
+		t.Error("a token issued after the event's cutoff is still revoked")
+	}
+	if !x.Revoked(k, fa.RevokedBefore, e.base) {
+		t.Error("a token the event revoked is let back in")
+	}
+	// The event is redelivered: still a duplicate, and the entry stands.
+	if res := apply(t, s, w); !res.Duplicate || res.Seq != 0 {
+		t.Errorf("redelivery: %+v, want Duplicate", res)
+	}
+	snap, _ := snapshot(t, s, e.base)
+	if got := snap[naturalKey(fa)]; !sameInstant(got.RevokedBefore, fa.RevokedBefore) {
+		t.Errorf("after the redelivery: %+v, want the event's cutoff standing", got)
+	}
+	// Unrevoking the other source now leaves nothing: the entry goes.
+	u, err = s.Unrevoke(t.Context(), id, "fusionauth")
+	if err != nil || u.Change.Op != storage.OpDelete || fmt.Sprint(sourcesOf(u.Removed)) != "[fusionauth]" {
+		t.Errorf("Unrevoke(fusionauth) = %+v, %v; want the entry deleted", u, err)
+	}
+}
+
+// testUnrevokeAll: AllSources removes every contribution and deletes the
+// entry; a redelivery of an event that contributed does not bring it back.
+func testUnrevokeAll(t *testing.T, e env) {
+	s := e.open(t)
+	w, id := e.twoSources(t, s)
+	_, seq := snapshot(t, s, e.base)
+	u, err := s.Unrevoke(t.Context(), id, storage.AllSources)
+	if err != nil {
+		t.Fatalf("Unrevoke(all): %v", err)
+	}
+	if fmt.Sprint(sourcesOf(u.Removed)) != "[admin fusionauth]" {
+		t.Errorf("removed %v, want [admin fusionauth]", sourcesOf(u.Removed))
+	}
+	if u.Change.Op != storage.OpDelete || u.Change.Seq != seq+1 || u.Change.Revocation.Key != "alice" {
+		t.Errorf("change = %+v, want the delete of alice at %d", u.Change, seq+1)
+	}
+	if _, err := s.Get(t.Context(), id); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Get after Unrevoke(all): %v, want ErrNotFound", err)
+	}
+	if cs := allChanges(t, s, seq); len(cs) != 1 || cs[0].Op != storage.OpDelete {
+		t.Errorf("feed = %+v, want one delete", cs)
+	}
+	if res := apply(t, s, w); !res.Duplicate {
+		t.Errorf("redelivery after Unrevoke(all): %+v, want Duplicate", res)
+	}
+	if snap, _ := snapshot(t, s, e.base); len(snap) != 0 {
+		t.Errorf("after the redelivery: %v, want nothing", snap)
+	}
+}
+
+// testUnrevokeUnknownSource: naming a source that did not contribute
+// removes nothing and makes no change.
+func testUnrevokeUnknownSource(t *testing.T, e env) {
+	s := e.open(t)
+	r := e.tokenRev("iss", "jti-fa")
+	r.Source = "fusionauth:ev-2"
+	res := apply(t, s, revs(r))
+	id := res.Revocations[0].ID
+	if _, err := s.Unrevoke(t.Context(), id, "admin"); !errors.Is(err, storage.ErrNoContribution) {
+		t.Errorf("Unrevoke(admin) of fusionauth's entry: %v, want ErrNoContribution", err)
+	}
+	if _, err := s.Unrevoke(t.Context(), id+1000, "admin"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Unrevoke of an unknown id: %v, want ErrNotFound", err)
+	}
+	if cs := allChanges(t, s, res.Seq); len(cs) != 0 {
+		t.Errorf("a refused unrevoke made changes: %+v", cs)
+	}
+	if got, err := s.Get(t.Context(), id); err != nil || got.Source != r.Source {
+		t.Errorf("Get = %+v, %v; want the entry as written", got, err)
+	}
+}
+
+// testContributionsRecorded: a second source writing what the entry already
+// holds is recorded (durably) but makes no change in the feed; a source
+// re-sending its own value records nothing.
+func testContributionsRecorded(t *testing.T, e env) {
+	s := e.open(t)
+	r := e.sessionRev("iss", "sid-1")
+	r.Source = "logout-route"
+	first := apply(t, s, revs(r))
+	r.Source = "backchannel-logout:iss:lt-1"
+	if res := apply(t, s, revs(r)); res.Seq != 0 || fmt.Sprint(sourcesOf(res.Revocations[0].Contributions)) != "[backchannel-logout logout-route]" {
+		t.Errorf("a second source with the same value: %+v, want no change and both contributions", res)
+	}
+	r.Source = "backchannel-logout:iss:lt-2"
+	apply(t, s, revs(r))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = e.open(t)
+	got, err := s.Get(t.Context(), first.Revocations[0].ID)
+	if err != nil || got.Seq != first.Seq || got.Source != "logout-route" ||
+		fmt.Sprint(sourcesOf(got.Contributions)) != "[backchannel-logout logout-route]" {
+		t.Errorf("after reopen: %+v, %v; want seq %d, source logout-route, both contributions", got, err, first.Seq)
+	}
+	if cs := allChanges(t, s, 0); len(cs) != 1 {
+		t.Errorf("feed has %d changes, want 1", len(cs))
+	}
+	// The backchannel contribution goes; the logout route's stands.
+	u, err := s.Unrevoke(t.Context(), got.ID, "backchannel-logout")
+	if err != nil || u.Change.Op != storage.OpPut || u.Change.Revocation.Source != "logout-route" {
+		t.Errorf("Unrevoke(backchannel-logout) = %+v, %v; want the logout route's entry", u, err)
 	}
 }

@@ -1,0 +1,14 @@
+-- tokengate schema 2: what each source put into a revocation.
+--
+-- A revocation's natural key can be written by several sources (an
+-- operator, a FusionAuth event, a logout route, an OIDC back-channel
+-- logout…). contributions keeps each source class's part apart, as a JSON
+-- array sorted by class:
+--   [{"source": "fusionauth", "revoked_before": …, "expires_at": …,
+--     "last_source": "fusionauth:<event id>", "reason": "user.deactivate"}, …]
+-- The row's revoked_before and expires_at are their merge (the latest of
+-- each), so that an unrevoke can take out one source's part and leave the
+-- others standing. An empty array (every row written under schema 1) means
+-- one contribution: the row's own source class, with the row's own value.
+-- Adding a column with a constant default rewrites no rows.
+ALTER TABLE tokengate_revocations ADD COLUMN contributions jsonb NOT NULL DEFAULT '[]';
