@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/policy"
@@ -173,14 +174,24 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if !ok {
 		a = newAllowed(s.headers, s.revocations, id)
 	}
+	route, onLogout := s.logoutRoutes.Match(r.host, r.path, r.method)
+	onLogout = onLogout && s.logout != nil
+	revoked := false
 	if s.revocations != nil {
-		if reason := s.revocationCheck(a, id); reason != ReasonAllowed {
+		switch reason := s.revocationCheck(a, id); {
+		case reason == ReasonTokenRevoked && onLogout:
+			// A revoked token still reaches the IdP on a logout route, so that
+			// the IdP's session ends too: a logout route can only log out. It
+			// goes on without identity (allowRevokedLogout).
+			revoked = true
+		case reason != ReasonAllowed:
 			return s.deny(r, reason, decisionID, id, start), nil
 		}
 	}
-	if route, ok := s.logoutRoutes.Match(r.host, r.path, r.method); ok && s.logout != nil {
+	if onLogout {
 		// The logout must hold before the request goes on: never let it look
-		// successful while the token still works.
+		// successful while the token still works. For a token already revoked,
+		// the route's session or subject revocation may still be new.
 		if err := s.logout.RevokeLogout(ctx, id, route.RevokeSession, route.RevokeSubject); err != nil {
 			s.log.Error("logout route: revocation failed; denying", "err", err, "decision_id", decisionID,
 				"request_id", r.requestID, "jti", id.TokenID)
@@ -188,10 +199,30 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}
 		s.log.Info("logged out at the gateway", "decision_id", decisionID, "request_id", r.requestID,
 			"iss", id.Issuer, "jti", id.TokenID, "sub_hash", subjectHash(id.Subject), "session", route.RevokeSession,
-			"subject", route.RevokeSubject)
+			"subject", route.RevokeSubject, "already_revoked", revoked)
 	}
 	s.metrics.observe(ReasonAllowed, start)
+	if revoked {
+		return allowRevokedLogout(a, decisionID), nil
+	}
 	return allowResponse(a, decisionID), nil
+}
+
+// allowRevokedLogout lets a revoked token's logout request on to the IdP
+// with no identity: every identity header the token's allow answer would set
+// or remove is removed (so a client cannot supply one either), none is set.
+// The dynamic metadata says the token was revoked.
+func allowRevokedLogout(a *allowed, decisionID string) *authv3.CheckResponse {
+	resp := allowResponse(a, decisionID)
+	full := a.answer.OkResponse
+	ok := &authv3.OkHttpResponse{HeadersToRemove: make([]string, 0, len(full.GetHeaders())+len(full.GetHeadersToRemove()))}
+	for _, h := range full.GetHeaders() {
+		ok.HeadersToRemove = append(ok.HeadersToRemove, h.GetHeader().GetKey())
+	}
+	ok.HeadersToRemove = append(ok.HeadersToRemove, full.GetHeadersToRemove()...)
+	resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+	resp.DynamicMetadata.Fields["token_revoked"] = structpb.NewBoolValue(true) // a map of this answer's own
+	return resp
 }
 
 func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Identity, start time.Time) *authv3.CheckResponse {

@@ -21,8 +21,13 @@ type FollowerOptions struct {
 	Expire time.Duration
 	// BatchSize is how many changes one read returns at most (default 1000).
 	BatchSize int
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// ReadTimeout bounds every store read the follower makes: one Changes
+	// call, one Snapshot (default 10s). A read on a half-open connection
+	// would otherwise hang until the kernel gives up on it, minutes or
+	// hours later, and the replica with it.
+	ReadTimeout time.Duration
+	Logger      *slog.Logger
+	Now         func() time.Time
 	// SweepInterval, when positive, is how often Run sweeps the store:
 	// expired revocations and events are deleted, and changes older than
 	// ChangeRetention are pruned from the feed (Store.Sweep).
@@ -53,7 +58,7 @@ type Follower struct {
 
 	metrics *followerMetrics
 
-	mu       sync.Mutex // one catch-up at a time
+	turn     chan struct{} // one catch-up at a time: hold it to read and apply
 	loaded   atomic.Bool
 	lastSync atomic.Int64 // Unix nanoseconds of the last successful read
 }
@@ -70,6 +75,9 @@ func NewFollower(s Store, x *Index, opts FollowerOptions) (*Follower, error) {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 1000
 	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = 10 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -79,7 +87,7 @@ func NewFollower(s Store, x *Index, opts FollowerOptions) (*Follower, error) {
 	if opts.OnLoad == nil {
 		opts.OnLoad = func() {}
 	}
-	f := &Follower{store: s, index: x, opts: opts}
+	f := &Follower{store: s, index: x, opts: opts, turn: make(chan struct{}, 1)}
 	m, err := newFollowerMetrics(f, opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("register follower metrics: %w", err)
@@ -168,12 +176,36 @@ func (f *Follower) Run(ctx context.Context) error {
 	}
 }
 
-// CatchUp reads and applies every change after the index's sequence.
+// lock takes the follower's turn, or gives up when ctx ends: a caller with
+// a deadline (a write waiting for its change) is never held past it by
+// another catch-up.
+func (f *Follower) lock(ctx context.Context) error {
+	select {
+	case f.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the follower: %w", ctx.Err())
+	}
+}
+
+func (f *Follower) unlock() { <-f.turn }
+
+// changes is one Changes read, bounded by ReadTimeout.
+func (f *Follower) changes(ctx context.Context) ([]Change, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.opts.ReadTimeout)
+	defer cancel()
+	return f.store.Changes(ctx, f.index.Seq(), f.opts.BatchSize)
+}
+
+// CatchUp reads and applies every change after the index's sequence. Each
+// read is bounded by ReadTimeout.
 func (f *Follower) CatchUp(ctx context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	if err := f.lock(ctx); err != nil {
+		return err
+	}
+	defer f.unlock()
 	for {
-		changes, err := f.store.Changes(ctx, f.index.Seq(), f.opts.BatchSize)
+		changes, err := f.changes(ctx)
 		if errors.Is(err, ErrTruncated) {
 			f.opts.Logger.Warn("change feed truncated past this replica's position; reloading", "seq", f.index.Seq())
 			return f.reloadLocked(ctx)
@@ -195,7 +227,9 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 }
 
 // WaitFor returns once the index has applied seq (read-your-writes: a write
-// made through this replica is in its index before the write call returns).
+// made through this replica is in its index before the write call returns),
+// or with an error when ctx ends first, even while another catch-up is
+// under way.
 func (f *Follower) WaitFor(ctx context.Context, seq uint64) error {
 	if f.index.Seq() >= seq {
 		return nil
@@ -210,12 +244,17 @@ func (f *Follower) WaitFor(ctx context.Context, seq uint64) error {
 }
 
 func (f *Follower) reload(ctx context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	if err := f.lock(ctx); err != nil {
+		return err
+	}
+	defer f.unlock()
 	return f.reloadLocked(ctx)
 }
 
+// reloadLocked loads a snapshot, bounded by ReadTimeout.
 func (f *Follower) reloadLocked(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, f.opts.ReadTimeout)
+	defer cancel()
 	if err := f.index.Load(ctx, f.store, f.opts.Now()); err != nil {
 		return err
 	}

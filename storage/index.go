@@ -32,7 +32,7 @@ type ident [2]uint64
 // slot is what a lookup needs: times in Unix seconds.
 type slot struct {
 	before  int64 // floor(revoked_before); subject and cutoff only
-	expires int64
+	expires int64 // ceil(expires_at): an entry is live through its last fraction of a second
 	kind    Kind
 }
 
@@ -218,9 +218,21 @@ func (x *Index) Expire(now time.Time) int {
 }
 
 func slotOf(r Revocation) slot {
-	s := slot{expires: r.ExpiresAt.Unix(), kind: r.Kind}
+	s := slot{expires: ceilUnix(r.ExpiresAt), kind: r.Kind}
 	if r.Kind == KindSubject || r.Kind == KindCutoff {
 		s.before = r.RevokedBefore.Unix() // floor to the second: iat has one-second precision
+	}
+	return s
+}
+
+// ceilUnix is t in Unix seconds, rounded up: an entry kept until T+0.5s must
+// still revoke at T+0.2s, when now.Unix() is T. Rounding down would let a
+// revoked token through during the last fraction of a second; rounding up
+// keeps the entry at most one second longer, which only ever denies.
+func ceilUnix(t time.Time) int64 {
+	s := t.Unix()
+	if t.Nanosecond() > 0 {
+		s++
 	}
 	return s
 }

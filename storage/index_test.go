@@ -148,3 +148,51 @@ func testFollowerStuckOnAGapGoesStale(t *testing.T, now time.Time) {
 		t.Errorf("staleness %v after a failed catch-up, want it to keep growing", s)
 	}
 }
+
+// TestIndexExpiryRoundsUp: an entry expiring at a fraction of a second
+// still revokes during that last second, on lookup and through Expire.
+func TestIndexExpiryRoundsUp(t *testing.T) {
+	for name, base := range bases() {
+		t.Run(name, func(t *testing.T) { testIndexExpiryRoundsUp(t, base) })
+	}
+}
+
+func testIndexExpiryRoundsUp(t *testing.T, base time.Time) {
+	sec := base.Truncate(time.Second)
+	exp := sec.Add(time.Hour + 700*time.Millisecond) // the entry lives until .7 of its last second
+	iat := sec.Add(-time.Minute)
+	revs := []storage.Revocation{
+		{Kind: storage.KindToken, Issuer: "i", Key: "j", ExpiresAt: exp},
+		{Kind: storage.KindSession, Issuer: "i", Key: "s", ExpiresAt: exp},
+		{Kind: storage.KindSubject, Issuer: "i", Key: "u", RevokedBefore: sec, ExpiresAt: exp},
+		{Kind: storage.KindCutoff, Issuer: "i", Audience: "a", RevokedBefore: sec, ExpiresAt: exp},
+	}
+	keys := map[string][5]string{ // issuer, jti, sid, sub, aud
+		"token": {"i", "j", "", "", ""}, "session": {"i", "", "s", "", ""},
+		"subject": {"i", "", "", "u", ""}, "cutoff": {"i", "", "", "", "a"},
+	}
+	for i, r := range revs {
+		x := storage.NewIndex()
+		if _, err := x.Apply([]storage.Change{put(1, r)}); err != nil {
+			t.Fatal(err)
+		}
+		k := keys[r.Kind.String()]
+		var auds []string
+		if k[4] != "" {
+			auds = []string{k[4]}
+		}
+		ks := x.Keys(k[0], k[1], k[2], k[3], auds)
+		for _, at := range []time.Duration{0, 300 * time.Millisecond, 699 * time.Millisecond} {
+			now := sec.Add(time.Hour + at)
+			if !x.Revoked(ks, iat, now) {
+				t.Errorf("%d %s: allowed at %v, %v before its entry expires", i, r.Kind, now.Sub(sec), exp.Sub(now))
+			}
+			if n := x.Expire(now); n != 0 {
+				t.Errorf("%d %s: Expire at %v dropped the entry %v before it expires", i, r.Kind, now.Sub(sec), exp.Sub(now))
+			}
+		}
+		if n := x.Expire(sec.Add(time.Hour + time.Second)); n != 1 {
+			t.Errorf("%d %s: Expire a second later dropped %d, want 1", i, r.Kind, n)
+		}
+	}
+}

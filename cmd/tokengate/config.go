@@ -112,6 +112,8 @@ type SigningKeyConfig struct {
 	JWKSURI           string   `yaml:"jwks_uri"`
 	Algorithms        []string `yaml:"algorithms"`
 	AllowInsecureHTTP bool     `yaml:"allow_insecure_http"`
+	// KID pins the signing key: signatures by any other key are refused.
+	KID string `yaml:"kid"`
 }
 
 type StorageConfig struct {

@@ -312,6 +312,7 @@ func fusionAuthReceiver(cfg settings, revoker *intake.Revoker, verifier *token.V
 			JWKSURI:           sk.JWKSURI,
 			Algorithms:        sk.Algorithms,
 			AllowInsecureHTTP: sk.AllowInsecureHTTP,
+			KeyID:             sk.KID,
 			HTTPClient:        &http.Client{Timeout: cfg.JWKS.Timeout},
 			Logger:            log,
 		})

@@ -62,8 +62,10 @@ func (b *Backchannel) observe(result string) {
 }
 
 // ServeHTTP answers 200 with Cache-Control: no-store once the logout is
-// durable, 400 {"error":"invalid_request",…} for a token that fails any
-// check (a replayed jti included), and 503 when the store cannot take it.
+// durable and applied here, 400 {"error":"invalid_request",…} for a token
+// that fails any check, and 503 when the store cannot take it. A replayed
+// jti (the same logout token again, from an OP that lost our answer) is a
+// 200 too once the original is applied here, and never a second write.
 func (b *Backchannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
@@ -118,13 +120,15 @@ func (b *Backchannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, reason, "the logout could not be stored; retry")
 		return
 	}
+	result := "applied"
 	if res.Duplicate {
-		b.invalid(w, "logout token already used (jti replayed)")
-		return
+		// A replay of a logout that committed: the OP lost our answer and
+		// retries. It wrote nothing, and the original is applied here.
+		result = "duplicate"
 	}
-	b.observe("applied")
+	b.observe(result)
 	b.opts.Logger.Info("back-channel logout", "issuer", lt.Issuer, "jti", lt.TokenID, "sid", lt.SessionID != "",
-		"sub", lt.Subject != "", "seq", res.Seq)
+		"sub", lt.Subject != "", "result", result, "seq", res.Seq)
 	w.WriteHeader(http.StatusOK)
 }
 

@@ -1,6 +1,7 @@
 package intake_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -141,12 +142,11 @@ func TestBackchannelLogoutRejections(t *testing.T) {
 			c["events"] = map[string]any{"https://schemas.openid.net/secevent/risc/event-type/account-disabled": map[string]any{}}
 		}),
 		"wrong aud":           mutate(func(c jwt.MapClaims) { c["aud"] = "another-client" }),
-		"replayed jti":        replayed,
 		"access token":        access,
 		"neither sub nor sid": mutate(func(c jwt.MapClaims) { delete(c, "sub"); delete(c, "sid") }),
 		"no jti":              mutate(func(c jwt.MapClaims) { delete(c, "jti") }),
 		"expired":             mutate(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Hour).Unix() }),
-		"typ JWT":             e.sign(t, e.logoutClaims(), map[string]any{"typ": "JWT"}),
+		"typ at+jwt":          e.sign(t, e.logoutClaims(), map[string]any{"typ": "at+jwt"}),
 		"unknown issuer":      mutate(func(c jwt.MapClaims) { c["iss"] = "https://evil.example" }),
 		"not a JWT":           "logout",
 		"signed by another OP": func() string {
@@ -171,5 +171,52 @@ func TestBackchannelLogoutRejections(t *testing.T) {
 	}
 	if after := e.entries(t); strings.Join(after, ",") != strings.Join(before, ",") {
 		t.Errorf("rejected logout tokens changed the store: %v → %v", before, after)
+	}
+}
+
+// TestBackchannelLogoutTypedJWT: Keycloak up to 24 and Authentik up to
+// 2025.12 type their logout tokens "JWT". §2.4 only recommends logout+jwt;
+// the events claim, the logout audience and the absent nonce keep a logout
+// token apart from access and ID tokens, so typ JWT is accepted.
+func TestBackchannelLogoutTypedJWT(t *testing.T) {
+	e := newBCLEnv(t)
+	for _, typ := range []string{"JWT", "jwt"} {
+		c := e.logoutClaims()
+		c["jti"] = "lt-typ-" + typ
+		if code, body, _ := e.post(t, e.sign(t, c, map[string]any{"typ": typ})); code != http.StatusOK {
+			t.Errorf("logout token typed %q: %d %s, want 200", typ, code, body)
+		}
+	}
+	if got := strings.Join(e.entries(t), ","); got != "session:sid-42,subject:alice" {
+		t.Errorf("entries = %s, want the session and the subject", got)
+	}
+}
+
+// TestBackchannelLogoutReplayIsIdempotent: an OP that lost the answer to a
+// delivery that committed retries it; the retry succeeds (200) and writes
+// nothing a second time.
+func TestBackchannelLogoutReplayIsIdempotent(t *testing.T) {
+	e := newBCLEnv(t)
+	lt := e.sign(t, e.logoutClaims(), nil)
+	if code, body, _ := e.post(t, lt); code != http.StatusOK {
+		t.Fatalf("first delivery: %d %s", code, body)
+	}
+	var before []string
+	if _, err := e.store.Snapshot(t.Context(), time.Now(), func(r storage.Revocation) error {
+		before = append(before, fmt.Sprintf("%d %s %v", r.Seq, r.Key, r.ExpiresAt))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	code, body, h := e.post(t, lt)
+	if code != http.StatusOK || h.Get("Cache-Control") != "no-store" {
+		t.Errorf("replayed delivery: %d %s (Cache-Control %q), want 200 no-store", code, body, h.Get("Cache-Control"))
+	}
+	changes, err := e.store.Changes(t.Context(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) != len(before) {
+		t.Errorf("the replay wrote: %d changes for %d entries", len(changes), len(before))
 	}
 }

@@ -378,3 +378,39 @@ func TestFusionAuthTenantFromUser(t *testing.T) {
 		t.Errorf("another tenant in user.tenantId: %d %s, want ignored", code, resp)
 	}
 }
+
+// TestFusionAuthDuplicateWaitsForTheOriginal: FusionAuth redelivers an event
+// to another replica after the first one committed it (its answer was
+// lost). The redelivery writes nothing, and is answered only once the
+// original change is in that replica's index too.
+func TestFusionAuthDuplicateWaitsForTheOriginal(t *testing.T) {
+	e := newFAEnv(t, nil)
+	first := event("user.deactivate", "e-dup", time.Now().Add(-time.Second).UnixMilli(), userJSON())
+	if code, body := e.send(t, delivery{body: first}); code != 200 || !strings.Contains(body, "applied") {
+		t.Fatalf("first: %d %s", code, body)
+	}
+	// Replica B: the same store, its own index, its follower not running.
+	other := storage.NewIndex()
+	sig, err := token.NewBodySignatureVerifier(token.BodySignatureOptions{HMACSecret: webhookSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := intake.Issuer{Name: "fa", Issuer: e.issuer, MaxTokenLifetime: time.Hour, Leeway: 30 * time.Second}
+	fa, err := intake.NewFusionAuth(intake.FusionAuthOptions{
+		Issuer: iss, Signature: sig, BasicUser: "fusionauth", BasicPassword: "basic-password-123",
+		Revoker:     newRevoker(t, e.store, newFollower(t, e.store, other, storage.FollowerOptions{}), []intake.Issuer{iss}, nil),
+		RefreshKeys: func(context.Context, string) error { return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(fa)
+	t.Cleanup(srv.Close)
+	b := &faEnv{url: srv.URL}
+	if code, body := b.send(t, delivery{body: first}); code != 200 || !strings.Contains(body, "duplicate") {
+		t.Fatalf("redelivery to replica B: %d %s, want 200 duplicate", code, body)
+	}
+	if got, want := other.Seq(), e.index.Seq(); got < want || other.Len() == 0 {
+		t.Errorf("replica B answered the duplicate at seq %d with %d entries; the original is at seq %d", got, other.Len(), want)
+	}
+}

@@ -136,6 +136,12 @@ func (i Issuer) KeepSession(from time.Time) time.Time {
 }
 
 // Revoke commits the write and waits until this replica's index has it.
+//
+// A duplicate (an event id already written, perhaps through another replica
+// whose answer the sender lost) writes nothing; it is answered only once the
+// entries the original wrote are in this replica's index too, so that a
+// sender that retries after a lost answer gets the same guarantee as the
+// first delivery.
 func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, error) {
 	for _, rev := range w.Revocations {
 		if _, ok := r.issuers[rev.Issuer]; !ok {
@@ -146,12 +152,45 @@ func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, 
 	if err != nil {
 		return res, err
 	}
-	if res.Seq != 0 {
-		if err := r.follower.WaitFor(ctx, res.Seq); err != nil {
+	seq := res.Seq
+	if res.Duplicate {
+		if seq, err = r.storedSeq(ctx, w.Revocations); err != nil {
+			return res, fmt.Errorf("duplicate event: read the original entries: %w", err)
+		}
+	}
+	if seq != 0 {
+		if err := r.follower.WaitFor(ctx, seq); err != nil {
 			return res, fmt.Errorf("committed, but not yet applied here: %w", err)
 		}
 	}
 	return res, nil
+}
+
+// storedSeq is the latest change that wrote any of the stored entries with
+// the natural keys of revs: once this replica has applied it, it has every
+// one of them (or something later). An entry deleted since (an unrevoke)
+// has nothing to wait for.
+func (r *Revoker) storedSeq(ctx context.Context, revs []storage.Revocation) (uint64, error) {
+	var seq uint64
+	for _, want := range revs {
+		opts := storage.ListOptions{Issuer: want.Issuer, Kind: want.Kind, Key: want.Key, Limit: 1000}
+		for {
+			page, err := r.store.List(ctx, opts)
+			if err != nil {
+				return 0, err
+			}
+			for _, got := range page {
+				if got.Key == want.Key && got.Audience == want.Audience {
+					seq = max(seq, got.Seq)
+				}
+			}
+			if len(page) < opts.Limit {
+				break
+			}
+			opts.AfterID = page[len(page)-1].ID
+		}
+	}
+	return seq, nil
 }
 
 // RevokeLogout revokes a token presented on a logout route: its jti, and

@@ -24,7 +24,7 @@ type LogoutToken struct {
 
 // VerifyLogout verifies an OIDC back-channel logout token as the
 // specification requires: the signature with its issuer's keys, typ
-// logout+jwt or absent (so an access token can never pass), iss, aud among
+// logout+jwt, JWT or absent (see logoutTokenType), iss, aud among
 // the issuer's logout client ids, iat and exp, the back-channel logout
 // event, sub or sid, a jti, and no nonce. Replay detection (the jti) is the
 // caller's: it needs the store.
@@ -85,16 +85,21 @@ func (v *Verifier) VerifyLogout(ctx context.Context, raw string) (*LogoutToken, 
 	return lt, nil
 }
 
-// logoutTokenType accepts typ logout+jwt (explicitly typed, §2.4) or no typ.
-// Note that an absent typ is also accepted for access tokens: the events
-// claim and the logout audiences are what keep the two apart then.
+// logoutTokenType accepts typ logout+jwt (explicitly typed, §2.4), JWT, or
+// no typ. §2.4 only RECOMMENDS logout+jwt, and Keycloak (until keycloak#29260,
+// Keycloak 25) and Authentik (until 2025.12) type their logout tokens JWT.
+// What keeps a logout token apart from access and ID tokens is checked on
+// every logout token whatever its typ: the back-channel logout member of
+// events, an audience among the logout client ids, and no nonce. The other
+// way round, an access token with an events claim is refused (identity).
+// A token typed as an access token (at+jwt) is never a logout token.
 func logoutTokenType(typ any) bool {
 	s, ok := typ.(string)
 	if !ok {
 		return false
 	}
 	switch strings.ToLower(s) {
-	case "logout+jwt", "application/logout+jwt":
+	case "logout+jwt", "application/logout+jwt", "jwt":
 		return true
 	}
 	return false

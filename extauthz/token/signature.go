@@ -30,6 +30,11 @@ type BodySignatureOptions struct {
 	HTTPClient        *http.Client
 	RefreshInterval   time.Duration
 	Logger            *slog.Logger
+	// KeyID, when set, pins the signing key: a signature whose header kid is
+	// another one, or absent, is refused, even when its key is in the JWKS.
+	KeyID string
+	// Now is the clock an exp claim is checked against (default time.Now).
+	Now func() time.Time
 }
 
 // BodySignatureVerifier checks signed request bodies as FusionAuth signs its
@@ -40,6 +45,8 @@ type BodySignatureVerifier struct {
 	allowed map[string]bool
 	keys    *keySet
 	parser  *jwt.Parser
+	kid     string
+	now     func() time.Time
 }
 
 // NewBodySignatureVerifier returns a verifier; with a JWKS URI, Run keeps
@@ -57,8 +64,11 @@ func NewBodySignatureVerifier(opts BodySignatureOptions) (*BodySignatureVerifier
 	if opts.RefreshInterval <= 0 {
 		opts.RefreshInterval = 15 * time.Minute
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	b := &BodySignatureVerifier{hmac: opts.HMACSecret, allowed: map[string]bool{},
-		parser: jwt.NewParser(jwt.WithoutClaimsValidation())}
+		parser: jwt.NewParser(jwt.WithoutClaimsValidation()), kid: opts.KeyID, now: opts.Now}
 	if opts.JWKSURI != "" {
 		for _, a := range Algorithms(opts.Algorithms, false) {
 			if err := CheckAlgorithm(a, false); err != nil {
@@ -90,6 +100,12 @@ func (b *BodySignatureVerifier) Run(ctx context.Context) {
 
 // Verify checks that jws signs body. It returns ErrSignature for any
 // mismatch and ErrMalformed for a header that is not a JWS at all.
+//
+// FusionAuth's signature carries one claim and a JWT header; anything else
+// is a JWT made for another purpose (an access token signed with the same
+// key, say) and is refused: a typ other than JWT, a kid other than the
+// pinned one (KeyID), an iss (FusionAuth sets none, so no issuer can be
+// expected of it), and an exp that is not a number or is past.
 func (b *BodySignatureVerifier) Verify(ctx context.Context, jws string, body []byte) error {
 	if !wellFormed(jws, 16<<10) {
 		return ErrMalformed
@@ -100,19 +116,43 @@ func (b *BodySignatureVerifier) Verify(ctx context.Context, jws string, body []b
 		if !b.allowed[alg] {
 			return nil, ErrAlgorithm
 		}
-		if strings.HasPrefix(alg, "HS") {
-			return b.hmac, nil
+		if typ, ok := t.Header["typ"]; ok {
+			if s, ok := typ.(string); !ok || !strings.EqualFold(s, "JWT") {
+				return nil, fmt.Errorf("%w: typ %v", ErrType, typ)
+			}
 		}
-		if kid, ok := t.Header["kid"]; ok {
+		kid, hasKID := t.Header["kid"]
+		if hasKID {
 			if _, ok := kid.(string); !ok {
 				return nil, ErrMalformed
 			}
+		}
+		if b.kid != "" && kid != b.kid {
+			return nil, fmt.Errorf("%w: not signed with the configured key", ErrSignature)
+		}
+		if strings.HasPrefix(alg, "HS") {
+			return b.hmac, nil
 		}
 		key, _, err := b.keys.lookup(ctx, t)
 		return key, err
 	})
 	if err != nil {
+		if errors.Is(err, ErrType) || errors.Is(err, ErrSignature) {
+			return fmt.Errorf("%w: %w", ErrSignature, err)
+		}
 		return classify(err)
+	}
+	if _, ok := claims["iss"]; ok {
+		return fmt.Errorf("%w: has an iss claim", ErrSignature)
+	}
+	if _, ok := claims["exp"]; ok {
+		exp, err := claims.GetExpirationTime()
+		if err != nil || exp == nil {
+			return fmt.Errorf("%w: exp is not a number", ErrSignature)
+		}
+		if !b.now().Before(exp.Time) {
+			return fmt.Errorf("%w: expired", ErrSignature)
+		}
 	}
 	claimed, ok := claims["request_body_sha256"].(string)
 	if !ok {

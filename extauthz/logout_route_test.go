@@ -1,0 +1,106 @@
+package extauthz_test
+
+import (
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tokengate/tokengate/extauthz"
+	"github.com/tokengate/tokengate/extauthz/intake"
+	"github.com/tokengate/tokengate/extauthz/token"
+	"github.com/tokengate/tokengate/policy"
+	"github.com/tokengate/tokengate/storage"
+)
+
+// TestLogoutRouteWithRevokedTokenReachesTheIdP: a token already revoked
+// (a back-channel logout, an admin, a logout elsewhere) is still let through
+// on a logout route, so that the IdP ends its session too; a logout route
+// can only log out. It carries no identity: every identity header is
+// removed, none is set. The route's revocations are still made durable.
+// Everywhere else the token stays denied. Over real gRPC.
+func TestLogoutRouteWithRevokedTokenReachesTheIdP(t *testing.T) {
+	e := newRevocationEnv(t, false)
+	routes, err := policy.NewLogoutRoutes([]policy.LogoutRoute{{PathPrefix: "/logout", RevokeSession: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	headers, err := policy.NewHeaderMap(map[string]string{"x-auth-roles": "roles"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, Audiences: []string{audience},
+		Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}}, CacheMaxEntries: 100, Derive: extauthz.Derive(headers, e.index)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Refresh(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := intake.NewRevoker(e.store, e.follower, []intake.Issuer{{Name: "a", Issuer: e.iss.URL,
+		MaxTokenLifetime: time.Hour, Leeway: 30 * time.Second}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, newServer(t, extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index,
+		MaxStaleness: time.Minute, LogoutRoutes: routes, Logout: rev}))
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := authv3.NewAuthorizationClient(conn)
+
+	claims := e.iss.Claims("user-1", 10*time.Minute)
+	claims["sid"], claims["roles"] = "sid-1", []any{"admin"}
+	tok := mint(t, e.iss, claims, nil)
+	e.revoke(t, storage.Revocation{Kind: storage.KindToken, Key: claims["jti"].(string)})
+	check := func(path string) *authv3.CheckResponse {
+		t.Helper()
+		req := checkRequest(map[string]string{"authorization": "Bearer " + tok, "x-auth-subject": "admin"})
+		req.Attributes.Request.Http.Path = path
+		resp, err := client.Check(t.Context(), req)
+		if err != nil {
+			t.Fatalf("Check %s: %v", path, err)
+		}
+		return resp
+	}
+	assertDenied(t, check("/orders"), "token_revoked")
+
+	ok := check("/logout").GetOkResponse()
+	if ok == nil {
+		t.Fatal("a revoked token on a logout route was denied; the IdP never hears of the logout")
+	}
+	if len(ok.GetHeaders()) != 0 {
+		t.Errorf("identity headers set for a revoked token: %v", ok.GetHeaders())
+	}
+	removed := ok.GetHeadersToRemove()
+	for _, h := range []string{"x-auth-subject", "x-auth-issuer", "x-auth-token-id", "x-auth-roles"} {
+		if !slices.Contains(removed, h) {
+			t.Errorf("headers_to_remove = %v, want %s among them (a client could supply it)", removed, h)
+		}
+	}
+	// The route's session revocation was made durable on the way.
+	found := false
+	if _, err := e.store.Snapshot(t.Context(), time.Now(), func(r storage.Revocation) error {
+		found = found || (r.Kind == storage.KindSession && r.Key == "sid-1")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !found {
+		t.Error("the logout route's session revocation was not stored")
+	}
+	assertDenied(t, check("/orders"), "token_revoked")
+}

@@ -1,0 +1,193 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/tokengate/tokengate/storage"
+	"github.com/tokengate/tokengate/storage/bolt"
+)
+
+// hangingStore is a real embedded store behind a connection that can go
+// half-open: while it hangs, Changes and Snapshot block until their context
+// ends, as a read on a dead TCP connection does; a read already in flight
+// keeps blocking after the connection is back.
+type hangingStore struct {
+	*bolt.Store
+	mu      sync.Mutex
+	hanging bool
+	blocked int // reads blocked now
+}
+
+func (s *hangingStore) hang(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hanging = on
+}
+
+func (s *hangingStore) Blocked() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.blocked
+}
+
+func (s *hangingStore) block(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.hanging {
+		s.mu.Unlock()
+		return nil
+	}
+	s.blocked++
+	s.mu.Unlock()
+	<-ctx.Done()
+	s.mu.Lock()
+	s.blocked--
+	s.mu.Unlock()
+	return ctx.Err()
+}
+
+func (s *hangingStore) Changes(ctx context.Context, after uint64, limit int) ([]storage.Change, error) {
+	if err := s.block(ctx); err != nil {
+		return nil, err
+	}
+	return s.Store.Changes(ctx, after, limit)
+}
+
+func (s *hangingStore) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (uint64, error) {
+	if err := s.block(ctx); err != nil {
+		return 0, err
+	}
+	return s.Store.Snapshot(ctx, now, fn)
+}
+
+func newHangingStore(t *testing.T) *hangingStore {
+	t.Helper()
+	b, err := bolt.Open(filepath.Join(t.TempDir(), "t.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return &hangingStore{Store: b}
+}
+
+func revokeIn(t *testing.T, s storage.Store, key string) uint64 {
+	t.Helper()
+	res, err := s.Apply(context.Background(), storage.Write{Revocations: []storage.Revocation{{
+		Kind: storage.KindToken, Issuer: "i", Key: key, ExpiresAt: time.Now().Add(time.Hour)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Seq
+}
+
+// TestFollowerReadsTimeOut: a catch-up or a reload on a store that never
+// answers ends after ReadTimeout, even when its caller's context never does.
+func TestFollowerReadsTimeOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newHangingStore(t)
+		f, err := storage.NewFollower(s, storage.NewIndex(), storage.FollowerOptions{ReadTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.hang(true)
+		start := time.Now()
+		if err := f.CatchUp(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("CatchUp on a hanging store: %v, want a deadline error", err)
+		}
+		if got := time.Since(start); got != 5*time.Second {
+			t.Errorf("CatchUp gave up after %v, want the read timeout, 5s", got)
+		}
+	})
+}
+
+// TestFollowerDefaultReadTimeout: without the option, reads time out after 10s.
+func TestFollowerDefaultReadTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newHangingStore(t)
+		f, err := storage.NewFollower(s, storage.NewIndex(), storage.FollowerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.hang(true)
+		start := time.Now()
+		if err := f.CatchUp(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("CatchUp on a hanging store: %v, want a deadline error", err)
+		}
+		if got := time.Since(start); got != 10*time.Second {
+			t.Errorf("CatchUp gave up after %v, want the default read timeout, 10s", got)
+		}
+	})
+}
+
+// TestWaitForHonoursItsContext: a write's WaitFor returns when its context
+// ends, even while another catch-up holds the follower, stuck on the store.
+func TestWaitForHonoursItsContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newHangingStore(t)
+		f, err := storage.NewFollower(s, storage.NewIndex(), storage.FollowerOptions{ReadTimeout: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := revokeIn(t, s, "a")
+		s.hang(true)
+		bg, stop := context.WithCancel(context.Background())
+		held := make(chan struct{})
+		go func() { f.CatchUp(bg); close(held) }() // holds the follower for up to an hour
+		defer func() { stop(); <-held }()
+		synctest.Wait()
+		if s.Blocked() != 1 {
+			t.Fatalf("%d reads blocked, want the catch-up's", s.Blocked())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		if err := f.WaitFor(ctx, seq); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("WaitFor: %v, want its context's deadline", err)
+		}
+		if got := time.Since(start); got != time.Second {
+			t.Errorf("WaitFor returned after %v, want its context's 1s", got)
+		}
+	})
+}
+
+// TestFollowerRecoversFromAHalfOpenConnection: the store's connection goes
+// half-open (a read hangs and never returns on its own); once the database
+// answers again, the replica catches up without a restart.
+func TestFollowerRecoversFromAHalfOpenConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newHangingStore(t)
+		x := storage.NewIndex()
+		f, err := storage.NewFollower(s, x, storage.FollowerOptions{Poll: time.Second, ReadTimeout: 3 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { f.Run(ctx); close(done) }()
+		defer func() { cancel(); <-done }()
+		for !f.Loaded() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		s.hang(true)
+		time.Sleep(1500 * time.Millisecond) // a poll's catch-up is now stuck on the dead connection
+		synctest.Wait()
+		if s.Blocked() == 0 {
+			t.Fatal("no read is stuck on the half-open connection")
+		}
+		s.hang(false) // the database answers again, on new reads
+		seq := revokeIn(t, s.Store, "after")
+		for deadline := time.Now().Add(time.Minute); x.Seq() < seq; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) { // a minute of the bubble's clock
+				t.Fatalf("a minute after the database came back, the index is at %d, want %d (%d reads stuck)", x.Seq(), seq, s.Blocked())
+			}
+		}
+		if st := f.Staleness(); st > 5*time.Second {
+			t.Errorf("staleness %v after recovering", st)
+		}
+	})
+}
