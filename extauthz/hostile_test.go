@@ -130,6 +130,17 @@ func TestCheckUnderscoreIdentityHeaders(t *testing.T) {
 	}
 }
 
+// TestCheckIDTokenIsNotAnAccessToken: over gRPC, an ID token of a
+// configured issuer (same key, typ and aud as its access tokens, plus
+// at_hash) is denied token_type_invalid.
+func TestCheckIDTokenIsNotAnAccessToken(t *testing.T) {
+	h := newHarness(t, nil)
+	claims := h.a.Claims("u", time.Minute)
+	claims["at_hash"] = "MTIzNDU2Nzg5MDEyMzQ1Ng"
+	claims["nonce"] = "n-1"
+	assertDenied(t, h.check(t, "Bearer "+mint(t, h.a, claims, map[string]any{"typ": "JWT"})), "token_type_invalid")
+}
+
 // TestCannotDecideLogsAreBounded: junk tokens naming an issuer whose keys
 // never loaded cannot be decided, and each says so in the log; the denial
 // log limiter bounds those lines too.
