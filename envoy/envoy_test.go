@@ -127,6 +127,10 @@ func TestEnvoyBootstrapChecksCatchMistakes(t *testing.T) {
 			old: "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)%", new: "-",
 			want: "decision_id",
 		},
+		"underscored headers allowed": {
+			old: "headers_with_underscores_action: REJECT_REQUEST", new: "headers_with_underscores_action: ALLOW",
+			want: "headers_with_underscores_action",
+		},
 		"admin on every interface": {
 			old: "socket_address: {address: 127.0.0.1, port_value: 9901}", new: "socket_address: {address: 0.0.0.0, port_value: 9901}",
 			want: "admin",
@@ -358,6 +362,13 @@ func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionM
 	}
 	if contextRoutes == 0 {
 		bad("routes with check_settings.context_extensions: got none, want at least one")
+	}
+
+	// A client's x_auth_subject is not x-auth-subject to Envoy, so ext_authz
+	// neither overwrites nor removes it; CGI, WSGI and PHP upstreams read
+	// both as HTTP_X_AUTH_SUBJECT. Refuse such requests at the edge.
+	if got := hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); got != corev3.HttpProtocolOptions_REJECT_REQUEST {
+		bad("common_http_protocol_options.headers_with_underscores_action: got %s, want REJECT_REQUEST", got)
 	}
 
 	problems = append(problems, checkAccessLog(hcm)...)

@@ -218,6 +218,13 @@ func goldenCases() map[string]goldenCase {
 			stale:  true,
 			token:  signed(nil, nil),
 		},
+		// An identity header spelled with '_' reaches CGI-style upstreams as
+		// the header itself: refused, whatever the token.
+		"header_invalid": {
+			reason:  "header_invalid",
+			headers: map[string]string{"x_auth_subject": "admin"},
+			token:   signed(nil, nil),
+		},
 		"logout_failed": {
 			reason: "logout_failed",
 			path:   "/logout",

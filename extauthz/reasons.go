@@ -31,6 +31,7 @@ const (
 	ReasonTokenRevoked
 	ReasonRevocationsStale
 	ReasonLogoutFailed
+	ReasonHeaderInvalid
 	numReasons
 )
 
@@ -71,6 +72,10 @@ var reasons = [numReasons]reasonInfo{
 	// a logout durable: not the client's fault, so no challenge; it may retry.
 	ReasonRevocationsStale: {"revocations_stale", codes.Unavailable, http.StatusServiceUnavailable, "temporarily_unavailable", "revocations stale"},
 	ReasonLogoutFailed:     {"logout_failed", codes.Unavailable, http.StatusServiceUnavailable, "temporarily_unavailable", "logout failed"},
+	// The request carries a variant of an identity header ('_' for '-'):
+	// refused whatever its token, since some upstreams would read it as the
+	// identity header itself.
+	ReasonHeaderInvalid: {"header_invalid", codes.InvalidArgument, http.StatusBadRequest, "invalid_request", "header invalid"},
 }
 
 // String is the reason's stable name, for example "token_expired".

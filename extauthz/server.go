@@ -74,8 +74,9 @@ type Options struct {
 	// NewServer returns an error if those names are taken.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
-	// DenialLogsPerSecond bounds the "denied" log lines (default 100, burst
-	// 10× that): a flood of junk tokens must not become a flood of logs.
+	// DenialLogsPerSecond bounds the "denied" and "cannot decide" log lines
+	// (default 100, burst 10× that, one budget for both): a flood of junk
+	// tokens must not become a flood of logs.
 	// Metrics still count every denial; a logged line says how many were
 	// left out before it.
 	DenialLogsPerSecond float64
@@ -99,7 +100,8 @@ type Server struct {
 	now          func() time.Time
 	staleWarned  atomic.Int64 // Unix seconds of the last fail-open warning
 	denialLogs   *rate.Limiter
-	unlogged     atomic.Int64 // denials not logged since the last line
+	unlogged     atomic.Int64 // denials and undecided requests not logged since the last line
+	managed      []string     // identity header names, whose variants are refused
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -123,6 +125,10 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.DenialLogsPerSecond <= 0 {
 		opts.DenialLogsPerSecond = 100
 	}
+	managed := []string{policy.HeaderIssuer, policy.HeaderSubject, policy.HeaderTokenID}
+	if opts.Headers != nil {
+		managed = opts.Headers.Names()
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("register check metrics: %w", err)
@@ -144,17 +150,24 @@ func NewServer(opts Options) (*Server, error) {
 		now:          opts.Now,
 		denialLogs:   rate.NewLimiter(rate.Limit(opts.DenialLogsPerSecond), int(10*opts.DenialLogsPerSecond)),
 		idPrefix:     hex.EncodeToString(b[:]) + "-",
+		managed:      managed,
 	}, nil
 }
 
 // Check decides one request.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	r := parseRequest(req)
+	r := parseRequest(req, s.managed)
 	decisionID := s.decisionID()
+	if r.variant {
+		return s.deny(r, ReasonHeaderInvalid, decisionID, nil, start), nil
+	}
 	if s.revocations != nil && !s.loaded() {
 		s.metrics.observeError(start)
 		return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: revocations not loaded")
+	}
+	if r.authorizations > 1 {
+		return s.deny(r, ReasonTokenMalformed, decisionID, nil, start), nil
 	}
 	raw, reason := bearerToken(r.authorization)
 	if reason != ReasonAllowed {
@@ -165,7 +178,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		reason, ok := reasonFor(err)
 		if !ok {
 			s.metrics.observeError(start)
-			s.log.Warn("cannot decide", "err", err, "decision_id", decisionID, "request_id", r.requestID)
+			s.cannotDecide(r, err, decisionID)
 			return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: issuer keys not loaded")
 		}
 		return s.deny(r, reason, decisionID, nil, start), nil
@@ -241,6 +254,21 @@ func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Ide
 	}
 	s.log.Info("denied", attrs...)
 	return denyResponse(reason, decisionID, id)
+}
+
+// cannotDecide logs a request that could not be decided, under the denial
+// log limit: junk tokens naming an issuer whose keys never loaded are as
+// cheap to send as any other.
+func (s *Server) cannotDecide(r request, err error, decisionID string) {
+	if !s.denialLogs.Allow() {
+		s.unlogged.Add(1)
+		return
+	}
+	attrs := []any{"err", err, "decision_id", decisionID, "request_id", r.requestID}
+	if n := s.unlogged.Swap(0); n > 0 {
+		attrs = append(attrs, "unlogged_denials_before", n)
+	}
+	s.log.Warn("cannot decide", attrs...)
 }
 
 // Fresh reports whether the revocations can be trusted for a decision:

@@ -175,6 +175,15 @@ type IssuerConfig struct {
 	// LogoutClientIDs are accepted as the aud of this issuer's back-channel
 	// logout tokens; empty: it sends none.
 	LogoutClientIDs []string `yaml:"logout_client_ids"`
+	// AcceptIDTokens accepts tokens with at_hash or c_hash (ID tokens) as
+	// access tokens.
+	AcceptIDTokens bool `yaml:"accept_id_tokens"`
+	// RequireTyp is the only JWS typ accepted (at+jwt), for IdPs that type
+	// their access tokens; empty: JWT, at+jwt or none.
+	RequireTyp string `yaml:"require_typ"`
+	// Required: readiness waits for this issuer's keys. An issuer that is
+	// not required answers UNAVAILABLE for its own tokens until they load.
+	Required bool `yaml:"required"`
 }
 
 type ShutdownConfig struct {
@@ -205,6 +214,7 @@ func (ic *IssuerConfig) setDefaults() {
 	ic.Leeway = 30 * time.Second
 	ic.MaxTokenLifetime = time.Hour
 	ic.SessionLifetime = intake.DefaultSessionLifetime
+	ic.Required = true
 }
 
 // defaultIssuer is an issuer with nothing but the defaults.
@@ -378,6 +388,9 @@ func (c Config) build() (settings, error) {
 		if ic.SessionLifetime < time.Minute || ic.SessionLifetime > 8760*time.Hour {
 			bad(p+".session_lifetime", "must be between 1m and 8760h")
 		}
+		if err := token.CheckRequireTyp(ic.RequireTyp); err != nil {
+			bad(p+".require_typ", "%v", err)
+		}
 	}
 	for i, ic := range c.Issuers {
 		for j, other := range c.Issuers {
@@ -497,6 +510,8 @@ func (c Config) verifierIssuers() []token.Issuer {
 			MaxTokenLifetime:  ic.MaxTokenLifetime,
 			LogoutAudiences:   ic.LogoutClientIDs,
 			AllowInsecureHTTP: ic.AllowInsecureHTTP,
+			AcceptIDTokens:    ic.AcceptIDTokens,
+			RequireTyp:        ic.RequireTyp,
 		}
 		if ic.HMACSecret != "" {
 			ti.HMACSecret = []byte(ic.HMACSecret)

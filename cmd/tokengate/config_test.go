@@ -28,6 +28,13 @@ issuers:
 	if ic.Leeway != 30*time.Second || ic.MaxTokenLifetime != time.Hour {
 		t.Errorf("issuer defaults: leeway %v, lifetime %v; want 30s, 1h", ic.Leeway, ic.MaxTokenLifetime)
 	}
+	if !ic.Required || ic.AcceptIDTokens || ic.RequireTyp != "" {
+		t.Errorf("issuer defaults: required %v, accept_id_tokens %v, require_typ %q; want true, false, none",
+			ic.Required, ic.AcceptIDTokens, ic.RequireTyp)
+	}
+	if ti := cfg.issuers[0]; ti.AcceptIDTokens || ti.RequireTyp != "" {
+		t.Errorf("verifier issuer: accept ID tokens %v, require typ %q; want false, none", ti.AcceptIDTokens, ti.RequireTyp)
+	}
 	if cfg.Listen.GRPC != "127.0.0.1:9191" || cfg.Listen.HTTP != "127.0.0.1:8181" || cfg.Cache.MaxEntries != 100000 {
 		t.Errorf("defaults: %+v %+v", cfg.Listen, cfg.Cache)
 	}
@@ -52,6 +59,7 @@ issuers:
     audiences: [x]
     max_token_lifetime: 0s
     leeway: 1h
+    require_typ: JWT
 claim_headers:
   authorization: sub
 `), func(string) string { return "" })
@@ -61,7 +69,7 @@ claim_headers:
 	for _, want := range []string{
 		"listen.grpc", "log.level", "issuers[0].name", "issuers[0].audiences",
 		"issuers[0].algorithms[0]", "issuers[0].algorithms[1]", "issuers[1].jwks_uri",
-		"issuers[2].jwks_uri", "issuers[2].leeway", "claim_headers",
+		"issuers[2].jwks_uri", "issuers[2].leeway", "issuers[2].require_typ", "claim_headers",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)

@@ -51,8 +51,23 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 	}
 
 	h := health.New()
+	// Readiness waits for the keys of required issuers only. The others
+	// answer UNAVAILABLE for their own tokens until their keys load, so
+	// that one IdP's JWKS outage at start does not take every issuer's
+	// traffic off this replica.
+	required := map[string]bool{}
 	for _, ic := range cfg.Issuers {
-		h.Register("issuer/"+ic.Name, "keys not loaded yet")
+		if ic.Required {
+			required[ic.Name] = true
+			h.Register("issuer/"+ic.Name, "keys not loaded yet")
+		} else {
+			log.Info("issuer not required: readiness does not wait for its keys", "issuer", ic.Name)
+		}
+	}
+	issuerLoaded := func(name string) {
+		if required[name] {
+			h.Set("issuer/"+name, true, "")
+		}
 	}
 	rv, err := openRevocations(cfg.Config, log, reg, h)
 	if err != nil {
@@ -75,7 +90,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		Registerer:         reg,
 		OnFetch: func(issuer, result string) {
 			if result != "error" {
-				h.Set("issuer/"+issuer, true, "")
+				issuerLoaded(issuer)
 			}
 		},
 	})
@@ -84,7 +99,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 	}
 	for name, loaded := range verifier.Loaded() {
 		if loaded {
-			h.Set("issuer/"+name, true, "")
+			issuerLoaded(name)
 		}
 	}
 	revoker, err := intake.NewRevoker(rv.store, rv.follower, cfg.intakeIssuers, nil)

@@ -47,6 +47,15 @@ func identity(iss *issuer, claims jwt.MapClaims) (*Identity, error) {
 		// token) is never an access token.
 		return nil, fmt.Errorf("%w: has an events claim", ErrType)
 	}
+	if !iss.cfg.AcceptIDTokens {
+		// Only OIDC ID tokens carry these (OIDC Core §3.1.3.6, §3.3.2.11);
+		// nonce is no signal: some IdPs put it in access tokens too.
+		for _, c := range [...]string{"at_hash", "c_hash"} {
+			if _, ok := claims[c]; ok {
+				return nil, fmt.Errorf("%w: has %s: an ID token", ErrType, c)
+			}
+		}
+	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil {
 		return nil, fmt.Errorf("%w: exp", ErrClaims)

@@ -32,7 +32,7 @@ func (v *Verifier) VerifyLogout(ctx context.Context, raw string) (*LogoutToken, 
 	if !wellFormed(raw, v.maxBytes) {
 		return nil, ErrMalformed
 	}
-	claims, iss, _, err := v.parse(ctx, raw, logoutTokenType)
+	claims, iss, _, err := v.parse(ctx, raw, logoutToken)
 	if err != nil {
 		return nil, err
 	}

@@ -50,6 +50,17 @@ func CheckAlgorithm(alg string, hmacSecret bool) error {
 	return nil
 }
 
+// CheckRequireTyp says whether typ may be an issuer's required access
+// token type: empty (none required), or at+jwt (RFC 9068), with or without
+// "application/". Any other would refuse every token, or none that
+// matters.
+func CheckRequireTyp(typ string) error {
+	if typ == "" || sameType(typ, "at+jwt") {
+		return nil
+	}
+	return fmt.Errorf("want at+jwt (RFC 9068) or nothing, got %q", typ)
+}
+
 // CheckURL is the rule for every URL keys are fetched from (a JWKS, a
 // discovery document, a redirect): https; plain http only on a loopback
 // host or when allowInsecureHTTP is set.

@@ -52,6 +52,15 @@ type Issuer struct {
 	// AllowInsecureHTTP allows keys fetched over plain http from a host
 	// other than loopback (configured, discovered, or redirected to).
 	AllowInsecureHTTP bool
+	// AcceptIDTokens accepts tokens that carry at_hash or c_hash, which only
+	// OIDC ID tokens do. Off, they are ErrType: an IdP that signs ID and
+	// access tokens alike (typ JWT, the same aud) would otherwise let an ID
+	// token, handed to the browser, pass as an access token.
+	AcceptIDTokens bool
+	// RequireTyp, when set (for example "at+jwt", RFC 9068), is the only
+	// header typ accepted for access tokens; "application/" may prefix it
+	// and case does not count. A token without typ is ErrType.
+	RequireTyp string
 }
 
 // Options configure a Verifier.
@@ -329,7 +338,7 @@ func (e *entry) current(now time.Time) bool {
 }
 
 func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*entry, error) {
-	claims, iss, used, err := v.parse(ctx, raw, accessTokenType)
+	claims, iss, used, err := v.parse(ctx, raw, accessToken)
 	if err != nil {
 		return nil, err
 	}
@@ -346,10 +355,22 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*entr
 	return &entry{id: id, iss: iss, keys: used}, nil
 }
 
+// use is what a token is presented as: the header types it may carry, and
+// whether its issuer's require_typ applies.
+type use struct {
+	typeOK     func(any) bool
+	requireTyp bool
+}
+
+var (
+	accessToken = use{typeOK: accessTokenType, requireTyp: true}
+	logoutToken = use{typeOK: logoutTokenType}
+)
+
 // parse checks the signature of raw with the keys of the issuer its iss
-// names, accepting the header types typeOK allows. It returns the claims
+// names, accepting the header types u allows. It returns the claims
 // unvalidated, the issuer, and the key set that verified (nil for HMAC).
-func (v *Verifier) parse(ctx context.Context, raw string, typeOK func(any) bool) (jwt.MapClaims, *issuer, *keys, error) {
+func (v *Verifier) parse(ctx context.Context, raw string, u use) (jwt.MapClaims, *issuer, *keys, error) {
 	claims := jwt.MapClaims{}
 	var (
 		iss  *issuer
@@ -357,7 +378,7 @@ func (v *Verifier) parse(ctx context.Context, raw string, typeOK func(any) bool)
 	)
 	_, err := v.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		var err error
-		iss, err = v.issuerFor(t, typeOK)
+		iss, err = v.issuerFor(t, u)
 		if err != nil {
 			return nil, err
 		}
@@ -376,7 +397,7 @@ func (v *Verifier) parse(ctx context.Context, raw string, typeOK func(any) bool)
 
 // issuerFor runs inside the parser, before any signature work: it binds the
 // token to its issuer and enforces that issuer's header rules.
-func (v *Verifier) issuerFor(t *jwt.Token, typeOK func(any) bool) (*issuer, error) {
+func (v *Verifier) issuerFor(t *jwt.Token, u use) (*issuer, error) {
 	if _, ok := t.Header["crit"]; ok {
 		// RFC 7515 §4.1.11: we understand no extensions, so we must reject.
 		return nil, ErrMalformed
@@ -386,7 +407,8 @@ func (v *Verifier) issuerFor(t *jwt.Token, typeOK func(any) bool) (*issuer, erro
 			return nil, ErrMalformed
 		}
 	}
-	if typ, ok := t.Header["typ"]; ok && !typeOK(typ) {
+	typ, hasTyp := t.Header["typ"]
+	if hasTyp && !u.typeOK(typ) {
 		return nil, ErrType
 	}
 	claims := t.Claims.(jwt.MapClaims)
@@ -394,6 +416,12 @@ func (v *Verifier) issuerFor(t *jwt.Token, typeOK func(any) bool) (*issuer, erro
 	iss, ok := v.issuers[name]
 	if !ok {
 		return nil, ErrIssuerUnknown
+	}
+	if u.requireTyp && iss.cfg.RequireTyp != "" {
+		s, _ := typ.(string)
+		if !hasTyp || !sameType(s, iss.cfg.RequireTyp) {
+			return nil, ErrType
+		}
 	}
 	alg := t.Method.Alg()
 	if !iss.allowed[alg] {
@@ -403,6 +431,18 @@ func (v *Verifier) issuerFor(t *jwt.Token, typeOK func(any) bool) (*issuer, erro
 		return nil, ErrAlgorithm
 	}
 	return iss, nil
+}
+
+// sameType compares two JWS typ values as RFC 7515 §4.1.9 says: media
+// types, case-insensitive, "application/" optional.
+func sameType(a, b string) bool {
+	trim := func(s string) string {
+		if len(s) > len("application/") && strings.EqualFold(s[:len("application/")], "application/") {
+			return s[len("application/"):]
+		}
+		return s
+	}
+	return strings.EqualFold(trim(a), trim(b))
 }
 
 func accessTokenType(typ any) bool {
