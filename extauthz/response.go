@@ -3,6 +3,8 @@ package extauthz
 import (
 	"encoding/json"
 	"net/http"
+	"sync"
+	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -22,47 +24,112 @@ var okStatus = &status.Status{Code: int32(reasons[ReasonAllowed].grpc)}
 
 // allowed is what an allow answer needs for one identity. It is built once per
 // verified token (kept with it in the verifier's cache) and shared, read only,
-// by every answer for that token.
+// by every answer for that token. It is one allocation, plus its headers
+// (two), the token's revocation lookups and the claim header values: a cache
+// of 100,000 tokens holds 100,000 of them.
 type allowed struct {
-	answer        *authv3.CheckResponse_OkResponse
-	iss, sub, jti *structpb.Value
-	keys          *storage.Keys // the token's revocation lookups
+	answer     authv3.CheckResponse_OkResponse
+	ok         authv3.OkHttpResponse
+	sub, jti   structpb.Value
+	subV, jtiV structpb.Value_StringValue
+	iss        *structpb.Value // shared by the issuer's tokens
+	keys       *storage.Keys   // the token's revocation lookups
+	size       int             // bytes held, for the verifier's cache
+}
+
+// headerPair is one upstream header in one allocation with its value.
+type headerPair struct {
+	option corev3.HeaderValueOption
+	value  corev3.HeaderValue
+}
+
+// issuerParts are the parts of an allow answer every token of one issuer
+// shares: its x-auth-issuer header and its metadata value.
+type issuerParts struct {
+	header *corev3.HeaderValueOption
+	value  *structpb.Value
+}
+
+func newIssuerParts(iss string) *issuerParts {
+	return &issuerParts{header: header(policy.HeaderIssuer, iss), value: structpb.NewStringValue(iss)}
 }
 
 // Derive returns the function the verifier calls once per verified token to
 // prepare its allow answer: identity headers set with OVERWRITE_IF_EXISTS_OR_ADD,
 // and every identity header it does not set listed in headers_to_remove.
-func Derive(headers *policy.HeaderMap, revocations Revocations) func(*token.Identity) any {
-	return func(id *token.Identity) any { return newAllowed(headers, revocations, id) }
+// Claim header values are computed here, once: the verifier keeps no claims.
+func Derive(headers *policy.HeaderMap, revocations Revocations) func(*token.Identity, map[string]any) any {
+	var issuers sync.Map // issuer → *issuerParts; bounded by the configured issuers
+	return func(id *token.Identity, claims map[string]any) any {
+		p, ok := issuers.Load(id.Issuer)
+		if !ok {
+			p, _ = issuers.LoadOrStore(id.Issuer, newIssuerParts(id.Issuer))
+		}
+		return newAllowed(headers, revocations, id, claims, p.(*issuerParts))
+	}
 }
 
-func newAllowed(headers *policy.HeaderMap, revocations Revocations, id *token.Identity) *allowed {
-	set := headers.Headers(id.Issuer, id.Subject, id.TokenID, id.Claims)
-	ok := &authv3.OkHttpResponse{Headers: make([]*corev3.HeaderValueOption, 0, len(set))}
+// newAllowed prepares the allow answer for id. With shared nil, the
+// issuer's parts are made for this answer alone.
+func newAllowed(headers *policy.HeaderMap, revocations Revocations, id *token.Identity, claims map[string]any, shared *issuerParts) *allowed {
+	set := headers.Headers(id.Issuer, id.Subject, id.TokenID, claims)
+	if shared == nil {
+		shared = newIssuerParts(id.Issuer)
+	}
+	a := &allowed{iss: shared.value}
+	a.answer.OkResponse = &a.ok
+	a.subV.StringValue, a.sub.Kind = id.Subject, &a.subV
+	a.jtiV.StringValue, a.jti.Kind = id.TokenID, &a.jtiV
+	a.size = token.HeapBytes(int(unsafe.Sizeof(*a)))
+
+	own := len(set) // headers of this answer alone: all but the issuer's
+	for _, h := range set {
+		if h.Name == policy.HeaderIssuer {
+			own--
+		}
+	}
+	pairs := make([]headerPair, own)
+	a.ok.Headers = make([]*corev3.HeaderValueOption, 0, len(set))
+	a.size += token.HeapBytes(own*int(unsafe.Sizeof(headerPair{}))) + token.HeapBytes(8*len(set))
 	isSet := make(map[string]bool, len(set))
 	for _, h := range set {
 		isSet[h.Name] = true
-		ok.Headers = append(ok.Headers, &corev3.HeaderValueOption{
-			Header:       &corev3.HeaderValue{Key: h.Name, Value: h.Value},
-			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-		})
+		if h.Name == policy.HeaderIssuer {
+			a.ok.Headers = append(a.ok.Headers, shared.header)
+			continue
+		}
+		p := &pairs[0]
+		pairs = pairs[1:]
+		p.value.Key, p.value.Value = h.Name, h.Value
+		p.option.Header = &p.value
+		p.option.AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		a.ok.Headers = append(a.ok.Headers, &p.option)
+		if h.Name != policy.HeaderSubject && h.Name != policy.HeaderTokenID {
+			a.size += token.HeapBytes(len(h.Value)) // a claim's value: this answer's own
+		}
 	}
 	for _, name := range headers.Names() {
 		if !isSet[name] {
-			ok.HeadersToRemove = append(ok.HeadersToRemove, name)
+			a.ok.HeadersToRemove = append(a.ok.HeadersToRemove, name)
 		}
 	}
-	a := &allowed{
-		answer: &authv3.CheckResponse_OkResponse{OkResponse: ok},
-		iss:    structpb.NewStringValue(id.Issuer),
-		sub:    structpb.NewStringValue(id.Subject),
-		jti:    structpb.NewStringValue(id.TokenID),
-	}
+	a.size += token.HeapBytes(cap(a.ok.HeadersToRemove) * int(unsafe.Sizeof("")))
 	if revocations != nil {
 		a.keys = revocations.Keys(id.Issuer, id.TokenID, id.SessionID, id.Subject, id.Audience)
+		// storage.Keys: two hashed keys, flags and the cutoff levels (the
+		// issuer, each audience, and with a subject, the subject and
+		// subject + each audience), 16 bytes each.
+		levels := 1 + len(id.Audience)
+		if id.Subject != "" {
+			levels *= 2
+		}
+		a.size += token.HeapBytes(64) + token.HeapBytes(16*levels)
 	}
 	return a
 }
+
+// Size is the bytes a holds, as the verifier's cache counts them.
+func (a *allowed) Size() int { return a.size }
 
 // allowAnswer holds every per-request object of an allow answer, so that
 // one allocation makes them all; the identity's parts are shared.
@@ -81,11 +148,11 @@ func allowResponse(a *allowed, decisionID string) *authv3.CheckResponse {
 		"reason":      reasonValues[ReasonAllowed],
 		"decision_id": &x.id,
 		"iss":         a.iss,
-		"sub":         a.sub,
-		"jti":         a.jti,
+		"sub":         &a.sub,
+		"jti":         &a.jti,
 	}
 	x.resp.Status = okStatus
-	x.resp.HttpResponse = a.answer
+	x.resp.HttpResponse = &a.answer
 	x.resp.DynamicMetadata = &x.meta
 	return &x.resp
 }

@@ -185,7 +185,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	a, ok := id.Derived.(*allowed)
 	if !ok {
-		a = newAllowed(s.headers, s.revocations, id)
+		// A verifier without Derive keeps no claims: the answer carries the
+		// identity headers, and removes the claim headers.
+		a = newAllowed(s.headers, s.revocations, id, nil, nil)
 	}
 	route, onLogout := s.logoutRoutes.Match(r.host, r.path, r.method)
 	onLogout = onLogout && s.logout != nil

@@ -144,8 +144,11 @@ type LogConfig struct {
 	DenialsPerSecond float64 `yaml:"denials_per_second"`
 }
 
+// CacheConfig bounds the verified-token cache twice: in entries and in
+// bytes (as its weigher counts them). Both hold; 0 in either turns it off.
 type CacheConfig struct {
 	MaxEntries int `yaml:"max_entries"`
+	MaxBytes   int `yaml:"max_bytes"`
 }
 
 type JWKSConfig struct {
@@ -196,7 +199,7 @@ func defaultConfig() Config {
 	return Config{
 		Listen:      ListenConfig{GRPC: "127.0.0.1:9191", HTTP: "127.0.0.1:8181"},
 		Log:         LogConfig{Level: "info", Format: "json", DenialsPerSecond: 100},
-		Cache:       CacheConfig{MaxEntries: 100_000},
+		Cache:       CacheConfig{MaxEntries: 100_000, MaxBytes: token.DefaultCacheMaxBytes},
 		JWKS:        JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
 		Tokens:      TokensConfig{MaxBytes: 16 << 10},
 		Storage:     StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, MaxConns: 10},
@@ -313,6 +316,9 @@ func (c Config) build() (settings, error) {
 	}
 	if c.Cache.MaxEntries < 0 {
 		bad("cache.max_entries", "must be 0 (off) or more")
+	}
+	if c.Cache.MaxBytes != 0 && c.Cache.MaxBytes < minCacheBytes {
+		bad("cache.max_bytes", "must be 0 (off) or at least %d", minCacheBytes)
 	}
 	if c.JWKS.RefreshInterval < time.Second {
 		bad("jwks.refresh_interval", "must be at least 1s")
@@ -536,4 +542,17 @@ func (c Config) issuerRef(ref string) (IssuerConfig, bool) {
 		}
 	}
 	return IssuerConfig{}, false
+}
+
+// minCacheBytes is the smallest byte bound for the verified-token cache: a
+// few hundred tokens.
+const minCacheBytes = 1 << 20
+
+// cacheEntries is the verifier's entry bound: 0 (no cache) when either
+// bound is 0.
+func (c CacheConfig) cacheEntries() int {
+	if c.MaxBytes == 0 {
+		return 0
+	}
+	return c.MaxEntries
 }

@@ -35,7 +35,8 @@ issuers:
 	if ti := cfg.issuers[0]; ti.AcceptIDTokens || ti.RequireTyp != "" {
 		t.Errorf("verifier issuer: accept ID tokens %v, require typ %q; want false, none", ti.AcceptIDTokens, ti.RequireTyp)
 	}
-	if cfg.Listen.GRPC != "127.0.0.1:9191" || cfg.Listen.HTTP != "127.0.0.1:8181" || cfg.Cache.MaxEntries != 100000 {
+	if cfg.Listen.GRPC != "127.0.0.1:9191" || cfg.Listen.HTTP != "127.0.0.1:8181" || cfg.Cache.MaxEntries != 100000 ||
+		cfg.Cache.MaxBytes != 64<<20 {
 		t.Errorf("defaults: %+v %+v", cfg.Listen, cfg.Cache)
 	}
 }
@@ -45,6 +46,7 @@ func TestConfigReportsEveryProblem(t *testing.T) {
 	_, err := loadConfig(strings.NewReader(`
 listen: {grpc: "nope"}
 log: {level: loud}
+cache: {max_bytes: 4096}
 issuers:
   - name: Bad Name
     issuer: https://a.example
@@ -67,7 +69,7 @@ claim_headers:
 		t.Fatal("invalid config accepted")
 	}
 	for _, want := range []string{
-		"listen.grpc", "log.level", "issuers[0].name", "issuers[0].audiences",
+		"listen.grpc", "log.level", "cache.max_bytes", "issuers[0].name", "issuers[0].audiences",
 		"issuers[0].algorithms[0]", "issuers[0].algorithms[1]", "issuers[1].jwks_uri",
 		"issuers[2].jwks_uri", "issuers[2].leeway", "issuers[2].require_typ", "claim_headers",
 	} {

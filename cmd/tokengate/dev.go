@@ -67,6 +67,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	tuneMemory(getenv, "/", log)
 	return serve(ctx, built, log, serveHooks{
 		grpcListener: grpcLis,
 		httpListener: httpLis,

@@ -127,6 +127,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	tuneMemory(getenv, "/", log)
 	return serve(ctx, cfg, log, serveHooks{})
 }
 

@@ -80,7 +80,8 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 	}()
 	verifier, err := token.New(token.Options{
 		Issuers:            cfg.issuers,
-		CacheMaxEntries:    cfg.Cache.MaxEntries,
+		CacheMaxEntries:    cfg.Cache.cacheEntries(),
+		CacheMaxBytes:      cfg.Cache.MaxBytes,
 		MaxTokenBytes:      cfg.Tokens.MaxBytes,
 		RefreshInterval:    cfg.JWKS.RefreshInterval,
 		UnknownKIDInterval: cfg.JWKS.UnknownKIDInterval,

@@ -1,6 +1,7 @@
 package intake
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/storage"
 )
 
@@ -24,7 +26,7 @@ type AdminOptions struct {
 	Token       string
 	Revoker     *Revoker
 	Store       storage.Store
-	Verifier    Verifier
+	Verifier    AdminVerifier
 	Revocations Revocations
 	// Fresh says whether this replica's revocation view can be trusted
 	// (loaded, and not older than max_staleness); introspection answers 503
@@ -32,6 +34,13 @@ type AdminOptions struct {
 	Fresh  func() bool
 	Logger *slog.Logger
 	Now    func() time.Time
+}
+
+// AdminVerifier verifies presented tokens (revoke by value) and reads all
+// their claims (introspection).
+type AdminVerifier interface {
+	Verifier
+	Introspect(ctx context.Context, raw string) (*token.Identity, map[string]any, error)
 }
 
 // Admin is the admin API: revoke, list, unrevoke, introspect.
@@ -358,7 +367,7 @@ func (a *Admin) introspect(w http.ResponseWriter, r *http.Request) {
 	}
 	inactive := map[string]any{"active": false}
 	w.Header().Set("Cache-Control", "no-store")
-	id, err := a.opts.Verifier.Verify(r.Context(), r.PostForm.Get("token"))
+	id, claims, err := a.opts.Verifier.Introspect(r.Context(), r.PostForm.Get("token"))
 	if err != nil {
 		writeJSON(w, http.StatusOK, inactive)
 		return
@@ -373,10 +382,7 @@ func (a *Admin) introspect(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, inactive)
 		return
 	}
-	out := make(map[string]any, len(id.Claims)+2)
-	for k, v := range id.Claims {
-		out[k] = v
-	}
+	out := claims
 	out["active"] = true
 	out["token_type"] = "Bearer"
 	writeJSON(w, http.StatusOK, out)

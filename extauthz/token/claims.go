@@ -38,46 +38,45 @@ func wellFormed(raw string, maxBytes int) bool {
 	return dots == 2
 }
 
-// identity reads the verified claims. exp and iat are required, exp − iat is
-// bounded by the issuer's maximum lifetime, and the string claims we forward
-// must be strings.
-func identity(iss *issuer, claims jwt.MapClaims) (*Identity, error) {
+// identity reads the verified claims into id. exp and iat are required,
+// exp − iat is bounded by the issuer's maximum lifetime, and the string
+// claims we forward must be strings.
+func identity(id *Identity, iss *issuer, claims jwt.MapClaims) error {
 	if _, ok := claims["events"]; ok {
 		// A security event token (such as an untyped back-channel logout
 		// token) is never an access token.
-		return nil, fmt.Errorf("%w: has an events claim", ErrType)
+		return fmt.Errorf("%w: has an events claim", ErrType)
 	}
 	if !iss.cfg.AcceptIDTokens {
 		// Only OIDC ID tokens carry these (OIDC Core §3.1.3.6, §3.3.2.11);
 		// nonce is no signal: some IdPs put it in access tokens too.
 		for _, c := range [...]string{"at_hash", "c_hash"} {
 			if _, ok := claims[c]; ok {
-				return nil, fmt.Errorf("%w: has %s: an ID token", ErrType, c)
+				return fmt.Errorf("%w: has %s: an ID token", ErrType, c)
 			}
 		}
 	}
 	exp, err := claims.GetExpirationTime()
 	if err != nil || exp == nil {
-		return nil, fmt.Errorf("%w: exp", ErrClaims)
+		return fmt.Errorf("%w: exp", ErrClaims)
 	}
 	iat, err := claims.GetIssuedAt()
 	if err != nil || iat == nil {
-		return nil, fmt.Errorf("%w: iat", ErrClaims)
+		return fmt.Errorf("%w: iat", ErrClaims)
 	}
 	if exp.Sub(iat.Time) > iss.cfg.MaxTokenLifetime {
-		return nil, ErrLifetimeTooLong
+		return ErrLifetimeTooLong
 	}
 	aud, err := claims.GetAudience()
 	if err != nil {
-		return nil, fmt.Errorf("%w: aud", ErrClaims)
+		return fmt.Errorf("%w: aud", ErrClaims)
 	}
-	id := &Identity{
+	*id = Identity{
 		Issuer:     iss.cfg.Issuer,
 		IssuerName: iss.cfg.Name,
-		Audience:   aud,
+		Audience:   iss.audience(aud),
 		IssuedAt:   iat.Time,
 		ExpiresAt:  exp.Time,
-		Claims:     claims,
 	}
 	for _, c := range [...]struct {
 		name string
@@ -89,9 +88,9 @@ func identity(iss *issuer, claims jwt.MapClaims) (*Identity, error) {
 		}
 		s, ok := v.(string)
 		if !ok {
-			return nil, fmt.Errorf("%w: %s", ErrClaims, c.name)
+			return fmt.Errorf("%w: %s", ErrClaims, c.name)
 		}
 		*c.dst = s
 	}
-	return id, nil
+	return nil
 }

@@ -68,6 +68,10 @@ type Options struct {
 	Issuers []Issuer
 	// CacheMaxEntries bounds the verified-token cache; 0 disables it.
 	CacheMaxEntries int
+	// CacheMaxBytes bounds the cache's weight, the bytes its entries hold
+	// by the weigher's count (see cache.go); 0 means DefaultCacheMaxBytes.
+	// Both bounds hold at once.
+	CacheMaxBytes int
 	// MaxTokenBytes: longer tokens are malformed without further work.
 	MaxTokenBytes int
 	// RefreshInterval is how often each JWKS is fetched again.
@@ -79,10 +83,12 @@ type Options struct {
 	HTTPClient *http.Client
 	Logger     *slog.Logger
 	Now        func() time.Time
-	// Derive, when set, is called once per verified token; its result is
-	// kept in Identity.Derived for as long as the token stays cached (the
-	// adapter keeps its ready-made upstream headers there).
-	Derive func(*Identity) any
+	// Derive, when set, is called once per verified token with its verified
+	// claims; its result is kept in Identity.Derived for as long as the
+	// token stays cached (the adapter keeps its ready-made upstream headers
+	// there). The claims are not kept: Derive must copy what it needs. A
+	// result with a method Size() int is charged to the cache by it.
+	Derive func(id *Identity, claims map[string]any) any
 	// OnFetch is told of every JWKS fetch: issuer name and "changed",
 	// "unchanged" or "error" (cmd marks an issuer ready with it). Fetches
 	// are counted in tokengate_jwks_fetches_total whether or not it is set.
@@ -95,8 +101,11 @@ type Options struct {
 // fetchResults are the values of tokengate_jwks_fetches_total's result label.
 var fetchResults = []string{"changed", "unchanged", "error"}
 
-// Identity is what a verified token says. It is shared between requests and
-// must not be modified.
+// Identity is what a verified token says, as far as decisions need it: the
+// claims that revocations are keyed by, and the times. The other claims are
+// not kept (a cached identity must stay small); Options.Derive sees them
+// once, and Verifier.Introspect reads them again. An Identity is shared
+// between requests and must not be modified.
 type Identity struct {
 	Issuer     string // the iss claim
 	IssuerName string // the configured name
@@ -106,7 +115,6 @@ type Identity struct {
 	Audience   []string
 	IssuedAt   time.Time
 	ExpiresAt  time.Time
-	Claims     map[string]any
 	Derived    any
 }
 
@@ -118,7 +126,7 @@ type Verifier struct {
 	cache    *otter.Cache[[sha256.Size]byte, *entry]
 	maxBytes int
 	now      func() time.Time
-	derive   func(*Identity) any
+	derive   func(*Identity, map[string]any) any
 }
 
 type issuer struct {
@@ -129,10 +137,13 @@ type issuer struct {
 	keys            *keySet        // nil for an HMAC-only issuer
 }
 
+// entry is one cached verified token: its identity and what says whether
+// it still stands, in one allocation.
 type entry struct {
-	id   *Identity
-	keys *keys // the key set that verified it; nil for HMAC
-	iss  *issuer
+	id     Identity
+	keys   *keys // the key set that verified it; nil for HMAC
+	iss    *issuer
+	weight uint32 // bytes held, as the weigher counts them
 }
 
 // New builds a Verifier. Keys are fetched by Run.
@@ -175,12 +186,7 @@ func New(opts Options) (*Verifier, error) {
 		parser: jwt.NewParser(jwt.WithoutClaimsValidation()),
 	}
 	if opts.CacheMaxEntries > 0 {
-		c, err := otter.New(&otter.Options[[sha256.Size]byte, *entry]{
-			MaximumSize: opts.CacheMaxEntries,
-			ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[[sha256.Size]byte, *entry]) time.Duration {
-				return e.Value.id.ExpiresAt.Sub(v.now())
-			}),
-		})
+		c, err := newCache(opts.CacheMaxEntries, opts.CacheMaxBytes, v.now)
 		if err != nil {
 			return nil, fmt.Errorf("verified-token cache: %w", err)
 		}
@@ -312,7 +318,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 		// No copy of the token: Sum256 only reads its input.
 		key = sha256.Sum256(unsafe.Slice(unsafe.StringData(raw), len(raw)))
 		if e, ok := v.cache.GetIfPresent(key); ok && e.current(now) {
-			return e.id, nil
+			return &e.id, nil
 		}
 	}
 	if !wellFormed(raw, v.maxBytes) {
@@ -325,7 +331,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	if v.cache != nil {
 		v.cache.Set(key, e)
 	}
-	return e.id, nil
+	return &e.id, nil
 }
 
 // current reports whether a cached entry still stands: not expired, and
@@ -345,14 +351,15 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*entr
 	if err := iss.validator.Validate(claims); err != nil {
 		return nil, classify(err)
 	}
-	id, err := identity(iss, claims)
-	if err != nil {
+	e := &entry{iss: iss, keys: used}
+	if err := identity(&e.id, iss, claims); err != nil {
 		return nil, err
 	}
 	if v.derive != nil {
-		id.Derived = v.derive(id)
+		e.id.Derived = v.derive(&e.id, claims)
 	}
-	return &entry{id: id, iss: iss, keys: used}, nil
+	e.weight = e.size()
+	return e, nil
 }
 
 // use is what a token is presented as: the header types it may carry, and

@@ -45,7 +45,7 @@ func newFixture(t *testing.T, mutate func(*token.Options)) *fixture {
 		RefreshInterval:    time.Hour,
 		UnknownKIDInterval: time.Hour,
 		Now:                func() time.Time { return *f.now.Load() },
-		Derive:             func(*token.Identity) any { f.derived.Add(1); return nil },
+		Derive:             func(*token.Identity, map[string]any) any { f.derived.Add(1); return nil },
 	}
 	if mutate != nil {
 		mutate(&opts)
