@@ -29,6 +29,13 @@ const channel = "tokengate_changes"
 // sweepLock is the advisory lock that lets one replica sweep at a time.
 const sweepLock = 0x746f6b656e737770 // "tokenswp"
 
+// SweepMargin is how far behind the database server's clock a sweep
+// deletes: an entry, event id or change goes only once it expired (or
+// passed its retention) at least this long ago by the server's clock. A
+// replica whose clock lags the server's by less than this never reads an
+// entry as live that a sweep has deleted.
+const SweepMargin = time.Minute
+
 // Options configure Open.
 type Options struct {
 	// MaxConns bounds the pool (default 10).
@@ -450,12 +457,25 @@ func (s *Store) Changes(ctx context.Context, after uint64, limit int) ([]storage
 
 // Sweep deletes expired entries and event ids, and changes older than
 // keepChanges. Only one replica sweeps at a time; the others return 0.
+//
+// Time is the database server's: without an injected clock (Options.Now)
+// the sweep ignores the caller's now and deletes what expired before the
+// server's now() minus SweepMargin, so that a replica whose clock runs
+// ahead cannot delete revocations that every other replica still holds
+// live (a sweep makes no change in the feed: a replica loading a snapshot
+// later would never see them). With an injected clock, now is used as
+// given, for tests that move time.
 func (s *Store) Sweep(ctx context.Context, now time.Time, keepChanges time.Duration) (int, error) {
 	var n int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var locked bool
 		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", int64(sweepLock)).Scan(&locked); err != nil || !locked {
 			return err
+		}
+		if s.now == nil {
+			if err := tx.QueryRow(ctx, "SELECT now() - $1::interval", SweepMargin).Scan(&now); err != nil {
+				return err
+			}
 		}
 		tag, err := tx.Exec(ctx, "DELETE FROM tokengate_revocations WHERE expires_at <= $1", now)
 		if err != nil {
