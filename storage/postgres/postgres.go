@@ -85,7 +85,9 @@ func Open(url string, opts Options) (*Store, error) {
 		opts.ListenReconnectDelay = time.Second
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "tokengate"
-	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	if cfg.ConnConfig.ConnectTimeout == 0 { // the URL's connect_timeout wins
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", redact(err))
