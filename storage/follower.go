@@ -48,7 +48,9 @@ type FollowerOptions struct {
 // Follower keeps an Index current from a Store: it loads a snapshot at start
 // (retrying with backoff), then applies the change feed in order, woken by
 // the store's notifications and by a periodic poll. A gap or a truncated
-// feed makes it reload. It records when it last heard from the store, so the
+// feed makes it reload; so does a reset feed (a promoted standby, a
+// restore, a re-created database), which it logs as an error and counts,
+// with the entries the reload lost. It records when it last heard from the store, so the
 // check path can tell how stale its view may be. When asked, it also sweeps
 // the store of expired entries.
 type Follower struct {
@@ -190,11 +192,11 @@ func (f *Follower) lock(ctx context.Context) error {
 
 func (f *Follower) unlock() { <-f.turn }
 
-// changes is one Changes read, bounded by ReadTimeout.
-func (f *Follower) changes(ctx context.Context) ([]Change, error) {
+// changes is one Changes read after at, bounded by ReadTimeout.
+func (f *Follower) changes(ctx context.Context, at Position) ([]Change, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.opts.ReadTimeout)
 	defer cancel()
-	return f.store.Changes(ctx, f.index.Seq(), f.opts.BatchSize)
+	return f.store.Changes(ctx, at, f.opts.BatchSize)
 }
 
 // CatchUp reads and applies every change after the index's sequence. Each
@@ -205,7 +207,11 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 	}
 	defer f.unlock()
 	for {
-		changes, err := f.changes(ctx)
+		at := f.index.Position()
+		changes, err := f.changes(ctx, at)
+		if errors.Is(err, ErrFeedReset) {
+			return f.resetLocked(ctx, at)
+		}
 		if errors.Is(err, ErrTruncated) {
 			f.opts.Logger.Warn("change feed truncated past this replica's position; reloading", "seq", f.index.Seq())
 			return f.reloadLocked(ctx)
@@ -229,11 +235,10 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 // WaitFor returns once the index has applied seq (read-your-writes: a write
 // made through this replica is in its index before the write call returns),
 // or with an error when ctx ends first, even while another catch-up is
-// under way.
+// under way. It always reads the feed first: an index already past seq may
+// be past it in a feed that has since been reset, where seq names another
+// change.
 func (f *Follower) WaitFor(ctx context.Context, seq uint64) error {
-	if f.index.Seq() >= seq {
-		return nil
-	}
 	if err := f.CatchUp(ctx); err != nil {
 		return err
 	}
@@ -259,6 +264,26 @@ func (f *Follower) reloadLocked(ctx context.Context) error {
 		return err
 	}
 	f.synced()
+	return nil
+}
+
+// resetLocked reloads after the feed at `at` was reset, and reports it: the
+// sequence numbers it applied mean nothing in the new feed, and whatever
+// the old one held that the new one lacks (changes lost with a failed
+// primary's unreplicated tail, for example) is gone from the index too.
+func (f *Follower) resetLocked(ctx context.Context, at Position) error {
+	ctx, cancel := context.WithTimeout(ctx, f.opts.ReadTimeout)
+	defer cancel()
+	lost, err := f.index.load(ctx, f.store, f.opts.Now())
+	if err != nil {
+		return err
+	}
+	f.synced()
+	f.metrics.resets.Inc()
+	f.metrics.lost.Add(float64(lost))
+	now := f.index.Position()
+	f.opts.Logger.Error("revocation feed reset (failover, restore or new database); reloaded the snapshot",
+		"old_feed", at.Feed, "old_seq", at.Seq, "feed", now.Feed, "seq", now.Seq, "lost_entries", lost)
 	return nil
 }
 

@@ -51,16 +51,16 @@ func (s *hangingStore) block(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (s *hangingStore) Changes(ctx context.Context, after uint64, limit int) ([]storage.Change, error) {
+func (s *hangingStore) Changes(ctx context.Context, after storage.Position, limit int) ([]storage.Change, error) {
 	if err := s.block(ctx); err != nil {
 		return nil, err
 	}
 	return s.Store.Changes(ctx, after, limit)
 }
 
-func (s *hangingStore) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (uint64, error) {
+func (s *hangingStore) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (storage.Position, error) {
 	if err := s.block(ctx); err != nil {
-		return 0, err
+		return storage.Position{}, err
 	}
 	return s.Store.Snapshot(ctx, now, fn)
 }

@@ -22,6 +22,7 @@ type Index struct {
 
 	mu      sync.RWMutex
 	entries map[ident]slot
+	feed    string
 	seq     uint64
 	counts  [KindCutoff + 1]int
 }
@@ -126,6 +127,13 @@ func (x *Index) Seq() uint64 {
 	return x.seq
 }
 
+// Position is the feed the index follows and the last change applied.
+func (x *Index) Position() Position {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return Position{Feed: x.feed, Seq: x.seq}
+}
+
 // Counts returns the number of entries by kind.
 func (x *Index) Counts() map[Kind]int {
 	x.mu.RLock()
@@ -145,12 +153,20 @@ func (x *Index) Len() int {
 }
 
 // Load replaces the index with a snapshot of the store: afterwards it holds
-// exactly the snapshot's entries, at the snapshot's sequence. Lookups keep
+// exactly the snapshot's entries, at the snapshot's position. Lookups keep
 // using the old entries until the new ones are complete.
 func (x *Index) Load(ctx context.Context, s Store, now time.Time) error {
+	_, err := x.load(ctx, s, now)
+	return err
+}
+
+// load is Load; it also returns how many entries live at now the snapshot
+// lost: entries the index held that the snapshot lacks, or holds with an
+// earlier expiry or cutoff.
+func (x *Index) load(ctx context.Context, s Store, now time.Time) (lost int, err error) {
 	m := make(map[ident]slot, x.Len())
 	var counts [KindCutoff + 1]int
-	seq, err := s.Snapshot(ctx, now, func(r Revocation) error {
+	pos, err := s.Snapshot(ctx, now, func(r Revocation) error {
 		id := x.ident(r.Kind, r.Issuer, r.Key, r.Audience)
 		if _, dup := m[id]; !dup && r.Kind <= KindCutoff {
 			counts[r.Kind]++
@@ -159,12 +175,21 @@ func (x *Index) Load(ctx context.Context, s Store, now time.Time) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
+	nowS := now.Unix()
 	x.mu.Lock()
-	x.entries, x.seq, x.counts = m, seq, counts
-	x.mu.Unlock()
-	return nil
+	defer x.mu.Unlock()
+	for id, old := range x.entries {
+		if old.expires <= nowS {
+			continue
+		}
+		if got, ok := m[id]; !ok || got.expires < old.expires || got.before < old.before {
+			lost++
+		}
+	}
+	x.entries, x.feed, x.seq, x.counts = m, pos.Feed, pos.Seq, counts
+	return lost, nil
 }
 
 // Apply applies changes in order. Each must be the next sequence number;

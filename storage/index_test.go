@@ -118,12 +118,12 @@ func TestRemove(t *testing.T) {
 // follower can neither apply nor reload.
 type gapStore struct{ storage.Store }
 
-func (gapStore) Changes(context.Context, uint64, int) ([]storage.Change, error) {
+func (gapStore) Changes(context.Context, storage.Position, int) ([]storage.Change, error) {
 	return []storage.Change{{Seq: 5, Op: storage.OpPut}}, nil
 }
 
-func (gapStore) Snapshot(context.Context, time.Time, func(storage.Revocation) error) (uint64, error) {
-	return 0, errors.New("snapshot timed out")
+func (gapStore) Snapshot(context.Context, time.Time, func(storage.Revocation) error) (storage.Position, error) {
+	return storage.Position{}, errors.New("snapshot timed out")
 }
 
 // TestFollowerStuckOnAGapGoesStale: reading the feed is not enough to count

@@ -51,14 +51,14 @@ func (i *instrumented) Unrevoke(ctx context.Context, id int64, source string) (U
 	return u, err
 }
 
-func (i *instrumented) Snapshot(ctx context.Context, now time.Time, fn func(Revocation) error) (uint64, error) {
+func (i *instrumented) Snapshot(ctx context.Context, now time.Time, fn func(Revocation) error) (Position, error) {
 	start := time.Now()
-	seq, err := i.Store.Snapshot(ctx, now, fn)
+	pos, err := i.Store.Snapshot(ctx, now, fn)
 	i.observe("snapshot", time.Since(start), err)
-	return seq, err
+	return pos, err
 }
 
-func (i *instrumented) Changes(ctx context.Context, after uint64, limit int) ([]Change, error) {
+func (i *instrumented) Changes(ctx context.Context, after Position, limit int) ([]Change, error) {
 	start := time.Now()
 	cs, err := i.Store.Changes(ctx, after, limit)
 	i.observe("changes", time.Since(start), err)

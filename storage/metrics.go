@@ -29,6 +29,8 @@ func newOpDuration() *prometheus.HistogramVec {
 type followerMetrics struct {
 	syncLag prometheus.Observer
 	swept   struct{ store, index prometheus.Counter }
+	resets  prometheus.Counter
+	lost    prometheus.Counter
 }
 
 // newFollowerMetrics registers f's series with reg (nil: not registered):
@@ -43,10 +45,18 @@ func newFollowerMetrics(f *Follower, reg prometheus.Registerer) (*followerMetric
 		Name: "tokengate_revocations_swept_total",
 		Help: "Expired revocations deleted from the store (where=store) or dropped from this replica's index (where=index).",
 	}, []string{"where"})
-	m := &followerMetrics{syncLag: syncLag}
+	resets := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tokengate_revocation_feed_resets_total",
+		Help: "Times this replica found the change feed reset (failover, restore, new database) and reloaded a snapshot.",
+	})
+	lost := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tokengate_revocations_lost_total",
+		Help: "Live revocations this replica held that a reset feed no longer had (lost with a failed primary's unreplicated writes, or unrevoked meanwhile).",
+	})
+	m := &followerMetrics{syncLag: syncLag, resets: resets, lost: lost}
 	m.swept.store, m.swept.index = swept.WithLabelValues("store"), swept.WithLabelValues("index")
 	if reg != nil {
-		if err := register(reg, syncLag, swept, &indexCollector{f: f}); err != nil {
+		if err := register(reg, syncLag, swept, resets, lost, &indexCollector{f: f}); err != nil {
 			return nil, err
 		}
 	}

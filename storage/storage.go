@@ -199,6 +199,17 @@ type ListOptions struct {
 	Limit   int   // default 100, at most 1000
 }
 
+// Position is a reader's place in a store's change feed.
+type Position struct {
+	// Feed is the feed's identity. It is fixed for a feed's history and
+	// changes when that history may have been rewritten: a new database
+	// or file, a restore, a promoted standby. Sequence numbers of two
+	// feeds are never comparable.
+	Feed string
+	// Seq is the last change applied.
+	Seq uint64
+}
+
 // Sentinel errors.
 var (
 	ErrNotFound = errors.New("revocation not found")
@@ -206,6 +217,12 @@ var (
 	// the given sequence: the reader must reload a snapshot.
 	ErrTruncated = errors.New("change feed truncated")
 	ErrInvalid   = errors.New("invalid revocation")
+	// ErrFeedReset means the change feed is not the one the reader followed:
+	// its identity changed (a re-created database, a restore, a promoted
+	// standby) or it moved back below the reader's sequence. Sequence
+	// numbers from before are meaningless: the reader must reload a
+	// snapshot, and whatever it held that the new feed lacks is gone.
+	ErrFeedReset = errors.New("change feed reset")
 	// ErrUnavailable wraps errors from an unreachable store.
 	ErrUnavailable = errors.New("store unavailable")
 )
@@ -234,7 +251,12 @@ var (
 //     the database server's, one clock for every replica; either can be
 //     injected for tests): it stamps CreatedAt and Change.At and decides
 //     whether an event id is still remembered. Snapshot and Sweep take now
-//     explicitly: the caller's clock decides what they skip and delete.
+//     explicitly: the caller's clock decides what Snapshot skips, and what
+//     Sweep deletes unless the backend has one clock of its own (see
+//     postgres.SweepMargin).
+//   - The feed has an identity (Position.Feed), reported by Snapshot and
+//     checked by Changes: a reader of another feed, or of a feed whose last
+//     sequence is below the reader's, gets ErrFeedReset, never changes.
 //   - Every change gets the next sequence number (no gaps), and a change is
 //     visible to Changes only when every change with a smaller number is:
 //     a reader that applied N has seen every change ≤ N, even under
@@ -250,16 +272,22 @@ type Store interface {
 	Get(ctx context.Context, id int64) (Revocation, error)
 	List(ctx context.Context, opts ListOptions) ([]Revocation, error)
 	// Snapshot calls fn with every entry not expired at now, from one
-	// consistent view, and returns the sequence number that view reflects.
-	Snapshot(ctx context.Context, now time.Time, fn func(Revocation) error) (uint64, error)
-	// Changes returns up to limit changes with Seq > after, in order. It
-	// returns ErrTruncated when changes after `after` were pruned.
-	Changes(ctx context.Context, after uint64, limit int) ([]Change, error)
+	// consistent view, and returns the feed position that view reflects.
+	Snapshot(ctx context.Context, now time.Time, fn func(Revocation) error) (Position, error)
+	// Changes returns up to limit changes with Seq > after.Seq, in order. It
+	// returns ErrFeedReset when the feed is no longer after.Feed or its last
+	// sequence is below after.Seq, and ErrTruncated when changes after
+	// after.Seq were pruned.
+	Changes(ctx context.Context, after Position, limit int) ([]Change, error)
 	// Notify returns a channel that receives (without blocking the store)
 	// when changes may be available. It may miss some: readers also poll.
 	Notify() <-chan struct{}
 	// Sweep deletes entries and event ids expired at now, and changes older
-	// than keepChanges. It returns how many entries it deleted.
+	// than keepChanges. It returns how many entries it deleted. A store
+	// shared by many replicas may go by its own clock instead, never later
+	// than now would: PostgreSQL without an injected clock uses the server's
+	// now() minus a margin, so that a replica whose clock runs ahead cannot
+	// delete revocations that are live for the others.
 	Sweep(ctx context.Context, now time.Time, keepChanges time.Duration) (int, error)
 	Close() error
 }

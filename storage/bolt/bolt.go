@@ -7,7 +7,9 @@ package bolt
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -20,7 +22,7 @@ import (
 )
 
 var (
-	bucketMeta    = []byte("meta")    // seq, pruned
+	bucketMeta    = []byte("meta")    // seq, pruned, feed
 	bucketRevs    = []byte("revs")    // id → Revocation (JSON)
 	bucketKeys    = []byte("keys")    // natural key → id
 	bucketExpiry  = []byte("expiry")  // expires_at (Unix s) ‖ id → nil, for sweeps
@@ -29,6 +31,7 @@ var (
 
 	keySeq    = []byte("seq")    // last change
 	keyPruned = []byte("pruned") // changes ≤ pruned are gone
+	keyFeed   = []byte("feed")   // the feed's identity, random, made with the file
 )
 
 // Store is the embedded backend.
@@ -74,7 +77,13 @@ func Open(path string, opts Options) (*Store, error) {
 				return err
 			}
 		}
-		return nil
+		meta := tx.Bucket(bucketMeta)
+		if meta.Get(keyFeed) != nil {
+			return nil
+		}
+		id := make([]byte, 16)
+		rand.Read(id) // never fails
+		return meta.Put(keyFeed, []byte(hex.EncodeToString(id)))
 	})
 	if err != nil {
 		db.Close()
@@ -308,14 +317,15 @@ func (s *Store) List(ctx context.Context, opts storage.ListOptions) ([]storage.R
 	return out, err
 }
 
-// Snapshot reads every live entry and the sequence, in one read transaction.
-func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (uint64, error) {
+// Snapshot reads every live entry and the position, in one read transaction.
+func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (storage.Position, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return storage.Position{}, err
 	}
-	var seq uint64
+	var pos storage.Position
 	err := s.db.View(func(tx *bbolt.Tx) error {
-		seq = u64(tx.Bucket(bucketMeta).Get(keySeq))
+		meta := tx.Bucket(bucketMeta)
+		pos = storage.Position{Feed: string(meta.Get(keyFeed)), Seq: u64(meta.Get(keySeq))}
 		return tx.Bucket(bucketRevs).ForEach(func(_, v []byte) error {
 			var r storage.Revocation
 			if err := json.Unmarshal(v, &r); err != nil {
@@ -327,21 +337,25 @@ func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Rev
 			return fn(r)
 		})
 	})
-	return seq, err
+	return pos, err
 }
 
 // Changes returns changes after `after`, in order.
-func (s *Store) Changes(ctx context.Context, after uint64, limit int) ([]storage.Change, error) {
+func (s *Store) Changes(ctx context.Context, after storage.Position, limit int) ([]storage.Change, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	var out []storage.Change
 	err := s.db.View(func(tx *bbolt.Tx) error {
-		if after < u64(tx.Bucket(bucketMeta).Get(keyPruned)) {
+		meta := tx.Bucket(bucketMeta)
+		if after.Feed != string(meta.Get(keyFeed)) || after.Seq > u64(meta.Get(keySeq)) {
+			return storage.ErrFeedReset
+		}
+		if after.Seq < u64(meta.Get(keyPruned)) {
 			return storage.ErrTruncated
 		}
 		c := tx.Bucket(bucketChanges).Cursor()
-		for k, v := c.Seek(be(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+		for k, v := c.Seek(be(after.Seq + 1)); k != nil && len(out) < limit; k, v = c.Next() {
 			var ch storage.Change
 			if err := json.Unmarshal(v, &ch); err != nil {
 				return err

@@ -29,6 +29,13 @@ const channel = "tokengate_changes"
 // sweepLock is the advisory lock that lets one replica sweep at a time.
 const sweepLock = 0x746f6b656e737770 // "tokenswp"
 
+// SweepMargin is how far behind the database server's clock a sweep
+// deletes: an entry, event id or change goes only once it expired (or
+// passed its retention) at least this long ago by the server's clock. A
+// replica whose clock lags the server's by less than this never reads an
+// entry as live that a sweep has deleted.
+const SweepMargin = time.Minute
+
 // Options configure Open.
 type Options struct {
 	// MaxConns bounds the pool (default 10).
@@ -78,7 +85,9 @@ func Open(url string, opts Options) (*Store, error) {
 		opts.ListenReconnectDelay = time.Second
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "tokengate"
-	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	if cfg.ConnConfig.ConnectTimeout == 0 { // the URL's connect_timeout wins
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", redact(err))
@@ -426,14 +435,20 @@ func (s *Store) List(ctx context.Context, opts storage.ListOptions) ([]storage.R
 	return out, nil
 }
 
-// Snapshot reads every live entry and the sequence from one REPEATABLE READ
+// feedQuery reads the feed's row: its identity (tokengate_feed_identity,
+// migration 0002), the last change and how far it was pruned.
+const feedQuery = "SELECT tokengate_feed_identity(feed_id), last_seq, pruned_seq FROM tokengate_feed"
+
+// Snapshot reads every live entry and the position from one REPEATABLE READ
 // transaction: the entries are exactly those of changes ≤ the sequence.
-func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (uint64, error) {
-	var seq uint64
+func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (storage.Position, error) {
+	var pos storage.Position
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, "SELECT last_seq FROM tokengate_feed").Scan(&seq); err != nil {
+		var last, pruned int64
+		if err := tx.QueryRow(ctx, feedQuery).Scan(&pos.Feed, &last, &pruned); err != nil {
 			return err
 		}
+		pos.Seq = uint64(last)
 		rows, err := tx.Query(ctx, selectRevocation+" WHERE expires_at > $1", now)
 		if err != nil {
 			return err
@@ -451,19 +466,20 @@ func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Rev
 		return rows.Err()
 	})
 	if err != nil {
-		return 0, classify("snapshot", err)
+		return storage.Position{}, classify("snapshot", err)
 	}
-	return seq, nil
+	return pos, nil
 }
 
 // Changes returns changes after `after`, in order, in one query that also
-// tells whether the feed was pruned past `after`.
-func (s *Store) Changes(ctx context.Context, after uint64, limit int) ([]storage.Change, error) {
+// tells whether the feed is still after.Feed, at or past after.Seq, and not
+// pruned past it.
+func (s *Store) Changes(ctx context.Context, after storage.Position, limit int) ([]storage.Change, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT f.pruned_seq, c.seq, c.op, c.revocation, c.committed_at
+		SELECT tokengate_feed_identity(f.feed_id), f.last_seq, f.pruned_seq, c.seq, c.op, c.revocation, c.committed_at
 		FROM tokengate_feed f LEFT JOIN LATERAL (
 			SELECT seq, op, revocation, committed_at FROM tokengate_changes
-			WHERE seq > $1 ORDER BY seq LIMIT $2) c ON true`, int64(after), limit)
+			WHERE seq > $1 ORDER BY seq LIMIT $2) c ON true`, int64(after.Seq), limit)
 	if err != nil {
 		return nil, classify("changes", err)
 	}
@@ -471,16 +487,20 @@ func (s *Store) Changes(ctx context.Context, after uint64, limit int) ([]storage
 	var out []storage.Change
 	for rows.Next() {
 		var (
-			pruned int64
-			seq    *int64
-			op     *storage.Op
-			doc    []byte
-			at     *time.Time
+			feed         string
+			last, pruned int64
+			seq          *int64
+			op           *storage.Op
+			doc          []byte
+			at           *time.Time
 		)
-		if err := rows.Scan(&pruned, &seq, &op, &doc, &at); err != nil {
+		if err := rows.Scan(&feed, &last, &pruned, &seq, &op, &doc, &at); err != nil {
 			return nil, classify("changes", err)
 		}
-		if after < uint64(pruned) {
+		if feed != after.Feed || after.Seq > uint64(last) {
+			return nil, storage.ErrFeedReset
+		}
+		if after.Seq < uint64(pruned) {
 			return nil, storage.ErrTruncated
 		}
 		if seq == nil {
@@ -501,12 +521,25 @@ func (s *Store) Changes(ctx context.Context, after uint64, limit int) ([]storage
 
 // Sweep deletes expired entries and event ids, and changes older than
 // keepChanges. Only one replica sweeps at a time; the others return 0.
+//
+// Time is the database server's: without an injected clock (Options.Now)
+// the sweep ignores the caller's now and deletes what expired before the
+// server's now() minus SweepMargin, so that a replica whose clock runs
+// ahead cannot delete revocations that every other replica still holds
+// live (a sweep makes no change in the feed: a replica loading a snapshot
+// later would never see them). With an injected clock, now is used as
+// given, for tests that move time.
 func (s *Store) Sweep(ctx context.Context, now time.Time, keepChanges time.Duration) (int, error) {
 	var n int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var locked bool
 		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", int64(sweepLock)).Scan(&locked); err != nil || !locked {
 			return err
+		}
+		if s.now == nil {
+			if err := tx.QueryRow(ctx, "SELECT now() - $1::interval", SweepMargin).Scan(&now); err != nil {
+				return err
+			}
 		}
 		tag, err := tx.Exec(ctx, "DELETE FROM tokengate_revocations WHERE expires_at <= $1", now)
 		if err != nil {
@@ -550,7 +583,7 @@ func lessKey(a, b storage.Revocation) bool {
 func classify(op string, err error) error {
 	switch {
 	case errors.Is(err, storage.ErrNotFound), errors.Is(err, storage.ErrTruncated), errors.Is(err, storage.ErrInvalid),
-		errors.Is(err, storage.ErrNoContribution):
+		errors.Is(err, storage.ErrNoContribution), errors.Is(err, storage.ErrFeedReset):
 		return err
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w", op, err)

@@ -37,7 +37,10 @@ type NewStore func(t *testing.T, opts Options) Opener
 // so that no test depends on the calendar.
 type env struct {
 	open Opener
-	base time.Time
+	// another returns an Opener of another fresh, empty store, with the
+	// same options.
+	another func(t *testing.T) Opener
+	base    time.Time
 	// fault, when set, is called by the store inside Apply's transaction
 	// just before the commit (Options.BeforeCommit).
 	fault *func(storage.Result) error
@@ -80,11 +83,13 @@ func run(t *testing.T, newStore NewStore, base time.Time) {
 		"UnrevokeAllDeletes":        testUnrevokeAll,
 		"UnrevokeUnknownSource":     testUnrevokeUnknownSource,
 		"ContributionsAreRecorded":  testContributionsRecorded,
+		"FeedHasAnIdentity":         testFeedIdentity,
+		"FollowerReloadsAfterReset": testFollowerReloadsAfterReset,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
 			var fault func(storage.Result) error
-			open := newStore(t, Options{
+			opts := Options{
 				Now: func() time.Time { return base },
 				BeforeCommit: func(res storage.Result) error {
 					if fault == nil {
@@ -92,8 +97,9 @@ func run(t *testing.T, newStore NewStore, base time.Time) {
 					}
 					return fault(res)
 				},
-			})
-			fn(t, env{open: open, base: base, fault: &fault})
+			}
+			another := func(t *testing.T) Opener { return newStore(t, opts) }
+			fn(t, env{open: newStore(t, opts), another: another, base: base, fault: &fault})
 		})
 	}
 }
@@ -142,30 +148,47 @@ func revs(rs ...storage.Revocation) storage.Write { return storage.Write{Revocat
 func allChanges(t *testing.T, s storage.Store, after uint64) []storage.Change {
 	t.Helper()
 	var out []storage.Change
+	at := pos(t, s, after)
 	for {
-		cs, err := s.Changes(t.Context(), after, 7)
+		cs, err := s.Changes(t.Context(), at, 7)
 		if err != nil {
-			t.Fatalf("Changes(%d): %v", after, err)
+			t.Fatalf("Changes(%d): %v", at.Seq, err)
 		}
 		out = append(out, cs...)
 		if len(cs) < 7 {
 			return out
 		}
-		after = cs[len(cs)-1].Seq
+		at.Seq = cs[len(cs)-1].Seq
 	}
+}
+
+// pos is position seq in s's feed.
+func pos(t *testing.T, s storage.Store, seq uint64) storage.Position {
+	t.Helper()
+	return storage.Position{Feed: feed(t, s), Seq: seq}
+}
+
+// feed is the identity of s's feed, from a snapshot.
+func feed(t *testing.T, s storage.Store) string {
+	t.Helper()
+	p, err := s.Snapshot(t.Context(), time.Time{}, func(storage.Revocation) error { return nil })
+	if err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	return p.Feed
 }
 
 func snapshot(t *testing.T, s storage.Store, now time.Time) (map[string]storage.Revocation, uint64) {
 	t.Helper()
 	m := map[string]storage.Revocation{}
-	seq, err := s.Snapshot(t.Context(), now, func(r storage.Revocation) error {
+	p, err := s.Snapshot(t.Context(), now, func(r storage.Revocation) error {
 		m[naturalKey(r)] = r
 		return nil
 	})
 	if err != nil {
 		t.Fatalf("Snapshot: %v", err)
 	}
-	return m, seq
+	return m, p.Seq
 }
 
 func naturalKey(r storage.Revocation) string {
@@ -418,7 +441,7 @@ func testChangesInOrder(t *testing.T, e env) {
 	if rest := allChanges(t, s, 15); len(rest) != 5 || rest[0].Seq != 16 {
 		t.Errorf("Changes(15) = %d changes from %v, want 5 from 16", len(rest), rest)
 	}
-	if none, err := s.Changes(t.Context(), 20, 10); err != nil || len(none) != 0 {
+	if none, err := s.Changes(t.Context(), pos(t, s, 20), 10); err != nil || len(none) != 0 {
 		t.Errorf("Changes at the head = %v, %v; want none", none, err)
 	}
 }
@@ -491,15 +514,15 @@ func testSweep(t *testing.T, e env) {
 	if _, err := s.Sweep(t.Context(), e.base.Add(time.Hour), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Changes(t.Context(), 0, 10); !errors.Is(err, storage.ErrTruncated) {
+	if _, err := s.Changes(t.Context(), pos(t, s, 0), 10); !errors.Is(err, storage.ErrTruncated) {
 		t.Errorf("Changes(0) after pruning: %v, want ErrTruncated", err)
 	}
 	_, seq := snapshot(t, s, e.base)
-	if cs, err := s.Changes(t.Context(), seq, 10); err != nil || len(cs) != 0 {
+	if cs, err := s.Changes(t.Context(), pos(t, s, seq), 10); err != nil || len(cs) != 0 {
 		t.Errorf("Changes at the head after pruning = %v, %v; want none", cs, err)
 	}
 	res := apply(t, s, revs(e.tokenRev("iss", "after-prune")))
-	if cs, err := s.Changes(t.Context(), seq, 10); err != nil || len(cs) != 1 || cs[0].Seq != res.Seq || res.Seq != seq+1 {
+	if cs, err := s.Changes(t.Context(), pos(t, s, seq), 10); err != nil || len(cs) != 1 || cs[0].Seq != res.Seq || res.Seq != seq+1 {
 		t.Errorf("after pruning, the next change = %v, %v; want seq %d", cs, err, seq+1)
 	}
 }
@@ -524,9 +547,10 @@ func testCancelled(t *testing.T, e env) {
 	s := e.open(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
+	at := pos(t, s, 0)
 	calls := map[string]func() error{
 		"Apply":   func() error { _, err := s.Apply(ctx, revs(e.tokenRev("iss", "x"))); return err },
-		"Changes": func() error { _, err := s.Changes(ctx, 0, 10); return err },
+		"Changes": func() error { _, err := s.Changes(ctx, at, 10); return err },
 		"Snapshot": func() error {
 			_, err := s.Snapshot(ctx, e.base, func(storage.Revocation) error { return nil })
 			return err
@@ -561,11 +585,13 @@ func testConcurrentWriters(t *testing.T, e env) {
 	seen := map[string]bool{}
 	var readErr error
 	var last uint64
+	at := pos(t, s, 0)
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
 		for last < writers*each {
-			cs, err := s.Changes(ctx, last, 50)
+			at.Seq = last
+			cs, err := s.Changes(ctx, at, 50)
 			if err != nil {
 				readErr = err
 				return

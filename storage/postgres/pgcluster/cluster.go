@@ -95,35 +95,53 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "pgcluster-")
+	c, err := newLocal(bin, proc, opts)
 	if err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
-	}
-	if err := proc.chown(dir); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start postgres: %w", err)
-	}
-	c := &Cluster{bin: bin, dir: dir, opts: opts, proc: proc}
-	// The watchdog comes first so that the directory goes away even if
-	// this process dies during initdb.
-	c.watchdog, err = startWatchdog(c)
-	if err != nil {
-		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
 	if err := c.initdb(ctx); err != nil {
 		return nil, errors.Join(err, c.Close(context.WithoutCancel(ctx)))
 	}
+	if err := c.startOnFreePort(ctx); err != nil {
+		return nil, errors.Join(err, c.Close(context.WithoutCancel(ctx)))
+	}
+	return c, nil
+}
+
+// newLocal makes the directory of a new local cluster and starts its
+// watchdog. The watchdog comes first so that the directory goes away even
+// if this process dies while the cluster is being made.
+func newLocal(bin binaries, proc procAttr, opts Options) (*Cluster, error) {
+	dir, err := os.MkdirTemp("", "pgcluster-")
+	if err != nil {
+		return nil, err
+	}
+	if err := proc.chown(dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	c := &Cluster{bin: bin, dir: dir, opts: opts, proc: proc}
+	if c.watchdog, err = startWatchdog(c); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return c, nil
+}
+
+// startOnFreePort starts the server on a free port of 127.0.0.1, trying
+// another if the one found is taken before the server binds it.
+func (c *Cluster) startOnFreePort(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
+		var err error
 		if c.port, err = freePort(); err != nil {
-			return nil, errors.Join(fmt.Errorf("start postgres: %w", err), c.Close(context.WithoutCancel(ctx)))
+			return fmt.Errorf("start postgres: %w", err)
 		}
 		err = c.pgctl(ctx, "start")
 		if err == nil {
 			break
 		}
 		if !errors.Is(err, errPortInUse) || attempt == startAttempts {
-			return nil, errors.Join(err, c.Close(context.WithoutCancel(ctx)))
+			return err
 		}
 	}
 	c.base = &url.URL{
@@ -134,7 +152,56 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		RawQuery: "sslmode=disable",
 	}
 	c.state = running
-	return c, nil
+	return nil
+}
+
+// StartStandby starts an asynchronous streaming standby of c, a running
+// local cluster: pg_basebackup -R (as the server's user) copies c into a
+// new directory, and the copy starts on a free port of 127.0.0.1, streaming
+// c's WAL from then on and answering read-only queries. It is a Cluster of
+// its own, with c's options: Close it like one. [Cluster.Promote] makes it
+// a primary. ctx bounds the start only.
+func (c *Cluster) StartStandby(ctx context.Context) (*Cluster, error) {
+	if c.isExternal() {
+		return nil, fmt.Errorf("start a standby: %w", ErrExternal)
+	}
+	c.mu.Lock()
+	st, port := c.state, c.port
+	c.mu.Unlock()
+	if st != running {
+		return nil, fmt.Errorf("start a standby: the primary is not running")
+	}
+	basebackup, err := c.bin.basebackup()
+	if err != nil {
+		return nil, fmt.Errorf("start a standby: %w", err)
+	}
+	s, err := newLocal(c.bin, c.proc, c.opts)
+	if err != nil {
+		return nil, fmt.Errorf("start a standby: %w", err)
+	}
+	err = s.run(ctx, initdbTimeout, basebackup, "-D", s.dataDir(), "-R", "-X", "stream",
+		"-c", "fast", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "postgres", "--no-sync")
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("pg_basebackup: %w", err), s.Close(context.WithoutCancel(ctx)))
+	}
+	if err := s.startOnFreePort(ctx); err != nil {
+		return nil, errors.Join(err, s.Close(context.WithoutCancel(ctx)))
+	}
+	return s, nil
+}
+
+// Promote promotes a standby (pg_ctl promote) and returns once it accepts
+// writes: it leaves recovery and starts a new WAL timeline.
+func (c *Cluster) Promote(ctx context.Context) error {
+	if c.isExternal() {
+		return fmt.Errorf("promote postgres: %w", ErrExternal)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != running {
+		return fmt.Errorf("promote postgres: not running")
+	}
+	return c.pgctl(ctx, "promote")
 }
 
 // External returns the Cluster for an existing server at connString, a
@@ -308,6 +375,10 @@ func (c *Cluster) serverOptions() string {
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "max_connections=200",
 		"-c", "shared_buffers=128MB",
+		// Ready to be a primary of a streaming standby (StartStandby);
+		// initdb's pg_hba.conf lets 127.0.0.1 replicate.
+		"-c", "wal_level=replica",
+		"-c", "max_wal_senders=10",
 	}
 	if !c.opts.Durable {
 		opts = append(opts,

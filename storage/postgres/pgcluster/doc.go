@@ -14,6 +14,13 @@
 // needs (the binaries, or the postgres user when running as root); any other
 // error is a failure to start one that could have started.
 //
+// [Cluster.StartStandby] copies a running cluster with pg_basebackup -R
+// and starts the copy as its asynchronous streaming standby, and
+// [Cluster.Promote] makes a standby a primary: enough for a test to fail a
+// database over (stop the primary, promote the standby) behind a multi-host
+// URL. Every cluster is started ready to be a primary (wal_level=replica,
+// max_wal_senders; initdb's pg_hba.conf lets 127.0.0.1 replicate).
+//
 // [External] wraps an existing server instead, on which databases can be
 // created and dropped but which cannot be stopped or restarted.
 //

@@ -22,6 +22,22 @@ type binaries struct {
 	initdb, pgctl string
 }
 
+// basebackup finds pg_basebackup: beside pg_ctl (following a symbolic
+// link, as PATH often holds only links to initdb and pg_ctl), else on PATH.
+func (b binaries) basebackup() (string, error) {
+	pgctl := b.pgctl
+	if real, err := filepath.EvalSymlinks(pgctl); err == nil {
+		pgctl = real
+	}
+	if p := filepath.Join(filepath.Dir(pgctl), "pg_basebackup"); isExecutable(p) {
+		return p, nil
+	}
+	if p, err := exec.LookPath("pg_basebackup"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%w: pg_basebackup is neither beside %s nor on PATH", ErrUnavailable, pgctl)
+}
+
 // binGlob is where Debian and Ubuntu install the server binaries, one
 // directory per major version.
 const binGlob = "/usr/lib/postgresql/*/bin"
@@ -82,15 +98,16 @@ func (c *Cluster) initdb(ctx context.Context) error {
 	return nil
 }
 
-// pgctl runs pg_ctl action ("start", "stop" or "restart"), waiting for it
-// to complete. Its error quotes the new lines of the server log.
+// pgctl runs pg_ctl action ("start", "stop", "restart" or "promote"),
+// waiting for it to complete. Its error quotes the new lines of the server
+// log.
 func (c *Cluster) pgctl(ctx context.Context, action string) error {
 	args := []string{action, "-w", "-t", strconv.Itoa(pgctlWait), "-D", c.dataDir()}
 	switch action {
 	case "start", "restart":
 		args = append(args, "-l", c.logPath(), "-o", c.serverOptions())
 	}
-	if action != "start" {
+	if action == "stop" || action == "restart" {
 		args = append(args, "-m", "fast")
 	}
 	var logOffset int64

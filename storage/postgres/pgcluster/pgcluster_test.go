@@ -102,3 +102,48 @@ func checkRow(t *testing.T, url string) {
 		t.Errorf("SELECT n FROM kept = %d, want 42", got)
 	}
 }
+
+// TestStandbyStreamsThenPromotes: a standby follows the primary's writes
+// and refuses its own; once the primary stops and the standby is promoted,
+// it takes writes, on a new timeline.
+func TestStandbyStreamsThenPromotes(t *testing.T) {
+	t.Parallel()
+	primary := pgtest.NewCluster(t, pgcluster.Options{})
+	url := writeRow(t, primary)
+	standby := pgtest.NewStandby(t, primary)
+	if _, err := pgtest.Connect(t, url).Exec(t.Context(), "INSERT INTO kept VALUES (43)"); err != nil {
+		t.Fatal(err)
+	}
+	onStandby := pgtest.Connect(t, standby.URL("kept"))
+	deadline := time.Now().Add(time.Minute)
+	for pgtest.QueryInt(t, onStandby, "SELECT count(*) FROM kept") != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the standby did not receive the primary's write within a minute")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := onStandby.Exec(t.Context(), "INSERT INTO kept VALUES (44)"); err == nil {
+		t.Error("a standby took a write")
+	}
+	timeline := func(conn *pgx.Conn) string {
+		var tl string
+		if err := conn.QueryRow(t.Context(), "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)").Scan(&tl); err != nil {
+			t.Fatal(err)
+		}
+		return tl
+	}
+	before := timeline(pgtest.Connect(t, url))
+
+	if err := primary.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.Promote(t.Context()); err != nil {
+		t.Fatalf("Promote: %v", err)
+	}
+	if _, err := onStandby.Exec(t.Context(), "INSERT INTO kept VALUES (44)"); err != nil {
+		t.Errorf("the promoted standby refuses a write: %v", err)
+	}
+	if after := timeline(onStandby); after == before {
+		t.Errorf("the promoted standby is on timeline %s, as the primary was", after)
+	}
+}

@@ -159,6 +159,24 @@ func NewCluster(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
+// NewStandby starts an asynchronous streaming standby of primary, a local
+// cluster, closed when t ends; see [pgcluster.Cluster.StartStandby].
+func NewStandby(t testing.TB, primary *Cluster) *Cluster {
+	t.Helper()
+	c, err := primary.StartStandby(t.Context())
+	if err != nil {
+		noServer(t, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), pgcluster.CloseTimeout)
+		defer cancel()
+		if err := c.Close(ctx); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	return c
+}
+
 // noServer ends t, which needs a local cluster that could not be started
 // because of err. It skips t only when err is [ErrUnavailable] (this machine
 // cannot run a cluster at all) and CI is not true; any other error, or any
