@@ -20,13 +20,31 @@ import (
 // it past, and the rest is headroom for memory the runtime does not count.
 const memoryLimitPercent = 90
 
-// tuneMemory sets the soft memory limit from the cgroup's memory limit,
-// read under root ("/" outside tests), unless GOMEMLIMIT is set: the
-// runtime has applied that one already. It logs what it chose.
+// envMemoryLimit names the variable that carries the container's memory
+// limit in bytes, as Kubernetes' downward API gives it
+// (resourceFieldRef: limits.memory). Unlike GOMEMLIMIT, which the runtime
+// takes as the soft limit itself, it is the hard limit tokengate takes
+// memoryLimitPercent of.
+const envMemoryLimit = "TOKENGATE_MEMORY_LIMIT"
+
+// tuneMemory sets the soft memory limit to memoryLimitPercent of the
+// container's memory limit: TOKENGATE_MEMORY_LIMIT when set, else the
+// cgroup's, read under root ("/" outside tests). GOMEMLIMIT wins over both:
+// the runtime has applied it already. It logs what it chose.
 func tuneMemory(getenv func(string) string, root string, log *slog.Logger) {
 	if v := getenv("GOMEMLIMIT"); v != "" {
 		log.Info("memory limit from GOMEMLIMIT", "gomemlimit", v)
 		return
+	}
+	if v := getenv(envMemoryLimit); v != "" {
+		limit, err := strconv.ParseInt(v, 10, 64)
+		if err == nil && limit > 0 {
+			soft := limit / 100 * memoryLimitPercent
+			debug.SetMemoryLimit(soft)
+			log.Info("soft memory limit set from "+envMemoryLimit, "limit_bytes", limit, "gomemlimit_bytes", soft)
+			return
+		}
+		log.Warn(envMemoryLimit+" is not a number of bytes; reading the cgroup's limit instead", "value", v)
 	}
 	limit, file, err := cgroupMemoryLimit(os.DirFS(root))
 	switch {

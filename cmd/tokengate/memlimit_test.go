@@ -122,4 +122,14 @@ func TestTuneMemory(t *testing.T) {
 	if !strings.Contains(logs.String(), "cgroup_limit_bytes=268435456") {
 		t.Errorf("log does not say the cgroup's limit: %s", logs.String())
 	}
+
+	// The downward API's limit wins over the cgroup's; garbage falls back.
+	tuneMemory(env(map[string]string{"TOKENGATE_MEMORY_LIMIT": "536870912"}), root, slog.New(slog.DiscardHandler))
+	if got, want := debug.SetMemoryLimit(-1), int64(512<<20)/100*90; got != want {
+		t.Errorf("soft limit %d, want %d (90%% of TOKENGATE_MEMORY_LIMIT)", got, want)
+	}
+	tuneMemory(env(map[string]string{"TOKENGATE_MEMORY_LIMIT": "512Mi"}), root, slog.New(slog.DiscardHandler))
+	if got, want := debug.SetMemoryLimit(-1), int64(256<<20)/100*90; got != want {
+		t.Errorf("with a malformed TOKENGATE_MEMORY_LIMIT: soft limit %d, want %d (the cgroup's)", got, want)
+	}
 }
