@@ -88,40 +88,30 @@ func revokeIn(t *testing.T, s storage.Store, key string) uint64 {
 // TestFollowerReadsTimeOut: a catch-up or a reload on a store that never
 // answers ends after ReadTimeout, even when its caller's context never does.
 func TestFollowerReadsTimeOut(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := newHangingStore(t)
-		f, err := storage.NewFollower(s, storage.NewIndex(), storage.FollowerOptions{ReadTimeout: 5 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.hang(true)
-		start := time.Now()
-		if err := f.CatchUp(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("CatchUp on a hanging store: %v, want a deadline error", err)
-		}
-		if got := time.Since(start); got != 5*time.Second {
-			t.Errorf("CatchUp gave up after %v, want the read timeout, 5s", got)
-		}
-	})
-}
-
-// TestFollowerDefaultReadTimeout: without the option, reads time out after 10s.
-func TestFollowerDefaultReadTimeout(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := newHangingStore(t)
-		f, err := storage.NewFollower(s, storage.NewIndex(), storage.FollowerOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.hang(true)
-		start := time.Now()
-		if err := f.CatchUp(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("CatchUp on a hanging store: %v, want a deadline error", err)
-		}
-		if got := time.Since(start); got != 10*time.Second {
-			t.Errorf("CatchUp gave up after %v, want the default read timeout, 10s", got)
-		}
-	})
+	for name, tc := range map[string]struct {
+		opt, want time.Duration
+	}{
+		"the option":  {5 * time.Second, 5 * time.Second},
+		"the default": {0, 10 * time.Second},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s := newHangingStore(t)
+				f, err := storage.NewFollower(s, storage.NewIndex(), storage.FollowerOptions{ReadTimeout: tc.opt})
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.hang(true)
+				start := time.Now()
+				if err := f.CatchUp(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("CatchUp on a hanging store: %v, want a deadline error", err)
+				}
+				if got := time.Since(start); got != tc.want {
+					t.Errorf("CatchUp gave up after %v, want the read timeout, %v", got, tc.want)
+				}
+			})
+		})
+	}
 }
 
 // TestWaitForHonoursItsContext: a write's WaitFor returns when its context
