@@ -8,7 +8,7 @@ WARMUP      ?= 2s
 ROUNDS      ?= 3
 BENCHFLAGS  ?=
 
-.PHONY: build test bench bench-propagation bench-ingest bench-go
+.PHONY: build test bench bench-propagation bench-ingest bench-soak bench-go
 
 ## build: build bin/tokengate
 build:
@@ -42,6 +42,15 @@ bench-propagation: build
 bench-ingest: build
 	$(GO) build -o bin/tokengate-bench ./cmd/tokengate-bench
 	bin/tokengate-bench ingest -tokengate bin/tokengate $(BENCHFLAGS)
+
+## bench-soak: 2 replicas on one throwaway PostgreSQL cluster, cache.max_bytes
+## 8 MiB and a pool of 20,000 tokens, under 60s of mixed Checks (valid, junk,
+## revoked) while 100 revocations/s stream in through either replica; fails
+## on any revoked or junk token allowed, any gRPC error, or a heap over its
+## bound. BENCHFLAGS as for bench, e.g. BENCHFLAGS='-duration 10m -json'.
+bench-soak: build
+	$(GO) build -o bin/tokengate-bench ./cmd/tokengate-bench
+	bin/tokengate-bench soak -tokengate bin/tokengate $(BENCHFLAGS)
 
 ## bench-go: the Go micro-benchmarks: the Check path, the revocation index
 ## at 1M entries, and loading 1M revocations from PostgreSQL

@@ -58,6 +58,29 @@
 // the revocations the run's events stored: one per applied event, or the run
 // fails. With fsync and synchronous_commit on, which the report shows, each
 // 200 was a commit flushed to disk.
+//
+// # Soak
+//
+//	tokengate-bench soak [-tokengate bin/tokengate] [-duration 60s]
+//	    [-checkers 8] [-rate 100] [-tokens 20000] [-cache-bytes 8388608]
+//	    [-bound 1s] [-postgres-url URL] [-json]
+//
+// checks that under a long mixed load no revoked token is ever allowed, no
+// Check fails and memory stays within its bound. It starts 2 replicas on
+// one PostgreSQL database with a small cache.max_bytes and mints a pool of
+// distinct tokens larger than the cache holds. Checkers call Check on
+// either replica with pool tokens, tokens the revoker took, and junk
+// (malformed, wrong signature, unknown kid, expired: each must be denied
+// with its reason); a revoker sends -rate revocations a second (by jti,
+// subject and session in turn) through either replica's admin API, checks
+// the replica that answered 2xx denies the token at once, and polls the
+// other until it does (the propagation time). An allow is a violation on
+// the replica that answered 2xx once the 2xx was read, and on the other one
+// from -bound after it. Each replica's VmRSS and heap in use (/metrics) are
+// sampled every second; the heap must stay within 2 × (25 MiB +
+// cache.max_bytes + 100 B per live revocation). A violation, a denial for
+// the wrong reason, a gRPC error or a heap over its bound fails the run
+// (exit status 1), after the report.
 package main
 
 import (

@@ -190,7 +190,13 @@ func newAdminClient(httpAddr, token string) *adminClient {
 
 // revoke revokes tok by value and expects 201 Created: a new revocation.
 func (a *adminClient) revoke(ctx context.Context, tok string) error {
-	body, err := json.Marshal(map[string]string{"token": tok})
+	return a.post(ctx, map[string]string{"token": tok})
+}
+
+// post sends one revocation request (a RevokeRequest as JSON) and expects
+// 201 Created: a new revocation.
+func (a *adminClient) post(ctx context.Context, v any) error {
+	body, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}

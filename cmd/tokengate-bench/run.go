@@ -37,6 +37,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runMode(ctx, args[1:], stdout, stderr, parsePropagationConfig, benchPropagation)
 		case ingestCommand:
 			return runMode(ctx, args[1:], stdout, stderr, parseIngestConfig, benchIngest)
+		case soakCommand:
+			return runMode(ctx, args[1:], stdout, stderr, parseSoakConfig, benchSoak)
 		}
 	}
 	return runMode(ctx, args, stdout, stderr, parseConfig, bench)
@@ -66,8 +68,18 @@ func runMode[C modeConfig, R textReport](ctx context.Context, args []string, std
 	if err != nil {
 		return err
 	}
-	return writeReport(rep, cfg.jsonReport(), stdout, stderr)
+	if err := writeReport(rep, cfg.jsonReport(), stdout, stderr); err != nil {
+		return err
+	}
+	if v, ok := any(rep).(verdictReport); ok {
+		return v.verdict()
+	}
+	return nil
 }
+
+// verdictReport is a report that can fail the run once it is written: the
+// exit status then says so.
+type verdictReport interface{ verdict() error }
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {
 	var cfg config
