@@ -75,14 +75,14 @@ func newHangingStore(t *testing.T) *hangingStore {
 	return &hangingStore{Store: b}
 }
 
-func revokeIn(t *testing.T, s storage.Store, key string) uint64 {
+func revokeIn(t *testing.T, s storage.Store, key string) storage.Position {
 	t.Helper()
 	res, err := s.Apply(context.Background(), storage.Write{Revocations: []storage.Revocation{{
 		Kind: storage.KindToken, Issuer: "i", Key: key, ExpiresAt: time.Now().Add(time.Hour)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return res.Seq
+	return res.Position
 }
 
 // TestFollowerReadsTimeOut: a catch-up or a reload on a store that never
@@ -123,7 +123,7 @@ func TestWaitForHonoursItsContext(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		seq := revokeIn(t, s, "a")
+		at := revokeIn(t, s, "a")
 		s.hang(true)
 		bg, stop := context.WithCancel(context.Background())
 		held := make(chan struct{})
@@ -136,7 +136,7 @@ func TestWaitForHonoursItsContext(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		start := time.Now()
-		if err := f.WaitFor(ctx, seq); !errors.Is(err, context.DeadlineExceeded) {
+		if err := f.WaitFor(ctx, at); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("WaitFor: %v, want its context's deadline", err)
 		}
 		if got := time.Since(start); got != time.Second {
@@ -170,7 +170,7 @@ func TestFollowerRecoversFromAHalfOpenConnection(t *testing.T) {
 			t.Fatal("no read is stuck on the half-open connection")
 		}
 		s.hang(false) // the database answers again, on new reads
-		seq := revokeIn(t, s.Store, "after")
+		seq := revokeIn(t, s.Store, "after").Seq
 		for deadline := time.Now().Add(time.Minute); x.Seq() < seq; time.Sleep(100 * time.Millisecond) {
 			if time.Now().After(deadline) { // a minute of the bubble's clock
 				t.Fatalf("a minute after the database came back, the index is at %d, want %d (%d reads stuck)", x.Seq(), seq, s.Blocked())
