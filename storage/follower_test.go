@@ -22,6 +22,9 @@ type hangingStore struct {
 	mu      sync.Mutex
 	hanging bool
 	blocked int // reads blocked now
+	// slowSnapshot, when set, is how long a snapshot takes: a load of
+	// millions of entries.
+	slowSnapshot time.Duration
 }
 
 func (s *hangingStore) hang(on bool) {
@@ -61,6 +64,11 @@ func (s *hangingStore) Changes(ctx context.Context, after storage.Position, limi
 func (s *hangingStore) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (storage.Position, error) {
 	if err := s.block(ctx); err != nil {
 		return storage.Position{}, err
+	}
+	select {
+	case <-ctx.Done():
+		return storage.Position{}, ctx.Err()
+	case <-time.After(s.slowSnapshot):
 	}
 	return s.Store.Snapshot(ctx, now, fn)
 }
@@ -178,6 +186,49 @@ func TestFollowerRecoversFromAHalfOpenConnection(t *testing.T) {
 		}
 		if st := f.Staleness(); st > 5*time.Second {
 			t.Errorf("staleness %v after recovering", st)
+		}
+	})
+}
+
+// TestSnapshotLoadsOutlastTheReadTimeout: a snapshot load (every live
+// entry) may take longer than one Changes read: it is bounded by
+// SnapshotTimeout, not ReadTimeout, or a large index could never reload.
+func TestSnapshotLoadsOutlastTheReadTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newHangingStore(t)
+		s.slowSnapshot = time.Minute // six read timeouts
+		revokeIn(t, s.Store, "a")
+		x := storage.NewIndex()
+		f, err := storage.NewFollower(s, x, storage.FollowerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := f.CatchUp(context.Background()); err != nil { // a new index: it loads a snapshot
+			t.Fatalf("a one-minute snapshot load: %v", err)
+		}
+		if got := time.Since(start); got != time.Minute || x.Len() != 1 {
+			t.Errorf("loaded %d entries in %v, want 1 in the snapshot's minute", x.Len(), got)
+		}
+	})
+}
+
+// TestSnapshotTimeoutBoundsALoad: a snapshot load longer than
+// SnapshotTimeout gives up at it.
+func TestSnapshotTimeoutBoundsALoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newHangingStore(t)
+		s.slowSnapshot = time.Minute
+		f, err := storage.NewFollower(s, storage.NewIndex(), storage.FollowerOptions{SnapshotTimeout: 20 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := f.CatchUp(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("a one-minute load with a 20s SnapshotTimeout: %v, want a deadline error", err)
+		}
+		if got := time.Since(start); got != 20*time.Second {
+			t.Errorf("gave up after %v, want the snapshot timeout, 20s", got)
 		}
 	})
 }
