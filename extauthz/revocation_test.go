@@ -74,7 +74,7 @@ func (e *revocationEnv) revoke(t *testing.T, r storage.Revocation) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.follower.WaitFor(t.Context(), res.Seq); err != nil {
+	if err := e.follower.WaitFor(t.Context(), res.Position); err != nil {
 		t.Fatal(err)
 	}
 }

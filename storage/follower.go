@@ -12,6 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// DefaultSnapshotTimeout is FollowerOptions.SnapshotTimeout's default.
+const DefaultSnapshotTimeout = 5 * time.Minute
+
 // FollowerOptions configure a Follower.
 type FollowerOptions struct {
 	// Poll is how often the feed is read without a notification (default 1s):
@@ -21,13 +24,19 @@ type FollowerOptions struct {
 	Expire time.Duration
 	// BatchSize is how many changes one read returns at most (default 1000).
 	BatchSize int
-	// ReadTimeout bounds every store read the follower makes: one Changes
-	// call, one Snapshot (default 10s). A read on a half-open connection
-	// would otherwise hang until the kernel gives up on it, minutes or
-	// hours later, and the replica with it.
+	// ReadTimeout bounds every Changes read the follower makes (default
+	// 10s). A read on a half-open connection would otherwise hang until
+	// the kernel gives up on it, minutes or hours later, and the replica
+	// with it.
 	ReadTimeout time.Duration
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// SnapshotTimeout bounds one snapshot load (default 5m): it reads
+	// every live entry, millions of them with long-lived sessions, which
+	// can take far longer than one Changes read. A load that cannot finish
+	// within it fails, and is retried, forever: keep it well above the
+	// time a full load takes.
+	SnapshotTimeout time.Duration
+	Logger          *slog.Logger
+	Now             func() time.Time
 	// SweepInterval, when positive, is how often Run sweeps the store:
 	// expired revocations and events are deleted, and changes older than
 	// ChangeRetention are pruned from the feed (Store.Sweep).
@@ -79,6 +88,9 @@ func NewFollower(s Store, x *Index, opts FollowerOptions) (*Follower, error) {
 	}
 	if opts.ReadTimeout <= 0 {
 		opts.ReadTimeout = 10 * time.Second
+	}
+	if opts.SnapshotTimeout <= 0 {
+		opts.SnapshotTimeout = DefaultSnapshotTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -200,7 +212,8 @@ func (f *Follower) changes(ctx context.Context, at Position) ([]Change, error) {
 }
 
 // CatchUp reads and applies every change after the index's sequence. Each
-// read is bounded by ReadTimeout.
+// Changes read is bounded by ReadTimeout, a snapshot reload by
+// SnapshotTimeout.
 func (f *Follower) CatchUp(ctx context.Context) error {
 	if err := f.lock(ctx); err != nil {
 		return err
@@ -232,18 +245,29 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 	}
 }
 
-// WaitFor returns once the index has applied seq (read-your-writes: a write
-// made through this replica is in its index before the write call returns),
-// or with an error when ctx ends first, even while another catch-up is
-// under way. It always reads the feed first: an index already past seq may
-// be past it in a feed that has since been reset, where seq names another
-// change.
-func (f *Follower) WaitFor(ctx context.Context, seq uint64) error {
+// WaitFor returns once the index has applied the write at pos
+// (read-your-writes: a write made through this replica is in its index
+// before the write call returns), or with an error when ctx ends first,
+// even while another catch-up is under way. It always reads the feed first:
+// an index already past pos.Seq may be past it in a feed that has since
+// been reset, where pos.Seq names another change. When the index, caught
+// up, follows another feed than pos.Feed, the write's feed was replaced (a
+// failover, a restore) before this replica applied the write, which the
+// new feed may lack: WaitFor returns ErrWriteFeedReplaced, never nil,
+// whatever the new feed's sequence, and counts it.
+func (f *Follower) WaitFor(ctx context.Context, pos Position) error {
 	if err := f.CatchUp(ctx); err != nil {
 		return err
 	}
-	if got := f.index.Seq(); got < seq {
-		return fmt.Errorf("index at %d after catching up, want %d", got, seq)
+	got := f.index.Position()
+	if got.Feed != pos.Feed {
+		f.metrics.replaced.Inc()
+		f.opts.Logger.Error("a write's feed was replaced before this replica applied it; refusing to acknowledge it",
+			"write_feed", pos.Feed, "write_seq", pos.Seq, "feed", got.Feed, "seq", got.Seq)
+		return fmt.Errorf("%w (write at %d of feed %s, index at %d of feed %s)", ErrWriteFeedReplaced, pos.Seq, pos.Feed, got.Seq, got.Feed)
+	}
+	if got.Seq < pos.Seq {
+		return fmt.Errorf("index at %d after catching up, want %d", got.Seq, pos.Seq)
 	}
 	return nil
 }
@@ -256,9 +280,9 @@ func (f *Follower) reload(ctx context.Context) error {
 	return f.reloadLocked(ctx)
 }
 
-// reloadLocked loads a snapshot, bounded by ReadTimeout.
+// reloadLocked loads a snapshot, bounded by SnapshotTimeout.
 func (f *Follower) reloadLocked(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, f.opts.ReadTimeout)
+	ctx, cancel := context.WithTimeout(ctx, f.opts.SnapshotTimeout)
 	defer cancel()
 	if err := f.index.Load(ctx, f.store, f.opts.Now()); err != nil {
 		return err
@@ -272,7 +296,7 @@ func (f *Follower) reloadLocked(ctx context.Context) error {
 // the old one held that the new one lacks (changes lost with a failed
 // primary's unreplicated tail, for example) is gone from the index too.
 func (f *Follower) resetLocked(ctx context.Context, at Position) error {
-	ctx, cancel := context.WithTimeout(ctx, f.opts.ReadTimeout)
+	ctx, cancel := context.WithTimeout(ctx, f.opts.SnapshotTimeout)
 	defer cancel()
 	lost, err := f.index.load(ctx, f.store, f.opts.Now())
 	if err != nil {

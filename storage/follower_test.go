@@ -22,6 +22,9 @@ type hangingStore struct {
 	mu      sync.Mutex
 	hanging bool
 	blocked int // reads blocked now
+	// slowSnapshot, when set, is how long a snapshot takes: a load of
+	// millions of entries.
+	slowSnapshot time.Duration
 }
 
 func (s *hangingStore) hang(on bool) {
@@ -62,6 +65,11 @@ func (s *hangingStore) Snapshot(ctx context.Context, now time.Time, fn func(stor
 	if err := s.block(ctx); err != nil {
 		return storage.Position{}, err
 	}
+	select {
+	case <-ctx.Done():
+		return storage.Position{}, ctx.Err()
+	case <-time.After(s.slowSnapshot):
+	}
 	return s.Store.Snapshot(ctx, now, fn)
 }
 
@@ -75,14 +83,14 @@ func newHangingStore(t *testing.T) *hangingStore {
 	return &hangingStore{Store: b}
 }
 
-func revokeIn(t *testing.T, s storage.Store, key string) uint64 {
+func revokeIn(t *testing.T, s storage.Store, key string) storage.Position {
 	t.Helper()
 	res, err := s.Apply(context.Background(), storage.Write{Revocations: []storage.Revocation{{
 		Kind: storage.KindToken, Issuer: "i", Key: key, ExpiresAt: time.Now().Add(time.Hour)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return res.Seq
+	return res.Position
 }
 
 // TestFollowerReadsTimeOut: a catch-up or a reload on a store that never
@@ -123,7 +131,7 @@ func TestWaitForHonoursItsContext(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		seq := revokeIn(t, s, "a")
+		at := revokeIn(t, s, "a")
 		s.hang(true)
 		bg, stop := context.WithCancel(context.Background())
 		held := make(chan struct{})
@@ -136,7 +144,7 @@ func TestWaitForHonoursItsContext(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		start := time.Now()
-		if err := f.WaitFor(ctx, seq); !errors.Is(err, context.DeadlineExceeded) {
+		if err := f.WaitFor(ctx, at); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("WaitFor: %v, want its context's deadline", err)
 		}
 		if got := time.Since(start); got != time.Second {
@@ -170,7 +178,7 @@ func TestFollowerRecoversFromAHalfOpenConnection(t *testing.T) {
 			t.Fatal("no read is stuck on the half-open connection")
 		}
 		s.hang(false) // the database answers again, on new reads
-		seq := revokeIn(t, s.Store, "after")
+		seq := revokeIn(t, s.Store, "after").Seq
 		for deadline := time.Now().Add(time.Minute); x.Seq() < seq; time.Sleep(100 * time.Millisecond) {
 			if time.Now().After(deadline) { // a minute of the bubble's clock
 				t.Fatalf("a minute after the database came back, the index is at %d, want %d (%d reads stuck)", x.Seq(), seq, s.Blocked())
@@ -178,6 +186,49 @@ func TestFollowerRecoversFromAHalfOpenConnection(t *testing.T) {
 		}
 		if st := f.Staleness(); st > 5*time.Second {
 			t.Errorf("staleness %v after recovering", st)
+		}
+	})
+}
+
+// TestSnapshotLoadsOutlastTheReadTimeout: a snapshot load (every live
+// entry) may take longer than one Changes read: it is bounded by
+// SnapshotTimeout, not ReadTimeout, or a large index could never reload.
+func TestSnapshotLoadsOutlastTheReadTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newHangingStore(t)
+		s.slowSnapshot = time.Minute // six read timeouts
+		revokeIn(t, s.Store, "a")
+		x := storage.NewIndex()
+		f, err := storage.NewFollower(s, x, storage.FollowerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := f.CatchUp(context.Background()); err != nil { // a new index: it loads a snapshot
+			t.Fatalf("a one-minute snapshot load: %v", err)
+		}
+		if got := time.Since(start); got != time.Minute || x.Len() != 1 {
+			t.Errorf("loaded %d entries in %v, want 1 in the snapshot's minute", x.Len(), got)
+		}
+	})
+}
+
+// TestSnapshotTimeoutBoundsALoad: a snapshot load longer than
+// SnapshotTimeout gives up at it.
+func TestSnapshotTimeoutBoundsALoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newHangingStore(t)
+		s.slowSnapshot = time.Minute
+		f, err := storage.NewFollower(s, storage.NewIndex(), storage.FollowerOptions{SnapshotTimeout: 20 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := f.CatchUp(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("a one-minute load with a 20s SnapshotTimeout: %v, want a deadline error", err)
+		}
+		if got := time.Since(start); got != 20*time.Second {
+			t.Errorf("gave up after %v, want the snapshot timeout, 20s", got)
 		}
 	})
 }

@@ -27,10 +27,11 @@ func newOpDuration() *prometheus.HistogramVec {
 // followerMetrics are a Follower's series: how far behind its index is,
 // what it holds, and what the sweeps removed.
 type followerMetrics struct {
-	syncLag prometheus.Observer
-	swept   struct{ store, index prometheus.Counter }
-	resets  prometheus.Counter
-	lost    prometheus.Counter
+	syncLag  prometheus.Observer
+	swept    struct{ store, index prometheus.Counter }
+	resets   prometheus.Counter
+	lost     prometheus.Counter
+	replaced prometheus.Counter
 }
 
 // newFollowerMetrics registers f's series with reg (nil: not registered):
@@ -53,10 +54,14 @@ func newFollowerMetrics(f *Follower, reg prometheus.Registerer) (*followerMetric
 		Name: "tokengate_revocations_lost_total",
 		Help: "Live revocations this replica held that a reset feed no longer had (lost with a failed primary's unreplicated writes, or unrevoked meanwhile).",
 	})
-	m := &followerMetrics{syncLag: syncLag, resets: resets, lost: lost}
+	replaced := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tokengate_revocation_writes_feed_replaced_total",
+		Help: "Writes through this replica whose feed was replaced (failover, restore) before this replica applied them: refused (503) for the sender to retry, never acknowledged.",
+	})
+	m := &followerMetrics{syncLag: syncLag, resets: resets, lost: lost, replaced: replaced}
 	m.swept.store, m.swept.index = swept.WithLabelValues("store"), swept.WithLabelValues("index")
 	if reg != nil {
-		if err := register(reg, syncLag, swept, resets, lost, &indexCollector{f: f}); err != nil {
+		if err := register(reg, syncLag, swept, resets, lost, replaced, &indexCollector{f: f}); err != nil {
 			return nil, err
 		}
 	}

@@ -98,7 +98,7 @@ func TestMetricsExportedFromTheStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.WaitFor(ctx, res.Seq); err != nil {
+	if err := f.WaitFor(ctx, res.Position); err != nil {
 		t.Fatal(err)
 	}
 	got = series(t, reg)

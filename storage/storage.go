@@ -177,6 +177,17 @@ type Result struct {
 	Revocations []Revocation
 	// Seq is the last change this write made; 0 when it changed nothing.
 	Seq uint64
+	// Position is where a reader has the write's entries: Feed is the feed's
+	// identity read in the write's own transaction, and Seq the latest
+	// change that wrote any entry with the natural key of one of the
+	// write's revocations, as stored when the write committed. It equals
+	// Result.Seq when the write changed something; when it changed nothing
+	// (a merge that moved no value, or a Duplicate) it is the change that
+	// last wrote the stored entries, or 0 when none is stored. A reader of
+	// Position.Feed that applied Position.Seq has every one of them (or
+	// something later); a reader of any other feed has no such guarantee,
+	// whatever its sequence: numbers of two feeds are never comparable.
+	Position Position
 	// Duplicate is true when the event id had been seen: nothing was written.
 	Duplicate bool
 }
@@ -188,6 +199,9 @@ type Unrevoked struct {
 	// Change is the feed's record of it: OpPut with the entry as it remains
 	// (the merge of the contributions left), or OpDelete when none is left.
 	Change Change
+	// Position is the change's place in the feed: Change.Seq, in the feed
+	// whose identity was read in the unrevoke's own transaction.
+	Position Position
 }
 
 // ListOptions filter List. Zero values match everything.
@@ -223,6 +237,12 @@ var (
 	// numbers from before are meaningless: the reader must reload a
 	// snapshot, and whatever it held that the new feed lacks is gone.
 	ErrFeedReset = errors.New("change feed reset")
+	// ErrWriteFeedReplaced means a write committed to a feed that was
+	// replaced (a failover, a restore) before this reader applied it: the
+	// write may be in neither the new feed nor the reader's index, so it
+	// must not be acknowledged. The sender must retry. It is an
+	// ErrFeedReset.
+	ErrWriteFeedReplaced = fmt.Errorf("%w: the write's feed was replaced before this replica applied it", ErrFeedReset)
 	// ErrUnavailable wraps errors from an unreachable store.
 	ErrUnavailable = errors.New("store unavailable")
 )
@@ -261,6 +281,10 @@ var (
 //     visible to Changes only when every change with a smaller number is:
 //     a reader that applied N has seen every change ≤ N, even under
 //     concurrent writers.
+//   - Apply and Unrevoke report the Position of the write (Result.Position,
+//     Unrevoked.Position): the feed identity read inside the write's own
+//     transaction, with the sequence that makes its entries visible, so
+//     that a reader can tell the write's feed from a later one.
 //   - Apply returns only after the write is durable.
 //   - Every method returns promptly once ctx is cancelled.
 type Store interface {

@@ -130,6 +130,7 @@ type RevocationConfig struct {
 	PollInterval    time.Duration `yaml:"poll_interval"`
 	SweepInterval   time.Duration `yaml:"sweep_interval"`
 	ChangeRetention time.Duration `yaml:"change_retention"`
+	SnapshotTimeout time.Duration `yaml:"snapshot_timeout"`
 }
 
 type ListenConfig struct {
@@ -206,7 +207,7 @@ func defaultConfig() Config {
 		Webhooks:    WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true, MaxClockSkew: intake.DefaultMaxClockSkew}},
 		Backchannel: BackchannelConfig{RevokeSubject: true},
 		Revocation: RevocationConfig{MaxStaleness: 30 * time.Second, OnStale: "deny", PollInterval: time.Second,
-			SweepInterval: time.Minute, ChangeRetention: time.Hour},
+			SweepInterval: time.Minute, ChangeRetention: time.Hour, SnapshotTimeout: 5 * time.Minute},
 		Shutdown: ShutdownConfig{DrainDelay: 5 * time.Second, Timeout: 15 * time.Second},
 	}
 }
@@ -467,6 +468,9 @@ func (c Config) build() (settings, error) {
 	}
 	if rc.ChangeRetention < time.Minute {
 		bad("revocation.change_retention", "must be at least 1m")
+	}
+	if rc.SnapshotTimeout < 10*time.Second {
+		bad("revocation.snapshot_timeout", "must be at least 10s")
 	}
 	var err error
 	if s.logoutRoutes, err = c.logoutRoutes(); err != nil {

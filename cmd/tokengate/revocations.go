@@ -76,6 +76,7 @@ func openRevocations(cfg Config, log *slog.Logger, reg prometheus.Registerer, h 
 		Poll:            cfg.Revocation.PollInterval,
 		SweepInterval:   cfg.Revocation.SweepInterval,
 		ChangeRetention: cfg.Revocation.ChangeRetention,
+		SnapshotTimeout: cfg.Revocation.SnapshotTimeout,
 		Logger:          log,
 		Registerer:      reg,
 		OnLoad:          func() { h.Set("store", true, "") },

@@ -36,7 +36,10 @@ type Issuer struct {
 
 // Follower makes a committed write visible in this replica's index.
 type Follower interface {
-	WaitFor(ctx context.Context, seq uint64) error
+	// WaitFor returns nil only once the index follows pos.Feed and has
+	// applied pos.Seq; storage.ErrWriteFeedReplaced when the feed was
+	// replaced first.
+	WaitFor(ctx context.Context, pos storage.Position) error
 }
 
 // Verifier verifies presented tokens (revoke by value, introspection).
@@ -135,13 +138,20 @@ func (i Issuer) KeepSession(from time.Time) time.Time {
 	return from.Add(l + i.MaxTokenLifetime + i.Leeway)
 }
 
-// Revoke commits the write and waits until this replica's index has it.
+// Revoke commits the write and waits until this replica's index has it:
+// the index must follow the feed the write committed to
+// (Result.Position.Feed) and have applied its position. A write whose feed
+// was replaced first (a failover before this replica read it) is refused
+// with storage.ErrWriteFeedReplaced, a 503: the new feed may lack it, and
+// the sender must retry.
 //
 // A duplicate (an event id already written, perhaps through another replica
 // whose answer the sender lost) writes nothing; it is answered only once the
-// entries the original wrote are in this replica's index too, so that a
-// sender that retries after a lost answer gets the same guarantee as the
-// first delivery.
+// entries the original wrote, as stored (the store reports their position,
+// read in the same transaction that found the duplicate), are in this
+// replica's index too, so that a sender that retries after a lost answer
+// gets the same guarantee as the first delivery. So is a write that changed
+// nothing (its entries already held as much).
 func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, error) {
 	for _, rev := range w.Revocations {
 		if _, ok := r.issuers[rev.Issuer]; !ok {
@@ -152,45 +162,14 @@ func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, 
 	if err != nil {
 		return res, err
 	}
-	seq := res.Seq
-	if res.Duplicate {
-		if seq, err = r.storedSeq(ctx, w.Revocations); err != nil {
-			return res, fmt.Errorf("duplicate event: read the original entries: %w", err)
-		}
-	}
-	if seq != 0 {
-		if err := r.follower.WaitFor(ctx, seq); err != nil {
-			return res, fmt.Errorf("committed, but not yet applied here: %w", err)
+	// Seq 0: nothing stored to wait for (a duplicate whose entries were
+	// unrevoked since).
+	if res.Position.Seq != 0 {
+		if err := r.follower.WaitFor(ctx, res.Position); err != nil {
+			return res, fmt.Errorf("committed, but not applied here: %w", err)
 		}
 	}
 	return res, nil
-}
-
-// storedSeq is the latest change that wrote any of the stored entries with
-// the natural keys of revs: once this replica has applied it, it has every
-// one of them (or something later). An entry deleted since (an unrevoke)
-// has nothing to wait for.
-func (r *Revoker) storedSeq(ctx context.Context, revs []storage.Revocation) (uint64, error) {
-	var seq uint64
-	for _, want := range revs {
-		opts := storage.ListOptions{Issuer: want.Issuer, Kind: want.Kind, Key: want.Key, Limit: 1000}
-		for {
-			page, err := r.store.List(ctx, opts)
-			if err != nil {
-				return 0, err
-			}
-			for _, got := range page {
-				if got.Key == want.Key && got.Audience == want.Audience {
-					seq = max(seq, got.Seq)
-				}
-			}
-			if len(page) < opts.Limit {
-				break
-			}
-			opts.AfterID = page[len(page)-1].ID
-		}
-	}
-	return seq, nil
 }
 
 // RevokeLogout revokes a token presented on a logout route: its jti, and
@@ -241,7 +220,10 @@ func (r *Revoker) Unrevoke(ctx context.Context, id int64, source string) (storag
 	if err != nil {
 		return u, err
 	}
-	return u, r.follower.WaitFor(ctx, u.Change.Seq)
+	if err := r.follower.WaitFor(ctx, u.Position); err != nil {
+		return u, fmt.Errorf("committed, but not applied here: %w", err)
+	}
+	return u, nil
 }
 
 // ErrIssuerUnknown: a request names an issuer tokengate does not trust.
@@ -258,7 +240,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusNotFound, "not_found"
 	case errors.Is(err, storage.ErrNoContribution):
 		return http.StatusNotFound, "source_not_found"
-	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, storage.ErrFeedReset),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, "store_unavailable"
 	}
 	return http.StatusServiceUnavailable, "store_error"

@@ -116,12 +116,23 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 	}
 	var res storage.Result
 	err = s.db.Update(func(tx *bbolt.Tx) error {
-		res = storage.Result{}
+		res = storage.Result{Position: storage.Position{Feed: string(tx.Bucket(bucketMeta).Get(keyFeed))}}
 		now := s.now().UTC()
 		if w.EventID != "" {
 			events := tx.Bucket(bucketEvents)
 			if v := events.Get([]byte(w.EventID)); v != nil && int64(u64(v)) > now.Unix() {
 				res.Duplicate = true
+				for _, r := range prepared {
+					idb := tx.Bucket(bucketKeys).Get(naturalKey(r))
+					if idb == nil {
+						continue // unrevoked since: nothing to wait for
+					}
+					stored, err := getRev(tx, int64(u64(idb)))
+					if err != nil {
+						return err
+					}
+					res.Position.Seq = max(res.Position.Seq, stored.Seq)
+				}
 				return nil
 			}
 			if err := events.Put([]byte(w.EventID), be(uint64(w.EventRetention().Unix()))); err != nil {
@@ -147,6 +158,7 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 				}
 			}
 			res.Revocations = append(res.Revocations, stored)
+			res.Position.Seq = max(res.Position.Seq, stored.Seq)
 		}
 		if s.beforeCommit != nil {
 			if err := s.beforeCommit(res); err != nil {
@@ -264,6 +276,7 @@ func (s *Store) Unrevoke(ctx context.Context, id int64, source string) (storage.
 			return err
 		}
 		u.Change.Seq, u.Change.Revocation.Seq = seq, seq
+		u.Position = storage.Position{Feed: string(tx.Bucket(bucketMeta).Get(keyFeed)), Seq: seq}
 		if left {
 			return putRev(tx, u.Change.Revocation)
 		}

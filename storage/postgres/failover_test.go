@@ -93,7 +93,7 @@ func TestFailoverToAnAsyncStandby(t *testing.T) {
 	}
 	waitFor(t, "B writes to the promoted standby", func() bool {
 		res, err := b.store.Apply(t.Context(), storage.Write{Revocations: revs, EventID: "after-failover"})
-		return err == nil && b.f.WaitFor(t.Context(), res.Seq) == nil
+		return err == nil && b.f.WaitFor(t.Context(), res.Position) == nil
 	})
 	for name, r := range map[string]*replica{"A": a, "B": b} {
 		for _, jti := range append([]string{"before"}, after...) {

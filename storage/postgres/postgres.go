@@ -174,7 +174,8 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			}
 			if tag.RowsAffected() == 0 {
 				res = storage.Result{Duplicate: true}
-				return nil
+				res.Position, err = storedPosition(ctx, tx, prepared)
+				return err
 			}
 		}
 		var changed []int
@@ -189,6 +190,12 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			}
 		}
 		if len(changed) == 0 {
+			if err := tx.QueryRow(ctx, "SELECT tokengate_feed_identity(feed_id) FROM tokengate_feed").Scan(&res.Position.Feed); err != nil {
+				return err
+			}
+			for _, r := range res.Revocations {
+				res.Position.Seq = max(res.Position.Seq, r.Seq)
+			}
 			return s.runBeforeCommit(res)
 		}
 		// From here until commit this transaction holds the feed row: the
@@ -198,8 +205,9 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 		m := len(changed)
 		b := &pgx.Batch{}
 		var last uint64
-		b.Queue("UPDATE tokengate_feed SET last_seq = last_seq + $1 RETURNING last_seq", m).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&last)
+		var feed string
+		b.Queue("UPDATE tokengate_feed SET last_seq = last_seq + $1 RETURNING last_seq, tokengate_feed_identity(feed_id)", m).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&last, &feed)
 		})
 		for k, i := range changed {
 			back := m - 1 - k // this change's distance from the last number
@@ -220,12 +228,35 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 			res.Revocations[i].Seq = last - uint64(m-1-k)
 		}
 		res.Seq = last
+		res.Position = storage.Position{Feed: feed, Seq: last}
 		return s.runBeforeCommit(res)
 	})
 	if err != nil {
 		return storage.Result{}, classify("apply", err)
 	}
 	return res, nil
+}
+
+// storedPosition is a duplicate write's position, read in its transaction:
+// the feed's identity, and the latest change that wrote any stored entry
+// with the natural key of one of revs (0 when none is stored: unrevoked
+// since, nothing to wait for).
+func storedPosition(ctx context.Context, tx pgx.Tx, revs []storage.Revocation) (storage.Position, error) {
+	kinds := make([]int16, len(revs))
+	issuers, keys, audiences := make([]string, len(revs)), make([]string, len(revs)), make([]string, len(revs))
+	for i, r := range revs {
+		kinds[i], issuers[i], keys[i], audiences[i] = int16(r.Kind), r.Issuer, r.Key, r.Audience
+	}
+	var pos storage.Position
+	var seq int64
+	err := tx.QueryRow(ctx, `
+		SELECT tokengate_feed_identity(f.feed_id), coalesce((
+			SELECT max(r.seq) FROM tokengate_revocations r
+			JOIN unnest($1::smallint[], $2::text[], $3::text[], $4::text[]) AS k(kind, issuer, key, audience)
+			USING (kind, issuer, key, audience)), 0)
+		FROM tokengate_feed f`, kinds, issuers, keys, audiences).Scan(&pos.Feed, &seq)
+	pos.Seq = uint64(seq)
+	return pos, err
 }
 
 // clock is the time to stamp a write with: nil when the database server's
@@ -368,10 +399,12 @@ func (s *Store) Unrevoke(ctx context.Context, id int64, source string) (storage.
 			return err
 		}
 		var seq uint64
-		if err := tx.QueryRow(ctx, "UPDATE tokengate_feed SET last_seq = last_seq + 1 RETURNING last_seq").Scan(&seq); err != nil {
+		var feed string
+		if err := tx.QueryRow(ctx, "UPDATE tokengate_feed SET last_seq = last_seq + 1 RETURNING last_seq, tokengate_feed_identity(feed_id)").Scan(&seq, &feed); err != nil {
 			return err
 		}
-		u = storage.Unrevoked{Removed: removed, Change: storage.Change{Seq: seq, Op: storage.OpDelete, Revocation: r}}
+		u = storage.Unrevoked{Removed: removed, Change: storage.Change{Seq: seq, Op: storage.OpDelete, Revocation: r},
+			Position: storage.Position{Feed: feed, Seq: seq}}
 		u.Change.Revocation.Seq = seq
 		if left {
 			u.Change.Op, u.Change.Revocation = storage.OpPut, remaining

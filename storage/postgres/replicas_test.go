@@ -80,7 +80,7 @@ func revokeJTI(t *testing.T, r *replica, jti string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.f.WaitFor(t.Context(), res.Seq); err != nil {
+	if err := r.f.WaitFor(t.Context(), res.Position); err != nil {
 		t.Fatal(err)
 	}
 }

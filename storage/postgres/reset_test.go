@@ -45,7 +45,7 @@ func revokeMany(t *testing.T, r *replica, jtis ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.f.WaitFor(t.Context(), res.Seq); err != nil {
+	if err := r.f.WaitFor(t.Context(), res.Position); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -107,7 +107,7 @@ func testFollowerReloadsAfterReset(t *testing.T, e env) {
 		t.Fatalf("the successor's feed is at %d, want behind the old one's %d", res.Seq, x.Seq())
 	}
 	s.set(successor)
-	if err := f.WaitFor(t.Context(), res.Seq); err != nil {
+	if err := f.WaitFor(t.Context(), res.Position); err != nil {
 		t.Fatalf("WaitFor after the reset: %v", err)
 	}
 	for _, r := range fresh {
@@ -120,5 +120,87 @@ func testFollowerReloadsAfterReset(t *testing.T, e env) {
 	}
 	if got, want := x.Position(), pos(t, successor, res.Seq); got != want {
 		t.Errorf("index at %+v, want %+v", got, want)
+	}
+}
+
+// testWritePosition: Apply and Unrevoke report the position of the write in
+// the feed its transaction wrote to: the feed's identity, with the change
+// that makes the write's entries visible there. A write that changed
+// nothing, or a duplicate event, still reports the feed, and the change
+// that last wrote the stored entries.
+func testWritePosition(t *testing.T, e env) {
+	s := e.open(t)
+	id := feed(t, s)
+	w := revs(e.tokenRev("iss", "a"), e.tokenRev("iss", "b"))
+	w.EventID, w.EventExpiresAt = "event-1", e.base.Add(time.Hour)
+	first := apply(t, s, w)
+	if want := (storage.Position{Feed: id, Seq: first.Seq}); first.Position != want || first.Seq == 0 {
+		t.Errorf("a write's position = %+v (seq %d), want %+v", first.Position, first.Seq, want)
+	}
+	apply(t, s, revs(e.tokenRev("iss", "later")))
+	again := apply(t, s, revs(e.tokenRev("iss", "a")))
+	if want := (storage.Position{Feed: id, Seq: first.Revocations[0].Seq}); again.Seq != 0 || again.Position != want {
+		t.Errorf("a write that changed nothing: seq %d, position %+v; want 0 and %+v (the stored entries')", again.Seq, again.Position, want)
+	}
+	dup := apply(t, s, w)
+	if want := (storage.Position{Feed: id, Seq: first.Seq}); !dup.Duplicate || dup.Position != want {
+		t.Errorf("a duplicate: %+v, want a duplicate at %+v (the stored entries')", dup, want)
+	}
+	u, err := s.Unrevoke(t.Context(), first.Revocations[0].ID, storage.AllSources)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (storage.Position{Feed: id, Seq: u.Change.Seq}); u.Position != want {
+		t.Errorf("an unrevoke's position = %+v, want %+v", u.Position, want)
+	}
+	if _, err := s.Unrevoke(t.Context(), first.Revocations[1].ID, storage.AllSources); err != nil {
+		t.Fatal(err)
+	}
+	gone := apply(t, s, w)
+	if want := (storage.Position{Feed: id}); !gone.Duplicate || gone.Position != want {
+		t.Errorf("a duplicate whose entries are unrevoked: %+v, want a duplicate at %+v", gone, want)
+	}
+	other := e.another(t)(t)
+	if res := apply(t, other, revs(e.tokenRev("iss", "a"))); res.Position.Feed == id || res.Position.Feed != feed(t, other) {
+		t.Errorf("a write to another store reports feed %q, want that store's %q (not %q)", res.Position.Feed, feed(t, other), id)
+	}
+}
+
+// testWaitForRefusesReplacedFeed: a write committed to a feed that is
+// replaced before the follower applies it (the old primary fails over with
+// it unreplicated, and the promoted standby moves past its sequence) is
+// never acknowledged: WaitFor fails with ErrWriteFeedReplaced, however far
+// the new feed has gone.
+func testWaitForRefusesReplacedFeed(t *testing.T, e env) {
+	old := e.open(t)
+	s := &swapStore{Store: old, to: old}
+	x := storage.NewIndex()
+	f := e.follower(t, s, x)
+	if err := f.CatchUp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	res := apply(t, old, revs(e.tokenRev("iss", "victim")))
+	successor := e.another(t)(t)
+	for i := range 3 {
+		apply(t, successor, revs(e.tokenRev("iss", fmt.Sprintf("other-%d", i))))
+	}
+	s.set(successor)
+	err := f.WaitFor(t.Context(), res.Position)
+	if !errors.Is(err, storage.ErrWriteFeedReplaced) || !errors.Is(err, storage.ErrFeedReset) {
+		t.Fatalf("WaitFor for a write of the replaced feed: %v, want ErrWriteFeedReplaced", err)
+	}
+	if x.Position().Feed != feed(t, successor) || x.Seq() < res.Seq {
+		t.Fatalf("index at %+v, want on the successor's feed past %d: the test shows nothing", x.Position(), res.Seq)
+	}
+	if x.Revoked(x.Keys("iss", "victim", "", "", nil), e.base, e.base) {
+		t.Error("the victim is revoked: the test shows nothing")
+	}
+	// A write to the new feed is acknowledged.
+	now := apply(t, s.get(), revs(e.tokenRev("iss", "victim")))
+	if err := f.WaitFor(t.Context(), now.Position); err != nil {
+		t.Fatalf("WaitFor for the retried write: %v", err)
+	}
+	if !x.Revoked(x.Keys("iss", "victim", "", "", nil), e.base, e.base) {
+		t.Error("the retried revocation is not in the index")
 	}
 }

@@ -61,30 +61,32 @@ func Run(t *testing.T, newStore NewStore) {
 
 func run(t *testing.T, newStore NewStore, base time.Time) {
 	tests := map[string]func(*testing.T, env){
-		"ApplyGetList":              testApplyGetList,
-		"ApplyIsIdempotent":         testIdempotent,
-		"CutoffsNeverMoveBack":      testNeverMoveBack,
-		"EventIDsDeduplicate":       testEventDedup,
-		"EventPastOnArrivalIsKept":  testEventPastOnArrival,
-		"ApplyIsAtomic":             testAtomic,
-		"ChangesInOrder":            testChangesInOrder,
-		"DeleteIsAChange":           testDelete,
-		"SnapshotSkipsExpired":      testSnapshot,
-		"SweepAndTruncation":        testSweep,
-		"PersistsAcrossReopen":      testReopen,
-		"CancelledContextIsPrompt":  testCancelled,
-		"ConcurrentWritersInOrder":  testConcurrentWriters,
-		"NotifyAfterApply":          testNotify,
-		"IndexTakesMaxOverLevels":   testIndexMaxOverLevels,
-		"FollowerReadsYourWrites":   testReadYourWrites,
-		"ListPaginatesAndFilters":   testListPagination,
-		"InvalidRevocationRejected": testInvalid,
-		"UnrevokeKeepsOtherSources": testUnrevokeKeepsOthers,
-		"UnrevokeAllDeletes":        testUnrevokeAll,
-		"UnrevokeUnknownSource":     testUnrevokeUnknownSource,
-		"ContributionsAreRecorded":  testContributionsRecorded,
-		"FeedHasAnIdentity":         testFeedIdentity,
-		"FollowerReloadsAfterReset": testFollowerReloadsAfterReset,
+		"ApplyGetList":               testApplyGetList,
+		"ApplyIsIdempotent":          testIdempotent,
+		"CutoffsNeverMoveBack":       testNeverMoveBack,
+		"EventIDsDeduplicate":        testEventDedup,
+		"EventPastOnArrivalIsKept":   testEventPastOnArrival,
+		"ApplyIsAtomic":              testAtomic,
+		"ChangesInOrder":             testChangesInOrder,
+		"DeleteIsAChange":            testDelete,
+		"SnapshotSkipsExpired":       testSnapshot,
+		"SweepAndTruncation":         testSweep,
+		"PersistsAcrossReopen":       testReopen,
+		"CancelledContextIsPrompt":   testCancelled,
+		"ConcurrentWritersInOrder":   testConcurrentWriters,
+		"NotifyAfterApply":           testNotify,
+		"IndexTakesMaxOverLevels":    testIndexMaxOverLevels,
+		"FollowerReadsYourWrites":    testReadYourWrites,
+		"ListPaginatesAndFilters":    testListPagination,
+		"InvalidRevocationRejected":  testInvalid,
+		"UnrevokeKeepsOtherSources":  testUnrevokeKeepsOthers,
+		"UnrevokeAllDeletes":         testUnrevokeAll,
+		"UnrevokeUnknownSource":      testUnrevokeUnknownSource,
+		"ContributionsAreRecorded":   testContributionsRecorded,
+		"FeedHasAnIdentity":          testFeedIdentity,
+		"FollowerReloadsAfterReset":  testFollowerReloadsAfterReset,
+		"WritePositionHasTheFeed":    testWritePosition,
+		"WaitForRefusesReplacedFeed": testWaitForRefusesReplacedFeed,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -723,12 +725,12 @@ func testReadYourWrites(t *testing.T, e env) {
 	k := x.Keys("iss", "jti-ryw", "", "", nil)
 	for i := range 5 {
 		res := apply(t, s, revs(e.tokenRev("iss", fmt.Sprintf("other-%d", i))))
-		if err := f.WaitFor(t.Context(), res.Seq); err != nil {
+		if err := f.WaitFor(t.Context(), res.Position); err != nil {
 			t.Fatal(err)
 		}
 	}
 	res := apply(t, s, revs(e.tokenRev("iss", "jti-ryw")))
-	if err := f.WaitFor(t.Context(), res.Seq); err != nil {
+	if err := f.WaitFor(t.Context(), res.Position); err != nil {
 		t.Fatal(err)
 	}
 	if !x.Revoked(k, e.base, e.base) {
@@ -833,7 +835,7 @@ func testUnrevokeKeepsOthers(t *testing.T, e env) {
 	}
 	// The index follows: a token issued between the two cutoffs is let
 	// back in, one issued before the event's is still revoked.
-	if err := f.WaitFor(t.Context(), c.Seq); err != nil {
+	if err := f.WaitFor(t.Context(), u.Position); err != nil {
 		t.Fatal(err)
 	}
 	k := x.Keys("iss", "", "", "alice", nil)
