@@ -41,9 +41,12 @@ type Revocations interface {
 }
 
 // LogoutRevoker durably revokes the token presented on a logout route (and,
-// when asked, its session or subject) before the request goes on.
+// when asked, its session or subject) before the request goes on. revoked
+// says the token is revoked already: what the route writes for it must then
+// be dated by the token itself (its iat), not by now, so that replaying it
+// writes nothing new.
 type LogoutRevoker interface {
-	RevokeLogout(ctx context.Context, id *token.Identity, session, subject bool) error
+	RevokeLogout(ctx context.Context, id *token.Identity, session, subject, revoked bool) error
 }
 
 // Options configure a Server.
@@ -206,8 +209,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if onLogout {
 		// The logout must hold before the request goes on: never let it look
 		// successful while the token still works. For a token already revoked,
-		// the route's session or subject revocation may still be new.
-		if err := s.logout.RevokeLogout(ctx, id, route.RevokeSession, route.RevokeSubject); err != nil {
+		// the route's session or subject revocation may still be new; it is
+		// dated by the token, so that replays of the token change nothing.
+		if err := s.logout.RevokeLogout(ctx, id, route.RevokeSession, route.RevokeSubject, revoked); err != nil {
 			s.log.Error("logout route: revocation failed; denying", "err", err, "decision_id", decisionID,
 				"request_id", r.requestID, "jti", id.TokenID)
 			return s.deny(r, ReasonLogoutFailed, decisionID, id, start), nil
