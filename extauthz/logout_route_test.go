@@ -78,7 +78,8 @@ func TestLogoutRouteWithRevokedTokenReachesTheIdP(t *testing.T) {
 	}
 	assertDenied(t, check("/orders"), "token_revoked")
 
-	ok := check("/logout").GetOkResponse()
+	resp := check("/logout")
+	ok := resp.GetOkResponse()
 	if ok == nil {
 		t.Fatal("a revoked token on a logout route was denied; the IdP never hears of the logout")
 	}
@@ -90,6 +91,25 @@ func TestLogoutRouteWithRevokedTokenReachesTheIdP(t *testing.T) {
 		if !slices.Contains(removed, h) {
 			t.Errorf("headers_to_remove = %v, want %s among them (a client could supply it)", removed, h)
 		}
+	}
+	// An upstream that verifies the JWT by itself, statelessly, would take
+	// the revoked token: it goes no further than tokengate.
+	if !slices.Contains(removed, "authorization") {
+		t.Errorf("headers_to_remove = %v, want authorization among them (the revoked token would reach the upstream)", removed)
+	}
+	// Envoy rules (RBAC, Lua, access logs) keyed on reason == allowed, or on
+	// a sub, must not take the revoked token for an authenticated one.
+	md := resp.GetDynamicMetadata().AsMap()
+	if md["reason"] != "logout_revoked" {
+		t.Errorf("metadata reason = %v, want logout_revoked", md["reason"])
+	}
+	for _, k := range []string{"sub", "jti", "iss"} {
+		if v, ok := md[k]; ok {
+			t.Errorf("metadata carries %s = %v for a revoked token: %v", k, v, md)
+		}
+	}
+	if md["decision_id"] == "" || md["decision_id"] == nil {
+		t.Errorf("metadata has no decision_id: %v", md)
 	}
 	// The route's session revocation was made durable on the way.
 	found := false

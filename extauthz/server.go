@@ -220,28 +220,39 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			"iss", id.Issuer, "jti", id.TokenID, "sub_hash", subjectHash(id.Subject), "session", route.RevokeSession,
 			"subject", route.RevokeSubject, "already_revoked", revoked)
 	}
-	s.metrics.observe(ReasonAllowed, start)
 	if revoked {
+		s.metrics.observe(ReasonLogoutRevoked, start)
 		return allowRevokedLogout(a, decisionID), nil
 	}
+	s.metrics.observe(ReasonAllowed, start)
 	return allowResponse(a, decisionID), nil
 }
 
 // allowRevokedLogout lets a revoked token's logout request on to the IdP
-// with no identity: every identity header the token's allow answer would set
-// or remove is removed (so a client cannot supply one either), none is set.
-// The dynamic metadata says the token was revoked.
+// with no identity and without the token. Every identity header the
+// token's allow answer would set or remove is removed (so a client cannot
+// supply one either), none is set; authorization is removed too, so that an
+// upstream verifying the JWT by itself cannot take the revoked token (the
+// IdP's logout goes by its session cookie or an id_token_hint). The dynamic
+// metadata carries only the reason, logout_revoked, and the decision id:
+// no sub, jti or iss that an Envoy rule could read as an authenticated
+// identity (tokengate's log line, under the decision id, has them).
 func allowRevokedLogout(a *allowed, decisionID string) *authv3.CheckResponse {
-	resp := allowResponse(a, decisionID)
 	full := a.answer.OkResponse
-	ok := &authv3.OkHttpResponse{HeadersToRemove: make([]string, 0, len(full.GetHeaders())+len(full.GetHeadersToRemove()))}
+	ok := &authv3.OkHttpResponse{HeadersToRemove: make([]string, 0, len(full.GetHeaders())+len(full.GetHeadersToRemove())+1)}
 	for _, h := range full.GetHeaders() {
 		ok.HeadersToRemove = append(ok.HeadersToRemove, h.GetHeader().GetKey())
 	}
 	ok.HeadersToRemove = append(ok.HeadersToRemove, full.GetHeadersToRemove()...)
-	resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
-	resp.DynamicMetadata.Fields["token_revoked"] = structpb.NewBoolValue(true) // a map of this answer's own
-	return resp
+	ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
+	return &authv3.CheckResponse{
+		Status:       okStatus,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"reason":      reasonValues[ReasonLogoutRevoked],
+			"decision_id": structpb.NewStringValue(decisionID),
+		}},
+	}
 }
 
 func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Identity, start time.Time) *authv3.CheckResponse {
