@@ -2,6 +2,7 @@ package extauthz_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/json"
@@ -100,16 +101,20 @@ func newGoldenEnv(t *testing.T) *goldenEnv {
 
 // server answers with revocations that are stale (beyond MaxStaleness) or
 // fresh.
-func (e *goldenEnv) server(t *testing.T, stale bool) *extauthz.Server {
+func (e *goldenEnv) server(t *testing.T, stale, logoutOK bool) *extauthz.Server {
 	t.Helper()
 	staleness := time.Duration(0)
 	if stale {
 		staleness = time.Hour
 	}
+	var logout extauthz.LogoutRevoker = failingLogout{}
+	if logoutOK {
+		logout = storedLogout{}
+	}
 	return newServer(t, extauthz.Options{
 		Verifier: e.verifier, Headers: e.headers, Revocations: e.revocations,
 		Staleness: func() time.Duration { return staleness }, MaxStaleness: time.Minute,
-		LogoutRoutes: e.routes, Logout: failingLogout{},
+		LogoutRoutes: e.routes, Logout: logout,
 		Now: func() time.Time { return goldenNow },
 	})
 }
@@ -134,11 +139,13 @@ func goldenClaims(change map[string]any) jwt.MapClaims {
 // goldenCase is one request and the reason its answer must carry, so that
 // -update cannot bless a wrong answer.
 type goldenCase struct {
-	reason  string
-	stale   bool
-	path    string            // default /orders?id=1
-	headers map[string]string // besides x-request-id; authorization built from token
-	token   func(t *testing.T, e *goldenEnv) string
+	reason string
+	stale  bool
+	// logoutOK: the logout route's revocation succeeds (by default it fails).
+	logoutOK bool
+	path     string            // default /orders?id=1
+	headers  map[string]string // besides x-request-id; authorization built from token
+	token    func(t *testing.T, e *goldenEnv) string
 }
 
 func goldenCases() map[string]goldenCase {
@@ -230,6 +237,16 @@ func goldenCases() map[string]goldenCase {
 			path:   "/logout",
 			token:  signed(nil, nil),
 		},
+		// A revoked token still reaches the IdP on a logout route, with no
+		// identity: every identity header and its authorization removed, and
+		// no sub, jti or iss in the metadata.
+		"logout_revoked": {
+			reason:   "logout_revoked",
+			path:     "/logout",
+			logoutOK: true,
+			headers:  map[string]string{"x-auth-subject": "admin", "cookie": "session=idp-session"},
+			token:    signed(map[string]any{"jti": "jti-revoked", "roles": []any{"admin"}, "tid": "tenant-1"}, nil),
+		},
 	}
 }
 
@@ -270,7 +287,7 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("%s is not the request this case builds (run go test ./extauthz -update) (-built +file):\n%s", reqFile, diff)
 			}
 
-			got, err := e.server(t, c.stale).Check(t.Context(), req)
+			got, err := e.server(t, c.stale, c.logoutOK).Check(t.Context(), req)
 			if err != nil {
 				t.Fatalf("Check: %v", err)
 			}
@@ -305,6 +322,13 @@ func TestGolden(t *testing.T) {
 			t.Errorf("reason %s has no golden case", r)
 		}
 	}
+}
+
+// storedLogout stands in for a store that takes the logout's write.
+type storedLogout struct{}
+
+func (storedLogout) RevokeLogout(context.Context, *token.Identity, bool, bool, bool) error {
+	return nil
 }
 
 func readGolden(t *testing.T, path string, m proto.Message) {

@@ -32,6 +32,7 @@ const (
 	ReasonRevocationsStale
 	ReasonLogoutFailed
 	ReasonHeaderInvalid
+	ReasonLogoutRevoked
 	numReasons
 )
 
@@ -76,6 +77,11 @@ var reasons = [numReasons]reasonInfo{
 	// refused whatever its token, since some upstreams would read it as the
 	// identity header itself.
 	ReasonHeaderInvalid: {"header_invalid", codes.InvalidArgument, http.StatusBadRequest, "invalid_request", "header invalid"},
+	// A revoked token on a logout route: let on to the IdP so that its
+	// session ends too, but with no identity and without its authorization
+	// header. An allow that is not "allowed": no Envoy rule keyed on
+	// reason == allowed takes it for an authenticated request.
+	ReasonLogoutRevoked: {"logout_revoked", codes.OK, http.StatusOK, "", "logout revoked"},
 }
 
 // String is the reason's stable name, for example "token_expired".

@@ -10,6 +10,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tokengate/tokengate/extauthz/token"
@@ -171,7 +172,7 @@ var (
 func init() {
 	for _, r := range Reasons() {
 		reasonValues[r] = structpb.NewStringValue(r.String())
-		if r != ReasonAllowed {
+		if reasons[r].grpc != codes.OK {
 			denials[r] = newDenial(r)
 		}
 	}

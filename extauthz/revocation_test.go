@@ -173,7 +173,7 @@ func TestStaleRevocationsFailOpenWhenConfigured(t *testing.T) {
 // failingLogout stands in for a store that cannot take the write.
 type failingLogout struct{}
 
-func (failingLogout) RevokeLogout(context.Context, *token.Identity, bool, bool) error {
+func (failingLogout) RevokeLogout(context.Context, *token.Identity, bool, bool, bool) error {
 	return errors.New("store unavailable")
 }
 

@@ -41,9 +41,12 @@ type Revocations interface {
 }
 
 // LogoutRevoker durably revokes the token presented on a logout route (and,
-// when asked, its session or subject) before the request goes on.
+// when asked, its session or subject) before the request goes on. revoked
+// says the token is revoked already: what the route writes for it must then
+// be dated by the token itself (its iat), not by now, so that replaying it
+// writes nothing new.
 type LogoutRevoker interface {
-	RevokeLogout(ctx context.Context, id *token.Identity, session, subject bool) error
+	RevokeLogout(ctx context.Context, id *token.Identity, session, subject, revoked bool) error
 }
 
 // Options configure a Server.
@@ -206,8 +209,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if onLogout {
 		// The logout must hold before the request goes on: never let it look
 		// successful while the token still works. For a token already revoked,
-		// the route's session or subject revocation may still be new.
-		if err := s.logout.RevokeLogout(ctx, id, route.RevokeSession, route.RevokeSubject); err != nil {
+		// the route's session or subject revocation may still be new; it is
+		// dated by the token, so that replays of the token change nothing.
+		if err := s.logout.RevokeLogout(ctx, id, route.RevokeSession, route.RevokeSubject, revoked); err != nil {
 			s.log.Error("logout route: revocation failed; denying", "err", err, "decision_id", decisionID,
 				"request_id", r.requestID, "jti", id.TokenID)
 			return s.deny(r, ReasonLogoutFailed, decisionID, id, start), nil
@@ -216,28 +220,39 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			"iss", id.Issuer, "jti", id.TokenID, "sub_hash", subjectHash(id.Subject), "session", route.RevokeSession,
 			"subject", route.RevokeSubject, "already_revoked", revoked)
 	}
-	s.metrics.observe(ReasonAllowed, start)
 	if revoked {
+		s.metrics.observe(ReasonLogoutRevoked, start)
 		return allowRevokedLogout(a, decisionID), nil
 	}
+	s.metrics.observe(ReasonAllowed, start)
 	return allowResponse(a, decisionID), nil
 }
 
 // allowRevokedLogout lets a revoked token's logout request on to the IdP
-// with no identity: every identity header the token's allow answer would set
-// or remove is removed (so a client cannot supply one either), none is set.
-// The dynamic metadata says the token was revoked.
+// with no identity and without the token. Every identity header the
+// token's allow answer would set or remove is removed (so a client cannot
+// supply one either), none is set; authorization is removed too, so that an
+// upstream verifying the JWT by itself cannot take the revoked token (the
+// IdP's logout goes by its session cookie or an id_token_hint). The dynamic
+// metadata carries only the reason, logout_revoked, and the decision id:
+// no sub, jti or iss that an Envoy rule could read as an authenticated
+// identity (tokengate's log line, under the decision id, has them).
 func allowRevokedLogout(a *allowed, decisionID string) *authv3.CheckResponse {
-	resp := allowResponse(a, decisionID)
 	full := a.answer.OkResponse
-	ok := &authv3.OkHttpResponse{HeadersToRemove: make([]string, 0, len(full.GetHeaders())+len(full.GetHeadersToRemove()))}
+	ok := &authv3.OkHttpResponse{HeadersToRemove: make([]string, 0, len(full.GetHeaders())+len(full.GetHeadersToRemove())+1)}
 	for _, h := range full.GetHeaders() {
 		ok.HeadersToRemove = append(ok.HeadersToRemove, h.GetHeader().GetKey())
 	}
 	ok.HeadersToRemove = append(ok.HeadersToRemove, full.GetHeadersToRemove()...)
-	resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
-	resp.DynamicMetadata.Fields["token_revoked"] = structpb.NewBoolValue(true) // a map of this answer's own
-	return resp
+	ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
+	return &authv3.CheckResponse{
+		Status:       okStatus,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"reason":      reasonValues[ReasonLogoutRevoked],
+			"decision_id": structpb.NewStringValue(decisionID),
+		}},
+	}
 }
 
 func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Identity, start time.Time) *authv3.CheckResponse {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,7 +17,9 @@ type LogoutRoute struct {
 	// ignored); empty matches any host.
 	Host string
 	// PathPrefix matches whole path segments: /logout matches /logout,
-	// /logout/ and /logout?x=1, not /logouts.
+	// /logout/ and /logout?x=1, not /logouts. It is matched literally, as
+	// Envoy sends the path: Envoy must normalise it first (normalize_path,
+	// merge_slashes). A prefix matching every path ("/") is refused.
 	PathPrefix string
 	// Methods; empty means any.
 	Methods []string
@@ -28,24 +31,50 @@ type LogoutRoute struct {
 // LogoutRoutes matches requests against the configured logout routes.
 type LogoutRoutes struct{ routes []LogoutRoute }
 
-// NewLogoutRoutes validates the routes.
+// NewLogoutRoutes validates the routes (Validate).
 func NewLogoutRoutes(routes []LogoutRoute) (*LogoutRoutes, error) {
 	out := make([]LogoutRoute, 0, len(routes))
+	var errs []error
 	for i, r := range routes {
-		if !strings.HasPrefix(r.PathPrefix, "/") {
-			return nil, fmt.Errorf("logout route %d: path_prefix must start with /", i)
+		if err := r.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("logout route %d: %w", i, err))
+			continue
 		}
+		r.Methods = slices.Clone(r.Methods)
 		for j, m := range r.Methods {
-			m = strings.ToUpper(m)
-			if !slices.Contains([]string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch}, m) {
-				return nil, fmt.Errorf("logout route %d: method %q", i, r.Methods[j])
-			}
-			r.Methods[j] = m
+			r.Methods[j] = strings.ToUpper(m)
 		}
 		r.Host = strings.ToLower(r.Host)
 		out = append(out, r)
 	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	return &LogoutRoutes{routes: out}, nil
+}
+
+// Validate reports every problem of the route, each error naming its field
+// ("path_prefix: …", "methods: …").
+//
+// The path prefix must name a path: "/" (or "//", or none) would match
+// every path, and a revoked token goes on (without identity) on a logout
+// route, so every path would let revoked tokens through to its upstream.
+func (r LogoutRoute) Validate() error {
+	var errs []error
+	switch {
+	case r.PathPrefix == "":
+		errs = append(errs, errors.New("path_prefix: required: the logout path, such as /oauth2/logout"))
+	case !strings.HasPrefix(r.PathPrefix, "/"):
+		errs = append(errs, fmt.Errorf("path_prefix: must start with /, got %q", r.PathPrefix))
+	case strings.Trim(r.PathPrefix, "/") == "":
+		errs = append(errs, fmt.Errorf("path_prefix: %q matches every path, which would let revoked tokens through on every path; name the logout path, such as /oauth2/logout", r.PathPrefix))
+	}
+	for _, m := range r.Methods {
+		if !slices.Contains([]string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch}, strings.ToUpper(m)) {
+			errs = append(errs, fmt.Errorf("methods: %q is not GET, POST, PUT, DELETE or PATCH", m))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Match returns the first route matching the request. path may carry a
@@ -66,7 +95,7 @@ func (l *LogoutRoutes) Match(host, path, method string) (LogoutRoute, bool) {
 			continue
 		}
 		prefix := strings.TrimSuffix(r.PathPrefix, "/")
-		if path == prefix || strings.HasPrefix(path, prefix+"/") || (prefix == "" && strings.HasPrefix(path, "/")) {
+		if path == prefix || strings.HasPrefix(path, prefix+"/") {
 			return r, true
 		}
 	}

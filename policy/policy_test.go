@@ -45,6 +45,13 @@ func TestNewLogoutRoutesRejects(t *testing.T) {
 	cases := map[string]policy.LogoutRoute{
 		"path prefix without /": {PathPrefix: "logout"},
 		"unknown method":        {PathPrefix: "/logout", Methods: []string{"FETCH"}},
+		// A prefix matching every path would make every path a revoked
+		// token's way through, with or without a host.
+		"path prefix /":               {PathPrefix: "/"},
+		"path prefix //":              {PathPrefix: "//"},
+		"path prefix / on a host":     {Host: "auth.example.com", PathPrefix: "/"},
+		"empty path prefix":           {},
+		"empty path prefix on a host": {Host: "auth.example.com"},
 	}
 	for name, route := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -54,6 +54,12 @@ func (c Config) logoutRoutes() (*policy.LogoutRoutes, error) {
 	var errs []error
 	for i, lr := range c.LogoutRoutes {
 		r := policy.LogoutRoute{Host: lr.Host, PathPrefix: lr.PathPrefix, Methods: slices.Clone(lr.Methods)}
+		if err := r.Validate(); err != nil {
+			// One problem a line, each with its YAML path.
+			for _, e := range joined(err) {
+				errs = append(errs, fmt.Errorf("logout_routes[%d].%w", i, e))
+			}
+		}
 		for _, what := range lr.Revoke {
 			switch what {
 			case "token":
@@ -67,11 +73,22 @@ func (c Config) logoutRoutes() (*policy.LogoutRoutes, error) {
 		}
 		out = append(out, r)
 	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
 	routes, err := policy.NewLogoutRoutes(out)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("logout_routes: %w", err))
+		return nil, fmt.Errorf("logout_routes: %w", err)
 	}
-	return routes, errors.Join(errs...)
+	return routes, nil
+}
+
+// joined lists the errors an errors.Join made, or err alone.
+func joined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // BackchannelConfig is POST /backchannel-logout, on when any issuer lists

@@ -204,3 +204,32 @@ issuers:
 		t.Errorf("err = %v, want the second << reported", err)
 	}
 }
+
+// TestConfigLogoutRouteMatchingEveryPath: a logout route whose path_prefix
+// matches every path (/, or none) is refused with its YAML path, beside the
+// other problems of the file.
+func TestConfigLogoutRouteMatchingEveryPath(t *testing.T) {
+	_, err := loadConfig(strings.NewReader(`
+issuers:
+  - {name: a, issuer: https://a.example, audiences: [x]}
+logout_routes:
+  - {path_prefix: /oauth2/logout}
+  - {host: auth.example.com, path_prefix: /}
+  - {host: auth.example.com, methods: [FETCH]}
+`), noEnv)
+	if err == nil {
+		t.Fatal("a logout route matching every path was accepted")
+	}
+	for _, want := range []string{
+		"logout_routes[1].path_prefix: \"/\" matches every path",
+		"logout_routes[2].path_prefix: required",
+		"logout_routes[2].methods:",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "logout_routes[0]") {
+		t.Errorf("the valid route is reported:\n%v", err)
+	}
+}

@@ -352,7 +352,7 @@ func TestLogoutSubjectCutoffCoversTheToken(t *testing.T) {
 	r := newRevoker(t, s, newFollower(t, s, x, storage.FollowerOptions{}), []intake.Issuer{iss}, nil)
 	id := &token.Identity{Issuer: iss.Issuer, Subject: "alice", IssuedAt: time.Now().Add(10 * time.Second),
 		ExpiresAt: time.Now().Add(10 * time.Minute)}
-	if err := r.RevokeLogout(t.Context(), id, false, true); err != nil {
+	if err := r.RevokeLogout(t.Context(), id, false, true, false); err != nil {
 		t.Fatal(err)
 	}
 	if !x.Revoked(x.Keys(id.Issuer, "", "", id.Subject, nil), id.IssuedAt, time.Now()) {

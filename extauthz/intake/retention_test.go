@@ -246,7 +246,7 @@ func TestRetention(t *testing.T) {
 			send: func(t *testing.T, e *retentionEnv, now time.Time) {
 				id := &token.Identity{Issuer: e.iss.URL, Subject: "carol", TokenID: "j-logout", SessionID: "s-logout",
 					IssuedAt: now.Add(-time.Minute), ExpiresAt: now.Add(exp)}
-				if err := e.revoker.RevokeLogout(t.Context(), id, true, true); err != nil {
+				if err := e.revoker.RevokeLogout(t.Context(), id, true, true, false); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -256,10 +256,27 @@ func TestRetention(t *testing.T) {
 				{kind: storage.KindSubject, key: "carol", expires: keep},
 			},
 		},
+		// A token already revoked is dated by itself, its iat: replays of it
+		// write the same values again (no change), and cannot move its user's
+		// cutoff forward.
+		"logout route, token already revoked": {
+			send: func(t *testing.T, e *retentionEnv, now time.Time) {
+				id := &token.Identity{Issuer: e.iss.URL, Subject: "carl", TokenID: "j-revoked", SessionID: "s-revoked",
+					IssuedAt: now.Add(-5 * time.Minute), ExpiresAt: now.Add(exp)}
+				if err := e.revoker.RevokeLogout(t.Context(), id, true, true, true); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: []entry{
+				{kind: storage.KindToken, key: "j-revoked", expires: exp + leeway},
+				{kind: storage.KindSession, key: "s-revoked", expires: -5*time.Minute + keepSession},
+				{kind: storage.KindSubject, key: "carl", before: -5 * time.Minute, expires: -5*time.Minute + keep},
+			},
+		},
 		"logout route, IdP clock ahead": {
 			send: func(t *testing.T, e *retentionEnv, now time.Time) {
 				id := &token.Identity{Issuer: e.iss.URL, Subject: "dave", IssuedAt: now.Add(10 * time.Second), ExpiresAt: now.Add(exp)}
-				if err := e.revoker.RevokeLogout(t.Context(), id, false, true); err != nil {
+				if err := e.revoker.RevokeLogout(t.Context(), id, false, true, false); err != nil {
 					t.Fatal(err)
 				}
 			},

@@ -176,12 +176,24 @@ func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, 
 // its session or subject when asked. A token without a jti falls back to
 // its session, or else to its subject as of its iat, so that the logout
 // always takes the token out.
-func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session, subject bool) error {
+//
+// A still-valid token logs out as of now: the subject's cutoff is now (every
+// token of the user so far), the session is kept from now. A token already
+// revoked (revoked) is dated by itself instead, its iat: the subject's
+// cutoff at its iat, the session kept from its iat (it was live then, so it
+// can mint no token past iat + its lifetime). Its replays then write the
+// same values again, which the store merges into no change: a stolen,
+// revoked token is no write trigger, and cannot move its user's cutoff past
+// the user's next sign-in.
+func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session, subject, revoked bool) error {
 	iss, ok := r.issuers[id.Issuer]
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrIssuerUnknown, id.Issuer)
 	}
-	now := r.now()
+	from := r.now()
+	if revoked {
+		from = id.IssuedAt
+	}
 	base := storage.Revocation{Issuer: id.Issuer, Source: "logout-route", Reason: "logout"}
 	var revs []storage.Revocation
 	if id.TokenID != "" {
@@ -191,15 +203,15 @@ func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session,
 	}
 	if id.SessionID != "" && (session || id.TokenID == "") {
 		s := base
-		s.Kind, s.Key, s.ExpiresAt = storage.KindSession, id.SessionID, iss.KeepSession(now)
+		s.Kind, s.Key, s.ExpiresAt = storage.KindSession, id.SessionID, iss.KeepSession(from)
 		revs = append(revs, s)
 	}
 	if id.Subject != "" && (subject || len(revs) == 0) {
 		// Never before the token's own iat: an IdP clock ahead of ours (within
 		// the leeway) must not let the logged-out token through.
 		before := id.IssuedAt
-		if subject && now.After(before) {
-			before = now
+		if subject && from.After(before) {
+			before = from
 		}
 		s := base
 		s.Kind, s.Key, s.RevokedBefore, s.ExpiresAt = storage.KindSubject, id.Subject, before, iss.Keep(before)

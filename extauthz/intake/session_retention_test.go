@@ -31,7 +31,7 @@ func TestSessionStaysRevokedForTheSessionLifetime(t *testing.T) {
 		"logout route": func(t *testing.T, e *retentionEnv, now time.Time, sid string) {
 			id := &token.Identity{Issuer: e.iss.URL, Subject: "alice", TokenID: "j-logout", SessionID: sid,
 				IssuedAt: now.Add(-time.Minute), ExpiresAt: now.Add(10 * time.Minute)}
-			if err := e.revoker.RevokeLogout(t.Context(), id, true, false); err != nil {
+			if err := e.revoker.RevokeLogout(t.Context(), id, true, false, false); err != nil {
 				t.Fatal(err)
 			}
 		},
