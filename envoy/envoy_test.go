@@ -131,6 +131,14 @@ func TestEnvoyBootstrapChecksCatchMistakes(t *testing.T) {
 			old: "headers_with_underscores_action: REJECT_REQUEST", new: "headers_with_underscores_action: ALLOW",
 			want: "headers_with_underscores_action",
 		},
+		"paths not normalised": {
+			old: "normalize_path: true", new: "normalize_path: false",
+			want: "normalize_path",
+		},
+		"slashes not merged": {
+			old: "merge_slashes: true", new: "merge_slashes: false",
+			want: "merge_slashes",
+		},
 		"admin on every interface": {
 			old: "socket_address: {address: 127.0.0.1, port_value: 9901}", new: "socket_address: {address: 0.0.0.0, port_value: 9901}",
 			want: "admin",
@@ -369,6 +377,12 @@ func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionM
 	// both as HTTP_X_AUTH_SUBJECT. Refuse such requests at the edge.
 	if got := hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); got != corev3.HttpProtocolOptions_REJECT_REQUEST {
 		bad("common_http_protocol_options.headers_with_underscores_action: got %s, want REJECT_REQUEST", got)
+	}
+	// Logout routes match paths literally: /oauth2//logout or
+	// /oauth2/./logout must reach tokengate as /oauth2/logout.
+	if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() {
+		bad("normalize_path %v, merge_slashes %v: want both true (logout routes match normalised paths)",
+			hcm.GetNormalizePath().GetValue(), hcm.GetMergeSlashes())
 	}
 
 	problems = append(problems, checkAccessLog(hcm)...)
