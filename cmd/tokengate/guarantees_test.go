@@ -34,6 +34,9 @@ func TestGuaranteesLinkToTests(t *testing.T) {
 		if len(links) == 0 {
 			t.Errorf("a promise links to no test: %s", line)
 		}
+		if all := strings.Count(line, "]("); all != len(links) {
+			t.Errorf("a promise has %d links, %d of them to a test as [`Name`](file_test.go): %s", all, len(links), line)
+		}
 		for _, l := range links {
 			name, file := l[1], l[2]
 			src, err := os.ReadFile(filepath.Join("../..", file))
@@ -41,9 +44,9 @@ func TestGuaranteesLinkToTests(t *testing.T) {
 				t.Errorf("%s links to %s: %v", name, file, err)
 				continue
 			}
-			want := "func " + name + "("
+			want := "\nfunc " + name + "(t *testing.T)"
 			if !strings.HasPrefix(name, "Test") {
-				want = `"` + name + `":` // a conformance case
+				want = "\t\"" + name + "\":" // a case in the conformance suite's table
 			}
 			if !strings.Contains(string(src), want) {
 				t.Errorf("README links %s to %s, which does not define it", name, file)
