@@ -42,9 +42,9 @@ type Revocations interface {
 
 // LogoutRevoker durably revokes the token presented on a logout route (and,
 // when asked, its session or subject) before the request goes on. revoked
-// says the token is revoked already: what the route writes for it must then
-// be dated by the token itself (its iat), not by now, so that replaying it
-// writes nothing new.
+// says the token is revoked already. Either way the logout is as of now;
+// what the index already holds is not written again, so that replaying a
+// logged-out token makes no store write.
 type LogoutRevoker interface {
 	RevokeLogout(ctx context.Context, id *token.Identity, session, subject, revoked bool) error
 }
@@ -209,8 +209,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if onLogout {
 		// The logout must hold before the request goes on: never let it look
 		// successful while the token still works. For a token already revoked,
-		// the route's session or subject revocation may still be new; it is
-		// dated by the token, so that replays of the token change nothing.
+		// the route's session or subject revocation may still be new; what the
+		// index already holds is skipped, so replays of the token write nothing.
 		if err := s.logout.RevokeLogout(ctx, id, route.RevokeSession, route.RevokeSubject, revoked); err != nil {
 			s.log.Error("logout route: revocation failed; denying", "err", err, "decision_id", decisionID,
 				"request_id", r.requestID, "jti", id.TokenID)
