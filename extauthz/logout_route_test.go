@@ -2,6 +2,7 @@ package extauthz_test
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -140,15 +141,19 @@ type logoutEnv struct {
 // it changes nothing.
 type countingStore struct {
 	storage.Store
-	n atomic.Int64
+	n    atomic.Int64
+	fail atomic.Bool // every Apply fails with storage.ErrUnavailable
 }
 
 func (c *countingStore) Apply(ctx context.Context, w storage.Write) (storage.Result, error) {
 	c.n.Add(1)
+	if c.fail.Load() {
+		return storage.Result{}, storage.ErrUnavailable
+	}
 	return c.Store.Apply(ctx, w)
 }
 
-func newLogoutEnv(t *testing.T, route policy.LogoutRoute) *logoutEnv {
+func newLogoutEnv(t *testing.T, route policy.LogoutRoute, opts ...func(*extauthz.Options)) *logoutEnv {
 	t.Helper()
 	e := newRevocationEnv(t, false)
 	routes, err := policy.NewLogoutRoutes([]policy.LogoutRoute{route})
@@ -170,8 +175,12 @@ func newLogoutEnv(t *testing.T, route policy.LogoutRoute) *logoutEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &logoutEnv{revocationEnv: e, applies: cs, srv: newServer(t, extauthz.Options{Verifier: v, Headers: headers,
-		Revocations: e.index, MaxStaleness: time.Minute, LogoutRoutes: routes, Logout: rev})}
+	o := extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index, MaxStaleness: time.Minute,
+		LogoutRoutes: routes, Logout: rev}
+	for _, f := range opts {
+		f(&o)
+	}
+	return &logoutEnv{revocationEnv: e, applies: cs, srv: newServer(t, o)}
 }
 
 func (e *logoutEnv) checkPath(t *testing.T, tok, path string) *authv3.CheckResponse {
@@ -320,4 +329,52 @@ func mustChanges(t *testing.T, e *logoutEnv, from storage.Position) []storage.Ch
 		t.Fatal(err)
 	}
 	return changes
+}
+
+// TestRevokedLogoutLogsAreBounded: replays of a revoked token on a logout
+// route are logged under the denial log limit, like denials: a replay is
+// as cheap to send as a junk token. The bound is the burst (10 at 1 per
+// second) plus what the limiter refills while the replays run.
+func TestRevokedLogoutLogsAreBounded(t *testing.T) {
+	h := &countingHandler{count: map[string]int{}}
+	e := newLogoutEnv(t, policy.LogoutRoute{PathPrefix: "/logout", RevokeSession: true}, func(o *extauthz.Options) {
+		o.Logger, o.DenialLogsPerSecond = slog.New(h), 1
+	})
+	claims := e.iss.Claims("user-1", 10*time.Minute)
+	claims["sid"] = "sid-1"
+	stolen := mint(t, e.iss, claims, nil)
+	e.revoke(t, storage.Revocation{Kind: storage.KindToken, Key: claims["jti"].(string)})
+	start := time.Now()
+	const n = 100
+	for range n {
+		if resp := e.checkPath(t, stolen, "/logout"); resp.GetOkResponse() == nil {
+			t.Fatalf("the revoked token's logout was denied: %v", resp.GetDynamicMetadata().AsMap())
+		}
+	}
+	bound := 10 + int(time.Since(start).Seconds()) + 1
+	if got := h.count["logged out at the gateway"]; got > bound || got == 0 {
+		t.Errorf("%d log lines from %d replays of a revoked token, want 1 to %d (the denial log limit)", got, n, bound)
+	}
+
+	// A store that fails: every logout is denied (logout_failed), and its
+	// error lines are bounded too.
+	h = &countingHandler{count: map[string]int{}}
+	e = newLogoutEnv(t, policy.LogoutRoute{PathPrefix: "/logout", RevokeSession: true}, func(o *extauthz.Options) {
+		o.Logger, o.DenialLogsPerSecond = slog.New(h), 1
+	})
+	e.applies.fail.Store(true)
+	valid := e.iss.Claims("user-2", 10*time.Minute)
+	valid["sid"] = "sid-2"
+	tok := mint(t, e.iss, valid, nil)
+	start = time.Now()
+	for range n {
+		resp := e.checkPath(t, tok, "/logout")
+		if md := resp.GetDynamicMetadata().AsMap(); resp.GetDeniedResponse() == nil || md["reason"] != "logout_failed" {
+			t.Fatalf("a logout the store failed was not denied as logout_failed: %v", md)
+		}
+	}
+	bound = 10 + int(time.Since(start).Seconds()) + 1
+	if got := h.count["logout route: revocation failed; denying"]; got > bound || got == 0 {
+		t.Errorf("%d error lines from %d failed logouts, want 1 to %d (the denial log limit)", got, n, bound)
+	}
 }
