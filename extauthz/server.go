@@ -42,9 +42,9 @@ type Revocations interface {
 
 // LogoutRevoker durably revokes the token presented on a logout route (and,
 // when asked, its session or subject) before the request goes on. revoked
-// says the token is revoked already: what the route writes for it must then
-// be dated by the token itself (its iat), not by now, so that replaying it
-// writes nothing new.
+// says the token is revoked already. Either way the logout is as of now;
+// what the index already holds is not written again, so that replaying a
+// logged-out token makes no store write.
 type LogoutRevoker interface {
 	RevokeLogout(ctx context.Context, id *token.Identity, session, subject, revoked bool) error
 }
@@ -209,16 +209,25 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if onLogout {
 		// The logout must hold before the request goes on: never let it look
 		// successful while the token still works. For a token already revoked,
-		// the route's session or subject revocation may still be new; it is
-		// dated by the token, so that replays of the token change nothing.
+		// the route's session or subject revocation may still be new; what the
+		// index already holds is skipped, so replays of the token write nothing.
+		//
+		// A failure, and a revoked token's pass-through, are logged under the
+		// denial log limit: both are as cheap to repeat as a junk token. A
+		// valid token's logout revokes it, so it is logged every time.
 		if err := s.logout.RevokeLogout(ctx, id, route.RevokeSession, route.RevokeSubject, revoked); err != nil {
-			s.log.Error("logout route: revocation failed; denying", "err", err, "decision_id", decisionID,
+			s.logLimited(slog.LevelError, "logout route: revocation failed; denying", "err", err, "decision_id", decisionID,
 				"request_id", r.requestID, "jti", id.TokenID)
 			return s.deny(r, ReasonLogoutFailed, decisionID, id, start), nil
 		}
-		s.log.Info("logged out at the gateway", "decision_id", decisionID, "request_id", r.requestID,
+		attrs := []any{"decision_id", decisionID, "request_id", r.requestID,
 			"iss", id.Issuer, "jti", id.TokenID, "sub_hash", subjectHash(id.Subject), "session", route.RevokeSession,
-			"subject", route.RevokeSubject, "already_revoked", revoked)
+			"subject", route.RevokeSubject, "already_revoked", revoked}
+		if revoked {
+			s.logLimited(slog.LevelInfo, "logged out at the gateway", attrs...)
+		} else {
+			s.log.Info("logged out at the gateway", attrs...)
+		}
 	}
 	if revoked {
 		s.metrics.observe(ReasonLogoutRevoked, start)
@@ -277,15 +286,20 @@ func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Ide
 // log limit: junk tokens naming an issuer whose keys never loaded are as
 // cheap to send as any other.
 func (s *Server) cannotDecide(r request, err error, decisionID string) {
+	s.logLimited(slog.LevelWarn, "cannot decide", "err", err, "decision_id", decisionID, "request_id", r.requestID)
+}
+
+// logLimited logs a line under the denial log limit, saying how many lines
+// were left out before it.
+func (s *Server) logLimited(level slog.Level, msg string, attrs ...any) {
 	if !s.denialLogs.Allow() {
 		s.unlogged.Add(1)
 		return
 	}
-	attrs := []any{"err", err, "decision_id", decisionID, "request_id", r.requestID}
 	if n := s.unlogged.Swap(0); n > 0 {
 		attrs = append(attrs, "unlogged_denials_before", n)
 	}
-	s.log.Warn("cannot decide", attrs...)
+	s.log.Log(context.Background(), level, msg, attrs...)
 }
 
 // Fresh reports whether the revocations can be trusted for a decision:

@@ -17,9 +17,9 @@ type LogoutRoute struct {
 	// ignored); empty matches any host.
 	Host string
 	// PathPrefix matches whole path segments: /logout matches /logout,
-	// /logout/ and /logout?x=1, not /logouts. It is matched literally, as
-	// Envoy sends the path: Envoy must normalise it first (normalize_path,
-	// merge_slashes). A prefix matching every path ("/") is refused.
+	// /logout/ and /logout?x=1, not /logouts. The request path is
+	// normalised first (see Match); the prefix is matched as written. A
+	// prefix matching every path ("/") is refused.
 	PathPrefix string
 	// Methods; empty means any.
 	Methods []string
@@ -79,6 +79,19 @@ func (r LogoutRoute) Validate() error {
 
 // Match returns the first route matching the request. path may carry a
 // query string, as Envoy sends it.
+//
+// The path is matched as the upstream resolves it: the query dropped,
+// repeated slashes merged, "." and ".." segments resolved (never above
+// the root), a trailing slash ignored. Upstreams differ in reading it, and
+// a request on a logout route lets a revoked token through, so it matches
+// only when every reading agrees: with ";" path parameters dropped from
+// each segment before resolving, as Java servers do (Tomcat reads "..;" as
+// ".."), and kept; with percent-encoded unreserved characters ("%2e")
+// decoded, and not. Parameters are ignored when comparing segments, so
+// /oauth2/logout;jsessionid=x matches /oauth2/logout, while
+// /oauth2/logout/..;/orders does not. A path with an encoded slash or
+// backslash, or a backslash, which some upstreams read as a slash, is no
+// logout route; nor is a path not starting with "/".
 func (l *LogoutRoutes) Match(host, path, method string) (LogoutRoute, bool) {
 	if l == nil || len(l.routes) == 0 {
 		return LogoutRoute{}, false
@@ -86,6 +99,10 @@ func (l *LogoutRoutes) Match(host, path, method string) (LogoutRoute, bool) {
 	path, _, _ = strings.Cut(path, "?")
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
+	}
+	readings, n, ok := readPath(path)
+	if !ok {
+		return LogoutRoute{}, false
 	}
 	for _, r := range l.routes {
 		if r.Host != "" && !strings.EqualFold(r.Host, host) {
@@ -95,9 +112,114 @@ func (l *LogoutRoutes) Match(host, path, method string) (LogoutRoute, bool) {
 			continue
 		}
 		prefix := strings.TrimSuffix(r.PathPrefix, "/")
-		if path == prefix || strings.HasPrefix(path, prefix+"/") {
+		all := true
+		for _, p := range readings[:n] {
+			all = all && (p == prefix || strings.HasPrefix(p, prefix+"/"))
+		}
+		if all {
 			return r, true
 		}
 	}
 	return LogoutRoute{}, false
+}
+
+// readPath returns the n readings of path an upstream may take (see
+// Match), each resolved, without a trailing slash, its segments without
+// parameters; false when path is no logout route under any reading. A path
+// needing no normalisation (the usual one) is its only reading, with no
+// allocation.
+func readPath(path string) (readings [4]string, n int, ok bool) {
+	if !strings.HasPrefix(path, "/") || strings.Contains(path, `\`) {
+		return readings, 0, false
+	}
+	if !strings.Contains(path, "//") && !strings.Contains(path, "/.") && !strings.ContainsAny(path, ";%") {
+		// Nothing to resolve, no parameter, nothing encoded.
+		readings[0] = strings.TrimSuffix(path, "/")
+		return readings, 1, true
+	}
+	lower := strings.ToLower(path)
+	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") {
+		return readings, 0, false
+	}
+	for _, params := range [2]bool{true, false} {
+		for _, decode := range [2]bool{true, false} {
+			readings[n] = resolve(path, params, decode)
+			n++
+		}
+	}
+	return readings, n, true
+}
+
+// resolve is path as one upstream reads it: with ;parameters dropped from
+// each segment before resolving (params), with unreserved characters
+// percent-decoded (decode); then "", "." and ".." segments resolved, and
+// parameters dropped for comparing.
+func resolve(path string, params, decode bool) string {
+	segs := strings.Split(path, "/")
+	out := segs[:0]
+	for _, seg := range segs {
+		if decode {
+			seg = decodeUnreserved(seg)
+		}
+		if params {
+			seg, _, _ = strings.Cut(seg, ";")
+		}
+		switch seg {
+		case "", ".":
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, seg)
+		}
+	}
+	for i, seg := range out {
+		out[i], _, _ = strings.Cut(seg, ";")
+	}
+	return "/" + strings.Join(out, "/")
+}
+
+// decodeUnreserved decodes the percent-encoded unreserved characters of s
+// (RFC 3986 2.3: ALPHA, DIGIT, "-", ".", "_", "~"), as RFC 3986
+// normalisation does; every other escape is kept.
+func decodeUnreserved(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if c, ok := unhex(s[i+1], s[i+2]); ok && unreserved(c) {
+				b.WriteByte(c)
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func unhex(hi, lo byte) (byte, bool) {
+	h, ok1 := hexVal(hi)
+	l, ok2 := hexVal(lo)
+	return h<<4 | l, ok1 && ok2
+}
+
+func hexVal(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+func unreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~'
 }

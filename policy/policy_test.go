@@ -41,6 +41,61 @@ func TestLogoutRouteMatching(t *testing.T) {
 	}
 }
 
+// TestLogoutRouteMatchingNormalisesThePath: Match reads the path as the
+// upstream resolves it (repeated slashes merged, . and .. resolved, a
+// trailing slash or query ignored), and matches only when every reading an
+// upstream may take agrees: Java servers drop ;parameters from each
+// segment (so "..;" is "..") and others keep them; some decode %2e and
+// other unreserved characters, some do not. A path that resolves elsewhere
+// under any reading is not a logout route: a revoked token goes on there.
+func TestLogoutRouteMatchingNormalisesThePath(t *testing.T) {
+	routes, err := policy.NewLogoutRoutes([]policy.LogoutRoute{{PathPrefix: "/oauth2/logout"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		path  string
+		match bool
+	}{
+		"plain":                       {"/oauth2/logout", true},
+		"trailing slash":              {"/oauth2/logout/", true},
+		"leading double slash":        {"//oauth2/logout", true},
+		"inner double slash":          {"/oauth2//logout", true},
+		"dot segment":                 {"/oauth2/./logout", true},
+		"dot dot segment":             {"/x/../oauth2/logout", true},
+		"dot dot above the root":      {"/../../oauth2/logout", true},
+		"query with dots and slashes": {"/oauth2/logout?next=/../orders", true},
+		"path parameter":              {"/oauth2/logout;jsessionid=x", true},
+		"path parameter, sub path":    {"/oauth2/logout;jsessionid=x/confirm", true},
+		"parameter in a parent":       {"/oauth2;v=1/logout", true},
+		"sub path":                    {"/oauth2/logout/confirm", true},
+		"resolves above the route":    {"/oauth2/logout/../orders", false},
+		"resolves to the parent":      {"/oauth2/logout/..", false},
+		"java dot dot":                {"/oauth2/logout/..;/orders", false},
+		"java dot dot, parameter":     {"/oauth2/logout/..;x=1/orders", false},
+		"java dot dot at the end":     {"/oauth2/logout/..;", false},
+		"java dot dot before it":      {"/x/..;/oauth2/logout", false},
+		"parameter then dot dot":      {"/oauth2/logout;/../orders", false},
+		"encoded dot dot":             {"/oauth2/logout/%2e%2e/orders", false},
+		"encoded dot dot, upper case": {"/oauth2/logout/%2E%2E/orders", false},
+		"half encoded dot dot":        {"/oauth2/logout/.%2e/orders", false},
+		"encoded slash":               {"/oauth2/logout%2f..%2forders", false},
+		"encoded backslash":           {"/oauth2/logout/..%5corders", false},
+		"backslash":                   {"/oauth2/logout/..\\orders", false},
+		"dot dot into a longer name":  {"/oauth2/logouts/../logout", true},
+		"not the route after all":     {"/oauth2/./logouts", false},
+		"relative":                    {"oauth2/logout", false},
+		"empty":                       {"", false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, got := routes.Match("auth.example.com", tc.path, "GET"); got != tc.match {
+				t.Errorf("Match(%q) = %v, want %v", tc.path, got, tc.match)
+			}
+		})
+	}
+}
+
 func TestNewLogoutRoutesRejects(t *testing.T) {
 	cases := map[string]policy.LogoutRoute{
 		"path prefix without /": {PathPrefix: "logout"},
@@ -94,5 +149,19 @@ func TestNewHeaderMapRejects(t *testing.T) {
 				t.Errorf("NewHeaderMap(%v) accepted it", claimHeaders)
 			}
 		})
+	}
+}
+
+// TestLogoutRouteMatchAllocations: Match runs on every request; a path
+// needing no normalisation costs no allocation.
+func TestLogoutRouteMatchAllocations(t *testing.T) {
+	routes, err := policy.NewLogoutRoutes([]policy.LogoutRoute{{PathPrefix: "/oauth2/logout"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/orders?id=1", "/oauth2/logout?client_id=x"} {
+		if n := testing.AllocsPerRun(100, func() { routes.Match("api.example.com:443", path, "GET") }); n != 0 {
+			t.Errorf("Match(%q) makes %v allocations, want 0", path, n)
+		}
 	}
 }

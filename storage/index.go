@@ -120,6 +120,27 @@ func (x *Index) Revoked(k *Keys, iat, now time.Time) bool {
 	return false
 }
 
+// Entry returns the live entry at now for this key, as the index holds it
+// (in whole seconds): its cutoff (subject and cutoff kinds; zero otherwise)
+// and when it expires. It is for the write path, to skip writing what the
+// index already holds; the check path uses Keys and Revoked.
+func (x *Index) Entry(kind Kind, issuer, key, audience string, now time.Time) (before, expires time.Time, ok bool) {
+	id := x.ident(kind, issuer, key, audience)
+	x.mu.RLock()
+	s, ok := x.entries[id]
+	x.mu.RUnlock()
+	if !ok || s.expires <= now.Unix() {
+		return time.Time{}, time.Time{}, false
+	}
+	if kind == KindSubject || kind == KindCutoff {
+		before = time.Unix(s.before, 0)
+	}
+	return before, time.Unix(s.expires, 0), true
+}
+
+// Index is the index the follower keeps current.
+func (f *Follower) Index() *Index { return f.index }
+
 // Seq is the last change applied.
 func (x *Index) Seq() uint64 {
 	x.mu.RLock()

@@ -196,3 +196,43 @@ func testIndexExpiryRoundsUp(t *testing.T, base time.Time) {
 		}
 	}
 }
+
+// TestIndexEntry: Entry tells a live entry's cutoff and expiry, in the
+// index's whole seconds (the expiry rounded up), and nothing of an entry
+// expired, absent, or kept for another audience.
+func TestIndexEntry(t *testing.T) {
+	for name, now := range bases() {
+		t.Run(name, func(t *testing.T) {
+			x := storage.NewIndex()
+			exp := now.Add(time.Hour + 300*time.Millisecond)
+			cut := now.Add(-time.Minute + 700*time.Millisecond)
+			sub := storage.Revocation{Kind: storage.KindSubject, Issuer: "i", Key: "u", RevokedBefore: cut, ExpiresAt: exp}
+			tok := storage.Revocation{Kind: storage.KindToken, Issuer: "i", Key: "j", ExpiresAt: exp}
+			aud := storage.Revocation{Kind: storage.KindSubject, Issuer: "i", Key: "v", Audience: "a", RevokedBefore: cut, ExpiresAt: exp}
+			if _, err := x.Apply([]storage.Change{put(1, sub), put(2, tok), put(3, aud)}); err != nil {
+				t.Fatal(err)
+			}
+			before, expires, ok := x.Entry(storage.KindSubject, "i", "u", "", now)
+			if !ok || before.Unix() != cut.Unix() || expires.Unix() != exp.Unix()+1 {
+				t.Errorf("Entry(subject) = %v, %v, %v; want %v, %v (rounded up), true", before, expires, ok, cut, exp)
+			}
+			if before, _, ok := x.Entry(storage.KindToken, "i", "j", "", now); !ok || !before.IsZero() {
+				t.Errorf("Entry(token) = %v, %v; want no cutoff, true", before, ok)
+			}
+			for _, miss := range []struct {
+				kind          storage.Kind
+				key, audience string
+				at            time.Time
+			}{
+				{storage.KindSubject, "u", "", exp.Add(time.Second)}, // expired
+				{storage.KindSubject, "w", "", now},                  // absent
+				{storage.KindSession, "u", "", now},                  // another kind
+				{storage.KindSubject, "v", "", now},                  // kept for one audience only
+			} {
+				if _, _, ok := x.Entry(miss.kind, "i", miss.key, miss.audience, miss.at); ok {
+					t.Errorf("Entry(%v, %q, %q) at %v found an entry", miss.kind, miss.key, miss.audience, miss.at)
+				}
+			}
+		})
+	}
+}

@@ -53,10 +53,17 @@ type Revocations interface {
 	Revoked(k *storage.Keys, iat, now time.Time) bool
 }
 
+// Held is what a Revoker reads of this replica's index, to skip writing
+// what it already holds (*storage.Index).
+type Held interface {
+	Entry(kind storage.Kind, issuer, key, audience string, now time.Time) (before, expires time.Time, ok bool)
+}
+
 // Revoker writes revocations: durable, then visible in this replica's index.
 type Revoker struct {
 	store    storage.Store
 	follower Follower
+	index    Held              // nil: none known, every logout writes
 	issuers  map[string]Issuer // by iss
 	byName   map[string]Issuer
 	now      func() time.Time
@@ -64,7 +71,9 @@ type Revoker struct {
 
 // NewRevoker returns a Revoker for the configured issuers. Every reference
 // must mean one issuer: an iss is required and unique, a name (optional) is
-// unique and is no other issuer's iss.
+// unique and is no other issuer's iss. A follower that tells its index
+// (Index() *storage.Index, as storage.Follower does) lets RevokeLogout skip
+// writing what the index already holds.
 func NewRevoker(s storage.Store, f Follower, issuers []Issuer, now func() time.Time) (*Revoker, error) {
 	if now == nil {
 		now = time.Now
@@ -96,7 +105,13 @@ func NewRevoker(s storage.Store, f Follower, issuers []Issuer, now func() time.T
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &Revoker{store: s, follower: f, issuers: m, byName: byName, now: now}, nil
+	r := &Revoker{store: s, follower: f, issuers: m, byName: byName, now: now}
+	if p, ok := f.(interface{ Index() *storage.Index }); ok {
+		if x := p.Index(); x != nil {
+			r.index = x
+		}
+	}
+	return r, nil
 }
 
 // Issuer returns the configured issuer with this iss.
@@ -177,51 +192,83 @@ func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, 
 // its session, or else to its subject as of its iat, so that the logout
 // always takes the token out.
 //
-// A still-valid token logs out as of now: the subject's cutoff is now (every
-// token of the user so far), the session is kept from now. A token already
-// revoked (revoked) is dated by itself instead, its iat: the subject's
-// cutoff at its iat, the session kept from its iat (it was live then, so it
-// can mint no token past iat + its lifetime). Its replays then write the
-// same values again, which the store merges into no change: a stolen,
-// revoked token is no write trigger, and cannot move its user's cutoff past
-// the user's next sign-in.
+// The logout is as of now, whether or not the token was already revoked
+// (revoked): the subject's cutoff is now (every token of the user so far),
+// the session is kept from now. A token revoked by its jti alone, used on a
+// revoke-subject route, so still logs its user out everywhere.
+//
+// What this replica's index already holds is not written again: a token
+// entry kept at least as long, a live session entry, a subject cutoff
+// (every audience) at or after the token's iat: that token was logged out
+// by its subject already. When nothing is left, RevokeLogout returns nil
+// without a store call. So replays of a logged-out token cost no
+// transaction and cannot move its user's cutoff past the user's next
+// sign-in. (The index holds only committed writes, so what it holds is
+// durable.)
 func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session, subject, revoked bool) error {
+	_ = revoked // dated alike; what is already held is skipped either way
 	iss, ok := r.issuers[id.Issuer]
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrIssuerUnknown, id.Issuer)
 	}
-	from := r.now()
-	if revoked {
-		from = id.IssuedAt
+	now := r.now()
+	wantToken := id.TokenID != ""
+	wantSession := id.SessionID != "" && (session || id.TokenID == "")
+	wantSubject := id.Subject != "" && (subject || (!wantToken && !wantSession))
+	if !wantToken && !wantSession && !wantSubject {
+		return errors.New("the token has no jti, sid or sub to revoke")
 	}
 	base := storage.Revocation{Issuer: id.Issuer, Source: "logout-route", Reason: "logout"}
 	var revs []storage.Revocation
-	if id.TokenID != "" {
+	if wantToken {
 		t := base
 		t.Kind, t.Key, t.ExpiresAt = storage.KindToken, id.TokenID, id.ExpiresAt.Add(iss.Leeway)
-		revs = append(revs, t)
+		if !r.holds(storage.KindToken, id.Issuer, id.TokenID, now, func(_, exp time.Time) bool {
+			return !exp.Before(t.ExpiresAt)
+		}) {
+			revs = append(revs, t)
+		}
 	}
-	if id.SessionID != "" && (session || id.TokenID == "") {
+	if wantSession {
 		s := base
-		s.Kind, s.Key, s.ExpiresAt = storage.KindSession, id.SessionID, iss.KeepSession(from)
-		revs = append(revs, s)
+		s.Kind, s.Key, s.ExpiresAt = storage.KindSession, id.SessionID, iss.KeepSession(now)
+		// A live session entry is enough: it was kept a whole session
+		// lifetime from its own revocation, and the session was revoked
+		// from then on.
+		if !r.holds(storage.KindSession, id.Issuer, id.SessionID, now, func(_, _ time.Time) bool { return true }) {
+			revs = append(revs, s)
+		}
 	}
-	if id.Subject != "" && (subject || len(revs) == 0) {
+	if wantSubject {
 		// Never before the token's own iat: an IdP clock ahead of ours (within
 		// the leeway) must not let the logged-out token through.
 		before := id.IssuedAt
-		if subject && from.After(before) {
-			before = from
+		if subject && now.After(before) {
+			before = now
 		}
 		s := base
 		s.Kind, s.Key, s.RevokedBefore, s.ExpiresAt = storage.KindSubject, id.Subject, before, iss.Keep(before)
-		revs = append(revs, s)
+		if !r.holds(storage.KindSubject, id.Issuer, id.Subject, now, func(cut, _ time.Time) bool {
+			return cut.Unix() >= id.IssuedAt.Unix()
+		}) {
+			revs = append(revs, s)
+		}
 	}
 	if len(revs) == 0 {
-		return errors.New("the token has no jti, sid or sub to revoke")
+		return nil // all held already: nothing to write
 	}
 	_, err := r.Revoke(ctx, storage.Write{Revocations: revs})
 	return err
+}
+
+// holds reports whether this replica's index has a live entry for the key
+// (every audience) that enough says is enough.
+func (r *Revoker) holds(kind storage.Kind, issuer, key string, now time.Time, enough func(before, expires time.Time) bool) bool {
+	if r.index == nil {
+		return false
+	}
+	before, expires, ok := r.index.Entry(kind, issuer, key, "", now)
+	return ok && enough(before, expires)
 }
 
 // Unrevoke removes the contributions of one source class (or
