@@ -113,6 +113,9 @@ func NewFollower(s Store, x *Index, opts FollowerOptions) (*Follower, error) {
 // Loaded reports whether the first snapshot has loaded.
 func (f *Follower) Loaded() bool { return f.loaded.Load() }
 
+// Index is the index the follower keeps current.
+func (f *Follower) Index() *Index { return f.index }
+
 // Staleness is how long since the follower last read the store
 // successfully; before the first load it is effectively infinite.
 func (f *Follower) Staleness() time.Duration {

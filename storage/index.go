@@ -138,9 +138,6 @@ func (x *Index) Entry(kind Kind, issuer, key, audience string, now time.Time) (b
 	return before, time.Unix(s.expires, 0), true
 }
 
-// Index is the index the follower keeps current.
-func (f *Follower) Index() *Index { return f.index }
-
 // Seq is the last change applied.
 func (x *Index) Seq() uint64 {
 	x.mu.RLock()
