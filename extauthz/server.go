@@ -230,7 +230,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	if revoked {
 		s.metrics.observe(ReasonLogoutRevoked, start)
-		return allowRevokedLogout(a, decisionID), nil
+		resp := allowRevokedLogout(a, decisionID)
+		// Nor in any other header it may have come from. (A token from a
+		// cookie stays in the Cookie header: rewriting it is forward_token's.)
+		ok := resp.GetOkResponse()
+		ok.HeadersToRemove = append(ok.HeadersToRemove, s.sources.headers...)
+		return resp, nil
 	}
 	s.metrics.observe(ReasonAllowed, start)
 	return allowResponse(a, decisionID), nil

@@ -2,8 +2,10 @@ package extauthz_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
@@ -11,6 +13,7 @@ import (
 	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/policy"
+	"github.com/tokengate/tokengate/storage"
 )
 
 // echoVerifier accepts any token and remembers the last one it was given,
@@ -173,5 +176,46 @@ func TestTokenSourcesValidate(t *testing.T) {
 	}
 	if _, err := extauthz.NewServer(extauthz.Options{Verifier: &echoVerifier{}, TokenSources: []extauthz.TokenSource{{}}}); err == nil {
 		t.Error("NewServer accepted an invalid token source")
+	}
+}
+
+type revokeAll struct{}
+
+func (revokeAll) Keys(string, string, string, string, []string) *storage.Keys { return nil }
+func (revokeAll) Revoked(*storage.Keys, time.Time, time.Time) bool            { return true }
+
+type logoutOK struct{}
+
+func (logoutOK) RevokeLogout(context.Context, *token.Identity, bool, bool, bool) error { return nil }
+
+// TestRevokedLogoutRemovesTokenHeaders: a revoked token's pass-through on a
+// logout route goes on without the token in any header source, as it goes
+// on without authorization.
+func TestRevokedLogoutRemovesTokenHeaders(t *testing.T) {
+	headers, err := policy.NewHeaderMap(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, err := policy.NewLogoutRoutes([]policy.LogoutRoute{{PathPrefix: "/oauth2/logout"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, extauthz.Options{Verifier: &echoVerifier{}, Headers: headers, Revocations: revokeAll{},
+		MaxStaleness: time.Minute, LogoutRoutes: routes, Logout: logoutOK{},
+		TokenSources: []extauthz.TokenSource{{Header: "authorization"}, {Header: "x-access-token"}, {Cookie: "app.at"}}})
+	req := checkRequest(map[string]string{"x-access-token": "tokA"})
+	req.Attributes.Request.Http.Path = "/oauth2/logout"
+	resp, err := srv.Check(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason := resp.GetDynamicMetadata().AsMap()["reason"]; reason != "logout_revoked" {
+		t.Fatalf("reason %v, want logout_revoked", reason)
+	}
+	removed := resp.GetOkResponse().GetHeadersToRemove()
+	for _, h := range []string{"authorization", "x-access-token"} {
+		if !slices.Contains(removed, h) {
+			t.Errorf("headers_to_remove %v lacks %s", removed, h)
+		}
 	}
 }
