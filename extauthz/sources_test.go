@@ -219,3 +219,55 @@ func TestRevokedLogoutRemovesTokenHeaders(t *testing.T) {
 		}
 	}
 }
+
+// FuzzTokenSources reads the Authorization header, the app.at cookie and
+// a bare-token header. Whatever they hold: no panic and no gRPC error; the
+// reason is allowed, token_missing or token_malformed; an allowed token is
+// not empty, within the size limit, and found in what was sent; and both
+// encodings of the headers agree, but for a comma in the Cookie header
+// (where Envoy's headers map joins two header lines).
+//
+//	go test -run '^$' -fuzz FuzzTokenSources -fuzztime 30s ./extauthz
+func FuzzTokenSources(f *testing.F) {
+	for _, seed := range [][3]string{
+		{"Bearer tokA", "app.at=tokA", "tokA"},
+		{"", "theme=dark; app.at=tokA; app.rt=r", ""},
+		{"Bearer tokA", "app.at=tokB", ""},
+		{"", "app.at=\"tokA\"", ""},
+		{"", "app.at=tokA; app.at=tokB", ""},
+		{"", "a=1;app.at=tokA", ""},
+		{"", "app.at=tokA,app.at=tokB", ""},
+		{"", "x=\"a; app.at=tokA", ""},
+		{"Basic Zm9v", "app.at=", "tokA"},
+		{"Bearer ", "", ""},
+		{"", "app.at=" + strings.Repeat("a", 65), ""},
+	} {
+		f.Add(seed[0], seed[1], seed[2])
+	}
+	sources := []extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}, {Header: "x-access-token"}}
+	f.Fuzz(func(t *testing.T, authorization, cookie, bare string) {
+		var lines [][2]string
+		for _, h := range [][2]string{{"authorization", authorization}, {"cookie", cookie}, {"x-access-token", bare}} {
+			if h[1] != "" {
+				lines = append(lines, h)
+			}
+		}
+		raw, rawTok := sourcesReason(t, sources, rawRequest(lines))
+		joined := map[string]string{}
+		for _, h := range lines {
+			joined[h[0]] = h[1]
+		}
+		reason, tok := sourcesReason(t, sources, checkRequest(joined))
+		for _, r := range []string{raw, reason} {
+			if r != "allowed" && r != "token_missing" && r != "token_malformed" {
+				t.Fatalf("reason %q", r)
+			}
+		}
+		if raw == "allowed" && (rawTok == "" || len(rawTok) > 64 || !strings.Contains(authorization+"\n"+cookie+"\n"+bare, rawTok)) {
+			t.Fatalf("allowed token %q is not one sent", rawTok)
+		}
+		if !strings.Contains(cookie, ",") && (raw != reason || (raw == "allowed" && rawTok != tok)) {
+			t.Fatalf("header_map: %s %q; headers: %s %q", raw, rawTok, reason, tok)
+		}
+	})
+}
