@@ -1,10 +1,88 @@
 package extauthz
 
 import (
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 )
+
+// TokenSource is one place where a request's token may be: Header names a
+// header (authorization carries "Bearer <token>" as RFC 6750 §2.1 has it;
+// any other header the bare token), Cookie a cookie in the Cookie header.
+// Exactly one of them is set.
+type TokenSource struct {
+	Header string
+	Cookie string
+}
+
+// DefaultTokenSources is where the token is when Options names no source:
+// the Authorization header.
+var DefaultTokenSources = []TokenSource{{Header: "authorization"}}
+
+// maxTokenSources bounds the sources (request.headerSeen is a bit set).
+const maxTokenSources = 16
+
+// ValidateTokenSources reports every problem of a source list, each error
+// naming the source by its index (sources[i]): exactly one of a header or
+// a cookie; a header name a lower-case RFC 9110 token, not cookie and not
+// one of managed (the identity headers tokengate sets for the upstream); a
+// cookie name an RFC 6265 token; no source twice; between 1 and 16 sources.
+func ValidateTokenSources(list []TokenSource, managed []string) error {
+	var errs []error
+	if len(list) == 0 || len(list) > maxTokenSources {
+		errs = append(errs, fmt.Errorf("sources: want at least one and at most %d", maxTokenSources))
+	}
+	seen := map[TokenSource]bool{}
+	for i, ts := range list {
+		switch {
+		case (ts.Header == "") == (ts.Cookie == ""):
+			errs = append(errs, fmt.Errorf("sources[%d]: exactly one of header or cookie", i))
+			continue
+		case ts.Header != "" && (!isToken(ts.Header) || strings.ToLower(ts.Header) != ts.Header):
+			errs = append(errs, fmt.Errorf("sources[%d].header: %q is not a lower-case header name", i, ts.Header))
+		case ts.Header == "cookie" || slices.Contains(managed, ts.Header):
+			errs = append(errs, fmt.Errorf("sources[%d].header: %q is a header tokengate manages itself", i, ts.Header))
+		case ts.Cookie != "" && !isToken(ts.Cookie):
+			errs = append(errs, fmt.Errorf("sources[%d].cookie: %q is not a cookie name (an RFC 6265 token)", i, ts.Cookie))
+		case seen[ts]:
+			errs = append(errs, fmt.Errorf("sources[%d]: %s is listed twice", i, ts.Header+ts.Cookie))
+		}
+		seen[ts] = true
+	}
+	return errors.Join(errs...)
+}
+
+// sources is a validated source list, as the request parser reads it.
+type sources struct {
+	authorization bool
+	headers       []string // bare-token headers
+	cookies       []string
+	maxBytes      int // per source; 0: no limit
+}
+
+func newSources(list []TokenSource, managed []string, maxBytes int) (*sources, error) {
+	if list == nil {
+		list = DefaultTokenSources
+	}
+	if err := ValidateTokenSources(list, managed); err != nil {
+		return nil, err
+	}
+	s := &sources{maxBytes: maxBytes}
+	for _, ts := range list {
+		switch {
+		case ts.Header == "authorization":
+			s.authorization = true
+		case ts.Header != "":
+			s.headers = append(s.headers, ts.Header)
+		default:
+			s.cookies = append(s.cookies, ts.Cookie)
+		}
+	}
+	return s, nil
+}
 
 // request is what a decision needs from a CheckRequest.
 type request struct {
@@ -20,6 +98,15 @@ type request struct {
 	method    string
 	host      string
 	path      string
+
+	// The token of the sources other than authorization: the first found,
+	// and whether another source (or a repeat of one) disagreed with it or
+	// was malformed.
+	token     string
+	malformed bool
+	// headerSeen marks the bare-token header sources seen, by index: one
+	// seen twice is malformed, as a second Authorization header is.
+	headerSeen uint64
 }
 
 // parseRequest reads the HTTP attributes Envoy sends. Header names arrive in
@@ -27,12 +114,20 @@ type request struct {
 // with ",") or, when Envoy is configured with encode_raw_headers, in
 // header_map (one entry per header line). managed are the identity header
 // names tokengate sets or removes upstream.
-func parseRequest(req *authv3.CheckRequest, managed []string) request {
+func parseRequest(req *authv3.CheckRequest, managed []string, src *sources) request {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	r := request{method: h.GetMethod(), host: h.GetHost(), path: h.GetPath()}
 	if headers := h.GetHeaders(); len(headers) > 0 {
 		for k, v := range headers {
-			r.header(k, v, managed)
+			if len(src.cookies) > 0 && strings.EqualFold(k, "cookie") {
+				// Envoy joined the Cookie header lines with ",", which no
+				// cookie name or value contains.
+				for line := range strings.SplitSeq(v, ",") {
+					r.cookie(line, src.cookies)
+				}
+				continue
+			}
+			r.header(k, v, managed, src)
 		}
 		return r
 	}
@@ -41,16 +136,21 @@ func parseRequest(req *authv3.CheckRequest, managed []string) request {
 		if v == "" {
 			v = string(hv.GetRawValue())
 		}
-		r.header(hv.GetKey(), v, managed)
+		if k := hv.GetKey(); len(src.cookies) > 0 && strings.EqualFold(k, "cookie") {
+			r.cookie(v, src.cookies)
+			continue
+		}
+		r.header(hv.GetKey(), v, managed, src)
 	}
 	return r
 }
 
-func (r *request) header(k, v string, managed []string) {
+func (r *request) header(k, v string, managed []string, src *sources) {
 	switch {
-	case strings.EqualFold(k, "authorization"):
+	case src.authorization && strings.EqualFold(k, "authorization"):
 		r.authorization = v
 		r.authorizations++
+	case len(src.headers) > 0 && r.bareHeader(k, v, src.headers):
 	case k == "x-request-id":
 		r.requestID = v
 	case !r.variant:
@@ -109,6 +209,139 @@ func bearerToken(authorization string) (string, Reason) {
 	}
 	tok := strings.Trim(rest, " \t")
 	if tok == "" {
+		return "", ReasonTokenMalformed
+	}
+	return tok, ReasonAllowed
+}
+
+// offer records a token found in a source other than authorization. An
+// empty value is no token.
+func (r *request) offer(tok string) {
+	switch {
+	case tok == "":
+	case r.token == "":
+		r.token = tok
+	case r.token != tok:
+		r.malformed = true
+	}
+}
+
+// bareHeader reads k if it is one of the headers that carry the bare token,
+// and reports whether it is. A header seen twice, or with a comma (how
+// Envoy joins repeated headers), is malformed.
+func (r *request) bareHeader(k, v string, headers []string) bool {
+	for i, h := range headers {
+		if !strings.EqualFold(k, h) {
+			continue
+		}
+		if r.headerSeen&(1<<i) != 0 || strings.IndexByte(v, ',') >= 0 {
+			r.malformed = true
+		}
+		r.headerSeen |= 1 << i
+		r.offer(v)
+		return true
+	}
+	return false
+}
+
+// cookie reads one Cookie header line for the named cookies. A line that
+// does not mention any of them is not looked at: it cannot carry the
+// token under any parser. One that does must be an RFC 6265 §4.2.1
+// cookie-string, name=value pairs separated by "; ", every name a token
+// and every value cookie-octets, optionally in double quotes (which are
+// not part of the value); anything else is malformed, since a lenient
+// parser upstream might find another token in it than we would.
+func (r *request) cookie(line string, names []string) {
+	mentioned := false
+	for _, n := range names {
+		if strings.Contains(line, n) {
+			mentioned = true
+			break
+		}
+	}
+	if !mentioned {
+		return
+	}
+	for {
+		pair, rest, more := strings.Cut(line, "; ")
+		name, value, ok := strings.Cut(pair, "=")
+		if !ok || !isToken(name) {
+			r.malformed = true
+			return
+		}
+		if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
+			value = value[1 : len(value)-1]
+		}
+		for i := range len(value) {
+			if !isCookieOctet(value[i]) {
+				r.malformed = true
+				return
+			}
+		}
+		for _, n := range names {
+			if name == n {
+				r.offer(value)
+				break
+			}
+		}
+		if !more {
+			return
+		}
+		line = rest
+	}
+}
+
+// isCookieOctet: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E (RFC 6265
+// §4.2.1): visible ASCII but for DQUOTE, comma, semicolon and backslash.
+func isCookieOctet(c byte) bool {
+	return c >= 0x21 && c <= 0x7e && c != '"' && c != ',' && c != ';' && c != '\\'
+}
+
+// isToken reports whether s is an RFC 9110 token (a header name, and an
+// RFC 6265 cookie name).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// tokenOf is the request's token from the configured sources: missing if
+// none has one; malformed if one is malformed, longer than maxBytes (0: no
+// limit), or two disagree.
+func (r *request) tokenOf(src *sources) (string, Reason) {
+	tok := ""
+	if src.authorization {
+		if r.authorizations > 1 {
+			return "", ReasonTokenMalformed
+		}
+		var reason Reason
+		switch tok, reason = bearerToken(r.authorization); reason {
+		case ReasonTokenMalformed:
+			return "", reason
+		case ReasonTokenMissing:
+			tok = ""
+		}
+	}
+	if r.malformed || tok != "" && r.token != "" && tok != r.token {
+		return "", ReasonTokenMalformed
+	}
+	if tok == "" {
+		tok = r.token
+	}
+	if tok == "" {
+		return "", ReasonTokenMissing
+	}
+	if src.maxBytes > 0 && len(tok) > src.maxBytes {
 		return "", ReasonTokenMalformed
 	}
 	return tok, ReasonAllowed

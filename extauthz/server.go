@@ -72,6 +72,11 @@ type Options struct {
 	// token revokes it before it is allowed; if that fails, it is denied.
 	LogoutRoutes *policy.LogoutRoutes
 	Logout       LogoutRevoker
+	// TokenSources are where the token is looked for, every one of them
+	// (nil: DefaultTokenSources); see ValidateTokenSources. MaxTokenBytes,
+	// when positive, bounds the token in each source: longer is malformed.
+	TokenSources  []TokenSource
+	MaxTokenBytes int
 	// Registerer, when set, gets the Check series: decisions by reason
 	// (every reason at zero from the start), errors and duration.
 	// NewServer returns an error if those names are taken.
@@ -105,13 +110,14 @@ type Server struct {
 	denialLogs   *rate.Limiter
 	unlogged     atomic.Int64 // denials and undecided requests not logged since the last line
 	managed      []string     // identity header names, whose variants are refused
+	sources      *sources
 
 	idPrefix string
 	idSeq    atomic.Uint64
 }
 
-// NewServer returns a Server. It fails only if opts.Registerer refuses the
-// Check series.
+// NewServer returns a Server. It fails if opts.TokenSources are invalid
+// or opts.Registerer refuses the Check series.
 func NewServer(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -131,6 +137,10 @@ func NewServer(opts Options) (*Server, error) {
 	managed := []string{policy.HeaderIssuer, policy.HeaderSubject, policy.HeaderTokenID}
 	if opts.Headers != nil {
 		managed = opts.Headers.Names()
+	}
+	src, err := newSources(opts.TokenSources, managed, opts.MaxTokenBytes)
+	if err != nil {
+		return nil, fmt.Errorf("token sources: %w", err)
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
@@ -154,13 +164,14 @@ func NewServer(opts Options) (*Server, error) {
 		denialLogs:   rate.NewLimiter(rate.Limit(opts.DenialLogsPerSecond), int(10*opts.DenialLogsPerSecond)),
 		idPrefix:     hex.EncodeToString(b[:]) + "-",
 		managed:      managed,
+		sources:      src,
 	}, nil
 }
 
 // Check decides one request.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	r := parseRequest(req, s.managed)
+	r := parseRequest(req, s.managed, s.sources)
 	decisionID := s.decisionID()
 	if r.variant {
 		return s.deny(r, ReasonHeaderInvalid, decisionID, nil, start), nil
@@ -169,10 +180,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.metrics.observeError(start)
 		return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: revocations not loaded")
 	}
-	if r.authorizations > 1 {
-		return s.deny(r, ReasonTokenMalformed, decisionID, nil, start), nil
-	}
-	raw, reason := bearerToken(r.authorization)
+	raw, reason := r.tokenOf(s.sources)
 	if reason != ReasonAllowed {
 		return s.deny(r, reason, decisionID, nil, start), nil
 	}
@@ -231,7 +239,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	if revoked {
 		s.metrics.observe(ReasonLogoutRevoked, start)
-		return allowRevokedLogout(a, decisionID), nil
+		resp := allowRevokedLogout(a, decisionID)
+		// Nor in any other header it may have come from. (A token from a
+		// cookie stays in the Cookie header: rewriting it is forward_token's.)
+		ok := resp.GetOkResponse()
+		ok.HeadersToRemove = append(ok.HeadersToRemove, s.sources.headers...)
+		return resp, nil
 	}
 	s.metrics.observe(ReasonAllowed, start)
 	return allowResponse(a, decisionID), nil

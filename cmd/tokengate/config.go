@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/extauthz/intake"
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/policy"
@@ -46,6 +47,16 @@ type LogoutRouteConfig struct {
 	Methods    []string `yaml:"methods"`
 	// Revoke lists what goes besides the token itself: session, subject.
 	Revoke []string `yaml:"revoke"`
+}
+
+// tokenSources are the token sources, header names in lower case (as
+// Envoy sends them).
+func (c Config) tokenSources() []extauthz.TokenSource {
+	out := make([]extauthz.TokenSource, 0, len(c.Tokens.Sources))
+	for _, ts := range c.Tokens.Sources {
+		out = append(out, extauthz.TokenSource{Header: strings.ToLower(ts.Header), Cookie: ts.Cookie})
+	}
+	return out
 }
 
 // logoutRoutes builds the logout routes; errors carry their YAML paths.
@@ -177,6 +188,15 @@ type JWKSConfig struct {
 
 type TokensConfig struct {
 	MaxBytes int `yaml:"max_bytes"`
+	// Sources are where the token is looked for, every one of them.
+	Sources []TokenSourceConfig `yaml:"sources"`
+}
+
+// TokenSourceConfig is one place the token may be: exactly one of a header
+// (authorization: "Bearer <token>"; any other: the bare token) or a cookie.
+type TokenSourceConfig struct {
+	Header string `yaml:"header"`
+	Cookie string `yaml:"cookie"`
 }
 
 type IssuerConfig struct {
@@ -219,7 +239,7 @@ func defaultConfig() Config {
 		Log:         LogConfig{Level: "info", Format: "json", DenialsPerSecond: 100},
 		Cache:       CacheConfig{MaxEntries: 100_000, MaxBytes: token.DefaultCacheMaxBytes},
 		JWKS:        JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
-		Tokens:      TokensConfig{MaxBytes: 16 << 10},
+		Tokens:      TokensConfig{MaxBytes: 16 << 10, Sources: []TokenSourceConfig{{Header: "authorization"}}},
 		Storage:     StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, MaxConns: 10},
 		Webhooks:    WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true, MaxClockSkew: intake.DefaultMaxClockSkew}},
 		Backchannel: BackchannelConfig{RevokeSubject: true},
@@ -251,6 +271,7 @@ type settings struct {
 	Config
 	headers       *policy.HeaderMap
 	logoutRoutes  *policy.LogoutRoutes
+	tokenSources  []extauthz.TokenSource
 	issuers       []token.Issuer  // for the verifier
 	intakeIssuers []intake.Issuer // for revocation intake
 }
@@ -495,6 +516,20 @@ func (c Config) build() (settings, error) {
 	}
 	if s.headers, err = policy.NewHeaderMap(c.ClaimHeaders); err != nil {
 		bad("claim_headers", "%v", err)
+	}
+	s.tokenSources = c.tokenSources()
+	managed := []string{policy.HeaderIssuer, policy.HeaderSubject, policy.HeaderTokenID}
+	if s.headers != nil {
+		managed = s.headers.Names()
+	}
+	if err := extauthz.ValidateTokenSources(s.tokenSources, managed); err != nil {
+		list := []error{err}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			list = j.Unwrap()
+		}
+		for _, e := range list {
+			errs = append(errs, fmt.Errorf("tokens.%w", e))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return settings{Config: c}, err
