@@ -58,6 +58,7 @@ type goldenEnv struct {
 	headers     *policy.HeaderMap
 	revocations *storage.Index
 	routes      *policy.LogoutRoutes
+	introspect  *policy.IntrospectionRoutes
 }
 
 func newGoldenEnv(t *testing.T) *goldenEnv {
@@ -96,6 +97,10 @@ func newGoldenEnv(t *testing.T) *goldenEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.introspect, err = policy.NewIntrospectionRoutes([]policy.IntrospectionRoute{{PathPrefix: "/oauth2/introspect"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return e
 }
 
@@ -114,7 +119,7 @@ func (e *goldenEnv) server(t *testing.T, stale, logoutOK bool) *extauthz.Server 
 	return newServer(t, extauthz.Options{
 		Verifier: e.verifier, Headers: e.headers, Revocations: e.revocations,
 		Staleness: func() time.Duration { return staleness }, MaxStaleness: time.Minute,
-		LogoutRoutes: e.routes, Logout: logout,
+		LogoutRoutes: e.routes, Logout: logout, IntrospectionRoutes: e.introspect,
 		Now: func() time.Time { return goldenNow },
 	})
 }
@@ -146,6 +151,9 @@ type goldenCase struct {
 	path     string            // default /orders?id=1
 	headers  map[string]string // besides x-request-id; authorization built from token
 	token    func(t *testing.T, e *goldenEnv) string
+	// introspect: a POST to /oauth2/introspect with the token in its form
+	// body and the caller's client authentication in authorization.
+	introspect bool
 }
 
 func goldenCases() map[string]goldenCase {
@@ -247,6 +255,21 @@ func goldenCases() map[string]goldenCase {
 			headers:  map[string]string{"x-auth-subject": "admin", "cookie": "session=idp-session"},
 			token:    signed(map[string]any{"jti": "jti-revoked", "roles": []any{"admin"}, "tid": "tenant-1"}, nil),
 		},
+		// RFC 7662: a revoked token in an introspection request's form body
+		// is answered for the IdP, 200 {"active":false}.
+		"introspection_inactive": {
+			reason:     "introspection_inactive",
+			introspect: true,
+			token:      signed(map[string]any{"jti": "jti-revoked"}, nil),
+		},
+		// A valid one goes on to the IdP, without identity, its client
+		// authentication untouched.
+		"introspection_passed": {
+			reason:     "introspection_passed",
+			introspect: true,
+			headers:    map[string]string{"x-auth-subject": "admin"},
+			token:      signed(nil, nil),
+		},
 	}
 }
 
@@ -256,12 +279,22 @@ func (c goldenCase) request(t *testing.T, e *goldenEnv) *authv3.CheckRequest {
 	for k, v := range c.headers {
 		headers[k] = v
 	}
-	if c.token != nil {
+	body := ""
+	switch {
+	case c.introspect:
+		headers["authorization"] = "Basic cmVzb3VyY2Utc2VydmVyOnNlY3JldA==" // resource-server:secret
+		headers["content-type"] = "application/x-www-form-urlencoded"
+		body = "token=" + c.token(t, e) + "&token_type_hint=access_token"
+	case c.token != nil:
 		headers["authorization"] = "Bearer " + c.token(t, e)
 	}
 	req := checkRequest(headers)
 	if c.path != "" {
 		req.Attributes.Request.Http.Path = c.path
+	}
+	if c.introspect {
+		h := req.Attributes.Request.Http
+		h.Method, h.Host, h.Path, h.Body = "POST", "auth.example.com", "/oauth2/introspect", body
 	}
 	return req
 }

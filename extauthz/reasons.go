@@ -33,6 +33,8 @@ const (
 	ReasonLogoutFailed
 	ReasonHeaderInvalid
 	ReasonLogoutRevoked
+	ReasonIntrospectionInactive
+	ReasonIntrospectionPassed
 	numReasons
 )
 
@@ -82,6 +84,14 @@ var reasons = [numReasons]reasonInfo{
 	// header. An allow that is not "allowed": no Envoy rule keyed on
 	// reason == allowed takes it for an authenticated request.
 	ReasonLogoutRevoked: {"logout_revoked", codes.OK, http.StatusOK, "", "logout revoked"},
+	// On an introspection route, the form's token is revoked, or invalid for
+	// a configured issuer: tokengate answers for the IdP, 200 with
+	// {"active":false} (RFC 7662 §2.2). A denial to Envoy (a non-OK code,
+	// so that it sends the denied response) but no failure to the caller.
+	ReasonIntrospectionInactive: {"introspection_inactive", codes.PermissionDenied, http.StatusOK, "", "introspection inactive"},
+	// On an introspection route, anything else: the request goes on to the
+	// IdP, which answers. No identity: the caller is no token's holder.
+	ReasonIntrospectionPassed: {"introspection_passed", codes.OK, http.StatusOK, "", "introspection passed"},
 }
 
 // String is the reason's stable name, for example "token_expired".

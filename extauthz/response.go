@@ -196,6 +196,10 @@ func newDenial(r Reason) denial {
 		headers = append(headers, header("retry-after", "1"))
 	}
 	body, _ := json.Marshal(map[string]string{"error": info.errorCode, "reason": info.name})
+	if r == ReasonIntrospectionInactive {
+		// RFC 7662 §2.2: the introspection response of an inactive token.
+		body = []byte(`{"active":false}`)
+	}
 	return denial{
 		status: &status.Status{Code: int32(info.grpc), Message: info.name},
 		http: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -72,6 +73,10 @@ type Options struct {
 	// token revokes it before it is allowed; if that fails, it is denied.
 	LogoutRoutes *policy.LogoutRoutes
 	Logout       LogoutRevoker
+	// IntrospectionRoutes: a request on one carries the token to judge in
+	// its form body (RFC 7662 §2.1) and needs none of its own; see
+	// introspection.go.
+	IntrospectionRoutes *policy.IntrospectionRoutes
 	// TokenSources are where the token is looked for, every one of them
 	// (nil: DefaultTokenSources); see ValidateTokenSources. MaxTokenBytes,
 	// when positive, bounds the token in each source: longer is malformed.
@@ -94,23 +99,25 @@ type Options struct {
 // Server implements the ext_authz v3 Authorization service.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
-	verifier     Verifier
-	headers      *policy.HeaderMap
-	revocations  Revocations
-	loaded       func() bool
-	staleness    func() time.Duration
-	maxStaleness time.Duration
-	failOpen     bool
-	logoutRoutes *policy.LogoutRoutes
-	logout       LogoutRevoker
-	metrics      *metrics
-	log          *slog.Logger
-	now          func() time.Time
-	staleWarned  atomic.Int64 // Unix seconds of the last fail-open warning
-	denialLogs   *rate.Limiter
-	unlogged     atomic.Int64 // denials and undecided requests not logged since the last line
-	managed      []string     // identity header names, whose variants are refused
-	sources      *sources
+	verifier            Verifier
+	headers             *policy.HeaderMap
+	revocations         Revocations
+	loaded              func() bool
+	staleness           func() time.Duration
+	maxStaleness        time.Duration
+	failOpen            bool
+	logoutRoutes        *policy.LogoutRoutes
+	logout              LogoutRevoker
+	introspection       *policy.IntrospectionRoutes
+	introspectionPassed *authv3.CheckResponse_OkResponse
+	metrics             *metrics
+	log                 *slog.Logger
+	now                 func() time.Time
+	staleWarned         atomic.Int64 // Unix seconds of the last fail-open warning
+	denialLogs          *rate.Limiter
+	unlogged            atomic.Int64 // denials and undecided requests not logged since the last line
+	managed             []string     // identity header names, whose variants are refused
+	sources             *sources
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -149,22 +156,26 @@ func NewServer(opts Options) (*Server, error) {
 	var b [6]byte
 	rand.Read(b[:])
 	return &Server{
-		verifier:     opts.Verifier,
-		headers:      opts.Headers,
-		revocations:  opts.Revocations,
-		loaded:       opts.Loaded,
-		staleness:    opts.Staleness,
-		maxStaleness: opts.MaxStaleness,
-		failOpen:     opts.FailOpen,
-		logoutRoutes: opts.LogoutRoutes,
-		logout:       opts.Logout,
-		metrics:      m,
-		log:          opts.Logger,
-		now:          opts.Now,
-		denialLogs:   rate.NewLimiter(rate.Limit(opts.DenialLogsPerSecond), int(10*opts.DenialLogsPerSecond)),
-		idPrefix:     hex.EncodeToString(b[:]) + "-",
-		managed:      managed,
-		sources:      src,
+		verifier:      opts.Verifier,
+		headers:       opts.Headers,
+		revocations:   opts.Revocations,
+		loaded:        opts.Loaded,
+		staleness:     opts.Staleness,
+		maxStaleness:  opts.MaxStaleness,
+		failOpen:      opts.FailOpen,
+		logoutRoutes:  opts.LogoutRoutes,
+		logout:        opts.Logout,
+		introspection: opts.IntrospectionRoutes,
+		introspectionPassed: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			HeadersToRemove: slices.Clone(managed),
+		}},
+		metrics:    m,
+		log:        opts.Logger,
+		now:        opts.Now,
+		denialLogs: rate.NewLimiter(rate.Limit(opts.DenialLogsPerSecond), int(10*opts.DenialLogsPerSecond)),
+		idPrefix:   hex.EncodeToString(b[:]) + "-",
+		managed:    managed,
+		sources:    src,
 	}, nil
 }
 
@@ -179,6 +190,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if s.revocations != nil && !s.loaded() {
 		s.metrics.observeError(start)
 		return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: revocations not loaded")
+	}
+	if s.introspection.Match(r.host, r.path, r.method) {
+		return s.introspect(ctx, req, r, decisionID, start)
 	}
 	raw, reason := r.tokenOf(s.sources)
 	if reason != ReasonAllowed {

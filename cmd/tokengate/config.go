@@ -19,20 +19,21 @@ import (
 // Config is tokengate's configuration file. Every key is documented in
 // tokengate.example.yaml.
 type Config struct {
-	Listen       ListenConfig        `yaml:"listen"`
-	Log          LogConfig           `yaml:"log"`
-	Cache        CacheConfig         `yaml:"cache"`
-	JWKS         JWKSConfig          `yaml:"jwks"`
-	Tokens       TokensConfig        `yaml:"tokens"`
-	Issuers      []IssuerConfig      `yaml:"issuers"`
-	ClaimHeaders map[string]string   `yaml:"claim_headers"`
-	Admin        AdminConfig         `yaml:"admin"`
-	Webhooks     WebhooksConfig      `yaml:"webhooks"`
-	Backchannel  BackchannelConfig   `yaml:"backchannel_logout"`
-	LogoutRoutes []LogoutRouteConfig `yaml:"logout_routes"`
-	Storage      StorageConfig       `yaml:"storage"`
-	Revocation   RevocationConfig    `yaml:"revocation"`
-	Shutdown     ShutdownConfig      `yaml:"shutdown"`
+	Listen              ListenConfig               `yaml:"listen"`
+	Log                 LogConfig                  `yaml:"log"`
+	Cache               CacheConfig                `yaml:"cache"`
+	JWKS                JWKSConfig                 `yaml:"jwks"`
+	Tokens              TokensConfig               `yaml:"tokens"`
+	Issuers             []IssuerConfig             `yaml:"issuers"`
+	ClaimHeaders        map[string]string          `yaml:"claim_headers"`
+	Admin               AdminConfig                `yaml:"admin"`
+	Webhooks            WebhooksConfig             `yaml:"webhooks"`
+	Backchannel         BackchannelConfig          `yaml:"backchannel_logout"`
+	LogoutRoutes        []LogoutRouteConfig        `yaml:"logout_routes"`
+	IntrospectionRoutes []IntrospectionRouteConfig `yaml:"introspection_routes"`
+	Storage             StorageConfig              `yaml:"storage"`
+	Revocation          RevocationConfig           `yaml:"revocation"`
+	Shutdown            ShutdownConfig             `yaml:"shutdown"`
 }
 
 type AdminConfig struct {
@@ -47,6 +48,38 @@ type LogoutRouteConfig struct {
 	Methods    []string `yaml:"methods"`
 	// Revoke lists what goes besides the token itself: session, subject.
 	Revoke []string `yaml:"revoke"`
+}
+
+// IntrospectionRouteConfig is a route to the IdP's token introspection
+// endpoint (RFC 7662), whose form body carries the token to judge.
+type IntrospectionRouteConfig struct {
+	Host       string   `yaml:"host"`
+	PathPrefix string   `yaml:"path_prefix"`
+	Methods    []string `yaml:"methods"`
+}
+
+// introspectionRoutes builds the introspection routes; errors carry their
+// YAML paths.
+func (c Config) introspectionRoutes() (*policy.IntrospectionRoutes, error) {
+	var out []policy.IntrospectionRoute
+	var errs []error
+	for i, ir := range c.IntrospectionRoutes {
+		r := policy.IntrospectionRoute{Host: ir.Host, PathPrefix: ir.PathPrefix, Methods: slices.Clone(ir.Methods)}
+		if err := r.Validate(); err != nil {
+			for _, e := range joined(err) {
+				errs = append(errs, fmt.Errorf("introspection_routes[%d].%w", i, e))
+			}
+		}
+		out = append(out, r)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	routes, err := policy.NewIntrospectionRoutes(out)
+	if err != nil {
+		return nil, fmt.Errorf("introspection_routes: %w", err)
+	}
+	return routes, nil
 }
 
 // tokenSources are the token sources, header names in lower case (as
@@ -269,11 +302,12 @@ func defaultIssuer() IssuerConfig {
 // it: built once, by build, and used as built.
 type settings struct {
 	Config
-	headers       *policy.HeaderMap
-	logoutRoutes  *policy.LogoutRoutes
-	tokenSources  []extauthz.TokenSource
-	issuers       []token.Issuer  // for the verifier
-	intakeIssuers []intake.Issuer // for revocation intake
+	headers             *policy.HeaderMap
+	logoutRoutes        *policy.LogoutRoutes
+	introspectionRoutes *policy.IntrospectionRoutes
+	tokenSources        []extauthz.TokenSource
+	issuers             []token.Issuer  // for the verifier
+	intakeIssuers       []intake.Issuer // for revocation intake
 }
 
 // loadConfig reads YAML over the defaults, applies secrets from the
@@ -512,6 +546,9 @@ func (c Config) build() (settings, error) {
 	}
 	var err error
 	if s.logoutRoutes, err = c.logoutRoutes(); err != nil {
+		errs = append(errs, err)
+	}
+	if s.introspectionRoutes, err = c.introspectionRoutes(); err != nil {
 		errs = append(errs, err)
 	}
 	if s.headers, err = policy.NewHeaderMap(c.ClaimHeaders); err != nil {

@@ -108,19 +108,20 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		return fmt.Errorf("revocation intake: %w", err)
 	}
 	authz, err := extauthz.NewServer(extauthz.Options{
-		Verifier:      verifier,
-		Headers:       cfg.headers,
-		Revocations:   rv.index,
-		Loaded:        rv.follower.Loaded,
-		Staleness:     rv.follower.Staleness,
-		MaxStaleness:  cfg.Revocation.MaxStaleness,
-		FailOpen:      cfg.Revocation.OnStale == "allow",
-		LogoutRoutes:  cfg.logoutRoutes,
-		Logout:        revoker,
-		TokenSources:  cfg.tokenSources,
-		MaxTokenBytes: cfg.Tokens.MaxBytes,
-		Registerer:    reg,
-		Logger:        log,
+		Verifier:            verifier,
+		Headers:             cfg.headers,
+		Revocations:         rv.index,
+		Loaded:              rv.follower.Loaded,
+		Staleness:           rv.follower.Staleness,
+		MaxStaleness:        cfg.Revocation.MaxStaleness,
+		FailOpen:            cfg.Revocation.OnStale == "allow",
+		LogoutRoutes:        cfg.logoutRoutes,
+		Logout:              revoker,
+		IntrospectionRoutes: cfg.introspectionRoutes,
+		TokenSources:        cfg.tokenSources,
+		MaxTokenBytes:       cfg.Tokens.MaxBytes,
+		Registerer:          reg,
+		Logger:              log,
 
 		DenialLogsPerSecond: cfg.Log.DenialsPerSecond,
 	})
