@@ -42,6 +42,10 @@ const (
 	maxCheckTimeout = time.Second
 )
 
+// introspectionPath is the IdP's introspection endpoint, the one route whose
+// body goes to tokengate (tokengate.compose.yaml's introspection_routes).
+const introspectionPath = "/oauth2/introspect"
+
 // Routes that may turn ext_authz off: Envoy's own liveness answer.
 var unauthenticatedPaths = []string{"/healthz"}
 
@@ -139,6 +143,26 @@ func TestEnvoyBootstrapChecksCatchMistakes(t *testing.T) {
 			old: "merge_slashes: true", new: "merge_slashes: false",
 			want: "merge_slashes",
 		},
+		"introspection body cut off with 413": {
+			old: "allow_partial_message: true", new: "allow_partial_message: false",
+			want: "allow_partial_message",
+		},
+		"introspection body as a string": {
+			old: "pack_as_bytes: true", new: "pack_as_bytes: false",
+			want: "pack_as_bytes",
+		},
+		"introspection body too small for a token": {
+			old: "max_request_bytes: 32768", new: "max_request_bytes: 4096",
+			want: "max_request_bytes",
+		},
+		"body sent on every route": {
+			old: "include_peer_certificate: false", new: "include_peer_certificate: false\n              with_request_body: {max_request_bytes: 32768}",
+			want: "with_request_body",
+		},
+		"body sent on another route than the introspection endpoint": {
+			old: "match: {path: /oauth2/introspect}", new: "match: {path: /oauth2/introspection}",
+			want: "with_request_body",
+		},
 		"admin on every interface": {
 			old: "socket_address: {address: 127.0.0.1, port_value: 9901}", new: "socket_address: {address: 0.0.0.0, port_value: 9901}",
 			want: "admin",
@@ -181,7 +205,10 @@ func TestComposeConfigMatchesEnvoy(t *testing.T) {
 	want := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetPortValue()
 
 	var cfg struct {
-		Listen struct{ GRPC, HTTP string } `yaml:"listen"`
+		Listen              struct{ GRPC, HTTP string } `yaml:"listen"`
+		IntrospectionRoutes []struct {
+			PathPrefix string `yaml:"path_prefix"`
+		} `yaml:"introspection_routes"`
 	}
 	if err := yaml.Unmarshal(readFile(t, "tokengate.compose.yaml"), &cfg); err != nil {
 		t.Fatalf("tokengate.compose.yaml: %v", err)
@@ -195,6 +222,11 @@ func TestComposeConfigMatchesEnvoy(t *testing.T) {
 	}
 	if port != strconv.Itoa(int(want)) {
 		t.Errorf("tokengate.compose.yaml: listen.grpc port: got %s, want %d (envoy.yaml cluster %q)", port, want, authzCluster)
+	}
+
+	// The route whose body Envoy sends is the one tokengate judges it on.
+	if r := cfg.IntrospectionRoutes; len(r) != 1 || r[0].PathPrefix != introspectionPath {
+		t.Errorf("tokengate.compose.yaml: introspection_routes: got %+v, want one with path_prefix %s (envoy.yaml sends its body)", r, introspectionPath)
 	}
 
 	var compose struct {
@@ -340,6 +372,7 @@ func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionM
 		bad("route_config: missing (want static routes)")
 	}
 	contextRoutes := 0
+	var bodyRoutes []string
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
 			where := fmt.Sprintf("route %s", r.GetMatch())
@@ -365,11 +398,22 @@ func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionM
 				if len(per.GetCheckSettings().GetContextExtensions()) > 0 {
 					contextRoutes++
 				}
+				if wb := per.GetCheckSettings().GetWithRequestBody(); wb != nil {
+					bodyRoutes = append(bodyRoutes, r.GetMatch().GetPath())
+					for _, p := range checkBodySettings(wb) {
+						bad("%s: check_settings.with_request_body: %s", where, p)
+					}
+				}
 			}
 		}
 	}
 	if contextRoutes == 0 {
 		bad("routes with check_settings.context_extensions: got none, want at least one")
+	}
+	// The body goes to tokengate on the introspection route only, and
+	// nowhere else: buffering every body would cost every request.
+	if !slices.Equal(bodyRoutes, []string{introspectionPath}) {
+		bad("routes with check_settings.with_request_body: got %q, want exactly %q", bodyRoutes, introspectionPath)
 	}
 
 	// A client's x_auth_subject is not x-auth-subject to Envoy, so ext_authz
@@ -416,8 +460,30 @@ func checkExtAuthz(b *bootstrapv3.Bootstrap, ext *extauthzv3.ExtAuthz) []string 
 	if got := ext.GetStatusOnError().GetCode(); got != typev3.StatusCode_ServiceUnavailable {
 		bad("status_on_error: got %s, want ServiceUnavailable", got)
 	}
+	if ext.GetWithRequestBody() != nil {
+		bad("with_request_body: set for every route, want it only on the introspection route (check_settings)")
+	}
 	if ext.GetIncludePeerCertificate() {
 		bad("include_peer_certificate: got true, want false")
+	}
+	return problems
+}
+
+// checkBodySettings: the introspection route's body reaches tokengate
+// whole for a form around a token of tokens.max_bytes (16 KiB by default),
+// a larger one goes on (partial: tokengate passes it to the IdP unjudged)
+// instead of Envoy's 413, and as bytes, so that a body that is not UTF-8
+// cannot break the CheckRequest.
+func checkBodySettings(wb *extauthzv3.BufferSettings) []string {
+	var problems []string
+	if got := wb.GetMaxRequestBytes(); got < 20<<10 {
+		problems = append(problems, fmt.Sprintf("max_request_bytes: got %d, want at least %d (a 16 KiB token and the rest of the form)", got, 20<<10))
+	}
+	if !wb.GetAllowPartialMessage() {
+		problems = append(problems, "allow_partial_message: got false, want true (an oversized body goes on to the IdP, not a 413 from Envoy)")
+	}
+	if !wb.GetPackAsBytes() {
+		problems = append(problems, "pack_as_bytes: got false, want true (raw_body: a non-UTF-8 body must not break the Check)")
 	}
 	return problems
 }
