@@ -57,7 +57,14 @@ func TestCachedCheckAllocations(t *testing.T) {
 	if err := v.Refresh(t.Context(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	srv := newServer(t, extauthz.Options{Verifier: v, Headers: headers, Revocations: idx, MaxStaleness: time.Minute})
+	// An introspection route is configured: requests elsewhere pay only its
+	// (allocation-free) match, never the body's parsing.
+	introspection, err := policy.NewIntrospectionRoutes([]policy.IntrospectionRoute{{PathPrefix: "/oauth2/introspect"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, extauthz.Options{Verifier: v, Headers: headers, Revocations: idx, MaxStaleness: time.Minute,
+		IntrospectionRoutes: introspection})
 	req := checkRequest(map[string]string{
 		"authorization": "Bearer " + mint(t, iss, claims, nil), "x-request-id": "allocs", "user-agent": "test/1.0",
 		"accept": "application/json", ":authority": "api.example.com",

@@ -97,8 +97,12 @@ func (l *LogoutRoutes) Match(host, path, method string) (LogoutRoute, bool) {
 		return LogoutRoute{}, false
 	}
 	path, _, _ = strings.Cut(path, "?")
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	// Only a host with a colon can carry a port: SplitHostPort's error for
+	// one without is an allocation on every request.
+	if strings.IndexByte(host, ':') >= 0 {
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
 	}
 	readings, n, ok := readPath(path)
 	if !ok {
