@@ -112,6 +112,18 @@ func TestTokenSources(t *testing.T) {
 		"all: malformed bearer and a cookie":  {all, [][2]string{{"authorization", "Bearer "}, {"cookie", "app.at=tokA"}}, "token_malformed", "", nil},
 		"all: oversized in one source":        {all, [][2]string{{"authorization", "Bearer tokA"}, {"cookie", "app.at=" + long}}, "token_malformed", "", nil},
 		"all: two authorization":              {all, [][2]string{{"authorization", "Bearer tokA"}, {"authorization", "Bearer tokA"}}, "token_malformed", "", nil},
+		// Names an upstream reads as a source's (CGI's HTTP_X_ACCESS_TOKEN,
+		// ASP.NET Core's case-insensitive cookies, PHP's "." → "_").
+		"bare header variant":             {bare, [][2]string{{"x_access_token", "tokA"}}, "header_invalid", "", nil},
+		"bare header variant, upper":      {bare, [][2]string{{"X-Access-Token", "tokA"}}, "header_invalid", "", nil},
+		"all: bare variant beside bearer": {all, [][2]string{{"authorization", "Bearer tokA"}, {"x_access_token", "tokB"}}, "header_invalid", "", nil},
+		"all: cookie upper beside bearer": {all, [][2]string{{"authorization", "Bearer tokA"}, {"cookie", "APP.AT=tokB"}}, "token_malformed", "", nil},
+		"all: cookie _ beside bearer":     {all, [][2]string{{"authorization", "Bearer tokA"}, {"cookie", "app_at=tokB"}}, "token_malformed", "", nil},
+		"all: cookie %2E beside bearer":   {all, [][2]string{{"authorization", "Bearer tokA"}, {"cookie", "app%2Eat=tokB"}}, "token_malformed", "", nil},
+		"all: cookie %2e beside bearer":   {all, [][2]string{{"authorization", "Bearer tokA"}, {"cookie", "x=1; App%2eAt=tokB"}}, "token_malformed", "", nil},
+		"cookie variant, same value":      {cookie, [][2]string{{"cookie", "app.at=tokA; APP_AT=tokA"}}, "token_malformed", "", nil},
+		"cookie variant alone":            {cookie, [][2]string{{"cookie", "app_at=tokA"}}, "token_malformed", "", nil},
+		"cookie variant is a prefix":      {cookie, [][2]string{{"cookie", "app_att=tokA"}}, "token_missing", "", nil},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -162,6 +174,13 @@ func TestTokenSourcesValidate(t *testing.T) {
 		"duplicate cookie": {[]extauthz.TokenSource{{Cookie: "c"}, {Cookie: "c"}}, "sources[1]: c is listed twice"},
 		"cookie header":    {[]extauthz.TokenSource{{Header: "cookie"}}, "sources[0].header"},
 		"managed header":   {[]extauthz.TokenSource{{Header: "x-auth-subject"}}, "sources[0].header"},
+		"managed variant":  {[]extauthz.TokenSource{{Header: "x_auth_subject"}}, `sources[0].header: "x_auth_subject" is a variant of x-auth-subject`},
+		"request id":       {[]extauthz.TokenSource{{Header: "x-request-id"}}, `sources[0].header: "x-request-id" is a header`},
+		"host":             {[]extauthz.TokenSource{{Header: "host"}}, `sources[0].header: "host" is a header`},
+		"content-length":   {[]extauthz.TokenSource{{Header: "content-length"}}, `sources[0].header: "content-length" is a header`},
+		"pseudo-header":    {[]extauthz.TokenSource{{Header: ":authority"}}, `sources[0].header: ":authority" is a pseudo-header`},
+		"header variants":  {[]extauthz.TokenSource{{Header: "x-t"}, {Header: "x_t"}}, `sources[1].header: "x_t" is a variant of sources[0]`},
+		"cookie variants":  {[]extauthz.TokenSource{{Cookie: "app.at"}, {Cookie: "APP_AT"}}, `sources[1].cookie: "APP_AT" is a variant of sources[0]`},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
