@@ -290,3 +290,40 @@ func FuzzTokenSources(f *testing.F) {
 		}
 	})
 }
+
+// TestUncheckedAuthorizationRemoved: with authorization not among the
+// sources, an Authorization header is never checked, so every allow removes
+// it: the upstream must not take an unchecked bearer token for a checked
+// one. With authorization a source, it goes on.
+func TestUncheckedAuthorizationRemoved(t *testing.T) {
+	headers, err := policy.NewHeaderMap(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		sources []extauthz.TokenSource
+		req     map[string]string
+		removed bool
+	}{
+		{[]extauthz.TokenSource{{Cookie: "app.at"}}, map[string]string{"authorization": "Bearer tokB", "cookie": "app.at=tokA"}, true},
+		{[]extauthz.TokenSource{{Header: "x-access-token"}}, map[string]string{"x-access-token": "tokA"}, true},
+		{nil, map[string]string{"authorization": "Bearer tokA"}, false},
+		{[]extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}}, map[string]string{"cookie": "app.at=tokA"}, false},
+	} {
+		srv := newServer(t, extauthz.Options{Verifier: &echoVerifier{}, Headers: headers, TokenSources: tt.sources})
+		// Twice: the second answer comes from what the first left behind.
+		for range 2 {
+			resp, err := srv.Check(t.Context(), checkRequest(tt.req))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reason := resp.GetDynamicMetadata().AsMap()["reason"]; reason != "allowed" {
+				t.Fatalf("%v: reason %v, want allowed", tt.sources, reason)
+			}
+			removed := resp.GetOkResponse().GetHeadersToRemove()
+			if n := slices.Index(removed, "authorization"); (n >= 0) != tt.removed || slices.Index(removed[n+1:], "authorization") >= 0 {
+				t.Errorf("%v: headers_to_remove %v; want authorization removed (once): %v", tt.sources, removed, tt.removed)
+			}
+		}
+	}
+}
