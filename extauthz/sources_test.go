@@ -244,7 +244,8 @@ func TestRevokedLogoutRemovesTokenHeaders(t *testing.T) {
 // reason is allowed, token_missing or token_malformed; an allowed token is
 // not empty, within the size limit, and found in what was sent; and both
 // encodings of the headers agree, but for a comma in the Cookie header
-// (where Envoy's headers map joins two header lines).
+// (which the headers map reads as a join of two header lines; Envoy itself
+// joins Cookie lines with "; ").
 //
 //	go test -run '^$' -fuzz FuzzTokenSources -fuzztime 30s ./extauthz
 func FuzzTokenSources(f *testing.F) {
