@@ -25,11 +25,24 @@ var DefaultTokenSources = []TokenSource{{Header: "authorization"}}
 // maxTokenSources bounds the sources (request.headerSeen is a bit set).
 const maxTokenSources = 16
 
+// reservedHeaders may not be token sources: the proxy or the upstream give
+// them another meaning (a pseudo-header, with its leading ':', is refused
+// as well).
+var reservedHeaders = []string{
+	"cookie", "host", "x-request-id", "content-length", "content-type",
+	"transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
+	"proxy-authorization", "forwarded", "x-forwarded-for", "x-forwarded-host",
+	"x-forwarded-proto", "x-envoy-original-path",
+}
+
 // ValidateTokenSources reports every problem of a source list, each error
 // naming the source by its index (sources[i]): exactly one of a header or
-// a cookie; a header name a lower-case RFC 9110 token, not cookie and not
-// one of managed (the identity headers tokengate sets for the upstream); a
-// cookie name an RFC 6265 token; no source twice; between 1 and 16 sources.
+// a cookie; a header name a lower-case RFC 9110 token, not a pseudo-header,
+// not one of reservedHeaders, and neither one of managed (the identity
+// headers tokengate sets for the upstream) nor a variant of one ('_' for
+// '-'); a cookie name an RFC 6265 token; no source twice, nor two that an
+// upstream reads as one (headers alike but for '_' and '-', cookies alike
+// under cookieFold); between 1 and 16 sources.
 func ValidateTokenSources(list []TokenSource, managed []string) error {
 	var errs []error
 	if len(list) == 0 || len(list) > maxTokenSources {
@@ -41,14 +54,33 @@ func ValidateTokenSources(list []TokenSource, managed []string) error {
 		case (ts.Header == "") == (ts.Cookie == ""):
 			errs = append(errs, fmt.Errorf("sources[%d]: exactly one of header or cookie", i))
 			continue
+		case strings.HasPrefix(ts.Header, ":"):
+			errs = append(errs, fmt.Errorf("sources[%d].header: %q is a pseudo-header", i, ts.Header))
 		case ts.Header != "" && (!isToken(ts.Header) || strings.ToLower(ts.Header) != ts.Header):
 			errs = append(errs, fmt.Errorf("sources[%d].header: %q is not a lower-case header name", i, ts.Header))
-		case ts.Header == "cookie" || slices.Contains(managed, ts.Header):
+		case slices.Contains(managed, ts.Header):
 			errs = append(errs, fmt.Errorf("sources[%d].header: %q is a header tokengate manages itself", i, ts.Header))
+		case ts.Header != "" && slices.ContainsFunc(managed, func(m string) bool { return variantOf(ts.Header, m) }):
+			errs = append(errs, fmt.Errorf("sources[%d].header: %q is a variant of %s, a header tokengate manages itself", i, ts.Header,
+				managed[slices.IndexFunc(managed, func(m string) bool { return variantOf(ts.Header, m) })]))
+		case ts.Header != "" && slices.ContainsFunc(reservedHeaders, func(m string) bool { return ts.Header == m || variantOf(ts.Header, m) }):
+			errs = append(errs, fmt.Errorf("sources[%d].header: %q is a header the proxy or the upstream reads as something else", i, ts.Header))
 		case ts.Cookie != "" && !isToken(ts.Cookie):
 			errs = append(errs, fmt.Errorf("sources[%d].cookie: %q is not a cookie name (an RFC 6265 token)", i, ts.Cookie))
 		case seen[ts]:
 			errs = append(errs, fmt.Errorf("sources[%d]: %s is listed twice", i, ts.Header+ts.Cookie))
+		default:
+			for j, o := range list[:i] {
+				switch {
+				case ts.Header != "" && variantOf(ts.Header, o.Header):
+					errs = append(errs, fmt.Errorf("sources[%d].header: %q is a variant of sources[%d], which an upstream reads as the same header", i, ts.Header, j))
+				case ts.Cookie != "" && o.Cookie != "" && ts.Cookie != o.Cookie && cookieFoldEqual(ts.Cookie, o.Cookie):
+					errs = append(errs, fmt.Errorf("sources[%d].cookie: %q is a variant of sources[%d], which an upstream reads as the same cookie", i, ts.Cookie, j))
+				default:
+					continue
+				}
+				break
+			}
 		}
 		seen[ts] = true
 	}
@@ -111,7 +143,7 @@ type request struct {
 
 // parseRequest reads the HTTP attributes Envoy sends. Header names arrive in
 // lower case, either in the headers map (where Envoy joins repeated headers
-// with ",") or, when Envoy is configured with encode_raw_headers, in
+// with ",", and Cookie lines with "; ") or, when Envoy is configured with encode_raw_headers, in
 // header_map (one entry per header line). managed are the identity header
 // names tokengate sets or removes upstream.
 func parseRequest(req *authv3.CheckRequest, managed []string, src *sources) request {
@@ -120,8 +152,11 @@ func parseRequest(req *authv3.CheckRequest, managed []string, src *sources) requ
 	if headers := h.GetHeaders(); len(headers) > 0 {
 		for k, v := range headers {
 			if len(src.cookies) > 0 && strings.EqualFold(k, "cookie") {
-				// Envoy joined the Cookie header lines with ",", which no
-				// cookie name or value contains.
+				// Envoy joins Cookie header lines with "; "
+				// (HeaderMapImpl::delimiterByHeader), which reads as one
+				// cookie-string; other repeated headers with ",". No cookie
+				// name or value contains a comma, so splitting on it too is
+				// right whichever join was made.
 				for line := range strings.SplitSeq(v, ",") {
 					r.cookie(line, src.cookies)
 				}
@@ -228,10 +263,17 @@ func (r *request) offer(tok string) {
 
 // bareHeader reads k if it is one of the headers that carry the bare token,
 // and reports whether it is. A header seen twice, or with a comma (how
-// Envoy joins repeated headers), is malformed.
+// Envoy joins repeated headers), is malformed. A variant of one (see
+// variantOf) is refused as a managed header's is: CGI, WSGI and PHP read
+// x_access_token as x-access-token, so the upstream could take its value
+// for the token that tokengate checked.
 func (r *request) bareHeader(k, v string, headers []string) bool {
 	for i, h := range headers {
-		if !strings.EqualFold(k, h) {
+		if k != h {
+			if variantOf(k, h) {
+				r.variant = true
+				return true
+			}
 			continue
 		}
 		if r.headerSeen&(1<<i) != 0 || strings.IndexByte(v, ',') >= 0 {
@@ -245,16 +287,18 @@ func (r *request) bareHeader(k, v string, headers []string) bool {
 }
 
 // cookie reads one Cookie header line for the named cookies. A line that
-// does not mention any of them is not looked at: it cannot carry the
-// token under any parser. One that does must be an RFC 6265 §4.2.1
-// cookie-string, name=value pairs separated by "; ", every name a token
-// and every value cookie-octets, optionally in double quotes (which are
-// not part of the value); anything else is malformed, since a lenient
-// parser upstream might find another token in it than we would.
+// does not mention any of them, even under cookieFold, is not looked at:
+// it cannot carry the token under any parser. One that does must be an
+// RFC 6265 §4.2.1 cookie-string, name=value pairs separated by "; ", every
+// name a token and every value cookie-octets, optionally in double quotes
+// (which are not part of the value); anything else is malformed, since a
+// lenient parser upstream might find another token in it than we would.
+// So is a cookie whose name is one of names under cookieFold but not
+// exactly: an upstream may read it as ours.
 func (r *request) cookie(line string, names []string) {
 	mentioned := false
 	for _, n := range names {
-		if strings.Contains(line, n) {
+		if cookieFoldContains(line, n) {
 			mentioned = true
 			break
 		}
@@ -283,12 +327,86 @@ func (r *request) cookie(line string, names []string) {
 				r.offer(value)
 				break
 			}
+			if cookieFoldEqual(name, n) {
+				r.malformed = true
+				return
+			}
 		}
 		if !more {
 			return
 		}
 		line = rest
 	}
+}
+
+// cookieFoldAt reads one unit of a cookie name at s[i] as some upstream
+// may read it, and returns it and its length: %XX percent-decoded (PHP
+// decodes cookie names), letters in lower case (ASP.NET Core looks cookies
+// up case-insensitively), and '.', ' ' and '[' as '_' (PHP's renaming).
+// Cookie names a and b are the same to some upstream if they fold alike.
+func cookieFoldAt(s string, i int) (byte, int) {
+	c, n := s[i], 1
+	if c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+		c, n = unhex(s[i+1])<<4|unhex(s[i+2]), 3
+	}
+	switch {
+	case c >= 'A' && c <= 'Z':
+		c += 'a' - 'A'
+	case c == '.' || c == ' ' || c == '[':
+		c = '_'
+	}
+	return c, n
+}
+
+// cookieFoldPrefix reports whether s begins with name under cookieFoldAt,
+// and how many bytes of s that takes.
+func cookieFoldPrefix(s, name string) (int, bool) {
+	i, j := 0, 0
+	for j < len(name) {
+		if i >= len(s) {
+			return 0, false
+		}
+		a, n := cookieFoldAt(s, i)
+		b, m := cookieFoldAt(name, j)
+		if a != b {
+			return 0, false
+		}
+		i, j = i+n, j+m
+	}
+	return i, true
+}
+
+// cookieFoldEqual reports whether cookie names a and b fold alike.
+func cookieFoldEqual(a, b string) bool {
+	n, ok := cookieFoldPrefix(a, b)
+	return ok && n == len(a)
+}
+
+// cookieFoldContains reports whether line holds name under cookieFoldAt.
+func cookieFoldContains(line, name string) bool {
+	if strings.Contains(line, name) {
+		return true
+	}
+	for i := range len(line) {
+		if _, ok := cookieFoldPrefix(line[i:], name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }
 
 // isCookieOctet: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E (RFC 6265

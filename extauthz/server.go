@@ -22,6 +22,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tokengate/tokengate/extauthz/token"
@@ -261,7 +262,16 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		return resp, nil
 	}
 	s.metrics.observe(ReasonAllowed, start)
-	return allowResponse(a, decisionID), nil
+	resp := allowResponse(a, decisionID)
+	if !s.sources.authorization {
+		// Authorization is not a source, so nothing checked it: the upstream
+		// must not take a bearer token in it for the one tokengate checked.
+		// (The cached answer is shared, so this one gets its own copy.)
+		ok := proto.Clone(a.answer.OkResponse).(*authv3.OkHttpResponse)
+		ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+	}
+	return resp, nil
 }
 
 // allowRevokedLogout lets a revoked token's logout request on to the IdP

@@ -112,6 +112,18 @@ func TestTokenSources(t *testing.T) {
 		"all: malformed bearer and a cookie":  {all, [][2]string{{"authorization", "Bearer "}, {"cookie", "app.at=tokA"}}, "token_malformed", "", nil},
 		"all: oversized in one source":        {all, [][2]string{{"authorization", "Bearer tokA"}, {"cookie", "app.at=" + long}}, "token_malformed", "", nil},
 		"all: two authorization":              {all, [][2]string{{"authorization", "Bearer tokA"}, {"authorization", "Bearer tokA"}}, "token_malformed", "", nil},
+		// Names an upstream reads as a source's (CGI's HTTP_X_ACCESS_TOKEN,
+		// ASP.NET Core's case-insensitive cookies, PHP's "." → "_").
+		"bare header variant":             {bare, [][2]string{{"x_access_token", "tokA"}}, "header_invalid", "", nil},
+		"bare header variant, upper":      {bare, [][2]string{{"X-Access-Token", "tokA"}}, "header_invalid", "", nil},
+		"all: bare variant beside bearer": {all, [][2]string{{"authorization", "Bearer tokA"}, {"x_access_token", "tokB"}}, "header_invalid", "", nil},
+		"all: cookie upper beside bearer": {all, [][2]string{{"authorization", "Bearer tokA"}, {"cookie", "APP.AT=tokB"}}, "token_malformed", "", nil},
+		"all: cookie _ beside bearer":     {all, [][2]string{{"authorization", "Bearer tokA"}, {"cookie", "app_at=tokB"}}, "token_malformed", "", nil},
+		"all: cookie %2E beside bearer":   {all, [][2]string{{"authorization", "Bearer tokA"}, {"cookie", "app%2Eat=tokB"}}, "token_malformed", "", nil},
+		"all: cookie %2e beside bearer":   {all, [][2]string{{"authorization", "Bearer tokA"}, {"cookie", "x=1; App%2eAt=tokB"}}, "token_malformed", "", nil},
+		"cookie variant, same value":      {cookie, [][2]string{{"cookie", "app.at=tokA; APP_AT=tokA"}}, "token_malformed", "", nil},
+		"cookie variant alone":            {cookie, [][2]string{{"cookie", "app_at=tokA"}}, "token_malformed", "", nil},
+		"cookie variant is a prefix":      {cookie, [][2]string{{"cookie", "app_att=tokA"}}, "token_missing", "", nil},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -162,6 +174,13 @@ func TestTokenSourcesValidate(t *testing.T) {
 		"duplicate cookie": {[]extauthz.TokenSource{{Cookie: "c"}, {Cookie: "c"}}, "sources[1]: c is listed twice"},
 		"cookie header":    {[]extauthz.TokenSource{{Header: "cookie"}}, "sources[0].header"},
 		"managed header":   {[]extauthz.TokenSource{{Header: "x-auth-subject"}}, "sources[0].header"},
+		"managed variant":  {[]extauthz.TokenSource{{Header: "x_auth_subject"}}, `sources[0].header: "x_auth_subject" is a variant of x-auth-subject`},
+		"request id":       {[]extauthz.TokenSource{{Header: "x-request-id"}}, `sources[0].header: "x-request-id" is a header`},
+		"host":             {[]extauthz.TokenSource{{Header: "host"}}, `sources[0].header: "host" is a header`},
+		"content-length":   {[]extauthz.TokenSource{{Header: "content-length"}}, `sources[0].header: "content-length" is a header`},
+		"pseudo-header":    {[]extauthz.TokenSource{{Header: ":authority"}}, `sources[0].header: ":authority" is a pseudo-header`},
+		"header variants":  {[]extauthz.TokenSource{{Header: "x-t"}, {Header: "x_t"}}, `sources[1].header: "x_t" is a variant of sources[0]`},
+		"cookie variants":  {[]extauthz.TokenSource{{Cookie: "app.at"}, {Cookie: "APP_AT"}}, `sources[1].cookie: "APP_AT" is a variant of sources[0]`},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -225,7 +244,8 @@ func TestRevokedLogoutRemovesTokenHeaders(t *testing.T) {
 // reason is allowed, token_missing or token_malformed; an allowed token is
 // not empty, within the size limit, and found in what was sent; and both
 // encodings of the headers agree, but for a comma in the Cookie header
-// (where Envoy's headers map joins two header lines).
+// (which the headers map reads as a join of two header lines; Envoy itself
+// joins Cookie lines with "; ").
 //
 //	go test -run '^$' -fuzz FuzzTokenSources -fuzztime 30s ./extauthz
 func FuzzTokenSources(f *testing.F) {
@@ -270,4 +290,41 @@ func FuzzTokenSources(f *testing.F) {
 			t.Fatalf("header_map: %s %q; headers: %s %q", raw, rawTok, reason, tok)
 		}
 	})
+}
+
+// TestUncheckedAuthorizationRemoved: with authorization not among the
+// sources, an Authorization header is never checked, so every allow removes
+// it: the upstream must not take an unchecked bearer token for a checked
+// one. With authorization a source, it goes on.
+func TestUncheckedAuthorizationRemoved(t *testing.T) {
+	headers, err := policy.NewHeaderMap(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		sources []extauthz.TokenSource
+		req     map[string]string
+		removed bool
+	}{
+		{[]extauthz.TokenSource{{Cookie: "app.at"}}, map[string]string{"authorization": "Bearer tokB", "cookie": "app.at=tokA"}, true},
+		{[]extauthz.TokenSource{{Header: "x-access-token"}}, map[string]string{"x-access-token": "tokA"}, true},
+		{nil, map[string]string{"authorization": "Bearer tokA"}, false},
+		{[]extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}}, map[string]string{"cookie": "app.at=tokA"}, false},
+	} {
+		srv := newServer(t, extauthz.Options{Verifier: &echoVerifier{}, Headers: headers, TokenSources: tt.sources})
+		// Twice: the second answer comes from what the first left behind.
+		for range 2 {
+			resp, err := srv.Check(t.Context(), checkRequest(tt.req))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reason := resp.GetDynamicMetadata().AsMap()["reason"]; reason != "allowed" {
+				t.Fatalf("%v: reason %v, want allowed", tt.sources, reason)
+			}
+			removed := resp.GetOkResponse().GetHeadersToRemove()
+			if n := slices.Index(removed, "authorization"); (n >= 0) != tt.removed || slices.Index(removed[n+1:], "authorization") >= 0 {
+				t.Errorf("%v: headers_to_remove %v; want authorization removed (once): %v", tt.sources, removed, tt.removed)
+			}
+		}
+	}
 }
