@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -255,10 +256,16 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if revoked {
 		s.metrics.observe(ReasonLogoutRevoked, start)
 		resp := allowRevokedLogout(a, decisionID)
-		// Nor in any other header it may have come from. (A token from a
-		// cookie stays in the Cookie header: rewriting it is forward_token's.)
+		// Nor in any other header it may have come from, nor in a cookie:
+		// should the route Envoy picks differ from ours after all, no
+		// upstream gets the revoked token.
 		ok := resp.GetOkResponse()
 		ok.HeadersToRemove = append(ok.HeadersToRemove, s.sources.headers...)
+		if rest, changed := withoutTokenCookies(req, s.sources.cookies); changed && rest == "" {
+			ok.HeadersToRemove = append(ok.HeadersToRemove, "cookie")
+		} else if changed {
+			ok.Headers = append(ok.Headers, header("cookie", rest))
+		}
 		return resp, nil
 	}
 	s.metrics.observe(ReasonAllowed, start)
@@ -279,7 +286,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // token's allow answer would set or remove is removed (so a client cannot
 // supply one either), none is set; authorization is removed too, so that an
 // upstream verifying the JWT by itself cannot take the revoked token (the
-// IdP's logout goes by its session cookie or an id_token_hint). The dynamic
+// IdP's logout goes by its session cookie or an id_token_hint; Check
+// removes the other token sources, header and cookie, too). The dynamic
 // metadata carries only the reason, logout_revoked, and the decision id:
 // no sub, jti or iss that an Envoy rule could read as an authenticated
 // identity (tokengate's log line, under the decision id, has them).
@@ -299,6 +307,58 @@ func allowRevokedLogout(a *allowed, decisionID string) *authv3.CheckResponse {
 			"decision_id": structpb.NewStringValue(decisionID),
 		}},
 	}
+}
+
+// withoutTokenCookies is the request's Cookie header without the cookies
+// named (the token sources), its lines joined with "; " as RFC 6265 has
+// one Cookie header; changed says whether any was named. A line naming
+// none is kept as it is: it cannot carry the token under any parser
+// (request.cookie). One naming one was read strictly, or the request
+// would have been denied as malformed, so its "; " pairs are the cookies.
+func withoutTokenCookies(req *authv3.CheckRequest, names []string) (rest string, changed bool) {
+	if len(names) == 0 {
+		return "", false
+	}
+	var kept []string
+	keep := func(line string) {
+		if line == "" {
+			return
+		}
+		if !slices.ContainsFunc(names, func(n string) bool { return strings.Contains(line, n) }) {
+			kept = append(kept, line)
+			return
+		}
+		for pair := range strings.SplitSeq(line, "; ") {
+			name, _, _ := strings.Cut(pair, "=")
+			if slices.Contains(names, name) {
+				changed = true
+				continue
+			}
+			kept = append(kept, pair)
+		}
+	}
+	h := req.GetAttributes().GetRequest().GetHttp()
+	if headers := h.GetHeaders(); len(headers) > 0 {
+		for k, v := range headers {
+			if strings.EqualFold(k, "cookie") {
+				// Envoy joined the Cookie header lines with ",".
+				for line := range strings.SplitSeq(v, ",") {
+					keep(line)
+				}
+			}
+		}
+	} else {
+		for _, hv := range h.GetHeaderMap().GetHeaders() {
+			if strings.EqualFold(hv.GetKey(), "cookie") {
+				v := hv.GetValue()
+				if v == "" {
+					v = string(hv.GetRawValue())
+				}
+				keep(v)
+			}
+		}
+	}
+	return strings.Join(kept, "; "), changed
 }
 
 func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Identity, start time.Time) *authv3.CheckResponse {

@@ -17,9 +17,9 @@ type LogoutRoute struct {
 	// ignored); empty matches any host.
 	Host string
 	// PathPrefix matches whole path segments: /logout matches /logout,
-	// /logout/ and /logout?x=1, not /logouts. The request path is
-	// normalised first (see Match); the prefix is matched as written. A
-	// prefix matching every path ("/") is refused.
+	// /logout/ and /logout?x=1, not /logouts. The request path must match
+	// both as written and normalised (see Match); the prefix is matched as
+	// written. A prefix matching every path ("/") is refused.
 	PathPrefix string
 	// Methods; empty means any.
 	Methods []string
@@ -80,7 +80,14 @@ func (r LogoutRoute) Validate() error {
 // Match returns the first route matching the request. path may carry a
 // query string, as Envoy sends it.
 //
-// The path is matched as the upstream resolves it: the query dropped,
+// The path must match as written (the literal reading: the query dropped,
+// nothing else changed, a ";" parameter of the prefix's last segment
+// ignored), as Envoy's route table without normalize_path reads it: a path
+// normalising to the route but written otherwise (//oauth2/logout,
+// /orders/../oauth2/logout) may be routed elsewhere, with the revoked
+// token in a cookie.
+//
+// It must also match as the upstream resolves it: the query dropped,
 // repeated slashes merged, "." and ".." segments resolved (never above
 // the root), a trailing slash ignored. Upstreams differ in reading it, and
 // a request on a logout route lets a revoked token through, so it matches
@@ -116,6 +123,9 @@ func (l *LogoutRoutes) Match(host, path, method string) (LogoutRoute, bool) {
 			continue
 		}
 		prefix := strings.TrimSuffix(r.PathPrefix, "/")
+		if !literalMatch(path, prefix) {
+			continue
+		}
 		all := true
 		for _, p := range readings[:n] {
 			all = all && (p == prefix || strings.HasPrefix(p, prefix+"/"))
@@ -125,6 +135,16 @@ func (l *LogoutRoutes) Match(host, path, method string) (LogoutRoute, bool) {
 		}
 	}
 	return LogoutRoute{}, false
+}
+
+// literalMatch reports whether path, read as written (no slash merging, no
+// dot resolution, no decoding), starts with prefix segment by segment: the
+// prefix is followed by the end of the path, a "/", or a ";" parameter of
+// its last segment. Envoy's route table without normalize_path, and an
+// upstream that does not normalise, read the path this way.
+func literalMatch(path, prefix string) bool {
+	rest, ok := strings.CutPrefix(path, prefix)
+	return ok && (rest == "" || rest[0] == '/' || rest[0] == ';')
 }
 
 // readPath returns the n readings of path an upstream may take (see

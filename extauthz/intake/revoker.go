@@ -7,9 +7,12 @@ package intake
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tokengate/tokengate/extauthz/token"
@@ -67,6 +70,8 @@ type Revoker struct {
 	issuers  map[string]Issuer // by iss
 	byName   map[string]Issuer
 	now      func() time.Time
+	// loggedOut remembers the logouts written here (RevokeLogout).
+	loggedOut logoutMemory
 }
 
 // NewRevoker returns a Revoker for the configured issuers. Every reference
@@ -197,7 +202,12 @@ func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, 
 // the session is kept from now. A token revoked by its jti alone, used on a
 // revoke-subject route, so still logs its user out everywhere.
 //
-// What this replica's index already holds is not written again: a token
+// The first logout of a token (with the route's session and subject
+// flags) on this replica writes all of it, even what the index holds from
+// another source, so that each entry carries a logout-route contribution:
+// an operator taking back the admin part (?source=admin) does not undo the
+// user's logout. This replica remembers it (a bounded set of hashes); on
+// later logouts what its index already holds is not written again: a token
 // entry kept at least as long, a live session entry, a subject cutoff
 // (every audience) at or after the token's iat: that token was logged out
 // by its subject already. When nothing is left, RevokeLogout returns nil
@@ -206,7 +216,7 @@ func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, 
 // sign-in. (The index holds only committed writes, so what it holds is
 // durable.)
 func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session, subject, revoked bool) error {
-	_ = revoked // dated alike; what is already held is skipped either way
+	_ = revoked // dated alike; the first logout here writes either way
 	iss, ok := r.issuers[id.Issuer]
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrIssuerUnknown, id.Issuer)
@@ -218,12 +228,21 @@ func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session,
 	if !wantToken && !wantSession && !wantSubject {
 		return errors.New("the token has no jti, sid or sub to revoke")
 	}
+	// The first logout of the token on this replica writes it all, even
+	// what the index holds (from an admin, a webhook): so the entries carry
+	// the logout-route contribution, and taking another source's part back
+	// does not undo the user's logout. Later ones skip what is held.
+	key := logoutKey(id, session, subject)
+	again := r.loggedOut.has(key)
+	held := func(kind storage.Kind, key string, enough func(before, expires time.Time) bool) bool {
+		return again && r.holds(kind, id.Issuer, key, now, enough)
+	}
 	base := storage.Revocation{Issuer: id.Issuer, Source: "logout-route", Reason: "logout"}
 	var revs []storage.Revocation
 	if wantToken {
 		t := base
 		t.Kind, t.Key, t.ExpiresAt = storage.KindToken, id.TokenID, id.ExpiresAt.Add(iss.Leeway)
-		if !r.holds(storage.KindToken, id.Issuer, id.TokenID, now, func(_, exp time.Time) bool {
+		if !held(storage.KindToken, id.TokenID, func(_, exp time.Time) bool {
 			return !exp.Before(t.ExpiresAt)
 		}) {
 			revs = append(revs, t)
@@ -235,7 +254,7 @@ func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session,
 		// A live session entry is enough: it was kept a whole session
 		// lifetime from its own revocation, and the session was revoked
 		// from then on.
-		if !r.holds(storage.KindSession, id.Issuer, id.SessionID, now, func(_, _ time.Time) bool { return true }) {
+		if !held(storage.KindSession, id.SessionID, func(_, _ time.Time) bool { return true }) {
 			revs = append(revs, s)
 		}
 	}
@@ -248,7 +267,7 @@ func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session,
 		}
 		s := base
 		s.Kind, s.Key, s.RevokedBefore, s.ExpiresAt = storage.KindSubject, id.Subject, before, iss.Keep(before)
-		if !r.holds(storage.KindSubject, id.Issuer, id.Subject, now, func(cut, _ time.Time) bool {
+		if !held(storage.KindSubject, id.Subject, func(cut, _ time.Time) bool {
 			return cut.Unix() >= id.IssuedAt.Unix()
 		}) {
 			revs = append(revs, s)
@@ -257,8 +276,60 @@ func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session,
 	if len(revs) == 0 {
 		return nil // all held already: nothing to write
 	}
-	_, err := r.Revoke(ctx, storage.Write{Revocations: revs})
-	return err
+	if _, err := r.Revoke(ctx, storage.Write{Revocations: revs}); err != nil {
+		return err
+	}
+	r.loggedOut.add(key)
+	return nil
+}
+
+// maxLoggedOut bounds the logouts a Revoker remembers. Forgetting one
+// costs one more write of its entries, never a missed revocation.
+const maxLoggedOut = 16384
+
+// logoutMemory is the set of tokens this replica has logged out on a
+// logout route (by logoutKey), bounded: when full, an arbitrary one is
+// forgotten.
+type logoutMemory struct {
+	mu   sync.Mutex
+	seen map[[sha256.Size]byte]struct{}
+}
+
+func (m *logoutMemory) has(k [sha256.Size]byte) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.seen[k]
+	return ok
+}
+
+func (m *logoutMemory) add(k [sha256.Size]byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.seen == nil {
+		m.seen = make(map[[sha256.Size]byte]struct{})
+	}
+	if len(m.seen) >= maxLoggedOut {
+		for old := range m.seen {
+			delete(m.seen, old)
+			break
+		}
+	}
+	m.seen[k] = struct{}{}
+}
+
+// logoutKey identifies a token's logout on a route: its identity and what
+// the route revokes. A hash, so that no token id is kept in the clear.
+func logoutKey(id *token.Identity, session, subject bool) [sha256.Size]byte {
+	h := sha256.New()
+	for _, f := range []string{id.Issuer, id.TokenID, id.SessionID, id.Subject, strconv.FormatInt(id.IssuedAt.Unix(), 10),
+		strconv.FormatBool(session), strconv.FormatBool(subject)} {
+		h.Write([]byte(strconv.Itoa(len(f))))
+		h.Write([]byte{0})
+		h.Write([]byte(f))
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
 }
 
 // holds reports whether this replica's index has a live entry for the key

@@ -1,0 +1,96 @@
+package extauthz_test
+
+import (
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tokengate/tokengate/extauthz"
+	"github.com/tokengate/tokengate/policy"
+)
+
+// TestRevokedLogoutRewritesTokenCookies: a revoked token's pass-through on a
+// logout route goes on without the token in a cookie source either: the
+// Cookie header is rewritten without the token cookies, so that an
+// upstream the request reaches (the IdP, or another one if the routes
+// disagree) never gets the revoked token. The IdP's own session cookie
+// still reaches it, since its logout goes by that cookie. No cookie left:
+// the header is removed. Over real gRPC, with both header encodings.
+func TestRevokedLogoutRewritesTokenCookies(t *testing.T) {
+	headers, err := policy.NewHeaderMap(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, err := policy.NewLogoutRoutes([]policy.LogoutRoute{{PathPrefix: "/oauth2/logout"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, extauthz.Options{Verifier: &echoVerifier{}, Headers: headers, Revocations: revokeAll{},
+		MaxStaleness: time.Minute, LogoutRoutes: routes, Logout: logoutOK{},
+		TokenSources: []extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}, {Cookie: "app.id"}}})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, srv)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := authv3.NewAuthorizationClient(conn)
+
+	cases := map[string]struct {
+		req  *authv3.CheckRequest
+		want string // "": the cookie header removed
+	}{
+		"headers map":          {checkRequest(map[string]string{"cookie": "app.at=tokA; fusionauth.sso=abc"}), "fusionauth.sso=abc"},
+		"headers map, joined":  {checkRequest(map[string]string{"cookie": "fusionauth.sso=abc,app.at=tokA; app.id=tokA; theme=dark"}), "fusionauth.sso=abc; theme=dark"},
+		"header map":           {rawRequest([][2]string{{"cookie", "app.at=tokA"}, {"cookie", "fusionauth.sso=abc"}}), "fusionauth.sso=abc"},
+		"header map, one line": {rawRequest([][2]string{{"cookie", "fusionauth.sso=abc; app.at=tokA"}}), "fusionauth.sso=abc"},
+		"token cookie only":    {checkRequest(map[string]string{"cookie": "app.at=tokA"}), ""},
+		"token cookies only":   {rawRequest([][2]string{{"cookie", "app.at=tokA; app.id=tokA"}, {"cookie", "app.at=tokA"}}), ""},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			tc.req.Attributes.Request.Http.Path = "/oauth2/logout"
+			resp, err := client.Check(t.Context(), tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reason := resp.GetDynamicMetadata().AsMap()["reason"]; reason != "logout_revoked" {
+				t.Fatalf("reason %v, want logout_revoked", reason)
+			}
+			ok := resp.GetOkResponse()
+			var set []*corev3.HeaderValueOption
+			for _, h := range ok.GetHeaders() {
+				if h.GetHeader().GetKey() == "cookie" {
+					set = append(set, h)
+				}
+			}
+			removed := slices.Contains(ok.GetHeadersToRemove(), "cookie")
+			if tc.want == "" {
+				if len(set) != 0 || !removed {
+					t.Fatalf("cookie set %v, removed %v; want it removed (only token cookies were sent)", set, removed)
+				}
+				return
+			}
+			if removed {
+				t.Fatalf("cookie removed; want it rewritten to %q", tc.want)
+			}
+			if len(set) != 1 || set[0].GetHeader().GetValue() != tc.want ||
+				set[0].GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+				t.Fatalf("cookie set %v; want %q, overwriting", set, tc.want)
+			}
+		})
+	}
+}
