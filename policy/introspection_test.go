@@ -18,16 +18,19 @@ func TestIntrospectionRouteMatching(t *testing.T) {
 		host, path, method string
 		match              bool
 	}{
-		"exact":            {"auth.example.com", "/oauth2/introspect", "POST", true},
-		"method case":      {"auth.example.com", "/oauth2/introspect", "post", true},
-		"with port":        {"AUTH.example.com:443", "/oauth2/introspect?x=1", "POST", true},
-		"GET (POST only)":  {"auth.example.com", "/oauth2/introspect", "GET", false},
-		"other host":       {"api.example.com", "/oauth2/introspect", "POST", false},
-		"longer segment":   {"auth.example.com", "/oauth2/introspection", "POST", false},
-		"traversal out":    {"auth.example.com", "/oauth2/introspect/../../orders", "POST", false},
-		"traversal in":     {"auth.example.com", "/orders/../oauth2/introspect", "POST", true},
+		"exact":           {"auth.example.com", "/oauth2/introspect", "POST", true},
+		"method case":     {"auth.example.com", "/oauth2/introspect", "post", true},
+		"with port":       {"AUTH.example.com:443", "/oauth2/introspect?x=1", "POST", true},
+		"GET (POST only)": {"auth.example.com", "/oauth2/introspect", "GET", false},
+		"other host":      {"api.example.com", "/oauth2/introspect", "POST", false},
+		"longer segment":  {"auth.example.com", "/oauth2/introspection", "POST", false},
+		"traversal out":   {"auth.example.com", "/oauth2/introspect/../../orders", "POST", false},
+		// As for logout routes, the literal path must match too: Envoy
+		// (normalize_path, merge_slashes) hands tokengate normalised paths,
+		// and one it did not normalise is routed by its literal reading.
+		"traversal in":     {"auth.example.com", "/orders/../oauth2/introspect", "POST", false},
 		"encoded slash":    {"auth.example.com", "/oauth2%2Fintrospect", "POST", false},
-		"double slash":     {"auth.example.com", "//oauth2//introspect", "POST", true},
+		"double slash":     {"auth.example.com", "//oauth2//introspect", "POST", false},
 		"tomcat parameter": {"auth.example.com", "/oauth2/introspect/..;/orders", "POST", false},
 	}
 	for name, tc := range cases {
