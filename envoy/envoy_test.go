@@ -15,6 +15,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -27,6 +28,8 @@ import (
 	"google.golang.org/protobuf/reflect/protorange"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/tokengate/tokengate/extauthz"
 
 	// Every typed_config in envoy.yaml must resolve; these register the
 	// types the file uses that the test does not name.
@@ -163,6 +166,19 @@ func TestEnvoyBootstrapChecksCatchMistakes(t *testing.T) {
 			old: "match: {path: /oauth2/introspect}", new: "match: {path: /oauth2/introspection}",
 			want: "with_request_body",
 		},
+		"introspection route without the marker": {
+			old: "tokengate_route: introspection", new: "route: introspect",
+			want: "tokengate_route",
+		},
+		"introspection marker on a route without the body": {
+			old:  "context_extensions:\n                        route: api",
+			new:  "context_extensions:\n                        tokengate_route: introspection",
+			want: "tokengate_route",
+		},
+		"unknown marker value": {
+			old: "tokengate_route: introspection", new: "tokengate_route: introspect",
+			want: "tokengate_route",
+		},
 		"admin on every interface": {
 			old: "socket_address: {address: 127.0.0.1, port_value: 9901}", new: "socket_address: {address: 0.0.0.0, port_value: 9901}",
 			want: "admin",
@@ -228,6 +244,13 @@ func TestComposeConfigMatchesEnvoy(t *testing.T) {
 	if r := cfg.IntrospectionRoutes; len(r) != 1 || r[0].PathPrefix != introspectionPath {
 		t.Errorf("tokengate.compose.yaml: introspection_routes: got %+v, want one with path_prefix %s (envoy.yaml sends its body)", r, introspectionPath)
 	}
+	var prefixes []string
+	for _, r := range cfg.IntrospectionRoutes {
+		prefixes = append(prefixes, r.PathPrefix)
+	}
+	for _, p := range checkIntrospectionRoutes(b, prefixes) {
+		t.Errorf("envoy.yaml and tokengate.compose.yaml: %s", p)
+	}
 
 	var compose struct {
 		Services map[string]struct {
@@ -246,6 +269,93 @@ func TestComposeConfigMatchesEnvoy(t *testing.T) {
 	}) {
 		t.Errorf("docker-compose.yml: envoy volumes: got %q, want ./envoy/envoy.yaml mounted at /etc/envoy/envoy.yaml", vols)
 	}
+}
+
+// TestIntrospectionRoutesCheckCatchesMistakes: checkIntrospectionRoutes
+// compares match kinds, not only strings.
+func TestIntrospectionRoutesCheckCatchesMistakes(t *testing.T) {
+	data := readFile(t, "envoy.yaml")
+	const old = "match: {path: /oauth2/introspect}"
+	cases := map[string]struct {
+		new  string
+		want string // "" for no problem
+	}{
+		"exact path":               {old, ""},
+		"prefix equal to the path": {"match: {prefix: /oauth2/introspect}", ""},
+		"exact path, another path": {"match: {path: /oauth2/introspect/}", "/oauth2/introspect/"},
+		"shorter prefix":           {"match: {prefix: /oauth2/}", "/oauth2/"},
+		"regex with the same text": {"match: {safe_regex: {regex: /oauth2/introspect}}", "match kind"},
+		"separated prefix":         {"match: {path_separated_prefix: /oauth2/introspect}", "match kind"},
+		"case-insensitive exact":   {"match: {path: /oauth2/introspect, case_sensitive: false}", "case_sensitive"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if !bytes.Contains(data, []byte(old)) {
+				t.Fatalf("envoy.yaml has no %q", old)
+			}
+			b, err := loadBootstrap(bytes.Replace(data, []byte(old), []byte(tc.new), 1))
+			if err != nil {
+				t.Fatalf("envoy.yaml: %v", err)
+			}
+			problems := checkIntrospectionRoutes(b, []string{introspectionPath})
+			switch {
+			case tc.want == "" && len(problems) > 0:
+				t.Errorf("problems %q, want none", problems)
+			case tc.want != "" && !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tc.want) }):
+				t.Errorf("problems %q, want one naming %q", problems, tc.want)
+			}
+		})
+	}
+}
+
+// checkIntrospectionRoutes: every Envoy route marked as the introspection
+// route (context_extensions tokengate_route: introspection) matches what
+// tokengate's introspection_routes path prefixes match, by kind as well as
+// text: an exact path: equal to a path_prefix, or a prefix: equal to one
+// (Envoy's prefix is by characters, so it sends tokengate no path outside
+// the introspection route that tokengate would then take for one). There
+// must be at least one.
+func checkIntrospectionRoutes(b *bootstrapv3.Bootstrap, prefixes []string) []string {
+	var problems []string
+	hcms, err := connectionManagers(b)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	n := 0
+	for _, hcm := range hcms {
+		for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
+			for _, r := range vh.GetRoutes() {
+				cfg := r.GetTypedPerFilterConfig()[extAuthzFilter]
+				per := &extauthzv3.ExtAuthzPerRoute{}
+				if cfg == nil || cfg.UnmarshalTo(per) != nil ||
+					per.GetCheckSettings().GetContextExtensions()[extauthz.RouteMarkerKey] != extauthz.RouteMarkerIntrospection {
+					continue
+				}
+				n++
+				m := r.GetMatch()
+				var value string
+				switch p := m.GetPathSpecifier().(type) {
+				case *routev3.RouteMatch_Path:
+					value = p.Path
+				case *routev3.RouteMatch_Prefix:
+					value = p.Prefix
+				default:
+					problems = append(problems, fmt.Sprintf("introspection route %s: match kind %T: want path: or prefix: equal to an introspection_routes path_prefix %q", m, p, prefixes))
+					continue
+				}
+				if cs := m.GetCaseSensitive(); cs != nil && !cs.GetValue() {
+					problems = append(problems, fmt.Sprintf("introspection route %s: case_sensitive false: tokengate matches paths case-sensitively", m))
+				}
+				if !slices.Contains(prefixes, value) {
+					problems = append(problems, fmt.Sprintf("introspection route %s: %q is no introspection_routes path_prefix %q", m, value, prefixes))
+				}
+			}
+		}
+	}
+	if n == 0 {
+		problems = append(problems, fmt.Sprintf("no route with context_extensions %s: %s", extauthz.RouteMarkerKey, extauthz.RouteMarkerIntrospection))
+	}
+	return problems
 }
 
 func readFile(t *testing.T, name string) []byte {
@@ -398,7 +508,23 @@ func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionM
 				if len(per.GetCheckSettings().GetContextExtensions()) > 0 {
 					contextRoutes++
 				}
-				if wb := per.GetCheckSettings().GetWithRequestBody(); wb != nil {
+				// tokengate judges a request as an introspection only with
+				// the marker: the route that sends the body must set it,
+				// and no other route may.
+				marker, marked := per.GetCheckSettings().GetContextExtensions()[extauthz.RouteMarkerKey]
+				wb := per.GetCheckSettings().GetWithRequestBody()
+				switch {
+				case marked && marker != extauthz.RouteMarkerIntrospection:
+					bad("%s: check_settings.context_extensions %s: got %q, want %q or no entry",
+						where, extauthz.RouteMarkerKey, marker, extauthz.RouteMarkerIntrospection)
+				case marked && wb == nil:
+					bad("%s: check_settings.context_extensions %s: %s without with_request_body: want it only on the route that sends the introspection body",
+						where, extauthz.RouteMarkerKey, marker)
+				case !marked && wb != nil:
+					bad("%s: check_settings.with_request_body without context_extensions %s: %s: tokengate would check the introspection like any request",
+						where, extauthz.RouteMarkerKey, extauthz.RouteMarkerIntrospection)
+				}
+				if wb != nil {
 					bodyRoutes = append(bodyRoutes, r.GetMatch().GetPath())
 					for _, p := range checkBodySettings(wb) {
 						bad("%s: check_settings.with_request_body: %s", where, p)

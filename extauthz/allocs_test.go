@@ -57,8 +57,9 @@ func TestCachedCheckAllocations(t *testing.T) {
 	if err := v.Refresh(t.Context(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	// An introspection route is configured: requests elsewhere pay only its
-	// (allocation-free) match, never the body's parsing.
+	// An introspection route is configured: requests elsewhere pay only the
+	// (allocation-free) look-up of Envoy's route marker and the path match,
+	// never the body's parsing.
 	introspection, err := policy.NewIntrospectionRoutes([]policy.IntrospectionRoute{{PathPrefix: "/oauth2/introspect"}})
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +70,9 @@ func TestCachedCheckAllocations(t *testing.T) {
 		"authorization": "Bearer " + mint(t, iss, claims, nil), "x-request-id": "allocs", "user-agent": "test/1.0",
 		"accept": "application/json", ":authority": "api.example.com",
 	})
+	// As Envoy's API route sends it (envoy/envoy.yaml): context_extensions
+	// without tokengate's introspection marker.
+	req.Attributes.ContextExtensions = map[string]string{"route": "api"}
 	ctx := t.Context()
 	check := func() {
 		resp, err := srv.Check(ctx, req)

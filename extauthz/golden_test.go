@@ -152,7 +152,8 @@ type goldenCase struct {
 	headers  map[string]string // besides x-request-id; authorization built from token
 	token    func(t *testing.T, e *goldenEnv) string
 	// introspect: a POST to /oauth2/introspect with the token in its form
-	// body and the caller's client authentication in authorization.
+	// body and the caller's client authentication in authorization, marked
+	// by Envoy's introspection route (context_extensions).
 	introspect bool
 }
 
@@ -295,6 +296,8 @@ func (c goldenCase) request(t *testing.T, e *goldenEnv) *authv3.CheckRequest {
 	if c.introspect {
 		h := req.Attributes.Request.Http
 		h.Method, h.Host, h.Path, h.Body = "POST", "auth.example.com", "/oauth2/introspect", body
+		// Envoy's introspection route marks the request (envoy/envoy.yaml).
+		req.Attributes.ContextExtensions = map[string]string{extauthz.RouteMarkerKey: extauthz.RouteMarkerIntrospection}
 	}
 	return req
 }

@@ -24,6 +24,18 @@ type issuerKnower interface {
 	KnowsIssuer(iss string) bool
 }
 
+// RouteMarkerKey and RouteMarkerIntrospection: Envoy's route that forwards
+// to the IdP's introspection endpoint with the body (with_request_body)
+// sets this entry in its per-route check_settings.context_extensions. It is
+// Envoy's own routing decision: a request is judged as an introspection
+// only with it, and only on a path introspection_routes matches. Without
+// it, a request is checked like any other (a bearer token is required),
+// whatever its path: Envoy may have routed it to the protected app.
+const (
+	RouteMarkerKey           = "tokengate_route"
+	RouteMarkerIntrospection = "introspection"
+)
+
 // formType is the media type of an introspection request (RFC 7662 §2.1).
 const formType = "application/x-www-form-urlencoded"
 

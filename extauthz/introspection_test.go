@@ -62,11 +62,26 @@ func newIntrospectionEnv(t *testing.T) *introspectionEnv {
 	return e
 }
 
+// introspectionMarker is the context_extensions entry Envoy's
+// introspection route sets (envoy/envoy.yaml).
+var introspectionMarker = map[string]string{extauthz.RouteMarkerKey: extauthz.RouteMarkerIntrospection}
+
 // introspect sends POST path with body and content type, and the caller's
-// client authentication (HTTP Basic), as a resource server would.
+// client authentication (HTTP Basic), as a resource server would, through
+// Envoy's introspection route (its context_extensions marker).
 func (e *introspectionEnv) introspect(t *testing.T, path, contentType, body string, raw bool) *authv3.CheckResponse {
 	t.Helper()
-	headers := map[string]string{"authorization": "Basic cnM6c2VjcmV0", "x-auth-subject": "admin"}
+	return e.post(t, path, "Basic cnM6c2VjcmV0", contentType, body, raw, true)
+}
+
+// post sends POST path with the given Authorization, content type and
+// body; marked: with Envoy's introspection route marker.
+func (e *introspectionEnv) post(t *testing.T, path, authorization, contentType, body string, raw, marked bool) *authv3.CheckResponse {
+	t.Helper()
+	headers := map[string]string{"x-auth-subject": "admin"}
+	if authorization != "" {
+		headers["authorization"] = authorization
+	}
 	if contentType != "" {
 		headers["content-type"] = contentType
 	}
@@ -77,6 +92,9 @@ func (e *introspectionEnv) introspect(t *testing.T, path, contentType, body stri
 		h.RawBody = []byte(body)
 	} else {
 		h.Body = body
+	}
+	if marked {
+		req.Attributes.ContextExtensions = introspectionMarker
 	}
 	resp, err := e.client.Check(t.Context(), req)
 	if err != nil {
@@ -199,6 +217,7 @@ func TestIntrospectionRoute(t *testing.T) {
 		req := checkRequest(map[string]string{"content-type": formType, "x-envoy-auth-partial-body": "true"})
 		h := req.Attributes.Request.Http
 		h.Method, h.Path, h.Body = "POST", "/oauth2/introspect", form(revoked)
+		req.Attributes.ContextExtensions = introspectionMarker
 		resp, err := e.client.Check(t.Context(), req)
 		if err != nil {
 			t.Fatal(err)
@@ -214,6 +233,75 @@ func TestIntrospectionRoute(t *testing.T) {
 		resp := e.introspect(t, "/oauth2/token", formType, form(valid), false)
 		if r := resp.GetDynamicMetadata().GetFields()["reason"].GetStringValue(); r != "token_missing" {
 			t.Errorf("reason = %q, want token_missing", r)
+		}
+	})
+}
+
+// TestIntrospectionNeedsEnvoyMarker: only Envoy's introspection route (the
+// one that forwards to the IdP with the body) marks a request as an
+// introspection. A path tokengate's introspection_routes matches but Envoy
+// sends elsewhere (the catch-all to the protected app) carries no marker
+// and gets the normal check: a bearer token is required, and a revoked one
+// is denied. Neither the marker alone nor the path alone exempts a request.
+func TestIntrospectionNeedsEnvoyMarker(t *testing.T) {
+	e := newIntrospectionEnv(t)
+	claims := e.iss.Claims("user-2", 10*time.Minute)
+	revoked := mint(t, e.iss, claims, nil)
+	e.revoke(t, storage.Revocation{Kind: storage.KindToken, Key: claims["jti"].(string)})
+	valid := mint(t, e.iss, e.iss.Claims("user-1", 10*time.Minute), nil)
+
+	reason := func(resp *authv3.CheckResponse) string {
+		return resp.GetDynamicMetadata().GetFields()["reason"].GetStringValue()
+	}
+	for _, path := range []string{"/oauth2/introspect/admin/delete-user", "/oauth2/introspect;x", "/oauth2/introspect/", "/oauth2/introspect"} {
+		for _, tc := range []struct{ name, auth, want string }{
+			{"revoked bearer", "Bearer " + revoked, "token_revoked"},
+			{"no authorization", "", "token_missing"},
+			{"basic", "Basic cnM6c2VjcmV0", "token_missing"},
+		} {
+			t.Run("unmarked "+path+" "+tc.name, func(t *testing.T) {
+				resp := e.post(t, path, tc.auth, formType, "", false, false)
+				if resp.GetOkResponse() != nil || resp.GetStatus().GetCode() == 0 {
+					t.Fatalf("got %v, want denied: no marker, so the normal check", resp)
+				}
+				if got := reason(resp); got != tc.want {
+					t.Errorf("reason = %q, want %s", got, tc.want)
+				}
+			})
+		}
+		t.Run("unmarked "+path+" revoked token in body", func(t *testing.T) {
+			// Not an introspection: the body's revoked token is no answer.
+			resp := e.post(t, path, "Bearer "+valid, formType, form(revoked), false, false)
+			if resp.GetOkResponse() == nil || reason(resp) != "allowed" {
+				t.Errorf("got %s %v, want allowed (a valid bearer token, the normal check)", reason(resp), resp)
+			}
+		})
+	}
+	t.Run("marked, exact path", func(t *testing.T) {
+		if got := reason(e.post(t, "/oauth2/introspect", "", formType, form(revoked), false, true)); got != "introspection_inactive" {
+			t.Errorf("reason = %q, want introspection_inactive", got)
+		}
+		if got := reason(e.post(t, "/oauth2/introspect", "", formType, form(valid), false, true)); got != "introspection_passed" {
+			t.Errorf("reason = %q, want introspection_passed", got)
+		}
+	})
+	t.Run("marked, path not an introspection route", func(t *testing.T) {
+		resp := e.post(t, "/admin/delete-user", "Bearer "+revoked, formType, form(valid), false, true)
+		if got := reason(resp); got != "token_revoked" || resp.GetOkResponse() != nil {
+			t.Errorf("reason = %q, want token_revoked (the marker alone exempts nothing)", got)
+		}
+	})
+	t.Run("other marker value", func(t *testing.T) {
+		req := checkRequest(map[string]string{"content-type": formType})
+		h := req.Attributes.Request.Http
+		h.Method, h.Path, h.Body = "POST", "/oauth2/introspect", form(valid)
+		req.Attributes.ContextExtensions = map[string]string{extauthz.RouteMarkerKey: "api", "route": "introspect"}
+		resp, err := e.client.Check(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := reason(resp); got != "token_missing" {
+			t.Errorf("reason = %q, want token_missing", got)
 		}
 	})
 }

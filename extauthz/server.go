@@ -193,7 +193,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.metrics.observeError(start)
 		return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: revocations not loaded")
 	}
-	if s.introspection.Match(r.host, r.path, r.method) {
+	// An introspection needs Envoy's marker (its introspection route's
+	// context_extensions) as well as a path introspection_routes matches:
+	// a path alone says nothing of where Envoy sends the request (its
+	// catch-all may send /oauth2/introspect/x to the protected app).
+	if req.GetAttributes().GetContextExtensions()[RouteMarkerKey] == RouteMarkerIntrospection &&
+		s.introspection.Match(r.host, r.path, r.method) {
 		return s.introspect(ctx, req, r, decisionID, start)
 	}
 	raw, reason := r.tokenOf(s.sources)

@@ -8,6 +8,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/extauthz/token/tokentest"
 )
 
@@ -16,7 +17,9 @@ import (
 // POST /oauth2/introspect with the revoked token in its form body is
 // answered 200 {"active":false} by tokengate; with a valid token it goes on
 // to the IdP, its client authentication untouched; /oauth2/userinfo with
-// the revoked bearer token is 401 token_revoked.
+// the revoked bearer token is 401 token_revoked. Only requests Envoy's
+// introspection route marks (context_extensions) are introspections: a
+// POST under /oauth2/introspect without the marker needs its bearer token.
 func TestIdPEndpointsEndToEnd(t *testing.T) {
 	iss := tokentest.NewServer(t, "api")
 	in := start(t, []string{"serve", "--config", replicaConfig(t, iss, `
@@ -25,9 +28,12 @@ logout_routes:
 introspection_routes:
   - {host: auth.example.com, path_prefix: /oauth2/introspect}`)}, nil)
 	waitReady(t, in)
-	check := func(method, path string, headers map[string]string, body string) (string, *authv3.CheckResponse) {
+	// checkExt sends the request as Envoy would on a route whose
+	// check_settings.context_extensions are ext.
+	checkExt := func(ext map[string]string, method, path string, headers map[string]string, body string) (string, *authv3.CheckResponse) {
 		t.Helper()
 		resp, err := in.client.Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			ContextExtensions: ext,
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 				Method: method, Host: "auth.example.com", Path: path, Headers: headers, Body: body}}}})
 		if err != nil {
@@ -36,9 +42,15 @@ introspection_routes:
 		reason, _ := resp.GetDynamicMetadata().AsMap()["reason"].(string)
 		return reason, resp
 	}
+	check := func(method, path string, headers map[string]string, body string) (string, *authv3.CheckResponse) {
+		t.Helper()
+		return checkExt(nil, method, path, headers, body)
+	}
+	// Envoy's introspection route (envoy/envoy.yaml) marks its requests.
+	marker := map[string]string{extauthz.RouteMarkerKey: extauthz.RouteMarkerIntrospection}
 	introspect := func(tok string) (string, *authv3.CheckResponse) {
 		t.Helper()
-		return check("POST", "/oauth2/introspect", map[string]string{
+		return checkExt(marker, "POST", "/oauth2/introspect", map[string]string{
 			"authorization": "Basic cmVzb3VyY2Utc2VydmVyOnNlY3JldA==",
 			"content-type":  "application/x-www-form-urlencoded",
 		}, url.Values{"token": {tok}, "token_type_hint": {"access_token"}}.Encode())
@@ -63,6 +75,18 @@ introspection_routes:
 	for _, h := range resp.GetOkResponse().GetHeadersToRemove() {
 		if strings.EqualFold(h, "authorization") {
 			t.Error("the caller's client authentication is removed")
+		}
+	}
+
+	// Paths introspection_routes matches but Envoy sends to the protected
+	// app (its catch-all, no marker): the normal check, so the logged-out
+	// token is denied.
+	for _, path := range []string{"/oauth2/introspect/admin/delete-user", "/oauth2/introspect;x", "/oauth2/introspect/", "/oauth2/introspect"} {
+		if reason, resp := check("POST", path, map[string]string{"authorization": "Bearer " + alice}, ""); reason != "token_revoked" || resp.GetOkResponse() != nil {
+			t.Errorf("POST %s without the introspection marker, logged-out token: %s, want token_revoked", path, reason)
+		}
+		if reason, _ := check("POST", path, nil, ""); reason != "token_missing" {
+			t.Errorf("POST %s without the introspection marker, no token: %s, want token_missing", path, reason)
 		}
 	}
 
