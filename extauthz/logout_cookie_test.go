@@ -53,12 +53,14 @@ func TestRevokedLogoutRewritesTokenCookies(t *testing.T) {
 		req  *authv3.CheckRequest
 		want string // "": the cookie header removed
 	}{
-		"headers map":          {checkRequest(map[string]string{"cookie": "app.at=tokA; fusionauth.sso=abc"}), "fusionauth.sso=abc"},
-		"headers map, joined":  {checkRequest(map[string]string{"cookie": "fusionauth.sso=abc,app.at=tokA; app.id=tokA; theme=dark"}), "fusionauth.sso=abc; theme=dark"},
-		"header map":           {rawRequest([][2]string{{"cookie", "app.at=tokA"}, {"cookie", "fusionauth.sso=abc"}}), "fusionauth.sso=abc"},
-		"header map, one line": {rawRequest([][2]string{{"cookie", "fusionauth.sso=abc; app.at=tokA"}}), "fusionauth.sso=abc"},
-		"token cookie only":    {checkRequest(map[string]string{"cookie": "app.at=tokA"}), ""},
-		"token cookies only":   {rawRequest([][2]string{{"cookie", "app.at=tokA; app.id=tokA"}, {"cookie", "app.at=tokA"}}), ""},
+		"headers map":                          {checkRequest(map[string]string{"cookie": "app.at=tokA; fusionauth.sso=abc"}), "fusionauth.sso=abc"},
+		"headers map, joined":                  {checkRequest(map[string]string{"cookie": "fusionauth.sso=abc,app.at=tokA; app.id=tokA; theme=dark"}), "fusionauth.sso=abc; theme=dark"},
+		"headers map, comma in another cookie": {checkRequest(map[string]string{"cookie": "pref=a,b=c; app.at=tokA; theme=dark"}), "pref=a,b=c; theme=dark"},
+		"header map, comma in another line":    {rawRequest([][2]string{{"cookie", "pref=a,b=c"}, {"cookie", "app.at=tokA"}}), "pref=a,b=c"},
+		"header map":                           {rawRequest([][2]string{{"cookie", "app.at=tokA"}, {"cookie", "fusionauth.sso=abc"}}), "fusionauth.sso=abc"},
+		"header map, one line":                 {rawRequest([][2]string{{"cookie", "fusionauth.sso=abc; app.at=tokA"}}), "fusionauth.sso=abc"},
+		"token cookie only":                    {checkRequest(map[string]string{"cookie": "app.at=tokA"}), ""},
+		"token cookies only":                   {rawRequest([][2]string{{"cookie", "app.at=tokA; app.id=tokA"}, {"cookie", "app.at=tokA"}}), ""},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -316,40 +316,48 @@ func allowRevokedLogout(a *allowed, decisionID string) *authv3.CheckResponse {
 
 // withoutTokenCookies is the request's Cookie header without the cookies
 // named (the token sources), its lines joined with "; " as RFC 6265 has
-// one Cookie header; changed says whether any was named. A line naming
-// none is kept as it is: it cannot carry the token under any parser
-// (request.cookie). One naming one was read strictly, or the request
-// would have been denied as malformed, so its "; " pairs are the cookies.
+// one Cookie header; changed says whether any was named. A line, or a part
+// of one, naming none is kept byte-for-byte: it cannot carry the token
+// under any parser (request.cookie), and splitting it (on a comma in a
+// cookie's value) would change the cookies the upstream reads. Only what
+// names one is split, down to its cookie pairs; it was read strictly, or
+// the request would have been denied as malformed, so its "; " pairs are
+// the cookies.
 func withoutTokenCookies(req *authv3.CheckRequest, names []string) (rest string, changed bool) {
 	if len(names) == 0 {
 		return "", false
 	}
+	named := func(s string) bool {
+		return slices.ContainsFunc(names, func(n string) bool { return strings.Contains(s, n) })
+	}
 	var kept []string
-	keep := func(line string) {
-		if line == "" {
-			return
-		}
-		if !slices.ContainsFunc(names, func(n string) bool { return strings.Contains(line, n) }) {
-			kept = append(kept, line)
-			return
-		}
-		for pair := range strings.SplitSeq(line, "; ") {
-			name, _, _ := strings.Cut(pair, "=")
-			if slices.Contains(names, name) {
-				changed = true
-				continue
+	// keep keeps s as it is if it names no token cookie; otherwise splits it
+	// on seps[0] and keeps each part by the rest of seps; a part left
+	// unsplit is a cookie pair, dropped if a token cookie's.
+	var keep func(s string, seps []string)
+	keep = func(s string, seps []string) {
+		switch {
+		case s == "":
+		case !named(s):
+			kept = append(kept, s)
+		case len(seps) > 0:
+			for part := range strings.SplitSeq(s, seps[0]) {
+				keep(part, seps[1:])
 			}
-			kept = append(kept, pair)
+		default:
+			if name, _, _ := strings.Cut(s, "="); slices.Contains(names, name) {
+				changed = true
+				return
+			}
+			kept = append(kept, s)
 		}
 	}
 	h := req.GetAttributes().GetRequest().GetHttp()
 	if headers := h.GetHeaders(); len(headers) > 0 {
 		for k, v := range headers {
 			if strings.EqualFold(k, "cookie") {
-				// Envoy joined the Cookie header lines with ",".
-				for line := range strings.SplitSeq(v, ",") {
-					keep(line)
-				}
+				// Envoy joined the Cookie header lines with "; " or ",".
+				keep(v, []string{"; ", ","})
 			}
 		}
 	} else {
@@ -359,7 +367,7 @@ func withoutTokenCookies(req *authv3.CheckRequest, names []string) (rest string,
 				if v == "" {
 					v = string(hv.GetRawValue())
 				}
-				keep(v)
+				keep(v, []string{"; "})
 			}
 		}
 	}
