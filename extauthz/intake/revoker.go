@@ -211,10 +211,17 @@ func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, 
 // entry kept at least as long, a live session entry, a subject cutoff
 // (every audience) at or after the token's iat: that token was logged out
 // by its subject already. When nothing is left, RevokeLogout returns nil
-// without a store call. So replays of a logged-out token cost no
-// transaction and cannot move its user's cutoff past the user's next
-// sign-in. (The index holds only committed writes, so what it holds is
-// durable.)
+// without a store call. So replays of a logged-out token on a replica that
+// remembers it cost no transaction. (The index holds only committed
+// writes, so what it holds is durable.)
+//
+// That memory is per replica, lost on restart, and bounded (when full, one
+// is forgotten), so it does not stop a stolen revoked token from
+// logging its user out again: once on each replica, again after a restart
+// or once the memory has forgotten it, until the token expires. Each such
+// logout moves the user's cutoff (on a revoke-subject route) to now, past
+// the user's newer sign-ins: their sessions end too. A logout route can
+// only log out, so that is the most a replay does.
 func (r *Revoker) RevokeLogout(ctx context.Context, id *token.Identity, session, subject, revoked bool) error {
 	_ = revoked // dated alike; the first logout here writes either way
 	iss, ok := r.issuers[id.Issuer]
