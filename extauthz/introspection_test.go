@@ -1,15 +1,12 @@
 package extauthz_test
 
 import (
-	"net"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/extauthz/token"
@@ -44,21 +41,8 @@ func newIntrospectionEnv(t *testing.T) *introspectionEnv {
 	if err := v.Refresh(t.Context(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, newServer(t, extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index,
+	e.client = serveGRPC(t, newServer(t, extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index,
 		MaxStaleness: time.Minute, IntrospectionRoutes: routes, MaxTokenBytes: introspectMaxBytes}))
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	e.client = authv3.NewAuthorizationClient(conn)
 	return e
 }
 

@@ -1,15 +1,12 @@
 package extauthz_test
 
 import (
-	"net"
 	"slices"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/policy"
@@ -34,20 +31,7 @@ func TestRevokedLogoutRewritesTokenCookies(t *testing.T) {
 	srv := newServer(t, extauthz.Options{Verifier: &echoVerifier{}, Headers: headers, Revocations: revokeAll{},
 		MaxStaleness: time.Minute, LogoutRoutes: routes, Logout: logoutOK{},
 		TokenSources: []extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}, {Cookie: "app.id"}}})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, srv)
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	client := authv3.NewAuthorizationClient(conn)
+	client := serveGRPC(t, srv)
 
 	cases := map[string]struct {
 		req  *authv3.CheckRequest

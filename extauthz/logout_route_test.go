@@ -3,15 +3,12 @@ package extauthz_test
 import (
 	"context"
 	"log/slog"
-	"net"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/extauthz/intake"
@@ -49,21 +46,8 @@ func TestLogoutRouteWithRevokedTokenReachesTheIdP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, newServer(t, extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index,
+	client := serveGRPC(t, newServer(t, extauthz.Options{Verifier: v, Headers: headers, Revocations: e.index,
 		MaxStaleness: time.Minute, LogoutRoutes: routes, Logout: rev}))
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	client := authv3.NewAuthorizationClient(conn)
 
 	claims := e.iss.Claims("user-1", 10*time.Minute)
 	claims["sid"], claims["roles"] = "sid-1", []any{"admin"}

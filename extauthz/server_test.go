@@ -66,12 +66,21 @@ func newHarness(t *testing.T, claimHeaders map[string]string) *harness {
 		}
 	}
 
+	h.client = serveGRPC(t, newServer(t, extauthz.Options{Verifier: h.verifier, Headers: headers}))
+	return h
+}
+
+// newServer is extauthz.NewServer, failing the test on an error.
+// serveGRPC serves srv over real gRPC on a loopback port and returns a
+// client of it; both stop with the test.
+func serveGRPC(t testing.TB, srv authv3.AuthorizationServer) authv3.AuthorizationClient {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, newServer(t, extauthz.Options{Verifier: h.verifier, Headers: headers}))
+	authv3.RegisterAuthorizationServer(gs, srv)
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -79,11 +88,9 @@ func newHarness(t *testing.T, claimHeaders map[string]string) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	h.client = authv3.NewAuthorizationClient(conn)
-	return h
+	return authv3.NewAuthorizationClient(conn)
 }
 
-// newServer is extauthz.NewServer, failing the test on an error.
 func newServer(t testing.TB, opts extauthz.Options) *extauthz.Server {
 	t.Helper()
 	srv, err := extauthz.NewServer(opts)
