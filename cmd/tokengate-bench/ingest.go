@@ -68,22 +68,15 @@ func (c ingestConfig) validate() error {
 // webhooks (warm-up, then the measured window), checks that every applied
 // event is stored, and tears everything down again. Progress goes to w.
 func benchIngest(ctx context.Context, cfg ingestConfig, w io.Writer) (rep ingestReport, err error) {
-	db, err := openDatabase(ctx, cfg.postgresURL, w)
+	bench, tearDown, err := setUp(ctx, cfg.postgresURL, faIssuer, faApp, w)
 	if err != nil {
 		return rep, err
 	}
 	defer func() {
-		if cerr := db.close(); cerr != nil && err == nil {
+		if cerr := tearDown(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
-	// The replica fetches the issuer's JWKS to verify tokens; the webhooks
-	// themselves are signed with the shared secret.
-	_, issuerURL, stopIssuer, err := serveIssuer(faIssuer, faApp)
-	if err != nil {
-		return rep, err
-	}
-	defer stopIssuer()
 	secret, err := randomHex(32)
 	if err != nil {
 		return rep, err
@@ -98,7 +91,7 @@ func benchIngest(ctx context.Context, cfg ingestConfig, w io.Writer) (rep ingest
 	}
 	defer os.RemoveAll(dir)
 	replicas, err := startReplicas(ctx, cfg.tokengate, dir,
-		[]string{ingestReplicaConfig(issuerURL+"/jwks.json", secret, db.url)})
+		[]string{ingestReplicaConfig(bench.issuerURL+"/jwks.json", secret, bench.db.url)})
 	defer stopReplicas(replicas)
 	if err != nil {
 		return rep, err
@@ -124,7 +117,7 @@ func benchIngest(ctx context.Context, cfg ingestConfig, w io.Writer) (rep ingest
 	}
 	fmt.Fprintf(w, "measured: %d events applied, %.0f events/s\n", res.requests, res.throughput())
 
-	st, err := readStorage(ctx, db.url, run)
+	st, err := readStorage(ctx, bench.db.url, run)
 	if err != nil {
 		return rep, err
 	}
@@ -134,7 +127,7 @@ func benchIngest(ctx context.Context, cfg ingestConfig, w io.Writer) (rep ingest
 			applied, st.stored)
 	}
 	fmt.Fprintf(w, "durability: %d events applied, %d revocations stored\n", applied, st.stored)
-	return newIngestReport(cfg, db.desc, warm, res, st), nil
+	return newIngestReport(cfg, bench.db.desc, warm, res, st), nil
 }
 
 // ingestReplicaConfig is the replica's configuration: the FusionAuth issuer

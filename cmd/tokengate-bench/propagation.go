@@ -70,27 +70,22 @@ func (c propagationConfig) validate() error {
 // benchPropagation sets up PostgreSQL, an issuer and the replicas, measures,
 // and tears everything down again. Progress goes to w.
 func benchPropagation(ctx context.Context, cfg propagationConfig, w io.Writer) (rep propagationReport, err error) {
-	db, err := openDatabase(ctx, cfg.postgresURL, w)
+	bench, tearDown, err := setUp(ctx, cfg.postgresURL, "", benchAudience, w)
 	if err != nil {
 		return rep, err
 	}
 	defer func() {
-		if cerr := db.close(); cerr != nil && err == nil {
+		if cerr := tearDown(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
-	iss, _, stopIssuer, err := serveIssuer("", benchAudience)
-	if err != nil {
-		return rep, err
-	}
-	defer stopIssuer()
 	adminToken, err := randomHex(24)
 	if err != nil {
 		return rep, err
 	}
 	configs := make([]string, cfg.replicas)
 	for i := range configs {
-		configs[i] = replicaConfig(iss.URL, adminToken, db.url)
+		configs[i] = replicaConfig(bench.iss.URL, adminToken, bench.db.url)
 	}
 	dir, err := os.MkdirTemp("", "tokengate-bench-")
 	if err != nil {
@@ -108,7 +103,7 @@ func benchPropagation(ctx context.Context, cfg propagationConfig, w io.Writer) (
 
 	tokens := make([]string, cfg.revocations)
 	for i := range tokens {
-		if tokens[i], err = iss.Mint(fmt.Sprintf("bench-%d", i), tokenTTL, nil); err != nil {
+		if tokens[i], err = bench.iss.Mint(fmt.Sprintf("bench-%d", i), tokenTTL, nil); err != nil {
 			return rep, fmt.Errorf("mint token: %w", err)
 		}
 	}
@@ -123,7 +118,7 @@ func benchPropagation(ctx context.Context, cfg propagationConfig, w io.Writer) (
 	if err != nil {
 		return rep, err
 	}
-	return newPropagationReport(samples, db.desc), nil
+	return newPropagationReport(samples, bench.db.desc), nil
 }
 
 // replicaConfig is every replica's configuration: the same issuer, admin

@@ -71,6 +71,28 @@ func (db *database) close() error {
 	return nil
 }
 
+// benchEnv is what every benchmark on PostgreSQL starts from: the database
+// and an issuer serving its keys on loopback.
+type benchEnv struct {
+	db        *database
+	iss       *devissuer.Issuer
+	issuerURL string
+}
+
+// setUp opens the database (see openDatabase) and serves an issuer (see
+// serveIssuer); tearDown stops the issuer and closes the database.
+func setUp(ctx context.Context, postgresURL, issuerName, audience string, w io.Writer) (env benchEnv, tearDown func() error, err error) {
+	if env.db, err = openDatabase(ctx, postgresURL, w); err != nil {
+		return env, nil, err
+	}
+	iss, url, stopIssuer, err := serveIssuer(issuerName, audience)
+	if err != nil {
+		return env, nil, errors.Join(err, env.db.close())
+	}
+	env.iss, env.issuerURL = iss, url
+	return env, func() error { stopIssuer(); return env.db.close() }, nil
+}
+
 // serveIssuer serves a new issuer's JWKS (at url+"/jwks.json") and discovery
 // document on loopback until stop is called. The issuer's iss is name or,
 // when name is empty, url, for discovery.

@@ -110,32 +110,27 @@ func (c soakConfig) validate() error {
 // benchSoak sets up PostgreSQL, an issuer and two replicas, soaks them and
 // tears everything down again. Progress goes to w.
 func benchSoak(ctx context.Context, cfg soakConfig, w io.Writer) (rep soakReport, err error) {
-	db, err := openDatabase(ctx, cfg.postgresURL, w)
+	bench, tearDown, err := setUp(ctx, cfg.postgresURL, "", benchAudience, w)
 	if err != nil {
 		return rep, err
 	}
 	defer func() {
-		if cerr := db.close(); cerr != nil && err == nil {
+		if cerr := tearDown(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
-	iss, _, stopIssuer, err := serveIssuer("", benchAudience)
-	if err != nil {
-		return rep, err
-	}
-	defer stopIssuer()
 	adminToken, err := randomHex(24)
 	if err != nil {
 		return rep, err
 	}
 	fmt.Fprintf(w, "minting %s\n", plural(cfg.tokens, "token"))
-	env, err := mintSoakTokens(iss, cfg.tokens)
+	env, err := mintSoakTokens(bench.iss, cfg.tokens)
 	if err != nil {
 		return rep, err
 	}
 	configs := make([]string, soakReplicas)
 	for i := range configs {
-		configs[i] = replicaConfig(iss.URL, adminToken, db.url) + fmt.Sprintf("cache: {max_bytes: %d}\n", cfg.cacheBytes)
+		configs[i] = replicaConfig(bench.iss.URL, adminToken, bench.db.url) + fmt.Sprintf("cache: {max_bytes: %d}\n", cfg.cacheBytes)
 	}
 	dir, err := os.MkdirTemp("", "tokengate-bench-")
 	if err != nil {
@@ -158,7 +153,7 @@ func benchSoak(ctx context.Context, cfg soakConfig, w io.Writer) (rep soakReport
 	if err != nil {
 		return rep, err
 	}
-	return newSoakReport(cfg, res, db.desc), nil
+	return newSoakReport(cfg, res, bench.db.desc), nil
 }
 
 // soakTarget is one replica as the soak sees it.
