@@ -260,18 +260,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	if revoked {
 		s.metrics.observe(ReasonLogoutRevoked, start)
-		resp := allowRevokedLogout(a, decisionID)
-		// Nor in any other header it may have come from, nor in a cookie:
-		// should the route Envoy picks differ from ours after all, no
-		// upstream gets the revoked token.
-		ok := resp.GetOkResponse()
-		ok.HeadersToRemove = append(ok.HeadersToRemove, s.sources.headers...)
-		if rest, changed := withoutTokenCookies(req, s.sources.cookies); changed && rest == "" {
-			ok.HeadersToRemove = append(ok.HeadersToRemove, "cookie")
-		} else if changed {
-			ok.Headers = append(ok.Headers, header("cookie", rest))
-		}
-		return resp, nil
+		return allowRevokedLogout(a, decisionID, req, s.sources), nil
 	}
 	s.metrics.observe(ReasonAllowed, start)
 	resp := allowResponse(a, decisionID)
@@ -291,19 +280,29 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // token's allow answer would set or remove is removed (so a client cannot
 // supply one either), none is set; authorization is removed too, so that an
 // upstream verifying the JWT by itself cannot take the revoked token (the
-// IdP's logout goes by its session cookie or an id_token_hint; Check
-// removes the other token sources, header and cookie, too). The dynamic
+// IdP's logout goes by its session cookie or an id_token_hint), and so are
+// the other token sources: their headers, and their cookies from the Cookie
+// header, which keeps the IdP's own. The dynamic
 // metadata carries only the reason, logout_revoked, and the decision id:
 // no sub, jti or iss that an Envoy rule could read as an authenticated
 // identity (tokengate's log line, under the decision id, has them).
-func allowRevokedLogout(a *allowed, decisionID string) *authv3.CheckResponse {
+func allowRevokedLogout(a *allowed, decisionID string, req *authv3.CheckRequest, src *sources) *authv3.CheckResponse {
 	full := a.answer.OkResponse
-	ok := &authv3.OkHttpResponse{HeadersToRemove: make([]string, 0, len(full.GetHeaders())+len(full.GetHeadersToRemove())+1)}
+	ok := &authv3.OkHttpResponse{HeadersToRemove: make([]string, 0, len(full.GetHeaders())+len(full.GetHeadersToRemove())+len(src.headers)+2)}
 	for _, h := range full.GetHeaders() {
 		ok.HeadersToRemove = append(ok.HeadersToRemove, h.GetHeader().GetKey())
 	}
 	ok.HeadersToRemove = append(ok.HeadersToRemove, full.GetHeadersToRemove()...)
 	ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
+	// Nor in any other header it may have come from, nor in a cookie: should
+	// the route Envoy picks differ from ours after all, no upstream gets the
+	// revoked token.
+	ok.HeadersToRemove = append(ok.HeadersToRemove, src.headers...)
+	if rest, changed := withoutTokenCookies(req, src.cookies); changed && rest == "" {
+		ok.HeadersToRemove = append(ok.HeadersToRemove, "cookie")
+	} else if changed {
+		ok.Headers = append(ok.Headers, header("cookie", rest))
+	}
 	return &authv3.CheckResponse{
 		Status:       okStatus,
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
