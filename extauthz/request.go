@@ -93,6 +93,9 @@ type sources struct {
 	headers       []string // bare-token headers
 	cookies       []string
 	maxBytes      int // per source; 0: no limit
+	// underscores: a managed or source header name has a '_', so a header
+	// spelled with '-' may be its variant and every header is compared.
+	underscores bool
 }
 
 func newSources(list []TokenSource, managed []string, maxBytes int) (*sources, error) {
@@ -112,6 +115,9 @@ func newSources(list []TokenSource, managed []string, maxBytes int) (*sources, e
 		default:
 			s.cookies = append(s.cookies, ts.Cookie)
 		}
+	}
+	for _, h := range slices.Concat(managed, s.headers) {
+		s.underscores = s.underscores || strings.IndexByte(h, '_') >= 0
 	}
 	return s, nil
 }
@@ -182,13 +188,13 @@ func parseRequest(req *authv3.CheckRequest, managed []string, src *sources) requ
 
 func (r *request) header(k, v string, managed []string, src *sources) {
 	switch {
-	case src.authorization && strings.EqualFold(k, "authorization"):
+	case src.authorization && len(k) == len("authorization") && strings.EqualFold(k, "authorization"):
 		r.authorization = v
 		r.authorizations++
-	case len(src.headers) > 0 && r.bareHeader(k, v, src.headers):
+	case len(src.headers) > 0 && r.bareHeader(k, v, src.headers, src.underscores || mayBeVariant(k)):
 	case k == "x-request-id":
 		r.requestID = v
-	case !r.variant:
+	case !r.variant && (src.underscores || mayBeVariant(k)):
 		for _, m := range managed {
 			if variantOf(k, m) {
 				r.variant = true
@@ -196,6 +202,19 @@ func (r *request) header(k, v string, managed []string, src *sources) {
 			}
 		}
 	}
+}
+
+// mayBeVariant reports whether header name h could be a variant of a
+// lower-case name without '_': only a '_' or an upper-case letter makes one.
+// Envoy sends header names in lower case, so most headers are ruled out by
+// this one scan, before any name is compared.
+func mayBeVariant(h string) bool {
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c == '_' || c >= 'A' && c <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 // variantOf reports whether header name h is managed name m spelled
@@ -267,10 +286,10 @@ func (r *request) offer(tok string) {
 // variantOf) is refused as a managed header's is: CGI, WSGI and PHP read
 // x_access_token as x-access-token, so the upstream could take its value
 // for the token that tokengate checked.
-func (r *request) bareHeader(k, v string, headers []string) bool {
+func (r *request) bareHeader(k, v string, headers []string, mayVary bool) bool {
 	for i, h := range headers {
 		if k != h {
-			if variantOf(k, h) {
+			if mayVary && variantOf(k, h) {
 				r.variant = true
 				return true
 			}
