@@ -49,7 +49,7 @@ func TestCachedCheckAllocations(t *testing.T) {
 		Issuers: []token.Issuer{{Name: "a", Issuer: iss.URL, JWKSURI: iss.URL + "/jwks.json",
 			Audiences: []string{audience}, Leeway: 30 * time.Second, MaxTokenLifetime: 2 * time.Hour}},
 		CacheMaxEntries: 1000,
-		Derive:          extauthz.Derive(headers, idx),
+		Derive:          extauthz.Derive(headers, idx, nil),
 	})
 	if err != nil {
 		t.Fatal(err)

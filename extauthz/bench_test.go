@@ -65,7 +65,7 @@ func (e *benchEnv) serverWith(b *testing.B, cacheEntries int, idx *storage.Index
 		Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, JWKSURI: e.iss.URL + "/jwks.json",
 			Audiences: []string{audience}, Leeway: 30 * time.Second, MaxTokenLifetime: 2 * time.Hour}},
 		CacheMaxEntries: cacheEntries,
-		Derive:          extauthz.Derive(headers, revocations),
+		Derive:          extauthz.Derive(headers, revocations, nil),
 	})
 	if err != nil {
 		b.Fatal(err)

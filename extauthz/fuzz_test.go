@@ -28,7 +28,7 @@ func FuzzCheck(f *testing.F) {
 			Audiences: []string{audience}, Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}},
 		CacheMaxEntries:    1000,
 		UnknownKIDInterval: time.Hour,
-		Derive:             extauthz.Derive(headers, nil),
+		Derive:             extauthz.Derive(headers, nil, nil),
 	})
 	if err != nil {
 		f.Fatal(err)

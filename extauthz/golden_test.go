@@ -85,7 +85,7 @@ func newGoldenEnv(t *testing.T) *goldenEnv {
 			Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}},
 		CacheMaxEntries: 100,
 		Now:             func() time.Time { return goldenNow },
-		Derive:          extauthz.Derive(e.headers, e.revocations),
+		Derive:          extauthz.Derive(e.headers, e.revocations, nil),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -34,7 +34,7 @@ func newIntrospectionEnv(t *testing.T) *introspectionEnv {
 	headers, _ := policy.NewHeaderMap(nil)
 	v, err := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, Audiences: []string{audience},
 		Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}}, CacheMaxEntries: 100, MaxTokenBytes: introspectMaxBytes,
-		Derive: extauthz.Derive(headers, e.index)})
+		Derive: extauthz.Derive(headers, e.index, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

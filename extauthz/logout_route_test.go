@@ -34,7 +34,7 @@ func TestLogoutRouteWithRevokedTokenReachesTheIdP(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, err := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, Audiences: []string{audience},
-		Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}}, CacheMaxEntries: 100, Derive: extauthz.Derive(headers, e.index)})
+		Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}}, CacheMaxEntries: 100, Derive: extauthz.Derive(headers, e.index, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func newLogoutEnv(t *testing.T, route policy.LogoutRoute, opts ...func(*extauthz
 	}
 	headers, _ := policy.NewHeaderMap(nil)
 	v, err := token.New(token.Options{Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, Audiences: []string{audience},
-		Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}}, CacheMaxEntries: 100, Derive: extauthz.Derive(headers, e.index)})
+		Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}}, CacheMaxEntries: 100, Derive: extauthz.Derive(headers, e.index, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

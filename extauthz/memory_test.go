@@ -79,7 +79,7 @@ func (p *population) server(tb testing.TB, maxEntries, maxBytes int) (*extauthz.
 			Audiences: []string{audience}, Leeway: 30 * time.Second, MaxTokenLifetime: 2 * time.Hour}},
 		CacheMaxEntries: maxEntries,
 		CacheMaxBytes:   maxBytes,
-		Derive:          extauthz.Derive(headers, idx),
+		Derive:          extauthz.Derive(headers, idx, nil),
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -59,7 +59,11 @@ func newIssuerParts(iss string) *issuerParts {
 // prepare its allow answer: identity headers set with OVERWRITE_IF_EXISTS_OR_ADD,
 // and every identity header it does not set listed in headers_to_remove.
 // Claim header values are computed here, once: the verifier keeps no claims.
-func Derive(headers *policy.HeaderMap, revocations Revocations) func(*token.Identity, map[string]any) any {
+//
+// With subjects set (a route policy is configured), the token's policy
+// subject (issuer, audiences, scopes, roles, and the claims when the policy
+// reads them) is made here too and kept with the answer.
+func Derive(headers *policy.HeaderMap, revocations Revocations, subjects *policy.Subjects) func(*token.Identity, map[string]any) any {
 	var issuers sync.Map // issuer → *issuerParts; bounded by the configured issuers
 	return func(id *token.Identity, claims map[string]any) any {
 		p, ok := issuers.Load(id.Issuer)

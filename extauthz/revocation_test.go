@@ -49,7 +49,7 @@ func newRevocationEnv(t *testing.T, failOpen bool) *revocationEnv {
 		Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, Audiences: []string{audience},
 			Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}},
 		CacheMaxEntries: 100,
-		Derive:          extauthz.Derive(headers, e.index),
+		Derive:          extauthz.Derive(headers, e.index, nil),
 	})
 	if err != nil {
 		t.Fatal(err)

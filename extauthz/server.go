@@ -84,6 +84,11 @@ type Options struct {
 	// when positive, bounds the token in each source: longer is malformed.
 	TokenSources  []TokenSource
 	MaxTokenBytes int
+	// Policy, when set, returns the route policy in force (it may change
+	// between calls: a reload); nil from it, or no Policy, means every
+	// request needs a valid, unrevoked token and nothing more. The
+	// verifier's Derive must have been given Subjects.
+	Policy func() *policy.Set
 	// Registerer, when set, gets the Check series: decisions by reason
 	// (every reason at zero from the start), errors and duration.
 	// NewServer returns an error if those names are taken.

@@ -55,7 +55,7 @@ func newHarness(t *testing.T, claimHeaders map[string]string) *harness {
 			{Name: "b", Issuer: h.b.URL, JWKSURI: h.b.URL + "/jwks.json", Audiences: []string{audience}, Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour},
 		},
 		CacheMaxEntries: 1000,
-		Derive:          extauthz.Derive(headers, nil),
+		Derive:          extauthz.Derive(headers, nil, nil),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -87,7 +87,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		UnknownKIDInterval: cfg.JWKS.UnknownKIDInterval,
 		HTTPClient:         &http.Client{Timeout: cfg.JWKS.Timeout},
 		Logger:             log,
-		Derive:             extauthz.Derive(cfg.headers, rv.index),
+		Derive:             extauthz.Derive(cfg.headers, rv.index, nil),
 		Registerer:         reg,
 		OnFetch: func(issuer, result string) {
 			if result != "error" {

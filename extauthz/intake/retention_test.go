@@ -90,7 +90,7 @@ func newRetentionEnv(t *testing.T) *retentionEnv {
 		Issuers: []token.Issuer{{Name: "idp", Issuer: e.iss.URL, Audiences: []string{"api"},
 			LogoutAudiences: []string{clientID}, Leeway: leeway, MaxTokenLifetime: maxLifetime}},
 		Now:    e.clock.Now,
-		Derive: extauthz.Derive(headers, index),
+		Derive: extauthz.Derive(headers, index, nil),
 	})
 	if err != nil {
 		t.Fatal(err)
