@@ -59,6 +59,32 @@ type goldenEnv struct {
 	revocations *storage.Index
 	routes      *policy.LogoutRoutes
 	introspect  *policy.IntrospectionRoutes
+	policy      *policy.Set
+}
+
+// goldenPolicy is the route policy of the golden cases that have one.
+func goldenPolicy(t *testing.T) *policy.Set {
+	t.Helper()
+	no := false
+	set, err := policy.Compile(policy.Options{
+		Unmatched: policy.UnmatchedDeny,
+		Issuers:   []policy.IssuerInfo{{Name: "a", Iss: goldenIssuer}},
+		Policies: map[string][]policy.RuleSpec{
+			"default": {
+				{Name: "public", Match: policy.MatchSpec{PathPrefix: "/public"}, Access: "public"},
+				{Name: "admin", Match: policy.MatchSpec{PathPrefix: "/admin"}, Access: "deny"},
+				{Name: "orders-write", Match: policy.MatchSpec{PathPrefix: "/orders", Methods: []string{"POST"}},
+					Require: policy.Require{Scopes: policy.AnyAll{AllOf: []string{"orders:write"}}}},
+				{Name: "orders", Match: policy.MatchSpec{PathPrefix: "/orders"},
+					Require: policy.Require{Roles: policy.AnyAll{AnyOf: []string{"admin", "clerk"}}},
+					Headers: map[string]string{"x-auth-email": "email"}, ForwardToken: &no},
+			},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
 }
 
 func newGoldenEnv(t *testing.T) *goldenEnv {
@@ -74,6 +100,7 @@ func newGoldenEnv(t *testing.T) *goldenEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.policy = goldenPolicy(t)
 	e.revocations = storage.NewIndex()
 	if _, err := e.revocations.Apply([]storage.Change{{Seq: 1, Op: storage.OpPut, Revocation: storage.Revocation{
 		Kind: storage.KindToken, Issuer: goldenIssuer, Key: "jti-revoked", ExpiresAt: goldenNow.Add(2 * time.Hour),
@@ -85,7 +112,8 @@ func newGoldenEnv(t *testing.T) *goldenEnv {
 			Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}},
 		CacheMaxEntries: 100,
 		Now:             func() time.Time { return goldenNow },
-		Derive:          extauthz.Derive(e.headers, e.revocations, nil),
+		Derive: extauthz.Derive(e.headers, e.revocations,
+			policy.NewSubjects([]policy.IssuerInfo{{Name: "a", Iss: goldenIssuer}}, e.policy.NeedsClaims())),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +134,7 @@ func newGoldenEnv(t *testing.T) *goldenEnv {
 
 // server answers with revocations that are stale (beyond MaxStaleness) or
 // fresh.
-func (e *goldenEnv) server(t *testing.T, stale, logoutOK bool) *extauthz.Server {
+func (e *goldenEnv) server(t *testing.T, stale, logoutOK, withPolicy bool) *extauthz.Server {
 	t.Helper()
 	staleness := time.Duration(0)
 	if stale {
@@ -116,12 +144,16 @@ func (e *goldenEnv) server(t *testing.T, stale, logoutOK bool) *extauthz.Server 
 	if logoutOK {
 		logout = storedLogout{}
 	}
-	return newServer(t, extauthz.Options{
+	opts := extauthz.Options{
 		Verifier: e.verifier, Headers: e.headers, Revocations: e.revocations,
 		Staleness: func() time.Duration { return staleness }, MaxStaleness: time.Minute,
 		LogoutRoutes: e.routes, Logout: logout, IntrospectionRoutes: e.introspect,
 		Now: func() time.Time { return goldenNow },
-	})
+	}
+	if withPolicy {
+		opts.Policy = func() *policy.Set { return e.policy }
+	}
+	return newServer(t, opts)
 }
 
 // claims are those of a valid golden token for user-1; change lets a case
@@ -155,6 +187,11 @@ type goldenCase struct {
 	// body and the caller's client authentication in authorization, marked
 	// by Envoy's introspection route (context_extensions).
 	introspect bool
+	// policy: the server has the golden route policy (goldenPolicy), and
+	// names, when not empty, the policy in context_extensions.
+	policy       bool
+	policyName   string
+	method, host string
 }
 
 func goldenCases() map[string]goldenCase {
@@ -263,6 +300,33 @@ func goldenCases() map[string]goldenCase {
 			introspect: true,
 			token:      signed(map[string]any{"jti": "jti-revoked"}, nil),
 		},
+		// Route policy. A public route without a token: on, without
+		// identity, spoofed identity headers removed.
+		"anonymous": {
+			reason: "anonymous", policy: true, path: "/public/docs",
+			headers: map[string]string{"x-auth-subject": "admin"},
+		},
+		"forbidden": {reason: "forbidden", policy: true, path: "/admin/users", token: signed(nil, nil)},
+		// A missing role is forbidden; the rule's own headers are not set.
+		"forbidden_role": {
+			reason: "forbidden", policy: true, path: "/orders/1",
+			token: signed(map[string]any{"roles": []any{"viewer"}}, nil),
+		},
+		"insufficient_scope": {
+			reason: "insufficient_scope", policy: true, method: "POST", path: "/orders",
+			token: signed(map[string]any{"scope": "orders:read"}, nil),
+		},
+		// The rule sets its own header, and keeps the token from the
+		// upstream (forward_token: false).
+		"allowed_by_rule": {
+			reason: "allowed", policy: true, path: "/orders/1",
+			token: signed(map[string]any{"roles": []any{"clerk"}, "email": "a@example.com"}, nil),
+		},
+		"route_unmatched": {reason: "route_unmatched", policy: true, path: "/elsewhere", token: signed(nil, nil)},
+		"policy_unknown": {
+			reason: "policy_unknown", policy: true, policyName: "no-such-policy", path: "/public/docs",
+		},
+		"path_invalid": {reason: "path_invalid", policy: true, path: "/public/..%2Fadmin", token: signed(nil, nil)},
 		// A valid one goes on to the IdP, without identity, its client
 		// authentication untouched.
 		"introspection_passed": {
@@ -292,6 +356,12 @@ func (c goldenCase) request(t *testing.T, e *goldenEnv) *authv3.CheckRequest {
 	req := checkRequest(headers)
 	if c.path != "" {
 		req.Attributes.Request.Http.Path = c.path
+	}
+	if c.method != "" {
+		req.Attributes.Request.Http.Method = c.method
+	}
+	if c.policyName != "" {
+		req.Attributes.ContextExtensions = map[string]string{extauthz.PolicyKey: c.policyName}
 	}
 	if c.introspect {
 		h := req.Attributes.Request.Http
@@ -323,7 +393,7 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("%s is not the request this case builds (run go test ./extauthz -update) (-built +file):\n%s", reqFile, diff)
 			}
 
-			got, err := e.server(t, c.stale, c.logoutOK).Check(t.Context(), req)
+			got, err := e.server(t, c.stale, c.logoutOK, c.policy).Check(t.Context(), req)
 			if err != nil {
 				t.Fatalf("Check: %v", err)
 			}

@@ -35,6 +35,12 @@ const (
 	ReasonLogoutRevoked
 	ReasonIntrospectionInactive
 	ReasonIntrospectionPassed
+	ReasonAnonymous
+	ReasonForbidden
+	ReasonInsufficientScope
+	ReasonRouteUnmatched
+	ReasonPolicyUnknown
+	ReasonPathInvalid
 	numReasons
 )
 
@@ -92,6 +98,23 @@ var reasons = [numReasons]reasonInfo{
 	// On an introspection route, anything else: the request goes on to the
 	// IdP, which answers. No identity: the caller is no token's holder.
 	ReasonIntrospectionPassed: {"introspection_passed", codes.OK, http.StatusOK, "", "introspection passed"},
+	// Route policy. A public route's request without a valid token goes on
+	// with no identity: an allow that is not "allowed", so that no Envoy
+	// rule keyed on reason == allowed takes it for an authenticated one.
+	ReasonAnonymous: {"anonymous", codes.OK, http.StatusOK, "", "anonymous"},
+	// The token is valid, but the route refuses it (a deny rule, or a
+	// requirement not met), or lacks a scope it requires (RFC 6750 §3.1:
+	// 403 with a challenge naming the scopes).
+	ReasonForbidden:         {"forbidden", codes.PermissionDenied, http.StatusForbidden, "forbidden", "forbidden"},
+	ReasonInsufficientScope: {"insufficient_scope", codes.PermissionDenied, http.StatusForbidden, "insufficient_scope", "insufficient scope"},
+	// No rule matches and policy.unmatched is deny.
+	ReasonRouteUnmatched: {"route_unmatched", codes.PermissionDenied, http.StatusForbidden, "forbidden", "route unmatched"},
+	// Envoy's context_extensions name a policy that is not configured: a
+	// configuration error, never a fallback to the default policy.
+	ReasonPolicyUnknown: {"policy_unknown", codes.PermissionDenied, http.StatusForbidden, "forbidden", "policy unknown"},
+	// The path cannot be read safely (an encoded slash, a path climbing
+	// above /, readings that disagree): refused rather than guessed at.
+	ReasonPathInvalid: {"path_invalid", codes.InvalidArgument, http.StatusBadRequest, "invalid_request", "path invalid"},
 }
 
 // String is the reason's stable name, for example "token_expired".

@@ -35,6 +35,7 @@ type allowed struct {
 	subV, jtiV structpb.Value_StringValue
 	iss        *structpb.Value // shared by the issuer's tokens
 	keys       *storage.Keys   // the token's revocation lookups
+	subject    *policy.Subject // what the route policy reads; nil without one
 	size       int             // bytes held, for the verifier's cache
 }
 
@@ -70,7 +71,12 @@ func Derive(headers *policy.HeaderMap, revocations Revocations, subjects *policy
 		if !ok {
 			p, _ = issuers.LoadOrStore(id.Issuer, newIssuerParts(id.Issuer))
 		}
-		return newAllowed(headers, revocations, id, claims, p.(*issuerParts))
+		a := newAllowed(headers, revocations, id, claims, p.(*issuerParts))
+		if subjects != nil {
+			a.subject = subjects.Make(id.IssuerName, id.Audience, claims)
+			a.size += subjectBytes(a.subject)
+		}
+		return a
 	}
 }
 
@@ -237,4 +243,42 @@ func denyResponse(r Reason, decisionID string, id *token.Identity) *authv3.Check
 		HttpResponse:    d.http,
 		DynamicMetadata: &structpb.Struct{Fields: fields},
 	}
+}
+
+// subjectBytes estimates the heap a policy subject holds: its strings, and
+// its claims when kept (a decoded JSON object: each key and value, with
+// the map's and interfaces' overhead).
+func subjectBytes(sub *policy.Subject) int {
+	n := token.HeapBytes(int(unsafe.Sizeof(*sub)))
+	for _, list := range [][]string{sub.Audiences, sub.Scopes, sub.Roles} {
+		n += token.HeapBytes(cap(list) * int(unsafe.Sizeof("")))
+		for _, s := range list {
+			n += token.HeapBytes(len(s))
+		}
+	}
+	if sub.Claims != nil {
+		n += valueBytes(sub.Claims)
+	}
+	return n
+}
+
+func valueBytes(v any) int {
+	const slot = 48 // a map entry or slice element: a string header and an interface, with overhead
+	switch v := v.(type) {
+	case map[string]any:
+		n := 64
+		for k, e := range v {
+			n += slot + len(k) + valueBytes(e)
+		}
+		return n
+	case []any:
+		n := 24
+		for _, e := range v {
+			n += slot + valueBytes(e)
+		}
+		return n
+	case string:
+		return len(v)
+	}
+	return 8
 }

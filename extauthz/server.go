@@ -125,6 +125,9 @@ type Server struct {
 	unlogged            atomic.Int64 // denials and undecided requests not logged since the last line
 	managed             []string     // identity header names, whose variants are refused
 	sources             *sources
+	policy              func() *policy.Set
+	policyMetrics       *policyMetrics
+	curParts            atomic.Pointer[setParts]
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -160,6 +163,12 @@ func NewServer(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register check metrics: %w", err)
 	}
+	var pm *policyMetrics
+	if opts.Policy != nil {
+		if pm, err = newPolicyMetrics(opts.Registerer); err != nil {
+			return nil, fmt.Errorf("register policy metrics: %w", err)
+		}
+	}
 	var b [6]byte
 	rand.Read(b[:])
 	return &Server{
@@ -176,13 +185,15 @@ func NewServer(opts Options) (*Server, error) {
 		introspectionPassed: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
 			HeadersToRemove: slices.Clone(managed),
 		}},
-		metrics:    m,
-		log:        opts.Logger,
-		now:        opts.Now,
-		denialLogs: rate.NewLimiter(rate.Limit(opts.DenialLogsPerSecond), int(10*opts.DenialLogsPerSecond)),
-		idPrefix:   hex.EncodeToString(b[:]) + "-",
-		managed:    managed,
-		sources:    src,
+		metrics:       m,
+		log:           opts.Logger,
+		now:           opts.Now,
+		denialLogs:    rate.NewLimiter(rate.Limit(opts.DenialLogsPerSecond), int(10*opts.DenialLogsPerSecond)),
+		idPrefix:      hex.EncodeToString(b[:]) + "-",
+		managed:       managed,
+		sources:       src,
+		policy:        opts.Policy,
+		policyMetrics: pm,
 	}, nil
 }
 
@@ -206,17 +217,39 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.introspection.Match(r.host, r.path, r.method) {
 		return s.introspect(ctx, req, r, decisionID, start)
 	}
+	// The route policy, when there is one, chooses the request's rule
+	// first: what the path or the rule refuses needs no token.
+	var p *routed
+	if s.policy != nil {
+		if set := s.policy(); set != nil {
+			p = s.route(set, req, &r)
+			if resp, done := s.routeDenial(p, r, decisionID, start); done {
+				return resp, nil
+			}
+		}
+	}
 	raw, reason := r.tokenOf(s.sources)
 	if reason != ReasonAllowed {
+		if p != nil {
+			return s.unauthenticated(p, r, req, reason, nil, decisionID, start), nil
+		}
 		return s.deny(r, reason, decisionID, nil, start), nil
 	}
 	id, err := s.verifier.Verify(ctx, raw)
 	if err != nil {
 		reason, ok := reasonFor(err)
 		if !ok {
+			if p != nil && (p.access() == policy.AccessDeny || p.anonymousOK(ReasonKeyUnknown)) {
+				// The route decides without the token: refused anyway, or
+				// public and the token ignored.
+				return s.unauthenticated(p, r, req, ReasonKeyUnknown, nil, decisionID, start), nil
+			}
 			s.metrics.observeError(start)
 			s.cannotDecide(r, err, decisionID)
 			return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: issuer keys not loaded")
+		}
+		if p != nil {
+			return s.unauthenticated(p, r, req, reason, nil, decisionID, start), nil
 		}
 		return s.deny(r, reason, decisionID, nil, start), nil
 	}
@@ -236,6 +269,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			// the IdP's session ends too: a logout route can only log out. It
 			// goes on without identity (allowRevokedLogout).
 			revoked = true
+		case reason != ReasonAllowed && p != nil:
+			return s.unauthenticated(p, r, req, reason, id, decisionID, start), nil
 		case reason != ReasonAllowed:
 			return s.deny(r, reason, decisionID, id, start), nil
 		}
@@ -266,6 +301,11 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if revoked {
 		s.metrics.observe(ReasonLogoutRevoked, start)
 		return allowRevokedLogout(a, decisionID, req, s.sources), nil
+	}
+	if p != nil && !onLogout {
+		// A logout route logs out on its own terms; every other request is
+		// judged by its rule.
+		return s.authorize(p, a, id, req, r, decisionID, start), nil
 	}
 	s.metrics.observe(ReasonAllowed, start)
 	resp := allowResponse(a, decisionID)
@@ -379,6 +419,11 @@ func withoutTokenCookies(req *authv3.CheckRequest, names []string) (rest string,
 }
 
 func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Identity, start time.Time) *authv3.CheckResponse {
+	return s.denyLogged(r, reason, decisionID, id, start)
+}
+
+// denyLogged is deny with more attributes for its log line.
+func (s *Server) denyLogged(r request, reason Reason, decisionID string, id *token.Identity, start time.Time, extra ...any) *authv3.CheckResponse {
 	s.metrics.observe(reason, start)
 	if !s.denialLogs.Allow() {
 		s.unlogged.Add(1)
@@ -389,6 +434,7 @@ func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Ide
 	if id != nil {
 		attrs = append(attrs, "iss", id.Issuer, "jti", id.TokenID, "sub_hash", subjectHash(id.Subject))
 	}
+	attrs = append(attrs, extra...)
 	if n := s.unlogged.Swap(0); n > 0 {
 		attrs = append(attrs, "unlogged_denials_before", n)
 	}

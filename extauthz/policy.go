@@ -1,0 +1,385 @@
+package extauthz
+
+import (
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/tokengate/tokengate/extauthz/token"
+	"github.com/tokengate/tokengate/policy"
+)
+
+// PolicyKey is the context_extensions key by which Envoy (a route's or a
+// virtual host's ExtAuthzPerRoute check_settings) names the route policy
+// for the request; none names "default".
+const PolicyKey = "policy"
+
+// routed is the route policy's view of one request: the rule chosen, and
+// the request as the rule's conditions read it.
+type routed struct {
+	set   *policy.Set
+	parts *setParts
+	rt    policy.Route
+	req   policy.Request
+	name  string // the policy's name, for logs (from the configuration)
+}
+
+// access is what the route asks of the token.
+func (p *routed) access() policy.Access { return p.rt.Access() }
+
+// anonymousOK says whether a request without a valid token goes on (with
+// no identity): on a public route, unless the rule rejects invalid tokens
+// and one was presented (reason is not token_missing).
+func (p *routed) anonymousOK(reason Reason) bool {
+	if p.access() != policy.AccessPublic {
+		return false
+	}
+	return reason == ReasonTokenMissing || !p.rt.Rule().RejectInvalid()
+}
+
+// setParts are the answer parts and counters of one policy set, made as
+// requests use them: a reload makes a new set, and with it new parts, so
+// that nothing of an old set is kept.
+type setParts struct {
+	set   *policy.Set
+	rules sync.Map // *policy.Rule → *ruleParts
+	none  *ruleParts
+	// remove are the rule header names: removed on every route.
+	remove []string
+}
+
+// ruleParts are what answers under one rule share: its name and its
+// policy's as metadata values, and its decision counters.
+type ruleParts struct {
+	name, policyName *structpb.Value
+	decisions        sync.Map // decision label → prometheus.Counter
+	shadow           sync.Map
+	labels           [2]string // policy, rule
+}
+
+// policyMetrics are the route policy's series. Policy and rule names come
+// from the configuration, never from the request, so labels are bounded.
+type policyMetrics struct {
+	decisions *prometheus.CounterVec
+	shadow    *prometheus.CounterVec
+}
+
+func newPolicyMetrics(reg prometheus.Registerer) (*policyMetrics, error) {
+	m := &policyMetrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_policy_decisions_total",
+			Help: "Route policy decisions by policy, rule (empty: no rule matched) and decision.",
+		}, []string{"policy", "rule", "decision"}),
+		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_policy_shadow_decisions_total",
+			Help: "Would-be decisions of shadow rules by policy, rule and decision; the request was judged by the next rule.",
+		}, []string{"policy", "rule", "decision"}),
+	}
+	if reg != nil {
+		if err := register(reg, m.decisions, m.shadow); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// parts returns the parts of set, made anew when the set changed.
+func (s *Server) parts(set *policy.Set) *setParts {
+	if p := s.curParts.Load(); p != nil && p.set == set {
+		return p
+	}
+	p := &setParts{set: set, remove: set.HeaderNames()}
+	p.none = &ruleParts{name: structpb.NewStringValue(""), labels: [2]string{"", ""}}
+	s.curParts.Store(p)
+	return p
+}
+
+func (p *setParts) rule(r *policy.Rule, policyName string) *ruleParts {
+	if r == nil {
+		return p.none
+	}
+	if rp, ok := p.rules.Load(r); ok {
+		return rp.(*ruleParts)
+	}
+	rp, _ := p.rules.LoadOrStore(r, &ruleParts{
+		name:       structpb.NewStringValue(r.Name()),
+		policyName: structpb.NewStringValue(policyName),
+		labels:     [2]string{policyName, r.Name()},
+	})
+	return rp.(*ruleParts)
+}
+
+// count counts a decision under the route's rule.
+func (s *Server) count(p *routed, decision string) {
+	rp := p.parts.rule(p.rt.Rule(), p.name)
+	c, ok := rp.decisions.Load(decision)
+	if !ok {
+		c, _ = rp.decisions.LoadOrStore(decision, s.policyMetrics.decisions.WithLabelValues(p.name, rp.labels[1], decision))
+	}
+	c.(prometheus.Counter).Inc()
+}
+
+// route chooses the rule for the request under the policy Envoy names.
+func (s *Server) route(set *policy.Set, req *authv3.CheckRequest, r *request) *routed {
+	name, named := req.GetAttributes().GetContextExtensions()[PolicyKey]
+	p := &routed{set: set, parts: s.parts(set), req: policy.Request{Host: r.host, Path: r.path, Method: r.method}}
+	if set.NeedsHeaders() {
+		p.req.Headers = requestHeaders(req)
+	}
+	p.rt = set.Route(name, &p.req)
+	p.name = p.rt.Policy()
+	if p.name == "" && named {
+		// An unknown name is the request's, not the configuration's: it
+		// stays out of the labels.
+		p.name = "(unknown)"
+	}
+	return p
+}
+
+// requestHeaders are the request's headers for CEL's request.headers,
+// lower-case names, repeated headers joined with "," as Envoy joins them.
+func requestHeaders(req *authv3.CheckRequest) map[string]string {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	if m := h.GetHeaders(); len(m) > 0 {
+		return m
+	}
+	out := map[string]string{}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		v := hv.GetValue()
+		if v == "" {
+			v = string(hv.GetRawValue())
+		}
+		k := strings.ToLower(hv.GetKey())
+		if prev, ok := out[k]; ok {
+			v = prev + "," + v
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// policyDenial answers a request the route refuses whatever its token:
+// path_invalid, policy_unknown, a deny rule, or no rule and unmatched: deny.
+func (s *Server) routeDenial(p *routed, r request, decisionID string, start time.Time) (*authv3.CheckResponse, bool) {
+	var reason Reason
+	switch {
+	case p.rt.Status == policy.RoutePathInvalid:
+		reason = ReasonPathInvalid
+	case p.rt.Status == policy.RoutePolicyUnknown:
+		// A configuration error, not the client's: logged at error level
+		// (under the denial log limit, since the client chooses the route).
+		s.logLimited(slog.LevelError, "route names an unknown policy; denying (it never falls back to the default policy)",
+			"decision_id", decisionID, "request_id", r.requestID, "host", r.host)
+		reason = ReasonPolicyUnknown
+	case p.access() == policy.AccessDeny && !p.rt.HasShadows():
+		reason = ReasonForbidden
+		if p.rt.Rule() == nil {
+			reason = ReasonRouteUnmatched
+		}
+	default:
+		return nil, false
+	}
+	s.count(p, reason.String())
+	return s.denyRule(p, r, reason, decisionID, nil, "", start), true
+}
+
+// unauthenticated answers a request whose token is missing, invalid or
+// revoked (reason), or whose issuer's keys are not loaded (reason
+// ReasonAllowed with cannotDecide): denied with reason, unless the route
+// lets it on without identity or refuses it anyway.
+func (s *Server) unauthenticated(p *routed, r request, req *authv3.CheckRequest, reason Reason, id *token.Identity, decisionID string, start time.Time) *authv3.CheckResponse {
+	s.shadows(p, nil, decisionID)
+	switch {
+	case p.access() == policy.AccessDeny:
+		d := p.rt.Decide(nil, &p.req)
+		reason := policyReason(d)
+		s.count(p, reason.String())
+		return s.denyRule(p, r, reason, decisionID, id, "", start)
+	case p.anonymousOK(reason):
+		s.count(p, ReasonAnonymous.String())
+		s.metrics.observe(ReasonAnonymous, start)
+		return s.anonymousResponse(p, req, decisionID)
+	}
+	s.count(p, "unauthenticated")
+	return s.denyRule(p, r, reason, decisionID, id, "", start)
+}
+
+// authorize judges a verified, unrevoked token by the route's rule.
+func (s *Server) authorize(p *routed, a *allowed, id *token.Identity, req *authv3.CheckRequest, r request, decisionID string, start time.Time) *authv3.CheckResponse {
+	sub := a.subject
+	if sub == nil {
+		// A verifier without Derive's subjects: what the identity says,
+		// and no scopes, roles or claims (their requirements fail).
+		sub = &policy.Subject{IssuerName: id.IssuerName, Audiences: id.Audience}
+	}
+	s.shadows(p, sub, decisionID)
+	d := p.rt.Decide(sub, &p.req)
+	if d.Outcome != policy.OutcomeAllow {
+		reason := policyReason(d)
+		s.count(p, reason.String())
+		if d.Err != nil {
+			s.logLimited(slog.LevelWarn, "policy condition failed to evaluate; denying", "err", d.Err,
+				"decision_id", decisionID, "policy", p.name, "rule", p.rt.Rule().Name())
+		}
+		return s.denyRule(p, r, reason, decisionID, id, d.Scope, start)
+	}
+	s.count(p, "allow")
+	s.metrics.observe(ReasonAllowed, start)
+	resp := allowResponse(a, decisionID)
+	rp := p.parts.rule(p.rt.Rule(), p.name)
+	resp.DynamicMetadata.Fields["rule"] = rp.name
+	resp.DynamicMetadata.Fields["policy"] = structpb.NewStringValue(p.name)
+	if rule := p.rt.Rule(); (rule != nil && (rule.HasHeaders() || !rule.ForwardToken())) || len(p.parts.remove) > 0 || !s.sources.authorization {
+		ok := proto.Clone(a.answer.OkResponse).(*authv3.OkHttpResponse)
+		s.ruleExtras(ok, p, sub, req)
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+	}
+	return resp
+}
+
+// ruleExtras adds the rule's own headers to an allow answer, removes the
+// rule headers it does not set, and the token from where it came when the
+// rule does not forward it.
+func (s *Server) ruleExtras(ok *authv3.OkHttpResponse, p *routed, sub *policy.Subject, req *authv3.CheckRequest) {
+	rule := p.rt.Rule()
+	var set []policy.Header
+	if rule != nil && rule.HasHeaders() {
+		set = rule.Headers(sub.Claims)
+	}
+	for _, h := range set {
+		ok.Headers = append(ok.Headers, header(h.Name, h.Value))
+	}
+	for _, name := range p.parts.remove {
+		if !slices.ContainsFunc(set, func(h policy.Header) bool { return h.Name == name }) {
+			ok.HeadersToRemove = append(ok.HeadersToRemove, name)
+		}
+	}
+	if !s.sources.authorization || (rule != nil && !rule.ForwardToken()) {
+		// Authorization is not a source (so nothing checked it), or the
+		// rule keeps the token from the upstream.
+		ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
+	}
+	if rule != nil && !rule.ForwardToken() {
+		s.withoutToken(ok, req)
+	}
+}
+
+// withoutToken removes the token from every source it may have come from:
+// the source headers, and the token cookies from the Cookie header, which
+// keeps the others.
+func (s *Server) withoutToken(ok *authv3.OkHttpResponse, req *authv3.CheckRequest) {
+	ok.HeadersToRemove = append(ok.HeadersToRemove, s.sources.headers...)
+	if s.sources.authorization && !slices.Contains(ok.HeadersToRemove, "authorization") {
+		ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
+	}
+	if rest, changed := withoutTokenCookies(req, s.sources.cookies); changed && rest == "" {
+		ok.HeadersToRemove = append(ok.HeadersToRemove, "cookie")
+	} else if changed {
+		ok.Headers = append(ok.Headers, header("cookie", rest))
+	}
+}
+
+// anonymousResponse lets a public route's request on with no identity:
+// every managed header removed (so that a client cannot supply one), none
+// set.
+func (s *Server) anonymousResponse(p *routed, req *authv3.CheckRequest, decisionID string) *authv3.CheckResponse {
+	ok := &authv3.OkHttpResponse{HeadersToRemove: slices.Concat(s.managed, p.parts.remove)}
+	rule := p.rt.Rule()
+	if !s.sources.authorization {
+		ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
+	}
+	if rule != nil && !rule.ForwardToken() {
+		s.withoutToken(ok, req)
+	}
+	rp := p.parts.rule(rule, p.name)
+	return &authv3.CheckResponse{
+		Status:       okStatus,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"reason":      reasonValues[ReasonAnonymous],
+			"decision_id": structpb.NewStringValue(decisionID),
+			"rule":        rp.name,
+			"policy":      structpb.NewStringValue(p.name),
+		}},
+	}
+}
+
+// shadows evaluates, counts and logs the shadow rules that matched before
+// the deciding rule.
+func (s *Server) shadows(p *routed, sub *policy.Subject, decisionID string) {
+	if !p.rt.HasShadows() {
+		return
+	}
+	p.rt.Shadows(sub, &p.req, func(rule *policy.Rule, d policy.Decision) {
+		decision := "allow"
+		if d.Outcome != policy.OutcomeAllow {
+			decision = policyReason(d).String()
+		}
+		rp := p.parts.rule(rule, p.name)
+		c, ok := rp.shadow.Load(decision)
+		if !ok {
+			c, _ = rp.shadow.LoadOrStore(decision, s.policyMetrics.shadow.WithLabelValues(p.name, rule.Name(), decision))
+		}
+		c.(prometheus.Counter).Inc()
+		s.logLimited(slog.LevelInfo, "shadow rule", "policy", p.name, "rule", rule.Name(),
+			"would_be", decision, "decision_id", decisionID)
+	})
+}
+
+// policyReason is the reason of a decision that is not an allow.
+func policyReason(d policy.Decision) Reason {
+	switch d.Outcome {
+	case policy.OutcomeInsufficientScope:
+		return ReasonInsufficientScope
+	case policy.OutcomeUnmatched:
+		return ReasonRouteUnmatched
+	case policy.OutcomeUnauthenticated:
+		return ReasonTokenMissing
+	}
+	return ReasonForbidden
+}
+
+// denyRule is deny with the route's rule in the metadata and the log line,
+// and for insufficient_scope the RFC 6750 §3.1 challenge naming scope.
+func (s *Server) denyRule(p *routed, r request, reason Reason, decisionID string, id *token.Identity, scope string, start time.Time) *authv3.CheckResponse {
+	rule := ""
+	if p.rt.Rule() != nil {
+		rule = p.rt.Rule().Name()
+	}
+	resp := s.denyLogged(r, reason, decisionID, id, start, "policy", p.name, "rule", rule)
+	resp.DynamicMetadata.Fields["rule"] = structpb.NewStringValue(rule)
+	resp.DynamicMetadata.Fields["policy"] = structpb.NewStringValue(p.name)
+	if reason == ReasonInsufficientScope {
+		d := resp.GetDeniedResponse()
+		challenge := `Bearer realm="` + Realm + `", error="insufficient_scope", error_description="insufficient scope"`
+		if scope != "" && quotable(scope) {
+			challenge += `, scope="` + scope + `"`
+		}
+		resp.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: d.GetStatus().GetCode()},
+			Headers: append([]*corev3.HeaderValueOption{header("www-authenticate", challenge)}, d.GetHeaders()...),
+			Body:    d.GetBody(),
+		}}
+	}
+	return resp
+}
+
+// quotable: s may go in an RFC 6750 quoted string as it is (scope-tokens
+// are %x21 / %x23-5B / %x5D-7E, separated by spaces).
+func quotable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}

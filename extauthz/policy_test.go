@@ -1,0 +1,301 @@
+package extauthz_test
+
+import (
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokengate/tokengate/extauthz"
+	"github.com/tokengate/tokengate/extauthz/token"
+	"github.com/tokengate/tokengate/extauthz/token/tokentest"
+	"github.com/tokengate/tokengate/policy"
+	"github.com/tokengate/tokengate/storage"
+)
+
+// policyEnv is a Check server over real gRPC with a route policy that a
+// test may swap (as a reload does), a revocation index, and token sources
+// in the Authorization header and the app.at cookie.
+type policyEnv struct {
+	iss    *tokentest.Issuer
+	index  *storage.Index
+	set    atomic.Pointer[policy.Set]
+	reg    *prometheus.Registry
+	client authv3.AuthorizationClient
+	keys   bool // the issuer's keys are loaded
+}
+
+func newPolicyEnv(t *testing.T, rules map[string][]policy.RuleSpec, loadKeys bool) *policyEnv {
+	t.Helper()
+	e := &policyEnv{iss: tokentest.NewServer(t, audience), index: storage.NewIndex(), reg: prometheus.NewRegistry(), keys: loadKeys}
+	issuers := []policy.IssuerInfo{{Name: "a", Iss: e.iss.URL}}
+	e.set.Store(compilePolicy(t, e.iss.URL, rules))
+	headers, err := policy.NewHeaderMap(map[string]string{"x-auth-tenant": "tid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := token.New(token.Options{
+		Issuers: []token.Issuer{{Name: "a", Issuer: e.iss.URL, JWKSURI: e.iss.URL + "/jwks.json", Audiences: []string{audience, "other"},
+			Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}},
+		CacheMaxEntries: 100,
+		Derive:          extauthz.Derive(headers, e.index, policy.NewSubjects(issuers, true)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loadKeys {
+		if err := v.Refresh(t.Context(), "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.client = serveGRPC(t, newServer(t, extauthz.Options{
+		Verifier: v, Headers: headers, Revocations: e.index, MaxStaleness: time.Minute,
+		TokenSources: []extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}},
+		Policy:       e.set.Load, Registerer: e.reg,
+	}))
+	return e
+}
+
+func compilePolicy(t *testing.T, iss string, rules map[string][]policy.RuleSpec) *policy.Set {
+	t.Helper()
+	set, err := policy.Compile(policy.Options{
+		Unmatched: policy.UnmatchedDeny,
+		Issuers:   []policy.IssuerInfo{{Name: "a", Iss: iss}},
+		Policies:  rules,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+func (e *policyEnv) token(t *testing.T, claims jwt.MapClaims) string {
+	t.Helper()
+	c := jwt.MapClaims{"iss": e.iss.URL, "aud": audience, "sub": "user-1", "jti": "jti-" + t.Name(),
+		"iat": time.Now().Unix(), "exp": time.Now().Add(10 * time.Minute).Unix()}
+	for k, v := range claims {
+		c[k] = v
+	}
+	return mint(t, e.iss, c, nil)
+}
+
+// call is one request: its method and path, headers, and Envoy's
+// context_extensions.
+type call struct {
+	method, path string
+	headers      map[string]string
+	ext          map[string]string
+}
+
+func (e *policyEnv) check(t *testing.T, c call) *authv3.CheckResponse {
+	t.Helper()
+	headers := map[string]string{"x-request-id": "req-1"}
+	for k, v := range c.headers {
+		headers[k] = v
+	}
+	req := checkRequest(headers)
+	if c.method != "" {
+		req.Attributes.Request.Http.Method = c.method
+	}
+	req.Attributes.Request.Http.Path = c.path
+	req.Attributes.ContextExtensions = c.ext
+	resp, err := e.client.Check(t.Context(), req)
+	if err != nil {
+		t.Fatalf("Check %s: %v", c.path, err)
+	}
+	return resp
+}
+
+func reasonOf(resp *authv3.CheckResponse) string {
+	return resp.GetDynamicMetadata().GetFields()["reason"].GetStringValue()
+}
+
+func bearer(tok string) map[string]string { return map[string]string{"authorization": "Bearer " + tok} }
+
+func TestPolicyDecisions(t *testing.T) {
+	no := false
+	e := newPolicyEnv(t, map[string][]policy.RuleSpec{
+		"default": {
+			{Name: "health", Match: policy.MatchSpec{Path: "/healthz"}, Access: "public"},
+			{Name: "strict-public", Match: policy.MatchSpec{PathPrefix: "/strict"}, Access: "public", RejectInvalid: true},
+			{Name: "internal", Match: policy.MatchSpec{PathRegex: "/internal/.*"}, Access: "deny"},
+			{Name: "orders-shadow", Match: policy.MatchSpec{PathPrefix: "/orders"}, Shadow: true,
+				Require: policy.Require{Roles: policy.AnyAll{AnyOf: []string{"auditor"}}}},
+			{Name: "orders-write", Match: policy.MatchSpec{PathPrefix: "/orders", Methods: []string{"post"}},
+				Require: policy.Require{Scopes: policy.AnyAll{AllOf: []string{"orders:write"}}}},
+			{Name: "orders", Match: policy.MatchSpec{PathPrefix: "/orders"},
+				Require: policy.Require{Roles: policy.AnyAll{AnyOf: []string{"admin", "clerk"}}}},
+			{Name: "tenant", Match: policy.MatchSpec{PathPrefix: "/tenant"},
+				Require: policy.Require{When: `claims.tid == "acme" && request.headers["x-region"] == "emea"`}},
+			{Name: "private", Match: policy.MatchSpec{PathPrefix: "/private"}, ForwardToken: &no,
+				Headers: map[string]string{"x-auth-email": "email"}},
+		},
+		"partner": {
+			{Name: "partner-api", Match: policy.MatchSpec{PathPrefix: "/"}, Require: policy.Require{Audiences: []string{"other"}}},
+		},
+	}, true)
+	valid := e.token(t, jwt.MapClaims{"roles": []any{"clerk"}, "scope": "orders:read", "tid": "acme", "email": "a@example.com"})
+	revoked := e.token(t, jwt.MapClaims{"jti": "revoked-jti", "roles": []any{"clerk"}})
+	if _, err := e.index.Apply([]storage.Change{{Seq: 1, Op: storage.OpPut, Revocation: storage.Revocation{
+		Kind: storage.KindToken, Issuer: e.iss.URL, Key: "revoked-jti", ExpiresAt: time.Now().Add(time.Hour)}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct {
+		name   string
+		call   call
+		reason string
+		status int // the HTTP status of a denial
+	}{
+		{"public without a token", call{path: "/healthz"}, "anonymous", 0},
+		{"public with a valid token", call{path: "/healthz", headers: bearer(valid)}, "allowed", 0},
+		{"public with an invalid token", call{path: "/healthz", headers: bearer("not-a-jwt")}, "anonymous", 0},
+		{"public with a revoked token", call{path: "/healthz", headers: bearer(revoked)}, "anonymous", 0},
+		{"reject_invalid: no token", call{path: "/strict"}, "anonymous", 0},
+		{"reject_invalid: an invalid token", call{path: "/strict", headers: bearer("not-a-jwt")}, "token_malformed", 401},
+		{"reject_invalid: a revoked token", call{path: "/strict", headers: bearer(revoked)}, "token_revoked", 401},
+		{"deny, with a valid token", call{path: "/internal/x", headers: bearer(valid)}, "forbidden", 403},
+		{"deny, without one", call{path: "/internal/x"}, "forbidden", 403},
+		// Authentication comes before authorization: 401, never 403.
+		{"authenticated, no token", call{path: "/orders"}, "token_missing", 401},
+		{"authenticated, invalid token", call{path: "/orders", headers: bearer("not-a-jwt")}, "token_malformed", 401},
+		{"authenticated, revoked", call{path: "/orders", headers: bearer(revoked)}, "token_revoked", 401},
+		{"roles met", call{path: "/orders/1", headers: bearer(valid)}, "allowed", 0},
+		{"scope missing", call{method: "POST", path: "/orders", headers: bearer(valid)}, "insufficient_scope", 403},
+		{"cel met", call{path: "/tenant", headers: map[string]string{"authorization": "Bearer " + valid, "x-region": "emea"}}, "allowed", 0},
+		{"cel not met", call{path: "/tenant", headers: map[string]string{"authorization": "Bearer " + valid, "x-region": "us"}}, "forbidden", 403},
+		{"unmatched", call{path: "/elsewhere", headers: bearer(valid)}, "route_unmatched", 403},
+		{"traversal", call{path: "/healthz/../internal/x"}, "forbidden", 403},
+		{"encoded slash", call{path: "/healthz%2F..%2Finternal"}, "path_invalid", 400},
+		{"context_extensions choose a policy", call{path: "/anything", headers: bearer(valid), ext: map[string]string{"policy": "partner"}}, "audience_mismatch_or_forbidden", 403},
+		{"unknown policy", call{path: "/healthz", ext: map[string]string{"policy": "nope"}}, "policy_unknown", 403},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp := e.check(t, c.call)
+			want := c.reason
+			if want == "audience_mismatch_or_forbidden" {
+				want = "forbidden" // valid's aud is "api": the partner policy's rule wants "other"
+			}
+			if got := reasonOf(resp); got != want {
+				t.Fatalf("reason = %q, want %q", got, want)
+			}
+			if got := int(resp.GetDeniedResponse().GetStatus().GetCode()); got != c.status {
+				t.Errorf("HTTP status = %d, want %d", got, c.status)
+			}
+		})
+	}
+
+	t.Run("insufficient_scope names the scopes", func(t *testing.T) {
+		resp := e.check(t, call{method: "POST", path: "/orders", headers: bearer(valid)})
+		if !slices.ContainsFunc(resp.GetDeniedResponse().GetHeaders(), func(h *corev3.HeaderValueOption) bool {
+			return h.GetHeader().GetKey() == "www-authenticate" && strings.Contains(h.GetHeader().GetValue(), `error="insufficient_scope"`) &&
+				strings.Contains(h.GetHeader().GetValue(), `scope="orders:write"`)
+		}) {
+			t.Errorf("no insufficient_scope challenge naming orders:write: %v", resp.GetDeniedResponse().GetHeaders())
+		}
+	})
+	t.Run("the rule is in the metadata", func(t *testing.T) {
+		resp := e.check(t, call{path: "/orders/1", headers: bearer(valid)})
+		if got := resp.GetDynamicMetadata().GetFields()["rule"].GetStringValue(); got != "orders" {
+			t.Errorf("metadata rule = %q, want orders", got)
+		}
+	})
+	t.Run("forward_token false and rule headers", func(t *testing.T) {
+		resp := e.check(t, call{path: "/private", headers: map[string]string{
+			"authorization": "Bearer " + valid, "cookie": "theme=dark; app.at=" + valid, "x-auth-email": "spoofed@example.com"}})
+		if reasonOf(resp) != "allowed" {
+			t.Fatalf("reason = %q", reasonOf(resp))
+		}
+		ok := resp.GetOkResponse()
+		if !slices.Contains(ok.GetHeadersToRemove(), "authorization") {
+			t.Errorf("authorization not removed: %v", ok.GetHeadersToRemove())
+		}
+		set := map[string]string{}
+		for _, h := range ok.GetHeaders() {
+			set[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+		}
+		if set["cookie"] != "theme=dark" {
+			t.Errorf("cookie = %q, want the token cookie removed and theme=dark kept", set["cookie"])
+		}
+		if set["x-auth-email"] != "a@example.com" {
+			t.Errorf("x-auth-email = %q, want the token's email", set["x-auth-email"])
+		}
+	})
+	t.Run("rule headers are removed on every route", func(t *testing.T) {
+		for _, path := range []string{"/healthz", "/orders/1"} {
+			resp := e.check(t, call{path: path, headers: map[string]string{"authorization": "Bearer " + valid, "x-auth-email": "spoofed"}})
+			if !slices.Contains(resp.GetOkResponse().GetHeadersToRemove(), "x-auth-email") {
+				t.Errorf("%s: x-auth-email not removed: %v", path, resp.GetOkResponse().GetHeadersToRemove())
+			}
+		}
+		resp := e.check(t, call{path: "/healthz", headers: map[string]string{"x-auth-email": "spoofed", "x-auth-subject": "admin"}})
+		if rm := resp.GetOkResponse().GetHeadersToRemove(); !slices.Contains(rm, "x-auth-email") || !slices.Contains(rm, "x-auth-subject") {
+			t.Errorf("anonymous: managed headers not removed: %v", rm)
+		}
+	})
+	t.Run("shadow rules are counted, the next rule decides", func(t *testing.T) {
+		before := counterValue(t, e.reg, "tokengate_policy_shadow_decisions_total", map[string]string{"rule": "orders-shadow", "decision": "forbidden"})
+		resp := e.check(t, call{path: "/orders/1", headers: bearer(valid)})
+		if reasonOf(resp) != "allowed" {
+			t.Fatalf("reason = %q, want allowed by the rule after the shadow rule", reasonOf(resp))
+		}
+		if got := counterValue(t, e.reg, "tokengate_policy_shadow_decisions_total", map[string]string{"rule": "orders-shadow", "decision": "forbidden"}); got != before+1 {
+			t.Errorf("shadow forbidden count = %v, want %v", got, before+1)
+		}
+	})
+	t.Run("a swapped policy applies to the next request", func(t *testing.T) {
+		e.set.Store(compilePolicy(t, e.iss.URL, map[string][]policy.RuleSpec{
+			"default": {{Name: "all-public", Match: policy.MatchSpec{PathPrefix: "/"}, Access: "public"}},
+		}))
+		if got := reasonOf(e.check(t, call{path: "/internal/x"})); got != "anonymous" {
+			t.Errorf("after the swap: reason = %q, want anonymous", got)
+		}
+	})
+}
+
+// TestPolicyPublicWithoutKeys: a public route needs no token, so an
+// issuer whose keys never loaded does not stop it; a deny rule denies.
+func TestPolicyPublicWithoutKeys(t *testing.T) {
+	e := newPolicyEnv(t, map[string][]policy.RuleSpec{"default": {
+		{Name: "docs", Match: policy.MatchSpec{PathPrefix: "/docs"}, Access: "public"},
+		{Name: "internal", Match: policy.MatchSpec{PathPrefix: "/internal"}, Access: "deny"},
+	}}, false)
+	tok := e.token(t, nil)
+	if got := reasonOf(e.check(t, call{path: "/docs", headers: bearer(tok)})); got != "anonymous" {
+		t.Errorf("public: reason = %q, want anonymous", got)
+	}
+	if got := reasonOf(e.check(t, call{path: "/internal", headers: bearer(tok)})); got != "forbidden" {
+		t.Errorf("deny: reason = %q, want forbidden", got)
+	}
+}
+
+// counterValue is the value of the counter name with labels (a subset of
+// its labels) in reg; 0 when there is none yet.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
