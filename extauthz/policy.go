@@ -52,7 +52,7 @@ func (p *routed) anonymousOK(reason Reason) bool {
 type setParts struct {
 	set   *policy.Set
 	rules sync.Map // *policy.Rule → *ruleParts
-	none  *ruleParts
+	none  sync.Map // policy name → *ruleParts of its unmatched requests
 	// remove are the rule header names: removed on every route.
 	remove []string
 }
@@ -98,22 +98,24 @@ func (s *Server) parts(set *policy.Set) *setParts {
 		return p
 	}
 	p := &setParts{set: set, remove: set.HeaderNames()}
-	p.none = &ruleParts{name: structpb.NewStringValue(""), labels: [2]string{"", ""}}
 	s.curParts.Store(p)
 	return p
 }
 
 func (p *setParts) rule(r *policy.Rule, policyName string) *ruleParts {
+	m, key, name := &p.rules, any(r), ""
 	if r == nil {
-		return p.none
+		m, key = &p.none, policyName
+	} else {
+		name = r.Name()
 	}
-	if rp, ok := p.rules.Load(r); ok {
+	if rp, ok := m.Load(key); ok {
 		return rp.(*ruleParts)
 	}
-	rp, _ := p.rules.LoadOrStore(r, &ruleParts{
-		name:       structpb.NewStringValue(r.Name()),
+	rp, _ := m.LoadOrStore(key, &ruleParts{
+		name:       structpb.NewStringValue(name),
 		policyName: structpb.NewStringValue(policyName),
-		labels:     [2]string{policyName, r.Name()},
+		labels:     [2]string{policyName, name},
 	})
 	return rp.(*ruleParts)
 }
@@ -237,7 +239,7 @@ func (s *Server) authorize(p *routed, a *allowed, id *token.Identity, req *authv
 	resp := allowResponse(a, decisionID)
 	rp := p.parts.rule(p.rt.Rule(), p.name)
 	resp.DynamicMetadata.Fields["rule"] = rp.name
-	resp.DynamicMetadata.Fields["policy"] = structpb.NewStringValue(p.name)
+	resp.DynamicMetadata.Fields["policy"] = rp.policyName
 	if rule := p.rt.Rule(); (rule != nil && (rule.HasHeaders() || !rule.ForwardToken())) || len(p.parts.remove) > 0 || !s.sources.authorization {
 		ok := proto.Clone(a.answer.OkResponse).(*authv3.OkHttpResponse)
 		s.ruleExtras(ok, p, sub, req)
@@ -308,7 +310,7 @@ func (s *Server) anonymousResponse(p *routed, req *authv3.CheckRequest, decision
 			"reason":      reasonValues[ReasonAnonymous],
 			"decision_id": structpb.NewStringValue(decisionID),
 			"rule":        rp.name,
-			"policy":      structpb.NewStringValue(p.name),
+			"policy":      rp.policyName,
 		}},
 	}
 }
