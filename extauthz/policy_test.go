@@ -299,3 +299,20 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 	}
 	return 0
 }
+
+// TestPolicyNamedWithoutPolicy: a route naming a policy expects rules; with
+// no route policy configured it is denied, never let through on a token
+// alone.
+func TestPolicyNamedWithoutPolicy(t *testing.T) {
+	h := newHarness(t, nil)
+	req := checkRequest(map[string]string{"authorization": "Bearer " + mint(t, h.a, jwt.MapClaims{
+		"iss": h.a.URL, "aud": audience, "sub": "user-1", "iat": time.Now().Unix(), "exp": time.Now().Add(time.Minute).Unix()}, nil)})
+	req.Attributes.ContextExtensions = map[string]string{extauthz.PolicyKey: "partner-api"}
+	resp, err := h.client.Check(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reasonOf(resp); got != "policy_unknown" {
+		t.Errorf("reason = %q, want policy_unknown", got)
+	}
+}

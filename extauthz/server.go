@@ -220,13 +220,22 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// The route policy, when there is one, chooses the request's rule
 	// first: what the path or the rule refuses needs no token.
 	var p *routed
+	var set *policy.Set
 	if s.policy != nil {
-		if set := s.policy(); set != nil {
-			p = s.route(set, req, &r)
-			if resp, done := s.routeDenial(p, r, decisionID, start); done {
-				return resp, nil
-			}
+		set = s.policy()
+	}
+	switch _, named := req.GetAttributes().GetContextExtensions()[PolicyKey]; {
+	case set != nil:
+		p = s.route(set, req, &r)
+		if resp, done := s.routeDenial(p, r, decisionID, start); done {
+			return resp, nil
 		}
+	case named:
+		// Envoy names a policy and there is none: the route expects rules
+		// that are not here. Fail closed, as for an unknown name.
+		s.logLimited(slog.LevelError, "route names a policy, and no route policy is configured; denying",
+			"decision_id", decisionID, "request_id", r.requestID, "host", r.host)
+		return s.deny(r, ReasonPolicyUnknown, decisionID, nil, start), nil
 	}
 	raw, reason := r.tokenOf(s.sources)
 	if reason != ReasonAllowed {
