@@ -321,6 +321,10 @@ type Rule struct {
 	// path: exact or prefix, without a trailing slash ("" is "/").
 	path string
 	re   *regexp.Regexp // anchored
+	// reLit is a literal every match of re contains (case-insensitive when
+	// reFold): a path without it needs no run of re.
+	reLit  string
+	reFold bool
 
 	require compiledRequire
 	headers []claimHeader // sorted by header
