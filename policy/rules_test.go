@@ -265,6 +265,9 @@ func TestRoutePolicies(t *testing.T) {
 	if rt.Status != policy.RouteOK || rt.Access() != policy.AccessAuthenticated || none.NeedsClaims() || none.NeedsHeaders() {
 		t.Errorf("nil Set: %v %v", rt.Status, rt.Access())
 	}
+	if rt = none.Route("", &policy.Request{Path: "/a%2fb", Method: "GET"}); rt.Status != policy.RouteOK {
+		t.Errorf("nil Set: an invalid path is %v, want RouteOK (no policy, no path check)", rt.Status)
+	}
 }
 
 func TestNormalizePath(t *testing.T) {
