@@ -132,16 +132,16 @@ func (s *Server) count(p *routed, decision string) {
 
 // route chooses the rule for the request under the policy Envoy names.
 func (s *Server) route(set *policy.Set, req *authv3.CheckRequest, r *request) *routed {
-	name, named := req.GetAttributes().GetContextExtensions()[PolicyKey]
+	name := req.GetAttributes().GetContextExtensions()[PolicyKey]
 	p := &routed{set: set, parts: s.parts(set), req: policy.Request{Host: r.host, Path: r.path, Method: r.method}}
 	if set.NeedsHeaders() {
 		p.req.Headers = requestHeaders(req)
 	}
 	p.rt = set.Route(name, &p.req)
 	p.name = p.rt.Policy()
-	if p.name == "" && named {
+	if p.rt.Status == policy.RoutePolicyUnknown {
 		// An unknown name is the request's, not the configuration's: it
-		// stays out of the labels.
+		// stays out of labels and logs.
 		p.name = "(unknown)"
 	}
 	return p
