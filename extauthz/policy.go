@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -30,7 +31,8 @@ type routed struct {
 	parts *setParts
 	rt    policy.Route
 	req   policy.Request
-	name  string // the policy's name, for logs (from the configuration)
+	name  string     // the policy's name, for logs (from the configuration)
+	rule  *ruleParts // the deciding rule's parts (or the unmatched ones)
 }
 
 // access is what the route asks of the token.
@@ -61,9 +63,60 @@ type setParts struct {
 // policy's as metadata values, and its decision counters.
 type ruleParts struct {
 	name, policyName *structpb.Value
-	decisions        sync.Map // decision label → prometheus.Counter
-	shadow           sync.Map
-	labels           [2]string // policy, rule
+	// decisions and shadow count by decision, made on first use.
+	decisions, shadow [numDecisions]atomic.Pointer[prometheus.Counter]
+	labels            [2]string // policy, rule
+}
+
+// decision is a policy metric's decision label: the answer's reason, but
+// "allow" for allowed and "unauthenticated" for every 401 or 503 on a rule
+// that needs a token.
+type decision uint8
+
+const (
+	decisionAllow decision = iota
+	decisionUnauthenticated
+	decisionAnonymous
+	decisionForbidden
+	decisionInsufficientScope
+	decisionRouteUnmatched
+	decisionPolicyUnknown
+	decisionPathInvalid
+	numDecisions
+)
+
+var decisionNames = [numDecisions]string{"allow", "unauthenticated", "anonymous", "forbidden",
+	"insufficient_scope", "route_unmatched", "policy_unknown", "path_invalid"}
+
+// decisionOf is the decision label of a policy's answer with reason r.
+func decisionOf(r Reason) decision {
+	switch r {
+	case ReasonAllowed:
+		return decisionAllow
+	case ReasonAnonymous:
+		return decisionAnonymous
+	case ReasonForbidden:
+		return decisionForbidden
+	case ReasonInsufficientScope:
+		return decisionInsufficientScope
+	case ReasonRouteUnmatched:
+		return decisionRouteUnmatched
+	case ReasonPolicyUnknown:
+		return decisionPolicyUnknown
+	case ReasonPathInvalid:
+		return decisionPathInvalid
+	}
+	return decisionUnauthenticated
+}
+
+// counter returns the counter of d in slots, made on first use.
+func counter(slots *[numDecisions]atomic.Pointer[prometheus.Counter], vec *prometheus.CounterVec, labels [2]string, d decision) prometheus.Counter {
+	if c := slots[d].Load(); c != nil {
+		return *c
+	}
+	c := vec.WithLabelValues(labels[0], labels[1], decisionNames[d])
+	slots[d].CompareAndSwap(nil, &c)
+	return c
 }
 
 // policyMetrics are the route policy's series. Policy and rule names come
@@ -120,20 +173,15 @@ func (p *setParts) rule(r *policy.Rule, policyName string) *ruleParts {
 	return rp.(*ruleParts)
 }
 
-// count counts a decision under the route's rule.
-func (s *Server) count(p *routed, decision string) {
-	rp := p.parts.rule(p.rt.Rule(), p.name)
-	c, ok := rp.decisions.Load(decision)
-	if !ok {
-		c, _ = rp.decisions.LoadOrStore(decision, s.policyMetrics.decisions.WithLabelValues(p.name, rp.labels[1], decision))
-	}
-	c.(prometheus.Counter).Inc()
+// count counts an answer with reason r under the route's rule.
+func (s *Server) count(p *routed, r Reason) {
+	counter(&p.rule.decisions, s.policyMetrics.decisions, p.rule.labels, decisionOf(r)).Inc()
 }
 
 // route chooses the rule for the request under the policy Envoy names.
-func (s *Server) route(set *policy.Set, req *authv3.CheckRequest, r *request) *routed {
+func (s *Server) route(p *routed, set *policy.Set, req *authv3.CheckRequest, r *request) {
 	name := req.GetAttributes().GetContextExtensions()[PolicyKey]
-	p := &routed{set: set, parts: s.parts(set), req: policy.Request{Host: r.host, Path: r.path, Method: r.method}}
+	*p = routed{set: set, parts: s.parts(set), req: policy.Request{Host: r.host, Path: r.path, Method: r.method}}
 	if set.NeedsHeaders() {
 		p.req.Headers = requestHeaders(req)
 	}
@@ -144,7 +192,7 @@ func (s *Server) route(set *policy.Set, req *authv3.CheckRequest, r *request) *r
 		// stays out of labels and logs.
 		p.name = "(unknown)"
 	}
-	return p
+	p.rule = p.parts.rule(p.rt.Rule(), p.name)
 }
 
 // requestHeaders are the request's headers for CEL's request.headers,
@@ -190,7 +238,7 @@ func (s *Server) routeDenial(p *routed, r request, decisionID string, start time
 	default:
 		return nil, false
 	}
-	s.count(p, reason.String())
+	s.count(p, reason)
 	return s.denyRule(p, r, reason, decisionID, nil, "", start), true
 }
 
@@ -204,14 +252,14 @@ func (s *Server) unauthenticated(p *routed, r request, req *authv3.CheckRequest,
 	case p.access() == policy.AccessDeny:
 		d := p.rt.Decide(nil, &p.req)
 		reason := policyReason(d)
-		s.count(p, reason.String())
+		s.count(p, reason)
 		return s.denyRule(p, r, reason, decisionID, id, "", start)
 	case p.anonymousOK(reason):
-		s.count(p, ReasonAnonymous.String())
+		s.count(p, ReasonAnonymous)
 		s.metrics.observe(ReasonAnonymous, start)
 		return s.anonymousResponse(p, req, decisionID)
 	}
-	s.count(p, "unauthenticated")
+	s.count(p, reason)
 	return s.denyRule(p, r, reason, decisionID, id, "", start)
 }
 
@@ -227,19 +275,16 @@ func (s *Server) authorize(p *routed, a *allowed, id *token.Identity, req *authv
 	d := p.rt.Decide(sub, &p.req)
 	if d.Outcome != policy.OutcomeAllow {
 		reason := policyReason(d)
-		s.count(p, reason.String())
+		s.count(p, reason)
 		if d.Err != nil {
 			s.logLimited(slog.LevelWarn, "policy condition failed to evaluate; denying", "err", d.Err,
 				"decision_id", decisionID, "policy", p.name, "rule", p.rt.Rule().Name())
 		}
 		return s.denyRule(p, r, reason, decisionID, id, d.Scope, start)
 	}
-	s.count(p, "allow")
+	s.count(p, ReasonAllowed)
 	s.metrics.observe(ReasonAllowed, start)
-	resp := allowResponse(a, decisionID)
-	rp := p.parts.rule(p.rt.Rule(), p.name)
-	resp.DynamicMetadata.Fields["rule"] = rp.name
-	resp.DynamicMetadata.Fields["policy"] = rp.policyName
+	resp := allowRuleResponse(a, decisionID, p.rule.name, p.rule.policyName)
 	if rule := p.rt.Rule(); (rule != nil && (rule.HasHeaders() || !rule.ForwardToken())) || len(p.parts.remove) > 0 || !s.sources.authorization {
 		ok := proto.Clone(a.answer.OkResponse).(*authv3.OkHttpResponse)
 		s.ruleExtras(ok, p, sub, req)
@@ -302,7 +347,7 @@ func (s *Server) anonymousResponse(p *routed, req *authv3.CheckRequest, decision
 	if rule != nil && !rule.ForwardToken() {
 		s.withoutToken(ok, req)
 	}
-	rp := p.parts.rule(rule, p.name)
+	rp := p.rule
 	return &authv3.CheckResponse{
 		Status:       okStatus,
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
@@ -322,18 +367,14 @@ func (s *Server) shadows(p *routed, sub *policy.Subject, decisionID string) {
 		return
 	}
 	p.rt.Shadows(sub, &p.req, func(rule *policy.Rule, d policy.Decision) {
-		decision := "allow"
+		would := decisionAllow
 		if d.Outcome != policy.OutcomeAllow {
-			decision = policyReason(d).String()
+			would = decisionOf(policyReason(d))
 		}
 		rp := p.parts.rule(rule, p.name)
-		c, ok := rp.shadow.Load(decision)
-		if !ok {
-			c, _ = rp.shadow.LoadOrStore(decision, s.policyMetrics.shadow.WithLabelValues(p.name, rule.Name(), decision))
-		}
-		c.(prometheus.Counter).Inc()
+		counter(&rp.shadow, s.policyMetrics.shadow, rp.labels, would).Inc()
 		s.logLimited(slog.LevelInfo, "shadow rule", "policy", p.name, "rule", rule.Name(),
-			"would_be", decision, "decision_id", decisionID)
+			"would_be", decisionNames[would], "decision_id", decisionID)
 	})
 }
 

@@ -152,15 +152,33 @@ type allowAnswer struct {
 }
 
 func allowResponse(a *allowed, decisionID string) *authv3.CheckResponse {
+	return allowRuleResponse(a, decisionID, nil, nil)
+}
+
+// allowRuleResponse is allowResponse with the route policy's rule and
+// policy in the metadata (when rule is not nil).
+func allowRuleResponse(a *allowed, decisionID string, rule, policyName *structpb.Value) *authv3.CheckResponse {
 	x := &allowAnswer{}
 	x.idValue.StringValue = decisionID
 	x.id.Kind = &x.idValue
-	x.meta.Fields = map[string]*structpb.Value{
-		"reason":      reasonValues[ReasonAllowed],
-		"decision_id": &x.id,
-		"iss":         a.iss,
-		"sub":         &a.sub,
-		"jti":         &a.jti,
+	if rule != nil {
+		x.meta.Fields = map[string]*structpb.Value{
+			"reason":      reasonValues[ReasonAllowed],
+			"decision_id": &x.id,
+			"iss":         a.iss,
+			"sub":         &a.sub,
+			"jti":         &a.jti,
+			"rule":        rule,
+			"policy":      policyName,
+		}
+	} else {
+		x.meta.Fields = map[string]*structpb.Value{
+			"reason":      reasonValues[ReasonAllowed],
+			"decision_id": &x.id,
+			"iss":         a.iss,
+			"sub":         &a.sub,
+			"jti":         &a.jti,
+		}
 	}
 	x.resp.Status = okStatus
 	x.resp.HttpResponse = &a.answer

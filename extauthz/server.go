@@ -220,13 +220,15 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// The route policy, when there is one, chooses the request's rule
 	// first: what the path or the rule refuses needs no token.
 	var p *routed
+	var pv routed // p's storage, when there is a policy: kept off the heap
 	var set *policy.Set
 	if s.policy != nil {
 		set = s.policy()
 	}
 	switch _, named := req.GetAttributes().GetContextExtensions()[PolicyKey]; {
 	case set != nil:
-		p = s.route(set, req, &r)
+		p = &pv
+		s.route(p, set, req, &r)
 		if resp, done := s.routeDenial(p, r, decisionID, start); done {
 			return resp, nil
 		}
