@@ -197,7 +197,7 @@ func loadConfigFile(path string, getenv func(string) string) (settings, error) {
 		return settings{}, err
 	}
 	defer f.Close()
-	cfg, err := loadConfig(f, getenv)
+	cfg, err := loadConfigFrom(path, f, getenv)
 	if err != nil {
 		return cfg, fmt.Errorf("%s:\n%w", path, err)
 	}
