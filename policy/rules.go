@@ -5,6 +5,9 @@ package policy
 
 import (
 	"errors"
+	"regexp"
+	"slices"
+	"strings"
 )
 
 // Access is what a rule asks of a request.
@@ -143,29 +146,38 @@ func (e *FieldError) Unwrap() error { return e.Err }
 
 // Set is a compiled policy set: immutable, safe for concurrent use.
 type Set struct {
-	// implementation: the engine's helper fills this in
-}
-
-// Compile validates and compiles a policy set, reporting every problem at
-// once, each a *FieldError (joined with errors.Join).
-func Compile(opts Options) (*Set, error) {
-	panic("unimplemented")
+	unmatched    Unmatched
+	policies     map[string]*compiledPolicy
+	names        []string // sorted
+	headerNames  []string // sorted
+	needsHeaders bool
+	needsClaims  bool
 }
 
 // NeedsHeaders reports whether some rule's When reads request.headers, so
 // that a caller builds Request.Headers only then.
-func (s *Set) NeedsHeaders() bool { panic("unimplemented") }
+func (s *Set) NeedsHeaders() bool { return s != nil && s.needsHeaders }
 
 // NeedsClaims reports whether some rule reads claims at request time (a
 // When, or Headers), so that a Subject must keep them.
-func (s *Set) NeedsClaims() bool { panic("unimplemented") }
+func (s *Set) NeedsClaims() bool { return s != nil && s.needsClaims }
 
 // HeaderNames are the names of every rule's Headers, sorted: managed
 // headers, removed from every request they are not set on.
-func (s *Set) HeaderNames() []string { panic("unimplemented") }
+func (s *Set) HeaderNames() []string {
+	if s == nil {
+		return nil
+	}
+	return s.headerNames
+}
 
 // Names are the policy names, sorted.
-func (s *Set) Names() []string { panic("unimplemented") }
+func (s *Set) Names() []string {
+	if s == nil {
+		return nil
+	}
+	return s.names
+}
 
 // Request is what a route is chosen by.
 type Request struct {
@@ -190,66 +202,157 @@ const (
 // choosing one allocates nothing for prefix and exact rules.
 type Route struct {
 	Status RouteStatus
-	// implementation fields
+
+	set    *Set
+	policy string          // the policy's name
+	pol    *compiledPolicy // nil: no such policy (or no default)
+	rule   *Rule           // the deciding rule; nil: unmatched
+	path   string          // normalised
+	host   string          // without its port, as sent
+	method string
+	// shadows: some shadow rule matched before the deciding rule.
+	shadows bool
 }
 
 // Route chooses the rule deciding req under the named policy ("" names
 // "default"): the first non-shadow rule that matches, in order.
-func (s *Set) Route(policy string, req *Request) Route { panic("unimplemented") }
+//
+// A set without a "default" policy leaves a request naming none (or naming
+// "default") unmatched, judged by Options.Unmatched; a request naming
+// another policy the set lacks is RoutePolicyUnknown, never the default.
+// A nil Set has no policy: every request is unmatched and needs a valid
+// token, as without a policy.
+//
+// A path with ";" is read twice: as written, and with each segment's ";"
+// parameters dropped before resolving, as Java servers read it (Tomcat
+// reads "/public/..;/admin" as "/admin"). When the readings choose
+// different rules, or one is invalid, the path is RoutePathInvalid: the
+// upstream may read it either way. So /orders;jsessionid=x is invalid
+// where a rule matches /orders exactly and none matches the written form.
+func (s *Set) Route(policy string, req *Request) Route {
+	if policy == "" {
+		policy = "default"
+	}
+	rt := Route{set: s, policy: policy, host: hostOnly(req.Host), method: req.Method}
+	if s != nil {
+		rt.pol = s.policies[policy]
+		if rt.pol == nil && policy != "default" {
+			rt.Status = RoutePolicyUnknown
+			return rt
+		}
+	}
+	path, err := NormalizePath(req.Path)
+	if err != nil {
+		rt.Status = RoutePathInvalid
+		return rt
+	}
+	rt.path = path
+	if rt.pol == nil {
+		return rt
+	}
+	rt.rule = rt.pol.route(rt.host, rt.method, path)
+	if strings.IndexByte(path, ';') >= 0 {
+		alt, err := NormalizePath(dropParams(req.Path))
+		if err != nil || rt.pol.route(rt.host, rt.method, alt) != rt.rule {
+			rt.Status, rt.rule = RoutePathInvalid, nil
+			return rt
+		}
+	}
+	for _, r := range rt.pol.shadows {
+		if rt.rule != nil && r.index > rt.rule.index {
+			break
+		}
+		if r.mismatch(rt.host, rt.method, path) == "" {
+			rt.shadows = true
+			break
+		}
+	}
+	return rt
+}
 
 // Rule is the deciding rule; nil when no rule matched (see Unmatched).
-func (rt *Route) Rule() *Rule { panic("unimplemented") }
+func (rt *Route) Rule() *Rule { return rt.rule }
 
 // Access is what the route asks: the rule's access, or for an unmatched
-// request AccessDeny (UnmatchedDeny) or AccessAuthenticated.
-func (rt *Route) Access() Access { panic("unimplemented") }
+// request AccessDeny (UnmatchedDeny) or AccessAuthenticated. A route whose
+// Status is not RouteOK is AccessDeny.
+func (rt *Route) Access() Access {
+	switch {
+	case rt.Status != RouteOK:
+		return AccessDeny
+	case rt.rule != nil:
+		return rt.rule.access
+	case rt.unmatched() == UnmatchedDeny:
+		return AccessDeny
+	}
+	return AccessAuthenticated
+}
 
-// Policy is the policy's name.
-func (rt *Route) Policy() string { panic("unimplemented") }
+func (rt *Route) unmatched() Unmatched {
+	if rt.set == nil {
+		return UnmatchedAuthenticated
+	}
+	return rt.set.unmatched
+}
+
+// Policy is the policy's name ("default" when the request names none).
+// For RoutePolicyUnknown it is the name the request gave: not a label
+// value to count by.
+func (rt *Route) Policy() string { return rt.policy }
 
 // Path is the normalised path.
-func (rt *Route) Path() string { panic("unimplemented") }
+// Empty when the Status is not RouteOK.
+func (rt *Route) Path() string { return rt.path }
 
 // Rule is a compiled rule.
 type Rule struct {
-	// implementation fields
+	name   string
+	policy string
+	index  int32 // in its policy
+	access Access
+
+	rejectInvalid, forwardToken, shadow bool
+
+	// host: lower case; for a wildcard, its suffix (".example.com").
+	host     string
+	wildcard bool
+	methods  []string // upper case
+	kind     pathKind
+	// path: exact or prefix, without a trailing slash ("" is "/").
+	path string
+	re   *regexp.Regexp // anchored
+
+	require compiledRequire
+	headers []claimHeader // sorted by header
 }
 
-func (r *Rule) Name() string        { panic("unimplemented") }
-func (r *Rule) Access() Access      { panic("unimplemented") }
-func (r *Rule) RejectInvalid() bool { panic("unimplemented") }
-func (r *Rule) ForwardToken() bool  { panic("unimplemented") }
-func (r *Rule) Shadow() bool        { panic("unimplemented") }
-func (r *Rule) HasHeaders() bool    { panic("unimplemented") }
+type compiledRequire struct {
+	issuers, audiences []string
+	scopes, roles      AnyAll
+	scope              string // every scope named, for a challenge
+	when               *when
+}
+
+func (r *Rule) Name() string        { return r.name }
+func (r *Rule) Access() Access      { return r.access }
+func (r *Rule) RejectInvalid() bool { return r.rejectInvalid }
+func (r *Rule) ForwardToken() bool  { return r.forwardToken }
+func (r *Rule) Shadow() bool        { return r.shadow }
+func (r *Rule) HasHeaders() bool    { return len(r.headers) > 0 }
 
 // Headers are the rule's upstream headers for these claims, formatted as
 // HeaderMap formats claim headers (absent, null or empty claims give none).
-func (r *Rule) Headers(claims map[string]any) []Header { panic("unimplemented") }
-
-// Subject is what the requirements read of a verified token, made once per
-// token (Subjects.Make) and kept with it.
-type Subject struct {
-	IssuerName string
-	Audiences  []string
-	Scopes     []string
-	Roles      []string
-	// Claims are kept only when asked (the policy reads claims at request
-	// time); nil otherwise.
-	Claims map[string]any
-}
-
-// Subjects makes Subjects: the roles come from each issuer's RolesClaim.
-type Subjects struct {
-	// implementation fields
-}
-
-// NewSubjects returns a Subjects for the issuers; keepClaims keeps every
-// Subject's claims.
-func NewSubjects(issuers []IssuerInfo, keepClaims bool) *Subjects { panic("unimplemented") }
-
-// Make reads a verified token's subject from its claims.
-func (s *Subjects) Make(issuerName string, audiences []string, claims map[string]any) *Subject {
-	panic("unimplemented")
+func (r *Rule) Headers(claims map[string]any) []Header {
+	if len(r.headers) == 0 {
+		return nil
+	}
+	out := make([]Header, 0, len(r.headers))
+	for _, h := range r.headers {
+		if v := claimValue(claims[h.claim]); v != "" && safeValue(v) {
+			out = append(out, Header{Name: h.header, Value: v})
+		}
+	}
+	return out
 }
 
 // Outcome is what the route makes of a request.
@@ -279,17 +382,107 @@ type Decision struct {
 	Err error
 }
 
-// Decide judges sub (nil: no valid token) by the route's rule.
-func (rt *Route) Decide(sub *Subject, req *Request) Decision { panic("unimplemented") }
+// Decide judges sub (nil: no valid token) by the route's rule. req is read
+// for its headers only (a When reading request.headers); the method, host
+// and path are the route's. A route whose Status is not RouteOK is
+// OutcomeForbidden: the caller answers it by its Status first.
+func (rt *Route) Decide(sub *Subject, req *Request) Decision {
+	switch {
+	case rt.Status != RouteOK:
+		return Decision{Outcome: OutcomeForbidden}
+	case rt.rule != nil:
+		return rt.rule.decide(sub, rt, req)
+	case rt.unmatched() == UnmatchedDeny:
+		return Decision{Outcome: OutcomeUnmatched}
+	case sub == nil:
+		return Decision{Outcome: OutcomeUnauthenticated}
+	}
+	return Decision{Outcome: OutcomeAllow}
+}
+
+// decide judges sub by the rule, requirements in order: issuers,
+// audiences, scopes, roles, when; the first unmet one decides.
+func (r *Rule) decide(sub *Subject, rt *Route, req *Request) Decision {
+	switch {
+	case r.access == AccessDeny:
+		return Decision{Outcome: OutcomeForbidden}
+	case r.access == AccessPublic:
+		return Decision{Outcome: OutcomeAllow}
+	case sub == nil:
+		return Decision{Outcome: OutcomeUnauthenticated}
+	}
+	q := &r.require
+	if len(q.issuers) > 0 && !slices.Contains(q.issuers, sub.IssuerName) {
+		return Decision{Outcome: OutcomeForbidden, Failed: "issuers"}
+	}
+	if len(q.audiences) > 0 && !anyIn(q.audiences, sub.Audiences) {
+		return Decision{Outcome: OutcomeForbidden, Failed: "audiences"}
+	}
+	if !q.scopes.holds(sub.Scopes) {
+		return Decision{Outcome: OutcomeInsufficientScope, Failed: "scopes", Scope: q.scope}
+	}
+	if !q.roles.holds(sub.Roles) {
+		return Decision{Outcome: OutcomeForbidden, Failed: "roles"}
+	}
+	if q.when != nil {
+		var headers map[string]string
+		if req != nil {
+			headers = req.Headers
+		}
+		if headers == nil {
+			headers = map[string]string{}
+		}
+		request := map[string]any{
+			"method":  rt.method,
+			"host":    strings.ToLower(rt.host),
+			"path":    rt.path,
+			"headers": headers,
+		}
+		ok, err := q.when.eval(sub.Claims, request)
+		if !ok {
+			return Decision{Outcome: OutcomeForbidden, Failed: "when", Err: err}
+		}
+	}
+	return Decision{Outcome: OutcomeAllow}
+}
+
+// holds reports whether have meets the requirement.
+func (a AnyAll) holds(have []string) bool {
+	for _, s := range a.AllOf {
+		if !slices.Contains(have, s) {
+			return false
+		}
+	}
+	return len(a.AnyOf) == 0 || anyIn(a.AnyOf, have)
+}
+
+func anyIn(want, have []string) bool {
+	for _, s := range want {
+		if slices.Contains(have, s) {
+			return true
+		}
+	}
+	return false
+}
 
 // HasShadows reports whether shadow rules matched before the deciding
 // rule.
-func (rt *Route) HasShadows() bool { panic("unimplemented") }
+func (rt *Route) HasShadows() bool { return rt.shadows }
 
 // Shadows calls yield with each shadow rule that matched before the
 // deciding rule, in order, and its would-be decision for sub.
 func (rt *Route) Shadows(sub *Subject, req *Request, yield func(*Rule, Decision)) {
-	panic("unimplemented")
+	if !rt.shadows || rt.pol == nil {
+		return
+	}
+	for _, r := range rt.pol.shadows {
+		if rt.rule != nil && r.index > rt.rule.index {
+			return
+		}
+		if r.mismatch(rt.host, rt.method, rt.path) == "" {
+			yield(r, r.decide(sub, rt, req))
+		}
+	}
 }
 
 // TraceStep is one rule tried by Trace.
@@ -305,14 +498,25 @@ type TraceStep struct {
 // Trace is Route and Decide explained, rule by rule, for tokengate check:
 // a linear scan, not for the request path. It tries every rule up to and
 // including the deciding one.
+//
+// The steps are found without the index, so that a test can hold one to
+// the other. A route whose Status is not RouteOK has no steps.
 func (s *Set) Trace(policy string, req *Request, sub *Subject) (steps []TraceStep, rt Route, d Decision) {
-	panic("unimplemented")
+	rt = s.Route(policy, req)
+	d = rt.Decide(sub, req)
+	if rt.Status != RouteOK || rt.pol == nil {
+		return nil, rt, d
+	}
+	for _, r := range rt.pol.rules {
+		step := TraceStep{Rule: r.name, Shadow: r.shadow, Mismatch: r.mismatch(rt.host, rt.method, rt.path)}
+		if step.Mismatch == "" {
+			step.Matched = true
+			step.Decision = r.decide(sub, &rt, req)
+		}
+		steps = append(steps, step)
+		if step.Matched && !r.shadow {
+			break
+		}
+	}
+	return steps, rt, d
 }
-
-// NormalizePath returns the path as the rules see it: the query and
-// fragment dropped, percent-encoded unreserved characters decoded, "//"
-// merged, "." and ".." segments resolved; a trailing slash is kept. It
-// returns ErrPathInvalid for an encoded "/", "\" or NUL (%2F, %5C, %00), a
-// literal "\", a malformed escape, a path not starting with "/", and a
-// path climbing above "/".
-func NormalizePath(path string) (string, error) { panic("unimplemented") }
