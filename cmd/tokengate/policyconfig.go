@@ -248,7 +248,7 @@ func compilePolicy(base policy.Options, policies map[string][]PolicyRuleConfig, 
 	return set, slices.Sorted(maps.Keys(policies)), rules, nil
 }
 
-var rulePath = regexp.MustCompile(`^policies\.([^.\[]+)\[(\d+)\]`)
+var rulePath = regexp.MustCompile(`^policies\.(.+?)\[(\d+)\]`)
 
 // placeError formats one Compile problem as FILE:LINE: PATH: problem, with
 // the rule's name when it has one.
@@ -265,7 +265,11 @@ func placeError(e error, policies map[string][]PolicyRuleConfig, name, prefix st
 	if m := rulePath.FindStringSubmatch(fe.Path); m != nil {
 		i, _ := strconv.Atoi(m[2])
 		if rs := policies[m[1]]; i < len(rs) && rs[i].Name != "" {
-			rule = fmt.Sprintf(" (rule %q)", rs[i].Name)
+			if rule = fmt.Sprintf("rule %q", rs[i].Name); strings.Contains(fe.Err.Error(), rule) {
+				rule = "" // the problem names it already
+			} else {
+				rule = " (" + rule + ")"
+			}
 		}
 	}
 	return fmt.Errorf("%s:%d: %s%s: %w%s", name, line, prefix, fe.Path, fe.Err, rule)
