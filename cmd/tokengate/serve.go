@@ -35,9 +35,6 @@ type serveHooks struct {
 	grpcListener, httpListener net.Listener
 	mount                      func(mux *http.ServeMux)
 	started                    func(grpcAddr, httpAddr string)
-	// policyWatcher, when set, is given the policy file's watcher before it
-	// runs (tests hook its reloads).
-	policyWatcher func(*policyWatcher)
 }
 
 // serve wires tokengate from a validated configuration and runs it until ctx
@@ -103,9 +100,6 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 			}
 			policyWatch.listenSIGHUP()
 			defer policyWatch.stopSIGHUP()
-			if hooks.policyWatcher != nil {
-				hooks.policyWatcher(policyWatch)
-			}
 		}
 		log.Info("route policy", "file", ps.file, "policies", ps.names, "rules", ps.rules, "unmatched", cfg.Policy.Unmatched)
 	}
