@@ -15,8 +15,14 @@ import (
 // evaluation then fails, and so does the requirement.
 const whenCostLimit = 10000
 
-// celEnv declares what a When reads: claims (the token's claims) and
-// request (method, host, path and headers).
+// celEnv declares what a When reads: claims, the token's claims as the
+// verifier parsed them (JSON: numbers are doubles, hence cross-type numeric
+// comparisons), and request: method (as sent), host (lower case, without
+// its port), path (normalised, as the rules match it) and headers
+// (lower-case names; empty unless the caller built them, see
+// Set.NeedsHeaders). Both are maps of dyn, so that a missing claim is an
+// evaluation error, never a silent false: `has(claims.x)` and
+// `"x" in request.headers` test for presence.
 type celEnv struct{ env *cel.Env }
 
 func newCELEnv() (*celEnv, error) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"slices"
 	"sort"
 	"strings"
@@ -244,7 +245,51 @@ func (c *compiler) path(at string, m MatchSpec, r *Rule) {
 			return
 		}
 		r.kind, r.re = pathRegex, re
+		r.reLit, r.reFold = requiredLiteral(re.String())
 	}
+}
+
+// requiredLiteral returns the longest literal every match of the regexp
+// contains (a literal of its top-level concatenation), and whether it is
+// case-insensitive; "" when there is none or it is not ASCII. Looking for
+// it first spares a regexp without a literal prefix, which the index
+// cannot place, most of its runs: Go's regexps cost hundreds of
+// nanoseconds, a substring search tens.
+func requiredLiteral(expr string) (lit string, fold bool) {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return "", false
+	}
+	var walk func(re *syntax.Regexp)
+	walk = func(re *syntax.Regexp) {
+		switch re.Op {
+		case syntax.OpConcat:
+			for _, sub := range re.Sub {
+				walk(sub)
+			}
+		case syntax.OpCapture:
+			walk(re.Sub[0])
+		case syntax.OpLiteral:
+			s := string(re.Rune)
+			f := re.Flags&syntax.FoldCase != 0
+			// Under (?i), k and s also match the Kelvin sign and the
+			// long s, which an ASCII search would miss.
+			if len(s) > len(lit) && isASCII(s) && !(f && strings.ContainsAny(s, "kKsS")) {
+				lit, fold = s, f
+			}
+		}
+	}
+	walk(re)
+	return lit, fold
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // validToken: an RFC 9110 token (a method name).

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"net/url"
 	"path"
 	"strings"
@@ -60,6 +61,68 @@ func FuzzLogoutRouteMatch(f *testing.F) {
 		}
 		if c := path.Clean("/" + strings.Join(segs, "/")); c != "/oauth2/logout" && !strings.HasPrefix(c, "/oauth2/logout/") {
 			t.Fatalf("%q matched, but an upstream that decodes and cleans it reads %q", p, c)
+		}
+	})
+}
+
+// FuzzNormalizePath: for any path, NormalizePath never panics, and a path
+// it accepts comes out normalised: starting with "/", without a query or
+// fragment, an empty, "." or ".." segment, a backslash, a control
+// character, or an encoded slash, backslash or NUL; normalising it again
+// changes nothing; and it resolves to where a normaliser decoding every
+// escape (path.Clean after url.PathUnescape) puts the input.
+//
+//	go test -run '^$' -fuzz FuzzNormalizePath -fuzztime 30s ./policy
+func FuzzNormalizePath(f *testing.F) {
+	for _, seed := range []string{
+		"/", "/a/b", "/a/b/", "/a/b?x=1", "/a#f", "//a//b", "/a/./b/../c", "/..", "/a/../..",
+		"/public/%2e%2e/admin", "/public/%2E%2e/admin", "/public/..;/admin", "/a%2Fb", "/a%2fb", "/a%5Cb",
+		"/a%00", `/a\b`, "/a%", "/a%4", "/a%zz", "a/b", "", "/%7Euser", "/a%20b%3f", "/a%252e%252e",
+		"/caf\xc3\xa9", "/.hidden", "/a/..%2f", "/%2e", "/a\x00", "/a\x7f",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		got, err := NormalizePath(in)
+		if err != nil {
+			if !errors.Is(err, ErrPathInvalid) {
+				t.Fatalf("NormalizePath(%q): %v, not ErrPathInvalid", in, err)
+			}
+			return
+		}
+		again, err := NormalizePath(got)
+		if err != nil || again != got {
+			t.Fatalf("NormalizePath(%q) = %q, but NormalizePath(%q) = %q, %v", in, got, got, again, err)
+		}
+		lower := strings.ToLower(got)
+		switch {
+		case !strings.HasPrefix(got, "/"):
+			t.Fatalf("NormalizePath(%q) = %q does not start with /", in, got)
+		case strings.ContainsAny(got, "?#\\"):
+			t.Fatalf("NormalizePath(%q) = %q has a ?, # or \\", in, got)
+		case strings.Contains(got, "//"):
+			t.Fatalf("NormalizePath(%q) = %q has //", in, got)
+		case strings.Contains(got+"/", "/./") || strings.Contains(got+"/", "/../"):
+			t.Fatalf("NormalizePath(%q) = %q has a . or .. segment", in, got)
+		case strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.Contains(lower, "%00"):
+			t.Fatalf("NormalizePath(%q) = %q has an encoded /, \\ or NUL", in, got)
+		}
+		for i := 0; i < len(got); i++ {
+			if c := got[i]; c < 0x20 || c == 0x7f {
+				t.Fatalf("NormalizePath(%q) = %q has a control character", in, got)
+			}
+		}
+		noQuery := in
+		if i := strings.IndexAny(in, "?#"); i >= 0 {
+			noQuery = in[:i]
+		}
+		want, err1 := url.PathUnescape(noQuery)
+		have, err2 := url.PathUnescape(got)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("NormalizePath(%q) = %q, but it does not unescape: %v, %v", in, got, err1, err2)
+		}
+		if path.Clean(want) != path.Clean(have) {
+			t.Fatalf("NormalizePath(%q) = %q, which decodes and cleans to %q, not %q", in, got, path.Clean(have), path.Clean(want))
 		}
 	})
 }

@@ -38,6 +38,9 @@ type group struct {
 	// linear are the rules the tree cannot place (no path, or a regexp
 	// without a literal prefix starting with "/"), in order.
 	linear []int32
+	// costly is the lowest index of a regexp or linear rule: a request
+	// whose best rule so far comes before it runs none of them.
+	costly int32
 }
 
 // node is a path segment. Each list holds rule indexes in order.
@@ -79,6 +82,7 @@ func (g *group) at(path string) *node {
 func (p *compiledPolicy) index() {
 	p.exactHost = map[string]*group{}
 	p.wildHost = map[string]*group{}
+	newGroup := func() *group { return &group{costly: int32(len(p.rules))} }
 	for _, r := range p.rules {
 		if r.shadow {
 			p.shadows = append(p.shadows, r)
@@ -88,19 +92,22 @@ func (p *compiledPolicy) index() {
 		switch {
 		case r.host == "":
 			if p.anyHost == nil {
-				p.anyHost = &group{}
+				p.anyHost = newGroup()
 			}
 			g = p.anyHost
 		case r.wildcard:
 			if g = p.wildHost[r.host]; g == nil {
-				g = &group{}
+				g = newGroup()
 				p.wildHost[r.host] = g
 			}
 		default:
 			if g = p.exactHost[r.host]; g == nil {
-				g = &group{}
+				g = newGroup()
 				p.exactHost[r.host] = g
 			}
+		}
+		if r.kind == pathRegex || r.kind == pathAny {
+			g.costly = min(g.costly, r.index)
 		}
 		switch r.kind {
 		case pathExact:
@@ -126,13 +133,17 @@ func (p *compiledPolicy) index() {
 
 // route returns the first non-shadow rule matching the request; host
 // without its port, path normalised.
+//
+// It looks twice through the groups of the host: first for the prefix and
+// exact rules (a walk down the tree), then for the regexps and the linear
+// rules, each tried only when it comes before the best rule found so far.
 func (p *compiledPolicy) route(host, method, path string) *Rule {
 	best := int32(len(p.rules))
+	var h []byte
 	if host != "" && (len(p.exactHost) > 0 || len(p.wildHost) > 0) {
 		// Lower-case the host on the stack: a map lookup keyed by
 		// string(bytes) does not allocate.
 		var buf [256]byte
-		var h []byte
 		if len(host) <= len(buf) {
 			h = buf[:len(host)]
 			for i := 0; i < len(host); i++ {
@@ -145,23 +156,27 @@ func (p *compiledPolicy) route(host, method, path string) *Rule {
 		} else {
 			h = []byte(strings.ToLower(host))
 		}
-		if g := p.exactHost[string(h)]; g != nil {
-			best = g.find(p.rules, method, path, best)
-		}
-		if len(p.wildHost) > 0 {
-			// Each suffix from a dot on, with at least one character
-			// before it.
-			for i := 1; i < len(h); i++ {
-				if h[i] == '.' {
-					if g := p.wildHost[string(h[i:])]; g != nil {
-						best = g.find(p.rules, method, path, best)
+	}
+	for _, costly := range [2]bool{false, true} {
+		if len(h) > 0 {
+			if g := p.exactHost[string(h)]; g != nil {
+				best = g.find(costly, p.rules, method, path, best)
+			}
+			if len(p.wildHost) > 0 {
+				// Each suffix from a dot on, with at least one character
+				// before it.
+				for i := 1; i < len(h); i++ {
+					if h[i] == '.' {
+						if g := p.wildHost[string(h[i:])]; g != nil {
+							best = g.find(costly, p.rules, method, path, best)
+						}
 					}
 				}
 			}
 		}
-	}
-	if p.anyHost != nil {
-		best = p.anyHost.find(p.rules, method, path, best)
+		if p.anyHost != nil {
+			best = p.anyHost.find(costly, p.rules, method, path, best)
+		}
 	}
 	if int(best) == len(p.rules) {
 		return nil
@@ -170,32 +185,32 @@ func (p *compiledPolicy) route(host, method, path string) *Rule {
 }
 
 // find returns the lowest index below best of a rule of g matching method
-// and path, or best.
-func (g *group) find(rules []*Rule, method, path string, best int32) int32 {
-	for _, i := range g.linear {
-		if i >= best {
-			break
-		}
-		if r := rules[i]; r.methodMatches(method) && r.pathMatches(path) {
-			best = i
-			break
-		}
+// and path, or best: among the prefix and exact rules, or among the
+// costly ones (regexps and linear rules).
+func (g *group) find(costly bool, rules []*Rule, method, path string, best int32) int32 {
+	if costly && g.costly >= best {
+		return best
 	}
 	n := &g.root
 	rest := path[1:]
 	for n != nil {
-		best = firstByMethod(n.prefix, rules, method, best)
-		for _, i := range n.regex {
-			if i >= best {
-				break
-			}
-			if r := rules[i]; r.methodMatches(method) && r.re.MatchString(path) {
-				best = i
-				break
+		if !costly {
+			best = firstByMethod(n.prefix, rules, method, best)
+		} else {
+			for _, i := range n.regex {
+				if i >= best {
+					break
+				}
+				if r := rules[i]; r.methodMatches(method) && r.regexMatches(path) {
+					best = i
+					break
+				}
 			}
 		}
 		if rest == "" {
-			best = firstByMethod(n.exact, rules, method, best)
+			if !costly {
+				best = firstByMethod(n.exact, rules, method, best)
+			}
 			break
 		}
 		seg := rest
@@ -205,6 +220,16 @@ func (g *group) find(rules []*Rule, method, path string, best int32) int32 {
 			rest = ""
 		}
 		n = n.children[seg]
+	}
+	if costly {
+		for _, i := range g.linear {
+			if i >= best {
+				break
+			}
+			if r := rules[i]; r.methodMatches(method) && r.pathMatches(path) {
+				return i
+			}
+		}
 	}
 	return best
 }
@@ -267,9 +292,30 @@ func (r *Rule) pathMatches(path string) bool {
 		rest, ok := strings.CutPrefix(path, r.path)
 		return ok && (rest == "" || rest[0] == '/')
 	case pathRegex:
-		return r.re.MatchString(path)
+		return r.regexMatches(path)
 	}
 	return true
+}
+
+// regexMatches runs the rule's regexp on path, unless path lacks the
+// literal every match contains.
+func (r *Rule) regexMatches(path string) bool {
+	if r.reLit != "" {
+		if r.reFold && !containsFold(path, r.reLit) || !r.reFold && !strings.Contains(path, r.reLit) {
+			return false
+		}
+	}
+	return r.re.MatchString(path)
+}
+
+// containsFold is strings.Contains, ASCII case-insensitive.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if asciiEqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // asciiEqualFold is strings.EqualFold for ASCII only: a host or method

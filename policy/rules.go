@@ -221,7 +221,8 @@ type Route struct {
 // "default") unmatched, judged by Options.Unmatched; a request naming
 // another policy the set lacks is RoutePolicyUnknown, never the default.
 // A nil Set has no policy: every request is unmatched and needs a valid
-// token, as without a policy.
+// token, as without a policy, and no path is refused (Path is empty for
+// one NormalizePath refuses).
 //
 // A path with ";" is read twice: as written, and with each segment's ";"
 // parameters dropped before resolving, as Java servers read it (Tomcat
@@ -243,7 +244,9 @@ func (s *Set) Route(policy string, req *Request) Route {
 	}
 	path, err := NormalizePath(req.Path)
 	if err != nil {
-		rt.Status = RoutePathInvalid
+		if s != nil {
+			rt.Status = RoutePathInvalid
+		}
 		return rt
 	}
 	rt.path = path
@@ -321,6 +324,10 @@ type Rule struct {
 	// path: exact or prefix, without a trailing slash ("" is "/").
 	path string
 	re   *regexp.Regexp // anchored
+	// reLit is a literal every match of re contains (case-insensitive when
+	// reFold): a path without it needs no run of re.
+	reLit  string
+	reFold bool
 
 	require compiledRequire
 	headers []claimHeader // sorted by header

@@ -36,6 +36,9 @@ func TestRouteMatching(t *testing.T) {
 			{Name: "dir", Match: policy.MatchSpec{PathRegex: `/dir/`}, Access: "public"},
 			{Name: "root", Match: policy.MatchSpec{Path: "/"}, Access: "public"},
 			{Name: "encoded", Match: policy.MatchSpec{Path: "/caf%C3%A9"}, Access: "public"},
+			{Name: "no-debug", Match: policy.MatchSpec{PathRegex: `(?i).*\.debug`}, Access: "deny"},
+			{Name: "no-kill", Match: policy.MatchSpec{PathRegex: `(?i).*/kill/.*`}, Access: "deny"},
+			{Name: "no-sql", Match: policy.MatchSpec{PathRegex: `(?i).*\.sql`}, Access: "deny"},
 		},
 	}})
 	cases := map[string]struct {
@@ -102,6 +105,11 @@ func TestRouteMatching(t *testing.T) {
 		"regex sees trailing slash":   {path: "/dir/", rule: "dir"},
 		"regex sees no slash":         {path: "/dir"},
 		"shadow skipped":              {path: "/admin/users", rule: "admin"},
+		"regex literal":               {path: "/x/y.debug", rule: "no-debug"},
+		"regex literal case":          {path: "/x/y.DeBug", rule: "no-debug"},
+		"regex literal absent":        {path: "/x/y.debu"},
+		"regex fold kelvin sign":      {path: "/x/\u212aill/y", rule: "no-kill"},
+		"regex fold long s":           {path: "/x/y.\u017fql", rule: "no-sql"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -256,6 +264,9 @@ func TestRoutePolicies(t *testing.T) {
 	rt = none.Route("", req)
 	if rt.Status != policy.RouteOK || rt.Access() != policy.AccessAuthenticated || none.NeedsClaims() || none.NeedsHeaders() {
 		t.Errorf("nil Set: %v %v", rt.Status, rt.Access())
+	}
+	if rt = none.Route("", &policy.Request{Path: "/a%2fb", Method: "GET"}); rt.Status != policy.RouteOK {
+		t.Errorf("nil Set: an invalid path is %v, want RouteOK (no policy, no path check)", rt.Status)
 	}
 }
 
