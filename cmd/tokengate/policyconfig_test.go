@@ -327,3 +327,50 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestPolicyRuleFieldsReachTheEngine: every key of a rule arrives in its
+// RuleSpec; forward_token absent is true, false is false.
+func TestPolicyRuleFieldsReachTheEngine(t *testing.T) {
+	s, err := loadConfig(strings.NewReader(policyIssuers+`
+policy:
+  policies:
+    default:
+      - name: docs
+        match: {host: "*.example.com", path_prefix: /docs, methods: [get]}
+        access: public
+        reject_invalid: true
+      - name: legacy
+        match: {path_regex: '/legacy/[a-z]+'}
+        forward_token: false
+        headers: {x-tenant: tid}
+      - name: api
+        match: {path_prefix: /api}
+        shadow: true
+        require: {issuers: [keycloak], audiences: [api], scopes: {all_of: [a], any_of: [b, c]}, roles: {any_of: [r]}, when: 'claims.tid == "acme"'}
+`), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := s.policy.set
+	route := func(host, path, method string) *policy.Rule {
+		rt := set.Route("", &policy.Request{Host: host, Path: path, Method: method})
+		return rt.Rule()
+	}
+	if r := route("a.example.com:443", "/docs/x", "GET"); r == nil || r.Name() != "docs" || r.Access() != policy.AccessPublic ||
+		!r.RejectInvalid() || !r.ForwardToken() {
+		t.Errorf("docs: got %+v", r)
+	}
+	if r := route("a.example.com", "/docs/x", "POST"); r != nil {
+		t.Errorf("docs is GET only; POST got %v", r.Name())
+	}
+	if r := route("", "/legacy/abc", "GET"); r == nil || r.Name() != "legacy" || r.ForwardToken() || !r.HasHeaders() {
+		t.Errorf("legacy: got %+v", r)
+	}
+	if got := set.HeaderNames(); len(got) != 1 || got[0] != "x-tenant" {
+		t.Errorf("header names: got %v", got)
+	}
+	steps, _, _ := set.Trace("", &policy.Request{Path: "/api/x", Method: "GET"}, nil)
+	if last := steps[len(steps)-1]; last.Rule != "api" || !last.Shadow || !last.Matched || !set.NeedsClaims() {
+		t.Errorf("api: steps %+v, needs claims %v", steps, set.NeedsClaims())
+	}
+}
