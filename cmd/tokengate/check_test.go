@@ -279,3 +279,14 @@ func TestCheckUsage(t *testing.T) {
 		t.Errorf("bad config: got %v, want exit 2 with the problem", err)
 	}
 }
+
+// TestCheckKeysUnavailable: when the issuer's JWKS cannot be fetched, check
+// cannot decide, says why, and does not allow.
+func TestCheckKeysUnavailable(t *testing.T) {
+	r := newCheckRig(t, true)
+	r.iss.FailJWKS(true)
+	res, code := r.json(t, "--token", "-", "--path", "/orders/1")
+	if code != 1 || res.Status != 503 || res.Reason != "keys_unavailable" || res.Token == nil || res.Token.Error == "" {
+		t.Errorf("exit %d, got %+v, token %+v", code, res, res.Token)
+	}
+}
