@@ -46,7 +46,7 @@ func decodeYAML(data []byte, dst any, lines map[string]int) (problems []error, e
 		// A trailing --- with nothing (or only a comment) after it, as
 		// generated and concatenated files often end: nothing to read.
 	default:
-		d.fail("", &next, "a second YAML document (after ---): the configuration is one document")
+		d.fail("", &next, "a second YAML document (after ---): the file is one document")
 	}
 	return d.errs, nil
 }
@@ -58,12 +58,14 @@ type decodeProblem struct {
 	Msg  string
 }
 
-func (p *decodeProblem) Error() string {
-	path := p.Path
-	if path == "" {
-		path = "(the whole file)"
+func (p *decodeProblem) Error() string { return fmt.Sprintf("%s (line %d)", p.place(), p.Line) }
+
+// place is the problem with its path, without the line.
+func (p *decodeProblem) place() string {
+	if p.Path == "" {
+		return "(the whole file): " + p.Msg
 	}
-	return fmt.Sprintf("%s: %s (line %d)", path, p.Msg, p.Line)
+	return p.Path + ": " + p.Msg
 }
 
 // lineOf is the line of path as lines recorded it, or that of its nearest
@@ -96,9 +98,6 @@ type decoder struct {
 }
 
 func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
-	if path == "" {
-		path = "(the whole file)"
-	}
 	d.errs = append(d.errs, &decodeProblem{Path: path, Line: n.Line, Msg: fmt.Sprintf(format, args...)})
 }
 

@@ -203,11 +203,7 @@ func loadPolicyFile(base policy.Options, name string, data []byte) (*policy.Set,
 		for _, p := range problems {
 			var dp *decodeProblem
 			if errors.As(p, &dp) {
-				path := dp.Path
-				if path == "" {
-					path = "(the whole file)"
-				}
-				out = append(out, fmt.Errorf("%s:%d: %s: %s", name, dp.Line, path, dp.Msg))
+				out = append(out, fmt.Errorf("%s:%d: %s", name, dp.Line, dp.place()))
 				continue
 			}
 			out = append(out, fmt.Errorf("%s: %w", name, p))

@@ -374,3 +374,42 @@ policy:
 		t.Errorf("api: steps %+v, needs claims %v", steps, set.NeedsClaims())
 	}
 }
+
+// TestPolicyFileDecoder: the policy file is read by the configuration's
+// decoder: anchors, aliases and merge keys work, a key other than policies
+// and a second document are problems with their lines.
+func TestPolicyFileDecoder(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "policy.yaml")
+	writeFile(t, f, `policies:
+  default:
+    - &health {name: health, match: {path: /healthz}, access: public}
+    - &orders
+      name: orders
+      match: {path_prefix: /orders}
+      require: {roles: {any_of: [clerk]}}
+  partner-api:
+    - *health
+    - <<: *orders
+      name: partner-orders
+      require: {roles: {any_of: [partner]}}
+`)
+	s, _, err := loadPolicyConfig(t, fmt.Sprintf("policy: {file: %q}\n", f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := s.policy.set.Route("partner-api", &policy.Request{Path: "/orders/1", Method: "GET"})
+	if r := rt.Rule(); r == nil || r.Name() != "partner-orders" {
+		t.Errorf("partner-api /orders/1: got %v", r)
+	}
+	if s.policy.rules != 4 {
+		t.Errorf("rules: got %d, want 4", s.policy.rules)
+	}
+	writeFile(t, f, "policies:\n  default: [{name: health, match: {path: /healthz}, access: public}]\nissuers: []\n---\npolicies: {}\n")
+	_, _, err = loadPolicyConfig(t, fmt.Sprintf("policy: {file: %q}\n", f))
+	for _, want := range []string{f + ":3: issuers: unknown key", f + ":4: (the whole file): a second YAML document"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got\n%v\nwant %q", err, want)
+		}
+	}
+}
