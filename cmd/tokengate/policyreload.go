@@ -134,6 +134,9 @@ func (w *policyWatcher) Run(ctx context.Context) {
 		case <-debounce.C:
 			w.reload("change")
 		case <-poll.C:
+			// The content itself, not its size and mtime: a policy file is
+			// small, and an mtime's granularity (or a copy that keeps it)
+			// could hide a change.
 			w.reload("poll")
 		case <-w.hup:
 			w.log.Info("policy file: SIGHUP, reading it again", "file", w.file)
