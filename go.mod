@@ -3,6 +3,7 @@ module github.com/tokengate/tokengate
 go 1.26.0
 
 require (
+	cel.dev/cel-go v0.33.3
 	github.com/MicahParks/jwkset v0.11.4
 	github.com/MicahParks/keyfunc/v3 v3.9.1
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
@@ -23,7 +24,6 @@ require (
 )
 
 require (
-	cel.dev/cel-go v0.33.3 // indirect
 	cel.dev/expr v0.25.3 // indirect
 	github.com/antlr4-go/antlr/v4 v4.13.1 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -162,16 +162,16 @@ func (c *compiler) host(at, host string, r *Rule) {
 		return
 	}
 	h := strings.ToLower(host)
+	if strings.Contains(h, ":") {
+		c.fail(at, "%q: a host takes no port (the request's port is ignored)", host)
+		return
+	}
 	if rest, ok := strings.CutPrefix(h, "*."); ok {
 		if !validHostName(rest) || !strings.Contains(rest, ".") {
 			c.fail(at, "%q: a wildcard is \"*.\" and a domain of at least two labels, such as *.example.com", host)
 			return
 		}
 		r.host, r.wildcard = "."+rest, true
-		return
-	}
-	if strings.Contains(h, ":") {
-		c.fail(at, "%q: a host takes no port (the request's port is ignored)", host)
 		return
 	}
 	if !validHostName(h) {

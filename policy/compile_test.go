@@ -64,6 +64,7 @@ func TestCompileErrors(t *testing.T) {
 		"host with port":     {[]policy.RuleSpec{{Name: "a", Match: policy.MatchSpec{Host: "a.example.com:443"}}}, "policies.default[0].match.host", "port"},
 		"host invalid":       {[]policy.RuleSpec{{Name: "a", Match: policy.MatchSpec{Host: "a..example.com"}}}, "policies.default[0].match.host", "not a host"},
 		"host slash":         {[]policy.RuleSpec{{Name: "a", Match: policy.MatchSpec{Host: "a/b"}}}, "policies.default[0].match.host", "not a host"},
+		"wildcard with port": {[]policy.RuleSpec{{Name: "a", Match: policy.MatchSpec{Host: "*.example.com:443"}}}, "policies.default[0].match.host", "port"},
 		"wildcard one label": {[]policy.RuleSpec{{Name: "a", Match: policy.MatchSpec{Host: "*.com"}}}, "policies.default[0].match.host", "two labels"},
 		"wildcard inside":    {[]policy.RuleSpec{{Name: "a", Match: policy.MatchSpec{Host: "a.*.example.com"}}}, "policies.default[0].match.host", "not a host"},
 		"wildcard bare":      {[]policy.RuleSpec{{Name: "a", Match: policy.MatchSpec{Host: "*"}}}, "policies.default[0].match.host", "not a host"},

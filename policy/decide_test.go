@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -235,5 +236,28 @@ func TestRuleHeaders(t *testing.T) {
 	}
 	if r.Headers(nil) != nil && len(r.Headers(nil)) != 0 {
 		t.Errorf("Headers(nil) = %v, want none", r.Headers(nil))
+	}
+}
+
+// TestSetConcurrentUse: a Set is shared by every request (run with -race).
+func TestSetConcurrentUse(t *testing.T) {
+	s := bigPolicy(t)
+	sub := &policy.Subject{Scopes: []string{"svc"}, Claims: map[string]any{"tid": "acme", "regions": []any{"emea"}}}
+	done := make(chan struct{})
+	for g := range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 200 {
+				req := &policy.Request{Host: "api.example.com", Method: "GET", Path: fmt.Sprintf("/cel%d/x", (g+i)%10)}
+				rt := s.Route("", req)
+				if d := rt.Decide(sub, req); d.Outcome != policy.OutcomeAllow {
+					t.Errorf("%s: %+v", req.Path, d)
+					return
+				}
+			}
+		}()
+	}
+	for range 4 {
+		<-done
 	}
 }

@@ -1,8 +1,10 @@
-// Package policy holds the rules applied to a verified identity: the
-// upstream headers that carry it on an allowed request (HeaderMap: subject,
-// issuer and token id, plus configured claims), and the logout routes whose
-// requests revoke the token they present (LogoutRoutes). It is pure: no I/O,
-// no Envoy types, no token parsing.
+// Package policy holds the rules applied to a verified identity: the route
+// policy, which says what each route demands and whether an identity meets
+// it (Compile, Set.Route, Route.Decide), the upstream headers that carry it
+// on an allowed request (HeaderMap: subject, issuer and token id, plus
+// configured claims), and the logout routes whose requests revoke the token
+// they present (LogoutRoutes). It is pure: no I/O, no Envoy types, no token
+// parsing.
 package policy
 
 import (

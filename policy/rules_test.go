@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/tokengate/tokengate/policy"
 )
 
@@ -324,5 +326,35 @@ func TestNormalizePath(t *testing.T) {
 		if err != nil || got != want {
 			t.Errorf("NormalizePath(%q) = %q, %v; want %q", in, got, err, want)
 		}
+	}
+}
+
+func TestTrace(t *testing.T) {
+	s := compile(t, policy.Options{Policies: map[string][]policy.RuleSpec{"default": {
+		{Name: "other-host", Match: policy.MatchSpec{Host: "admin.example.com", PathPrefix: "/"}, Access: "deny"},
+		{Name: "writes", Match: policy.MatchSpec{PathPrefix: "/orders", Methods: []string{"POST"}}, Access: "deny"},
+		{Name: "other-path", Match: policy.MatchSpec{Path: "/health"}, Access: "public"},
+		{Name: "try-roles", Match: policy.MatchSpec{PathPrefix: "/orders"}, Shadow: true, Require: policy.Require{Roles: policy.AnyAll{AllOf: []string{"clerk"}}}},
+		{Name: "orders", Match: policy.MatchSpec{PathPrefix: "/orders"}, Require: policy.Require{Scopes: policy.AnyAll{AllOf: []string{"orders:read"}}}},
+		{Name: "never-tried", Match: policy.MatchSpec{PathPrefix: "/"}, Access: "public"},
+	}}})
+	req := &policy.Request{Host: "api.example.com", Method: "GET", Path: "/orders/1"}
+	sub := &policy.Subject{Scopes: []string{"openid"}}
+	steps, rt, d := s.Trace("", req, sub)
+	want := []policy.TraceStep{
+		{Rule: "other-host", Mismatch: "host"},
+		{Rule: "writes", Mismatch: "method"},
+		{Rule: "other-path", Mismatch: "path"},
+		{Rule: "try-roles", Shadow: true, Matched: true, Decision: policy.Decision{Outcome: policy.OutcomeForbidden, Failed: "roles"}},
+		{Rule: "orders", Matched: true, Decision: policy.Decision{Outcome: policy.OutcomeInsufficientScope, Failed: "scopes", Scope: "orders:read"}},
+	}
+	if diff := cmp.Diff(want, steps); diff != "" {
+		t.Errorf("steps (-want +got):\n%s", diff)
+	}
+	if rt.Rule() == nil || rt.Rule().Name() != "orders" || d != want[4].Decision {
+		t.Errorf("Trace route %v, decision %+v", rt.Rule(), d)
+	}
+	if steps, rt, _ := s.Trace("nope", req, sub); steps != nil || rt.Status != policy.RoutePolicyUnknown {
+		t.Errorf("unknown policy: steps %v, status %v", steps, rt.Status)
 	}
 }
