@@ -34,6 +34,7 @@ type Config struct {
 	Storage             StorageConfig              `yaml:"storage"`
 	Revocation          RevocationConfig           `yaml:"revocation"`
 	Shutdown            ShutdownConfig             `yaml:"shutdown"`
+	Policy              PolicyConfig               `yaml:"policy"`
 }
 
 type AdminConfig struct {
@@ -258,6 +259,10 @@ type IssuerConfig struct {
 	// Required: readiness waits for this issuer's keys. An issuer that is
 	// not required answers UNAVAILABLE for its own tokens until they load.
 	Required bool `yaml:"required"`
+	// RolesClaim is the dotted path of the token's roles, for the route
+	// policy's roles requirement: FusionAuth's roles, Keycloak's
+	// realm_access.roles.
+	RolesClaim string `yaml:"roles_claim"`
 }
 
 type ShutdownConfig struct {
@@ -279,6 +284,7 @@ func defaultConfig() Config {
 		Revocation: RevocationConfig{MaxStaleness: 30 * time.Second, OnStale: "deny", PollInterval: time.Second,
 			SweepInterval: time.Minute, ChangeRetention: time.Hour, SnapshotTimeout: 5 * time.Minute},
 		Shutdown: ShutdownConfig{DrainDelay: 5 * time.Second, Timeout: 15 * time.Second},
+		Policy:   PolicyConfig{Unmatched: "deny", PollInterval: 10 * time.Second},
 	}
 }
 
@@ -289,6 +295,7 @@ func (ic *IssuerConfig) setDefaults() {
 	ic.MaxTokenLifetime = time.Hour
 	ic.SessionLifetime = intake.DefaultSessionLifetime
 	ic.Required = true
+	ic.RolesClaim = "roles"
 }
 
 // defaultIssuer is an issuer with nothing but the defaults.
@@ -306,6 +313,7 @@ type settings struct {
 	logoutRoutes        *policy.LogoutRoutes
 	introspectionRoutes *policy.IntrospectionRoutes
 	tokenSources        []extauthz.TokenSource
+	policy              *policySettings // nil: no route policy
 	issuers             []token.Issuer  // for the verifier
 	intakeIssuers       []intake.Issuer // for revocation intake
 }
@@ -314,19 +322,26 @@ type settings struct {
 // environment, validates everything, reporting all problems at once, and
 // builds the settings. Unknown keys are errors.
 func loadConfig(r io.Reader, getenv func(string) string) (settings, error) {
+	return loadConfigFrom("", r, getenv)
+}
+
+// loadConfigFrom is loadConfig for the file name (""; not a file): a
+// relative policy.file is relative to it, and policy problems name it.
+func loadConfigFrom(name string, r io.Reader, getenv func(string) string) (settings, error) {
 	cfg := defaultConfig()
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return settings{Config: cfg}, err
 	}
-	problems, err := decodeYAML(data, &cfg)
+	src := configSource{name: name, lines: map[string]int{}}
+	problems, err := decodeYAML(data, &cfg, src.lines)
 	if err != nil {
 		return settings{Config: cfg}, err // not YAML at all
 	}
 	// Keys and values that could not be read are reported together with
 	// every validation problem of the rest.
 	applyEnv(&cfg, getenv)
-	s, err := cfg.build()
+	s, err := cfg.buildFrom(src)
 	if len(problems) > 0 {
 		return s, errors.Join(append(problems, err)...)
 	}
@@ -367,7 +382,10 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // build validates the configuration, every problem at once with its YAML
 // path, and builds the settings from it.
-func (c Config) build() (settings, error) {
+func (c Config) build() (settings, error) { return c.buildFrom(configSource{}) }
+
+// buildFrom is build for a configuration read from src.
+func (c Config) buildFrom(src configSource) (settings, error) {
 	s := settings{Config: c}
 	var errs []error
 	bad := func(path, format string, args ...any) {
@@ -559,6 +577,11 @@ func (c Config) build() (settings, error) {
 	if s.headers != nil {
 		managed = s.headers.Names()
 	}
+	var perrs []error
+	if s.policy, perrs = c.buildPolicy(src); s.policy != nil {
+		managed = append(managed, s.policy.set.HeaderNames()...)
+	}
+	errs = append(errs, perrs...)
 	if err := extauthz.ValidateTokenSources(s.tokenSources, managed); err != nil {
 		list := []error{err}
 		if j, ok := err.(interface{ Unwrap() []error }); ok {

@@ -13,15 +13,18 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// decodeYAML decodes one YAML document over cfg key by key, so that every
-// problem is found, each with its YAML path (issuers[0].leeway): unknown
-// keys, keys given twice, values of the wrong type, a second document. An
-// absent or null key keeps its default. Merge keys (<<: *anchor) merge as
-// YAML says: a mapping's own keys win. Each element of a list of sections
-// starts from its own defaults (defaulter), so a key that is present always
-// wins, even with a zero value. err is set only when data is not YAML at
-// all.
-func decodeYAML(data []byte, cfg *Config) (problems []error, err error) {
+// decodeYAML decodes one YAML document over dst (a pointer to a struct:
+// the configuration, or a policy file) key by key, so that every problem is
+// found, each with its YAML path (issuers[0].leeway): unknown keys, keys
+// given twice, values of the wrong type, a second document. An absent or
+// null key keeps its default. Merge keys (<<: *anchor) merge as YAML says:
+// a mapping's own keys win. Each element of a list of sections starts from
+// its own defaults (defaulter), so a key that is present always wins, even
+// with a zero value. Each problem is a *decodeProblem. lines, when not nil,
+// gets the line of every path decoded, so that problems found later (a
+// policy that does not compile) can name their line too. err is set only
+// when data is not YAML at all.
+func decodeYAML(data []byte, dst any, lines map[string]int) (problems []error, err error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	switch err := dec.Decode(&doc); {
@@ -30,9 +33,9 @@ func decodeYAML(data []byte, cfg *Config) (problems []error, err error) {
 	case err != nil:
 		return nil, err
 	}
-	var d decoder
+	d := decoder{lines: lines}
 	if len(doc.Content) > 0 {
-		d.value("", doc.Content[0], reflect.ValueOf(cfg).Elem())
+		d.value("", doc.Content[0], reflect.ValueOf(dst).Elem())
 	}
 	var next yaml.Node
 	switch err := dec.Decode(&next); {
@@ -43,9 +46,43 @@ func decodeYAML(data []byte, cfg *Config) (problems []error, err error) {
 		// A trailing --- with nothing (or only a comment) after it, as
 		// generated and concatenated files often end: nothing to read.
 	default:
-		d.fail("", &next, "a second YAML document (after ---): the configuration is one document")
+		d.fail("", &next, "a second YAML document (after ---): the file is one document")
 	}
 	return d.errs, nil
+}
+
+// decodeProblem is a key or value that could not be read.
+type decodeProblem struct {
+	Path string // "" is the whole file
+	Line int
+	Msg  string
+}
+
+func (p *decodeProblem) Error() string { return fmt.Sprintf("%s (line %d)", p.place(), p.Line) }
+
+// place is the problem with its path, without the line.
+func (p *decodeProblem) place() string {
+	if p.Path == "" {
+		return "(the whole file): " + p.Msg
+	}
+	return p.Path + ": " + p.Msg
+}
+
+// lineOf is the line of path as lines recorded it, or that of its nearest
+// recorded parent (a problem of methods[2] is on the methods line when the
+// list was read as one value); 0 when none is known.
+func lineOf(lines map[string]int, path string) int {
+	for path != "" {
+		if l, ok := lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
 }
 
 // defaulter is a configuration section that has defaults of its own when it
@@ -53,17 +90,25 @@ func decodeYAML(data []byte, cfg *Config) (problems []error, err error) {
 type defaulter interface{ setDefaults() }
 
 type decoder struct {
-	errs []error
+	errs  []error
+	lines map[string]int // path → line, when asked for
 	// merging holds the mappings whose keys are being gathered, so that a
 	// mapping that merges itself (&a {<<: *a}) is an error, not a loop.
 	merging map[*yaml.Node]bool
 }
 
 func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
-	if path == "" {
-		path = "(the whole file)"
+	d.errs = append(d.errs, &decodeProblem{Path: path, Line: n.Line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// at records that path is on line (the first record wins: a key's line,
+// not that of its value's first key).
+func (d *decoder) at(path string, line int) {
+	if d.lines != nil && path != "" {
+		if _, ok := d.lines[path]; !ok {
+			d.lines[path] = line
+		}
 	}
-	d.errs = append(d.errs, fmt.Errorf("%s: %s (line %d)", path, fmt.Sprintf(format, args...), n.Line))
 }
 
 var durationType = reflect.TypeFor[time.Duration]()
@@ -72,10 +117,17 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
+	d.at(path, n.Line)
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // unset: keep the default
 	}
 	switch {
+	case v.Kind() == reflect.Pointer:
+		p := reflect.New(v.Type().Elem())
+		d.value(path, n, p.Elem())
+		v.Set(p)
+	case v.Kind() == reflect.Map && v.Type().Key().Kind() == reflect.String:
+		d.mapping(path, n, v)
 	case v.Type() == durationType:
 		d.duration(path, n, v)
 	case v.Kind() == reflect.Struct:
@@ -91,7 +143,9 @@ func (d *decoder) value(path string, n *yaml.Node, v reflect.Value) {
 			if df, ok := elem.Addr().Interface().(defaulter); ok {
 				df.setDefaults()
 			}
-			d.value(fmt.Sprintf("%s[%d]", path, i), item, elem)
+			p := fmt.Sprintf("%s[%d]", path, i)
+			d.at(p, item.Line)
+			d.value(p, item, elem)
 		}
 		v.Set(out)
 	default:
@@ -118,8 +172,34 @@ func (d *decoder) section(path string, n *yaml.Node, v reflect.Value) {
 			d.fail(p, e.key, "unknown key")
 			continue
 		}
+		d.at(p, e.key.Line)
 		d.value(p, e.val, v.Field(idx))
 	}
+}
+
+// mapping decodes a mapping into a map with string keys, each value as its
+// type says (a list of rules is read rule by rule, with their paths).
+func (d *decoder) mapping(path string, n *yaml.Node, v reflect.Value) {
+	if n.Kind != yaml.MappingNode {
+		d.fail(path, n, "want a mapping of keys")
+		return
+	}
+	out := reflect.MakeMap(v.Type())
+	for _, e := range d.entries(path, n, map[string]bool{}) {
+		p := e.key.Value
+		if path != "" {
+			p = path + "." + e.key.Value
+		}
+		if e.key.Kind != yaml.ScalarNode {
+			d.fail(p, e.key, "want a plain key")
+			continue
+		}
+		d.at(p, e.key.Line)
+		elem := reflect.New(v.Type().Elem()).Elem()
+		d.value(p, e.val, elem)
+		out.SetMapIndex(reflect.ValueOf(e.key.Value).Convert(v.Type().Key()), elem)
+	}
+	v.Set(out)
 }
 
 // entry is one key of a mapping and its value.

@@ -22,6 +22,7 @@ func TestHelpExitsZero(t *testing.T) {
 		"unrevoke":         "-server",
 		"introspect":       "-timeout",
 		"version":          "tokengate version",
+		"check":            "-policy",
 		"help":             "tokengate serve",
 	}
 	for cmd, want := range commands {
@@ -50,6 +51,7 @@ func TestFlagErrorsUseStderr(t *testing.T) {
 	for _, args := range [][]string{
 		{"serve", "--bogus"}, {"dev", "--bogus"}, {"migrate", "--bogus"},
 		{"revoke", "token", "--bogus"}, {"unrevoke", "--bogus", "1"}, {"version", "--bogus"},
+		{"check", "--bogus"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			var stdout, stderr strings.Builder

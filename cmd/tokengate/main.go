@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -15,8 +16,15 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "tokengate:", err)
+		code := 1
+		var ec *exitCode
+		if errors.As(err, &ec) {
+			code = ec.code
+		}
+		if ec == nil || ec.err != nil {
+			fmt.Fprintln(os.Stderr, "tokengate:", err)
+		}
 		stop()
-		os.Exit(1)
+		os.Exit(code)
 	}
 }

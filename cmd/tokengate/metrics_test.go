@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,11 +16,13 @@ import (
 
 // TestMetricsDocumented scrapes /metrics of a running instance (every
 // source of metrics configured: an issuer with a JWKS, FusionAuth webhooks,
-// back-channel logout) before any request, and checks that the README's
+// back-channel logout, a policy file) before any request, and checks that the README's
 // metrics table lists exactly the tokengate_* families it exports: each
 // exported one is documented, each documented one is exported from the start.
 func TestMetricsDocumented(t *testing.T) {
 	iss := tokentest.NewServer(t, "api")
+	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, policyFile, "policies:\n  default: [{name: health, match: {path: /healthz}, access: public}]\n")
 	cfg := writeConfig(t, fmt.Sprintf(`
 listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}
 shutdown: {drain_delay: 0s, timeout: 5s}
@@ -28,7 +31,8 @@ webhooks:
   fusionauth:
     issuer: idp
     header: {name: x-webhook-secret, value: "0123456789abcdef0123456789abcdef"}
-`, iss.URL))
+policy: {file: %q}
+`, iss.URL, policyFile))
 	in := start(t, []string{"serve", "--config", cfg}, nil)
 	_, body := httpGet(t, "http://"+in.httpAddr+"/metrics")
 	if !regexp.MustCompile(`(?m)^tokengate_build_info\{commit="[^"]+",go_version="go[^"]+",version="dev"\} 1$`).MatchString(body) {

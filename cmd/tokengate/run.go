@@ -27,6 +27,7 @@ Usage:
   tokengate revocations list      list revocations (--all follows the pages)
   tokengate unrevoke ID           delete a revocation
   tokengate introspect TOKEN|-    say whether a token is active
+  tokengate check --config FILE --token T|- --path P   decide one request offline, explained (exit 0 allow, 1 deny)
   tokengate version               print the version
 
 Run "tokengate COMMAND -h" for a command's flags.
@@ -55,6 +56,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return runDev(ctx, rest, getenv, stdout, stderr)
 	case "migrate":
 		return runMigrate(ctx, rest, getenv, stdout, stderr)
+	case "check":
+		return runCheck(ctx, rest, getenv, stdout, stderr)
 	case "revoke", "revocations", "unrevoke", "introspect":
 		return runCLI(ctx, cmd, rest, getenv, stdout, stderr)
 	case "version":
@@ -197,7 +200,7 @@ func loadConfigFile(path string, getenv func(string) string) (settings, error) {
 		return settings{}, err
 	}
 	defer f.Close()
-	cfg, err := loadConfig(f, getenv)
+	cfg, err := loadConfigFrom(path, f, getenv)
 	if err != nil {
 		return cfg, fmt.Errorf("%s:\n%w", path, err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/tokengate/tokengate/extauthz/health"
 	"github.com/tokengate/tokengate/extauthz/intake"
 	"github.com/tokengate/tokengate/extauthz/token"
+	"github.com/tokengate/tokengate/policy"
 )
 
 // serveHooks let `dev` and tests reuse serve: listeners bound in advance,
@@ -78,6 +79,30 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 			log.Warn("closing the revocation store", "err", err)
 		}
 	}()
+	// The route policy: compiled by loadConfig, held here so that a reload
+	// of policy.file swaps it under running requests.
+	var (
+		policies    *policyHolder
+		policyFn    func() *policy.Set
+		subjects    *policy.Subjects
+		policyWatch *policyWatcher
+	)
+	if ps := cfg.policy; ps != nil {
+		policies = &policyHolder{}
+		policies.Store(ps.set)
+		policyFn = policies.Load
+		// A reload may bring rules that read claims (a when, headers): with
+		// a file, every token keeps its claims from the start.
+		subjects = policy.NewSubjects(ps.base.Issuers, ps.set.NeedsClaims() || ps.file != "")
+		if ps.file != "" {
+			if policyWatch, err = newPolicyWatcher(ps, cfg.Policy.PollInterval, policies, log, reg); err != nil {
+				return err
+			}
+			policyWatch.listenSIGHUP()
+			defer policyWatch.stopSIGHUP()
+		}
+		log.Info("route policy", "file", ps.file, "policies", ps.names, "rules", ps.rules, "unmatched", cfg.Policy.Unmatched)
+	}
 	verifier, err := token.New(token.Options{
 		Issuers:            cfg.issuers,
 		CacheMaxEntries:    cfg.Cache.cacheEntries(),
@@ -87,7 +112,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		UnknownKIDInterval: cfg.JWKS.UnknownKIDInterval,
 		HTTPClient:         &http.Client{Timeout: cfg.JWKS.Timeout},
 		Logger:             log,
-		Derive:             extauthz.Derive(cfg.headers, rv.index, nil),
+		Derive:             extauthz.Derive(cfg.headers, rv.index, subjects),
 		Registerer:         reg,
 		OnFetch: func(issuer, result string) {
 			if result != "error" {
@@ -119,6 +144,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		Logout:              revoker,
 		IntrospectionRoutes: cfg.introspectionRoutes,
 		TokenSources:        cfg.tokenSources,
+		Policy:              policyFn,
 		MaxTokenBytes:       cfg.Tokens.MaxBytes,
 		Registerer:          reg,
 		Logger:              log,
@@ -216,6 +242,9 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 	var bg errgroup.Group
 	bg.Go(func() error { return verifier.Run(bgCtx) })
 	bg.Go(func() error { return rv.run(bgCtx) })
+	if policyWatch != nil {
+		bg.Go(func() error { policyWatch.Run(bgCtx); return nil })
+	}
 	for _, run := range background {
 		bg.Go(func() error { run(bgCtx); return nil })
 	}

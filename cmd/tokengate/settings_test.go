@@ -6,13 +6,14 @@ import (
 )
 
 // TestLoadConfigBuildsOnce: loadConfig hands serve the parts it builds while
-// validating (header map, logout routes, issuer options), so serve never
-// builds them a second time.
+// validating (header map, logout routes, issuer options, the compiled route
+// policy), so serve never builds them a second time.
 func TestLoadConfigBuildsOnce(t *testing.T) {
 	s, err := loadConfig(strings.NewReader(`
 issuers: [{name: a, issuer: https://a.example, audiences: [x], hmac_secret: 0123456789abcdef0123456789abcdef}]
 claim_headers: {x-auth-roles: roles}
 logout_routes: [{path_prefix: /logout, revoke: [session]}]
+policy: {policies: {default: [{name: health, match: {path: /healthz}, access: public}]}}
 `), func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
@@ -28,5 +29,8 @@ logout_routes: [{path_prefix: /logout, revoke: [session]}]
 	}
 	if len(s.intakeIssuers) != 1 || s.intakeIssuers[0].Issuer != "https://a.example" {
 		t.Errorf("intake issuers: got %+v", s.intakeIssuers)
+	}
+	if s.policy == nil || s.policy.set == nil || len(s.policy.base.Issuers) != 1 || s.policy.base.Issuers[0].RolesClaim != "roles" {
+		t.Errorf("policy: got %+v; want the set compiled, with the issuers' roles claims", s.policy)
 	}
 }
