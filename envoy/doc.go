@@ -1,7 +1,7 @@
 // Package envoy holds no code: it keeps the deployment files that put
 // tokengate in front of an application — envoy.yaml (a static Envoy
-// bootstrap), istio/ (mesh provider, AuthorizationPolicy, Kubernetes
-// manifests) and the configuration docker-compose.yml runs — and the tests
-// that load them with Envoy's own protos and check the settings tokengate
-// relies on.
+// bootstrap), istio/ (mesh provider, AuthorizationPolicy, EnvoyFilters,
+// Kubernetes manifests) and the configuration docker-compose.yml runs — and
+// the tests that load them with Envoy's own protos and check the settings
+// tokengate relies on.
 package envoy

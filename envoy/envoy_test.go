@@ -106,7 +106,7 @@ func TestEnvoyBootstrapChecksCatchMistakes(t *testing.T) {
 			want: "health check",
 		},
 		"ext_authz disabled on /api": {
-			old:  "check_settings:\n                      context_extensions:\n                        route: api",
+			old:  "check_settings:\n                      context_extensions:\n                        policy: partner-api",
 			new:  "disabled: true",
 			want: "disabled",
 		},
@@ -171,7 +171,7 @@ func TestEnvoyBootstrapChecksCatchMistakes(t *testing.T) {
 			want: "tokengate_route",
 		},
 		"introspection marker on a route without the body": {
-			old:  "context_extensions:\n                        route: api",
+			old:  "context_extensions:\n                        policy: partner-api",
 			new:  "context_extensions:\n                        tokengate_route: introspection",
 			want: "tokengate_route",
 		},

@@ -17,9 +17,10 @@ import (
 )
 
 // The manifests under istio/, checked together because they refer to each
-// other: the policy names the mesh provider, the provider names the Service,
-// the Service and the probes name the Deployment's ports.
-var istioFiles = []string{"mesh-config.yaml", "authorization-policy.yaml", "tokengate.yaml"}
+// other: the policies name the mesh provider, the provider names the
+// Service, the Service and the probes name the Deployment's ports.
+// (route-policy.yaml holds the gateway's AuthorizationPolicy.)
+var istioFiles = []string{"mesh-config.yaml", "authorization-policy.yaml", "route-policy.yaml", "tokengate.yaml"}
 
 func readIstioFiles(t *testing.T) map[string][]byte {
 	t.Helper()
@@ -47,6 +48,10 @@ func TestIstioChecksCatchMistakes(t *testing.T) {
 		"provider renamed": {
 			file: "authorization-policy.yaml", old: "    name: tokengate\n", new: "    name: tokengate-grpc\n",
 			want: "provider",
+		},
+		"gateway's provider renamed": {
+			file: "route-policy.yaml", old: "    name: tokengate\n", new: "    name: tokengate-grpc\n",
+			want: "AuthorizationPolicy tokengate-gateway: provider",
 		},
 		"no timeout": {
 			file: "mesh-config.yaml", old: "        timeout: 0.25s\n", new: "",
