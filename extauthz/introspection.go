@@ -65,7 +65,7 @@ func (s *Server) introspect(ctx context.Context, req *authv3.CheckRequest, r req
 	}
 	id, err := s.verifier.Verify(ctx, raw)
 	if err != nil {
-		if _, ok := reasonFor(err); !ok {
+		if _, ok := ReasonFor(err); !ok {
 			s.metrics.observeError(start)
 			s.cannotDecide(r, err, decisionID)
 			return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: issuer keys not loaded")

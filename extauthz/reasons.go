@@ -141,9 +141,9 @@ func (r Reason) HTTPStatus() int { return reasons[r].http }
 // GRPCCode is the CheckResponse status code of an answer with this reason.
 func (r Reason) GRPCCode() codes.Code { return reasons[r].grpc }
 
-// reasonFor maps a verification error to its reason. ok is false when the
+// ReasonFor maps a verification error to its reason. ok is false when the
 // error means no decision can be made (the issuer's keys never loaded).
-func reasonFor(err error) (r Reason, ok bool) {
+func ReasonFor(err error) (r Reason, ok bool) {
 	switch {
 	case errors.Is(err, token.ErrKeysUnavailable):
 		return 0, false

@@ -248,7 +248,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	id, err := s.verifier.Verify(ctx, raw)
 	if err != nil {
-		reason, ok := reasonFor(err)
+		reason, ok := ReasonFor(err)
 		if !ok {
 			if p != nil && (p.access() == policy.AccessDeny || p.anonymousOK(ReasonKeyUnknown)) {
 				// The route decides without the token: refused anyway, or

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/policy"
 	"github.com/tokengate/tokengate/storage"
@@ -253,8 +254,7 @@ func decide(ctx context.Context, cfg settings, tok, name string, req *policy.Req
 			if ct.Error == "" {
 				ct.Error = err.Error()
 			}
-			res.Decision, res.Status, res.Reason = "deny", http.StatusServiceUnavailable, "keys_unavailable"
-			return res, nil
+			reason = ct.Reason
 		case err != nil:
 			ct.Error, ct.Reason = err.Error(), tokenReason(err)
 			reason = ct.Reason
@@ -273,6 +273,8 @@ func decide(ctx context.Context, cfg settings, tok, name string, req *policy.Req
 	if cfg.policy == nil {
 		// No route policy: a valid, unrevoked token is all it takes.
 		switch {
+		case reason == "keys_unavailable":
+			res.Decision, res.Status, res.Reason = "deny", http.StatusServiceUnavailable, reason
 		case usable:
 			res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "allowed"
 		case tok == "":
@@ -321,10 +323,21 @@ func decide(ctx context.Context, cfg settings, tok, name string, req *policy.Req
 	if d.Err != nil {
 		cp.Error = d.Err.Error()
 	}
-	// An invalid or revoked token is ignored on a public route (unless the
-	// rule rejects invalid tokens) and a 401 everywhere else: authentication
-	// comes before authorization.
-	if tok != "" && !usable && (rt.Access() != policy.AccessPublic || rule != nil && rule.RejectInvalid()) {
+	// As the server: a deny rule refuses whatever the token; a public route
+	// ignores a missing, invalid or revoked token (unless the rule rejects
+	// invalid ones) and lets the request on without identity; everywhere
+	// else an unusable token is answered first: authentication comes before
+	// authorization.
+	public := rt.Access() == policy.AccessPublic
+	switch {
+	case rt.Access() == policy.AccessDeny:
+	case !usable && public && (tok == "" || !rule.RejectInvalid()):
+		res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "anonymous"
+		return res, nil
+	case tok != "" && !usable && reason == "keys_unavailable":
+		res.Decision, res.Status, res.Reason = "deny", http.StatusServiceUnavailable, reason
+		return res, nil
+	case tok != "" && !usable:
 		res.Decision, res.Status, res.Reason = "deny", http.StatusUnauthorized, reason
 		return res, nil
 	}
@@ -364,32 +377,10 @@ func unverifiedParts(tok string) (header, payload map[string]any) {
 	return decode(parts[0]), decode(parts[1])
 }
 
-// tokenReasons are the verifier's errors by reason, as the server answers
-// them.
-var tokenReasons = []struct {
-	err    error
-	reason string
-}{
-	{token.ErrMalformed, "token_malformed"},
-	{token.ErrSignature, "token_invalid_signature"},
-	{token.ErrExpired, "token_expired"},
-	{token.ErrNotYetValid, "token_not_yet_valid"},
-	{token.ErrIssuerUnknown, "issuer_unknown"},
-	{token.ErrAudience, "audience_mismatch"},
-	{token.ErrAlgorithm, "algorithm_not_allowed"},
-	{token.ErrKeyUnknown, "key_unknown"},
-	{token.ErrLifetimeTooLong, "token_lifetime_too_long"},
-	{token.ErrType, "token_type_invalid"},
-	{token.ErrClaims, "claims_invalid"},
-}
-
+// tokenReason is the reason the server answers a verifier's error with.
 func tokenReason(err error) string {
-	for _, r := range tokenReasons {
-		if errors.Is(err, r.err) {
-			return r.reason
-		}
-	}
-	return "token_invalid_signature" // an error not known: not trusted, as the server does
+	r, _ := extauthz.ReasonFor(err)
+	return r.String()
 }
 
 func outcomeName(o policy.Outcome) string {

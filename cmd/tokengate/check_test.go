@@ -47,6 +47,9 @@ policy:
       - name: tenant
         match: {path_prefix: /tenants}
         require: {when: 'claims.tid == "acme"'}
+      - name: internal
+        match: {path_prefix: /internal}
+        access: deny
 `
 
 func newCheckRig(t *testing.T, withPolicy bool) *checkRig {
@@ -181,8 +184,8 @@ func TestCheckDeny(t *testing.T) {
 func TestCheckWithoutToken(t *testing.T) {
 	r := newCheckRig(t, true)
 	res, code := r.json(t, "--path", "/healthz")
-	if code != 0 || res.Decision != "allow" || res.Token != nil || res.Policy.Rule != "health" {
-		t.Errorf("public: exit %d, got %+v", code, res)
+	if code != 0 || res.Decision != "allow" || res.Reason != "anonymous" || res.Token != nil || res.Policy.Rule != "health" {
+		t.Errorf("public: exit %d, got %+v, want allow anonymous (no identity), as the server answers", code, res)
 	}
 	res, code = r.json(t, "--path", "/orders")
 	if code != 1 || res.Status != 401 || res.Reason != "token_missing" {
@@ -242,6 +245,10 @@ func TestCheckInvalidToken(t *testing.T) {
 	if code != 1 || res.Status != 401 || res.Token == nil || res.Token.Valid || res.Reason != res.Token.Reason || res.Token.Reason == "" {
 		t.Errorf("exit %d, got %+v, token %+v", code, res, res.Token)
 	}
+	// A deny rule is 403 whatever the token, as the server answers.
+	if res, code := r.json(t, "--token", "-", "--path", "/internal/x"); code != 1 || res.Status != 403 || res.Reason != "forbidden" {
+		t.Errorf("deny rule: exit %d, got %+v", code, res)
+	}
 }
 
 // TestCheckWithoutPolicy: without a route policy, a valid token is all it
@@ -288,5 +295,13 @@ func TestCheckKeysUnavailable(t *testing.T) {
 	res, code := r.json(t, "--token", "-", "--path", "/orders/1")
 	if code != 1 || res.Status != 503 || res.Reason != "keys_unavailable" || res.Token == nil || res.Token.Error == "" {
 		t.Errorf("exit %d, got %+v, token %+v", code, res, res.Token)
+	}
+	// As the server answers: a public route needs no keys, a deny rule
+	// refuses without them.
+	if res, code := r.json(t, "--token", "-", "--path", "/healthz"); code != 0 || res.Reason != "anonymous" {
+		t.Errorf("public: exit %d, got %+v", code, res)
+	}
+	if res, code := r.json(t, "--token", "-", "--path", "/internal/x"); code != 1 || res.Status != 403 || res.Reason != "forbidden" {
+		t.Errorf("deny: exit %d, got %+v", code, res)
 	}
 }
