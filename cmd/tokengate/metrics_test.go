@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,13 +17,20 @@ import (
 
 // TestMetricsDocumented scrapes /metrics of a running instance (every
 // source of metrics configured: an issuer with a JWKS, FusionAuth webhooks,
-// back-channel logout, a policy file) before any request, and checks that the README's
-// metrics table lists exactly the tokengate_* families it exports: each
-// exported one is documented, each documented one is exported from the start.
+// back-channel logout, a policy file) and checks that the README's metrics
+// table lists exactly the tokengate_* families it exports: each exported
+// one is documented, each documented one is exported from the start, but
+// for the route policy's decision families, which have series once a
+// decision is made under a rule (one request makes one, and one shadow
+// decision).
 func TestMetricsDocumented(t *testing.T) {
 	iss := tokentest.NewServer(t, "api")
 	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
-	writeFile(t, policyFile, "policies:\n  default: [{name: health, match: {path: /healthz}, access: public}]\n")
+	writeFile(t, policyFile, `policies:
+  default:
+    - {name: health-shadow, match: {path: /healthz}, access: deny, shadow: true}
+    - {name: health, match: {path: /healthz}, access: public}
+`)
 	cfg := writeConfig(t, fmt.Sprintf(`
 listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}
 shutdown: {drain_delay: 0s, timeout: 5s}
@@ -34,6 +42,12 @@ webhooks:
 policy: {file: %q}
 `, iss.URL, policyFile))
 	in := start(t, []string{"serve", "--config", cfg}, nil)
+	waitReady(t, in)
+	if _, err := in.client.Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "GET", Host: "api.example.com", Path: "/healthz"}}}}); err != nil {
+		t.Fatal(err)
+	}
 	_, body := httpGet(t, "http://"+in.httpAddr+"/metrics")
 	if !regexp.MustCompile(`(?m)^tokengate_build_info\{commit="[^"]+",go_version="go[^"]+",version="dev"\} 1$`).MatchString(body) {
 		t.Errorf("/metrics lacks tokengate_build_info{commit,go_version,version} 1")
