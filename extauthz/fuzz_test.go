@@ -22,7 +22,7 @@ import (
 // loaded), and the answer is either an allow or a well-formed denial whose
 // reason is in the closed set.
 //
-//	go test -run '^$' -fuzz FuzzCheck -fuzztime 30s ./extauthz
+//	go test -run '^$' -fuzz '^FuzzCheck$' -fuzztime 30s ./extauthz
 func FuzzCheck(f *testing.F) {
 	iss := tokentest.NewServer(f, audience)
 	headers, _ := policy.NewHeaderMap(map[string]string{"x-auth-roles": "roles"})
