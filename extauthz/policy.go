@@ -217,11 +217,15 @@ func requestHeaders(req *authv3.CheckRequest) map[string]string {
 	return out
 }
 
-// policyDenial answers a request the route refuses whatever its token:
-// path_invalid, policy_unknown, a deny rule, or no rule and unmatched: deny.
-func (s *Server) routeDenial(p *routed, r request, decisionID string, start time.Time) (*authv3.CheckResponse, bool) {
+// routeDenial answers a request the route refuses whatever its token: a
+// variant of a rule header's name (header_invalid), path_invalid,
+// policy_unknown, a deny rule, or no rule and unmatched: deny.
+func (s *Server) routeDenial(p *routed, req *authv3.CheckRequest, r request, decisionID string, start time.Time) (*authv3.CheckResponse, bool) {
 	var reason Reason
 	switch {
+	case len(p.parts.remove) > 0 && hasVariant(req, p.parts.remove):
+		// The rules' header names are managed as the identity headers are.
+		reason = ReasonHeaderInvalid
 	case p.rt.Status == policy.RoutePathInvalid:
 		reason = ReasonPathInvalid
 	case p.rt.Status == policy.RoutePolicyUnknown:
@@ -425,4 +429,27 @@ func quotable(s string) bool {
 		}
 	}
 	return true
+}
+
+// hasVariant reports whether the request has a header that is one of names
+// but for case or '_' for '-' (see variantOf).
+func hasVariant(req *authv3.CheckRequest, names []string) bool {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	// A name with '_' has variants spelled with '-' only: every header is
+	// compared then.
+	all := slices.ContainsFunc(names, func(m string) bool { return strings.IndexByte(m, '_') >= 0 })
+	variant := func(k string) bool {
+		return (all || mayBeVariant(k)) && slices.ContainsFunc(names, func(m string) bool { return variantOf(k, m) })
+	}
+	for k := range h.GetHeaders() {
+		if variant(k) {
+			return true
+		}
+	}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		if variant(hv.GetKey()) {
+			return true
+		}
+	}
+	return false
 }

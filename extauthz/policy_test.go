@@ -316,3 +316,19 @@ func TestPolicyNamedWithoutPolicy(t *testing.T) {
 		t.Errorf("reason = %q, want policy_unknown", got)
 	}
 }
+
+// TestPolicyRuleHeaderVariants: a rule's header names are managed as the
+// identity headers are: a client's x_auth_email, which CGI-style upstreams
+// read as x-auth-email, is refused (400 header_invalid) on every route.
+func TestPolicyRuleHeaderVariants(t *testing.T) {
+	e := newPolicyEnv(t, map[string][]policy.RuleSpec{"default": {
+		{Name: "docs", Match: policy.MatchSpec{PathPrefix: "/docs"}, Access: "public"},
+		{Name: "private", Match: policy.MatchSpec{PathPrefix: "/private"}, Headers: map[string]string{"x-auth-email": "email"}},
+	}}, true)
+	for _, path := range []string{"/docs", "/private"} {
+		resp := e.check(t, call{path: path, headers: map[string]string{"x_auth_email": "admin@example.com"}})
+		if got := reasonOf(resp); got != "header_invalid" {
+			t.Errorf("%s with x_auth_email: reason %q, want header_invalid", path, got)
+		}
+	}
+}

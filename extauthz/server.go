@@ -229,7 +229,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	case set != nil:
 		p = &pv
 		s.route(p, set, req, &r)
-		if resp, done := s.routeDenial(p, r, decisionID, start); done {
+		if resp, done := s.routeDenial(p, req, r, decisionID, start); done {
 			return resp, nil
 		}
 	case named:
