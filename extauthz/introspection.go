@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"slices"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -58,10 +59,13 @@ const formType = "application/x-www-form-urlencoded"
 //
 // What tokengate cannot decide elsewhere it cannot decide here either: keys
 // that never loaded are a gRPC UNAVAILABLE, stale revocations a 503.
-func (s *Server) introspect(ctx context.Context, req *authv3.CheckRequest, r request, decisionID string, start time.Time) (*authv3.CheckResponse, error) {
+//
+// remove are the route policy's rule header names, removed as the
+// identity headers are.
+func (s *Server) introspect(ctx context.Context, req *authv3.CheckRequest, r request, decisionID string, remove []string, start time.Time) (*authv3.CheckResponse, error) {
 	raw, ok := introspectedToken(req.GetAttributes().GetRequest().GetHttp(), s.sources.maxBytes)
 	if !ok {
-		return s.passIntrospection(decisionID, start), nil
+		return s.passIntrospection(decisionID, remove, start), nil
 	}
 	id, err := s.verifier.Verify(ctx, raw)
 	if err != nil {
@@ -71,7 +75,7 @@ func (s *Server) introspect(ctx context.Context, req *authv3.CheckRequest, r req
 			return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: issuer keys not loaded")
 		}
 		if errors.Is(err, token.ErrIssuerUnknown) || errors.Is(err, token.ErrAudience) || !s.knowsIssuerOf(raw) {
-			return s.passIntrospection(decisionID, start), nil
+			return s.passIntrospection(decisionID, remove, start), nil
 		}
 		return s.deny(r, ReasonIntrospectionInactive, decisionID, nil, start), nil
 	}
@@ -88,17 +92,23 @@ func (s *Server) introspect(ctx context.Context, req *authv3.CheckRequest, r req
 			return s.deny(r, reason, decisionID, id, start), nil
 		}
 	}
-	return s.passIntrospection(decisionID, start), nil
+	return s.passIntrospection(decisionID, remove, start), nil
 }
 
 // passIntrospection lets the request on to the IdP with no identity:
 // every identity header removed (a client cannot supply one either), none
 // set, and authorization kept (it is the caller's client authentication).
-func (s *Server) passIntrospection(decisionID string, start time.Time) *authv3.CheckResponse {
+func (s *Server) passIntrospection(decisionID string, remove []string, start time.Time) *authv3.CheckResponse {
 	s.metrics.observe(ReasonIntrospectionPassed, start)
+	answer := s.introspectionPassed
+	if len(remove) > 0 {
+		answer = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			HeadersToRemove: slices.Concat(answer.OkResponse.GetHeadersToRemove(), remove),
+		}}
+	}
 	return &authv3.CheckResponse{
 		Status:       okStatus,
-		HttpResponse: s.introspectionPassed,
+		HttpResponse: answer,
 		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
 			"reason":      reasonValues[ReasonIntrospectionPassed],
 			"decision_id": structpb.NewStringValue(decisionID),

@@ -27,7 +27,6 @@ const PolicyKey = "policy"
 // routed is the route policy's view of one request: the rule chosen, and
 // the request as the rule's conditions read it.
 type routed struct {
-	set   *policy.Set
 	parts *setParts
 	rt    policy.Route
 	req   policy.Request
@@ -181,7 +180,7 @@ func (s *Server) count(p *routed, r Reason) {
 // route chooses the rule for the request under the policy Envoy names.
 func (s *Server) route(p *routed, set *policy.Set, req *authv3.CheckRequest, r *request) {
 	name := req.GetAttributes().GetContextExtensions()[PolicyKey]
-	*p = routed{set: set, parts: s.parts(set), req: policy.Request{Host: r.host, Path: r.path, Method: r.method}}
+	*p = routed{parts: s.parts(set), req: policy.Request{Host: r.host, Path: r.path, Method: r.method}}
 	if set.NeedsHeaders() {
 		p.req.Headers = requestHeaders(req)
 	}
@@ -217,15 +216,11 @@ func requestHeaders(req *authv3.CheckRequest) map[string]string {
 	return out
 }
 
-// routeDenial answers a request the route refuses whatever its token: a
-// variant of a rule header's name (header_invalid), path_invalid,
-// policy_unknown, a deny rule, or no rule and unmatched: deny.
-func (s *Server) routeDenial(p *routed, req *authv3.CheckRequest, r request, decisionID string, start time.Time) (*authv3.CheckResponse, bool) {
+// routeDenial answers a request the route refuses whatever its token:
+// path_invalid, policy_unknown, a deny rule, or no rule and unmatched: deny.
+func (s *Server) routeDenial(p *routed, r request, decisionID string, start time.Time) (*authv3.CheckResponse, bool) {
 	var reason Reason
 	switch {
-	case len(p.parts.remove) > 0 && hasVariant(req, p.parts.remove):
-		// The rules' header names are managed as the identity headers are.
-		reason = ReasonHeaderInvalid
 	case p.rt.Status == policy.RoutePathInvalid:
 		reason = ReasonPathInvalid
 	case p.rt.Status == policy.RoutePolicyUnknown:
@@ -261,14 +256,17 @@ func (s *Server) unauthenticated(p *routed, r request, req *authv3.CheckRequest,
 	case p.anonymousOK(reason):
 		s.count(p, ReasonAnonymous)
 		s.metrics.observe(ReasonAnonymous, start)
-		return s.anonymousResponse(p, req, decisionID)
+		return s.anonymousResponse(p, req, decisionID, reason != ReasonTokenMissing)
 	}
 	s.count(p, reason)
 	return s.denyRule(p, r, reason, decisionID, id, "", start)
 }
 
 // authorize judges a verified, unrevoked token by the route's rule.
-func (s *Server) authorize(p *routed, a *allowed, id *token.Identity, req *authv3.CheckRequest, r request, decisionID string, start time.Time) *authv3.CheckResponse {
+//
+// judge false (a logout route) skips the rule's requirements; its upstream
+// settings (headers, forward_token) still apply.
+func (s *Server) authorize(p *routed, a *allowed, id *token.Identity, req *authv3.CheckRequest, r request, decisionID string, judge bool, start time.Time) *authv3.CheckResponse {
 	sub := a.subject
 	if sub == nil {
 		// A verifier without Derive's subjects: what the identity says,
@@ -276,7 +274,10 @@ func (s *Server) authorize(p *routed, a *allowed, id *token.Identity, req *authv
 		sub = &policy.Subject{IssuerName: id.IssuerName, Audiences: id.Audience}
 	}
 	s.shadows(p, sub, decisionID)
-	d := p.rt.Decide(sub, &p.req)
+	var d policy.Decision
+	if judge {
+		d = p.rt.Decide(sub, &p.req)
+	}
 	if d.Outcome != policy.OutcomeAllow {
 		reason := policyReason(d)
 		s.count(p, reason)
@@ -342,13 +343,17 @@ func (s *Server) withoutToken(ok *authv3.OkHttpResponse, req *authv3.CheckReques
 // anonymousResponse lets a public route's request on with no identity:
 // every managed header removed (so that a client cannot supply one), none
 // set.
-func (s *Server) anonymousResponse(p *routed, req *authv3.CheckRequest, decisionID string) *authv3.CheckResponse {
+//
+// unusable: a token was presented and could not be used (invalid, revoked,
+// two of them, or not to be vouched for yet): it is kept from the
+// upstream, which must not take a token tokengate did not accept.
+func (s *Server) anonymousResponse(p *routed, req *authv3.CheckRequest, decisionID string, unusable bool) *authv3.CheckResponse {
 	ok := &authv3.OkHttpResponse{HeadersToRemove: slices.Concat(s.managed, p.parts.remove)}
 	rule := p.rt.Rule()
 	if !s.sources.authorization {
 		ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
 	}
-	if rule != nil && !rule.ForwardToken() {
+	if unusable || rule != nil && !rule.ForwardToken() {
 		s.withoutToken(ok, req)
 	}
 	rp := p.rule

@@ -11,6 +11,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/extauthz/token"
@@ -29,6 +31,8 @@ type policyEnv struct {
 	reg    *prometheus.Registry
 	client authv3.AuthorizationClient
 	keys   bool // the issuer's keys are loaded
+	// unloaded: the revocations have not loaded yet.
+	unloaded atomic.Bool
 }
 
 func newPolicyEnv(t *testing.T, rules map[string][]policy.RuleSpec, loadKeys bool) *policyEnv {
@@ -54,10 +58,20 @@ func newPolicyEnv(t *testing.T, rules map[string][]policy.RuleSpec, loadKeys boo
 			t.Fatal(err)
 		}
 	}
+	logout, err := policy.NewLogoutRoutes([]policy.LogoutRoute{{PathPrefix: "/logout"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	introspect, err := policy.NewIntrospectionRoutes([]policy.IntrospectionRoute{{PathPrefix: "/oauth2/introspect"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.client = serveGRPC(t, newServer(t, extauthz.Options{
 		Verifier: v, Headers: headers, Revocations: e.index, MaxStaleness: time.Minute,
+		Loaded:       func() bool { return !e.unloaded.Load() },
 		TokenSources: []extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}},
 		Policy:       e.set.Load, Registerer: e.reg,
+		LogoutRoutes: logout, Logout: storedLogout{}, IntrospectionRoutes: introspect,
 	}))
 	return e
 }
@@ -329,6 +343,107 @@ func TestPolicyRuleHeaderVariants(t *testing.T) {
 		resp := e.check(t, call{path: path, headers: map[string]string{"x_auth_email": "admin@example.com"}})
 		if got := reasonOf(resp); got != "header_invalid" {
 			t.Errorf("%s with x_auth_email: reason %q, want header_invalid", path, got)
+		}
+	}
+}
+
+// TestPolicyDenyWinsOnLogoutRoutes: a deny rule refuses a logout route's
+// request too, with or without a shadow rule before it.
+func TestPolicyDenyWinsOnLogoutRoutes(t *testing.T) {
+	for _, shadow := range []bool{false, true} {
+		rules := []policy.RuleSpec{{Name: "logout-deny", Match: policy.MatchSpec{PathPrefix: "/logout"}, Access: "deny"}}
+		if shadow {
+			rules = append([]policy.RuleSpec{{Name: "logout-shadow", Match: policy.MatchSpec{PathPrefix: "/logout"}, Shadow: true}}, rules...)
+		}
+		e := newPolicyEnv(t, map[string][]policy.RuleSpec{"default": rules}, true)
+		if got := reasonOf(e.check(t, call{path: "/logout", headers: bearer(e.token(t, nil))})); got != "forbidden" {
+			t.Errorf("shadow rule %v: reason %q, want forbidden", shadow, got)
+		}
+	}
+}
+
+// TestPolicyPublicDropsUnusableToken: a public route lets a request on
+// without identity, and without the token it could not use (invalid,
+// revoked, two of them): an upstream verifying tokens itself must not take
+// one tokengate refused.
+func TestPolicyPublicDropsUnusableToken(t *testing.T) {
+	e := newPolicyEnv(t, map[string][]policy.RuleSpec{"default": {
+		{Name: "docs", Match: policy.MatchSpec{PathPrefix: "/docs"}, Access: "public"},
+	}}, true)
+	revoked := e.token(t, jwt.MapClaims{"jti": "revoked-jti"})
+	if _, err := e.index.Apply([]storage.Change{{Seq: 1, Op: storage.OpPut, Revocation: storage.Revocation{
+		Kind: storage.KindToken, Issuer: e.iss.URL, Key: "revoked-jti", ExpiresAt: time.Now().Add(time.Hour)}}}); err != nil {
+		t.Fatal(err)
+	}
+	for name, headers := range map[string]map[string]string{
+		"revoked":    {"authorization": "Bearer " + revoked, "cookie": "theme=dark; app.at=" + revoked},
+		"malformed":  {"authorization": "Bearer not-a-jwt", "cookie": "theme=dark; app.at=not-a-jwt"},
+		"two tokens": {"authorization": "Bearer " + e.token(t, nil), "cookie": "theme=dark; app.at=" + revoked},
+	} {
+		resp := e.check(t, call{path: "/docs", headers: headers})
+		ok := resp.GetOkResponse()
+		cookie := ""
+		for _, h := range ok.GetHeaders() {
+			if h.GetHeader().GetKey() == "cookie" {
+				cookie = h.GetHeader().GetValue()
+			}
+		}
+		if reasonOf(resp) != "anonymous" || !slices.Contains(ok.GetHeadersToRemove(), "authorization") || cookie != "theme=dark" {
+			t.Errorf("%s: %s, removed %v, cookie %q; want anonymous without the token", name, reasonOf(resp), ok.GetHeadersToRemove(), cookie)
+		}
+	}
+	// Without a token there is nothing to take away.
+	resp := e.check(t, call{path: "/docs", headers: map[string]string{"cookie": "theme=dark"}})
+	if slices.Contains(resp.GetOkResponse().GetHeadersToRemove(), "cookie") || len(resp.GetOkResponse().GetHeaders()) != 0 {
+		t.Errorf("no token: the cookies are touched: %v", resp.GetOkResponse())
+	}
+}
+
+// TestPolicyRuleHeadersOnEveryRoute: logout and introspection routes, which
+// are judged by their own rules, still remove the rules' header names, and
+// a logout route's rule that does not forward the token keeps it from the
+// IdP.
+func TestPolicyRuleHeadersOnEveryRoute(t *testing.T) {
+	no := false
+	e := newPolicyEnv(t, map[string][]policy.RuleSpec{"default": {
+		{Name: "logout", Match: policy.MatchSpec{PathPrefix: "/logout"}, ForwardToken: &no},
+		{Name: "private", Match: policy.MatchSpec{PathPrefix: "/private"}, Headers: map[string]string{"x-auth-email": "email"}},
+	}}, true)
+	tok := e.token(t, nil)
+	resp := e.check(t, call{path: "/logout", headers: map[string]string{"authorization": "Bearer " + tok, "x-auth-email": "spoofed"}})
+	if rm := resp.GetOkResponse().GetHeadersToRemove(); reasonOf(resp) != "allowed" || !slices.Contains(rm, "x-auth-email") || !slices.Contains(rm, "authorization") {
+		t.Errorf("logout route: %s, removed %v; want x-auth-email and authorization removed", reasonOf(resp), rm)
+	}
+	resp = e.check(t, call{method: "POST", path: "/oauth2/introspect", ext: map[string]string{extauthz.RouteMarkerKey: extauthz.RouteMarkerIntrospection},
+		headers: map[string]string{"x-auth-email": "spoofed", "content-type": "application/x-www-form-urlencoded"}})
+	if rm := resp.GetOkResponse().GetHeadersToRemove(); reasonOf(resp) != "introspection_passed" || !slices.Contains(rm, "x-auth-email") {
+		t.Errorf("introspection: %s, removed %v; want x-auth-email removed", reasonOf(resp), rm)
+	}
+}
+
+// TestPolicyBeforeRevocationsLoad: until the revocations load, no token
+// can be vouched for; a public route needs none and a deny rule refuses
+// without one, so both answer; an authenticated route cannot (UNAVAILABLE).
+func TestPolicyBeforeRevocationsLoad(t *testing.T) {
+	e := newPolicyEnv(t, map[string][]policy.RuleSpec{"default": {
+		{Name: "docs", Match: policy.MatchSpec{PathPrefix: "/docs"}, Access: "public"},
+		{Name: "internal", Match: policy.MatchSpec{PathPrefix: "/internal"}, Access: "deny"},
+		{Name: "strict", Match: policy.MatchSpec{PathPrefix: "/strict"}, Access: "public", RejectInvalid: true},
+		{Name: "orders", Match: policy.MatchSpec{PathPrefix: "/orders"}},
+	}}, true)
+	e.unloaded.Store(true)
+	tok := e.token(t, nil)
+	if got := reasonOf(e.check(t, call{path: "/docs", headers: bearer(tok)})); got != "anonymous" {
+		t.Errorf("public: %q, want anonymous (the token cannot be vouched for yet)", got)
+	}
+	if got := reasonOf(e.check(t, call{path: "/internal", headers: bearer(tok)})); got != "forbidden" {
+		t.Errorf("deny: %q, want forbidden", got)
+	}
+	for _, c := range []call{{path: "/orders", headers: bearer(tok)}, {path: "/strict", headers: bearer(tok)}} {
+		req := checkRequest(c.headers)
+		req.Attributes.Request.Http.Path = c.path
+		if _, err := e.client.Check(t.Context(), req); status.Code(err) != codes.Unavailable {
+			t.Errorf("%s: %v, want UNAVAILABLE", c.path, err)
 		}
 	}
 }

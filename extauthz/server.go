@@ -205,7 +205,32 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if r.variant {
 		return s.deny(r, ReasonHeaderInvalid, decisionID, nil, start), nil
 	}
-	if s.revocations != nil && !s.loaded() {
+	// The route policy, when there is one, chooses the request's rule
+	// first: what the path or the rule refuses needs no token.
+	var p *routed
+	var pv routed // p's storage, when there is a policy: kept off the heap
+	var remove []string
+	var set *policy.Set
+	if s.policy != nil {
+		set = s.policy()
+	}
+	if set != nil {
+		p = &pv
+		s.route(p, set, req, &r)
+		remove = p.parts.remove
+		if len(remove) > 0 && hasVariant(req, remove) {
+			// The rules' header names are managed as the identity headers are.
+			s.count(p, ReasonHeaderInvalid)
+			return s.denyRule(p, r, ReasonHeaderInvalid, decisionID, nil, "", start), nil
+		}
+	}
+	// Until the revocations load no token can be vouched for, and nothing
+	// that needs one is decided. A deny rule needs none; nor does a public
+	// route, which then lets every request on without identity (unless it
+	// rejects invalid tokens: those it cannot tell apart yet).
+	notLoaded := s.revocations != nil && !s.loaded()
+	if notLoaded && (p == nil || p.rt.Status != policy.RouteOK ||
+		p.access() == policy.AccessAuthenticated || p.access() == policy.AccessPublic && p.rt.Rule().RejectInvalid()) {
 		s.metrics.observeError(start)
 		return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: revocations not loaded")
 	}
@@ -215,24 +240,13 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// catch-all may send /oauth2/introspect/x to the protected app).
 	if req.GetAttributes().GetContextExtensions()[RouteMarkerKey] == RouteMarkerIntrospection &&
 		s.introspection.Match(r.host, r.path, r.method) {
-		return s.introspect(ctx, req, r, decisionID, start)
+		return s.introspect(ctx, req, r, decisionID, remove, start)
 	}
-	// The route policy, when there is one, chooses the request's rule
-	// first: what the path or the rule refuses needs no token.
-	var p *routed
-	var pv routed // p's storage, when there is a policy: kept off the heap
-	var set *policy.Set
-	if s.policy != nil {
-		set = s.policy()
-	}
-	switch _, named := req.GetAttributes().GetContextExtensions()[PolicyKey]; {
-	case set != nil:
-		p = &pv
-		s.route(p, set, req, &r)
-		if resp, done := s.routeDenial(p, req, r, decisionID, start); done {
+	if p != nil {
+		if resp, done := s.routeDenial(p, r, decisionID, start); done {
 			return resp, nil
 		}
-	case named:
+	} else if _, named := req.GetAttributes().GetContextExtensions()[PolicyKey]; named {
 		// Envoy names a policy and there is none: the route expects rules
 		// that are not here. Fail closed, as for an unknown name.
 		s.logLimited(slog.LevelError, "route names a policy, and no route policy is configured; denying",
@@ -264,6 +278,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}
 		return s.deny(r, reason, decisionID, nil, start), nil
 	}
+	if notLoaded {
+		// Here only under a deny rule or on a public route (see above).
+		return s.unauthenticated(p, r, req, ReasonRevocationsStale, id, decisionID, start), nil
+	}
 	a, ok := id.Derived.(*allowed)
 	if !ok {
 		// A verifier without Derive keeps no claims: the answer carries the
@@ -285,6 +303,11 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		case reason != ReasonAllowed:
 			return s.deny(r, reason, decisionID, id, start), nil
 		}
+	}
+	if p != nil && p.access() == policy.AccessDeny {
+		// A deny rule refuses whatever the token, on a logout route too
+		// (here only when shadow rules matched before it).
+		return s.authorize(p, a, id, req, r, decisionID, true, start), nil
 	}
 	if onLogout {
 		// The logout must hold before the request goes on: never let it look
@@ -311,12 +334,15 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	if revoked {
 		s.metrics.observe(ReasonLogoutRevoked, start)
-		return allowRevokedLogout(a, decisionID, req, s.sources), nil
+		resp := allowRevokedLogout(a, decisionID, req, s.sources)
+		ok := resp.GetOkResponse()
+		ok.HeadersToRemove = append(ok.HeadersToRemove, remove...)
+		return resp, nil
 	}
-	if p != nil && !onLogout {
-		// A logout route logs out on its own terms; every other request is
-		// judged by its rule.
-		return s.authorize(p, a, id, req, r, decisionID, start), nil
+	if p != nil {
+		// A logout route logs out on its own terms, whatever the rule
+		// requires; the rule's upstream settings still apply.
+		return s.authorize(p, a, id, req, r, decisionID, !onLogout, start), nil
 	}
 	s.metrics.observe(ReasonAllowed, start)
 	resp := allowResponse(a, decisionID)
