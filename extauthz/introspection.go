@@ -1,13 +1,13 @@
 package extauthz
 
 import (
-	"slices"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"mime"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 

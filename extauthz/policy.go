@@ -81,11 +81,12 @@ const (
 	decisionRouteUnmatched
 	decisionPolicyUnknown
 	decisionPathInvalid
+	decisionHeaderInvalid
 	numDecisions
 )
 
 var decisionNames = [numDecisions]string{"allow", "unauthenticated", "anonymous", "forbidden",
-	"insufficient_scope", "route_unmatched", "policy_unknown", "path_invalid"}
+	"insufficient_scope", "route_unmatched", "policy_unknown", "path_invalid", "header_invalid"}
 
 // decisionOf is the decision label of a policy's answer with reason r.
 func decisionOf(r Reason) decision {
@@ -104,6 +105,8 @@ func decisionOf(r Reason) decision {
 		return decisionPolicyUnknown
 	case ReasonPathInvalid:
 		return decisionPathInvalid
+	case ReasonHeaderInvalid:
+		return decisionHeaderInvalid
 	}
 	return decisionUnauthenticated
 }
@@ -227,7 +230,7 @@ func (s *Server) routeDenial(p *routed, r request, decisionID string, start time
 		// A configuration error, not the client's: logged at error level
 		// (under the denial log limit, since the client chooses the route).
 		s.logLimited(slog.LevelError, "route names an unknown policy; denying (it never falls back to the default policy)",
-			"decision_id", decisionID, "request_id", r.requestID, "host", r.host)
+			"policy", truncate(p.rt.Policy(), 64), "decision_id", decisionID, "request_id", r.requestID, "host", r.host)
 		reason = ReasonPolicyUnknown
 	case p.access() == policy.AccessDeny && !p.rt.HasShadows():
 		reason = ReasonForbidden
@@ -282,7 +285,9 @@ func (s *Server) authorize(p *routed, a *allowed, id *token.Identity, req *authv
 		reason := policyReason(d)
 		s.count(p, reason)
 		if d.Err != nil {
-			s.logLimited(slog.LevelWarn, "policy condition failed to evaluate; denying", "err", d.Err,
+			// The error's text may quote what the expression read (a header,
+			// a claim): not logged; tokengate check shows it.
+			s.logLimited(slog.LevelWarn, "policy condition could not be evaluated (a missing claim or key, a type mismatch, or the cost limit); denying",
 				"decision_id", decisionID, "policy", p.name, "rule", p.rt.Rule().Name())
 		}
 		return s.denyRule(p, r, reason, decisionID, id, d.Scope, start)
@@ -382,8 +387,12 @@ func (s *Server) shadows(p *routed, sub *policy.Subject, decisionID string) {
 		}
 		rp := p.parts.rule(rule, p.name)
 		counter(&rp.shadow, s.policyMetrics.shadow, rp.labels, would).Inc()
-		s.logLimited(slog.LevelInfo, "shadow rule", "policy", p.name, "rule", rule.Name(),
-			"would_be", decisionNames[would], "decision_id", decisionID)
+		if s.shadowLogs.Allow() {
+			// Their own budget: a busy shadow rule must not crowd out the
+			// denial lines (the counter has every one).
+			s.log.Info("shadow rule", "policy", p.name, "rule", rule.Name(),
+				"would_be", decisionNames[would], "decision_id", decisionID)
+		}
 	})
 }
 
@@ -457,4 +466,12 @@ func hasVariant(req *authv3.CheckRequest, names []string) bool {
 		}
 	}
 	return false
+}
+
+// truncate is s cut to at most n bytes, for a log field.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }

@@ -122,6 +122,7 @@ type Server struct {
 	now                 func() time.Time
 	staleWarned         atomic.Int64 // Unix seconds of the last fail-open warning
 	denialLogs          *rate.Limiter
+	shadowLogs          *rate.Limiter // shadow rules' would-be decisions
 	unlogged            atomic.Int64 // denials and undecided requests not logged since the last line
 	managed             []string     // identity header names, whose variants are refused
 	sources             *sources
@@ -189,6 +190,7 @@ func NewServer(opts Options) (*Server, error) {
 		log:           opts.Logger,
 		now:           opts.Now,
 		denialLogs:    rate.NewLimiter(rate.Limit(opts.DenialLogsPerSecond), int(10*opts.DenialLogsPerSecond)),
+		shadowLogs:    rate.NewLimiter(rate.Limit(opts.DenialLogsPerSecond), int(10*opts.DenialLogsPerSecond)),
 		idPrefix:      hex.EncodeToString(b[:]) + "-",
 		managed:       managed,
 		sources:       src,
