@@ -577,19 +577,30 @@ func (c Config) buildFrom(src configSource) (settings, error) {
 	if s.headers != nil {
 		managed = s.headers.Names()
 	}
-	var perrs []error
-	if s.policy, perrs = c.buildPolicy(src); s.policy != nil {
-		managed = append(managed, s.policy.set.HeaderNames()...)
+	// checkSources validates the token sources against the identity
+	// headers and a policy's rule headers, which tokengate manages too.
+	sources := s.tokenSources
+	checkSources := func(set *policy.Set) []error {
+		all := managed
+		if set != nil {
+			all = slices.Concat(managed, set.HeaderNames())
+		}
+		var out []error
+		if err := extauthz.ValidateTokenSources(sources, all); err != nil {
+			for _, e := range joined(err) {
+				out = append(out, fmt.Errorf("tokens.%w", e))
+			}
+		}
+		return out
 	}
+	var perrs []error
+	s.policy, perrs = c.buildPolicy(src)
 	errs = append(errs, perrs...)
-	if err := extauthz.ValidateTokenSources(s.tokenSources, managed); err != nil {
-		list := []error{err}
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			list = j.Unwrap()
-		}
-		for _, e := range list {
-			errs = append(errs, fmt.Errorf("tokens.%w", e))
-		}
+	if s.policy != nil {
+		s.policy.check = checkSources
+		errs = append(errs, checkSources(s.policy.set)...)
+	} else {
+		errs = append(errs, checkSources(nil)...)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return settings{Config: c}, err

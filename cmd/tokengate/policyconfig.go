@@ -101,6 +101,10 @@ type policySettings struct {
 	// names and rules say what was loaded, for the logs.
 	names []string
 	rules int
+	// check holds a set to what the rest of the configuration demands of
+	// it (its rule headers are no token source): at start, and on every
+	// reload.
+	check func(*policy.Set) []error
 }
 
 // maxPolicyFileBytes bounds the policy file: a bigger one is refused, not

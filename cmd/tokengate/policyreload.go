@@ -35,6 +35,7 @@ const policyDebounce = 100 * time.Millisecond
 type policyWatcher struct {
 	file    string
 	base    policy.Options
+	check   func(*policy.Set) []error // what the rest of the configuration demands of a set
 	holder  *policyHolder
 	log     *slog.Logger
 	poll    time.Duration
@@ -69,7 +70,7 @@ func newPolicyWatcher(ps *policySettings, poll time.Duration, holder *policyHold
 			return nil, fmt.Errorf("register policy metrics: %w", err)
 		}
 	}
-	w := &policyWatcher{file: ps.file, base: ps.base, holder: holder, log: log, poll: poll, seen: ps.sum,
+	w := &policyWatcher{file: ps.file, base: ps.base, check: ps.check, holder: holder, log: log, poll: poll, seen: ps.sum,
 		reloads: map[string]prometheus.Counter{}}
 	for _, r := range []string{"success", "failure"} {
 		w.reloads[r] = vec.WithLabelValues(r)
@@ -167,6 +168,9 @@ func (w *policyWatcher) reload(why string) {
 		return
 	}
 	set, names, rules, errs := loadPolicyFile(w.base, w.file, data)
+	if len(errs) == 0 && w.check != nil {
+		errs = w.check(set)
+	}
 	if len(errs) > 0 {
 		w.fail(why, errs)
 		return

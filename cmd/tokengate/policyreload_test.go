@@ -337,3 +337,34 @@ policy: {file: %q}
 		}
 	}
 }
+
+// TestReloadChecksTokenSources: a reloaded policy is held to what the start
+// holds it to: a rule header that is a token source (which tokengate would
+// then overwrite or remove on every route) is refused, and the policy in
+// force is kept.
+func TestReloadChecksTokenSources(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, path, policyV1)
+	s, _, err := loadPolicyConfig(t, fmt.Sprintf("tokens: {sources: [{header: authorization}, {header: x-access-token}]}\npolicy: {file: %q}\n", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := &policyHolder{}
+	holder.Store(s.policy.set)
+	logs := &syncBuffer{}
+	w, err := newPolicyWatcher(s.policy, time.Hour, holder, slog.New(slog.NewTextHandler(logs, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, path, "policies:\n  default:\n    - {name: a-public, match: {path: /a}, access: public, headers: {x-access-token: email}}\n")
+	w.reload("poll")
+	if got := testutil.ToFloat64(w.reloads["failure"]); got != 1 {
+		t.Errorf("failures %v, want 1; logs:\n%s", got, logs)
+	}
+	if !strings.Contains(logs.String(), "x-access-token") {
+		t.Errorf("the problem is not logged:\n%s", logs)
+	}
+	if holder.Load() != s.policy.set {
+		t.Error("the refused policy is in force")
+	}
+}
