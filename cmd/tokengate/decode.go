@@ -33,7 +33,7 @@ func decodeYAML(data []byte, dst any, lines map[string]int) (problems []error, e
 	case err != nil:
 		return nil, err
 	}
-	d := decoder{lines: lines}
+	d := decoder{lines: lines, budget: aliasExpansion*countNodes(&doc) + 1000}
 	if len(doc.Content) > 0 {
 		d.value("", doc.Content[0], reflect.ValueOf(dst).Elem())
 	}
@@ -95,6 +95,25 @@ type decoder struct {
 	// merging holds the mappings whose keys are being gathered, so that a
 	// mapping that merges itself (&a {<<: *a}) is an error, not a loop.
 	merging map[*yaml.Node]bool
+	// budget bounds the values read: aliases read a node again wherever
+	// they point to it, and a small file of aliases to aliases could
+	// expand to millions of rules (a "billion laughs").
+	budget int
+	spent  bool
+}
+
+// aliasExpansion is how many times over its own nodes a file may read
+// through aliases: far more than any real use of anchors, far less than an
+// expansion that hurts.
+const aliasExpansion = 20
+
+// countNodes counts the nodes of a document as written (an alias is one).
+func countNodes(n *yaml.Node) int {
+	c := 1
+	for _, k := range n.Content {
+		c += countNodes(k)
+	}
+	return c
 }
 
 func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
@@ -114,6 +133,13 @@ func (d *decoder) at(path string, line int) {
 var durationType = reflect.TypeFor[time.Duration]()
 
 func (d *decoder) value(path string, n *yaml.Node, v reflect.Value) {
+	if d.budget--; d.budget < 0 {
+		if !d.spent {
+			d.spent = true
+			d.fail(path, n, "aliases expand the file to more than %d times its own size: refused", aliasExpansion)
+		}
+		return
+	}
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}

@@ -413,3 +413,22 @@ func TestPolicyFileDecoder(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyAliasBomb: a small file whose aliases expand to tens of
+// thousands of rules is refused, quickly, with a reason.
+func TestPolicyAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("policies:\n  p0: &rules\n")
+	for i := range 200 {
+		fmt.Fprintf(&b, "    - {name: r%d, match: {path_prefix: /r%d}, require: {when: 'claims.sub == \"x\"'}}\n", i, i)
+	}
+	for i := 1; i <= 300; i++ {
+		fmt.Fprintf(&b, "  p%d: *rules\n", i)
+	}
+	file := filepath.Join(t.TempDir(), "bomb.yaml")
+	writeFile(t, file, b.String())
+	_, _, err := loadPolicyConfig(t, fmt.Sprintf("policy: {file: %q}\n", file))
+	if err == nil || !strings.Contains(err.Error(), "aliases expand the file") {
+		t.Errorf("got %v, want the aliases refused", err)
+	}
+}
