@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -59,12 +60,18 @@ type checkResult struct {
 	// Reason is the answer's reason, as in the README's "Answers and
 	// reasons": allowed, token_missing, token_expired, token_revoked, …,
 	// forbidden, insufficient_scope, route_unmatched, policy_unknown,
-	// path_invalid; keys_unavailable when no decision could be made.
+	// path_invalid, anonymous, logout_revoked; keys_unavailable or
+	// revocations_stale (the store could not be read) when no decision could
+	// be made.
 	Reason     string           `json:"reason"`
 	Request    checkRequest     `json:"request"`
 	Token      *checkToken      `json:"token"`      // null: no --token
 	Revocation *checkRevocation `json:"revocation"` // null: no valid token to look up
 	Policy     *checkPolicy     `json:"policy"`     // null: no route policy configured
+	// LogoutRoute: the request is on a logout route, where a valid token
+	// would be revoked (and a revoked one let on to the IdP without
+	// identity) whatever the rule requires.
+	LogoutRoute bool `json:"logout_route,omitempty"`
 }
 
 type checkRequest struct {
@@ -95,7 +102,9 @@ type checkToken struct {
 
 // checkRevocation says whether the store was read and what it says.
 type checkRevocation struct {
-	Checked bool   `json:"checked"` // false: the store could not be read
+	Checked bool `json:"checked"` // false: the store could not be read (or there is none)
+	// Absent: there is no embedded store yet, so nothing is revoked.
+	Absent  bool   `json:"absent,omitempty"`
 	Revoked bool   `json:"revoked"`
 	Store   string `json:"store"`           // postgres or embedded
 	Error   string `json:"error,omitempty"` // why it could not be read
@@ -264,17 +273,26 @@ func decide(ctx context.Context, cfg settings, tok, name string, req *policy.Req
 			exp := id.ExpiresAt.UTC()
 			ct.ExpiresAt = &exp
 			res.Revocation = lookUpRevocation(ctx, cfg, id)
-			if res.Revocation.Revoked {
+			switch rv := res.Revocation; {
+			case rv.Revoked:
 				reason = "token_revoked"
+			case !rv.Checked && !rv.Absent:
+				// As a replica whose revocations are stale: the token cannot
+				// be vouched for.
+				reason = "revocations_stale"
 			}
 		}
 	}
 	usable := id != nil && reason == ""
 	if cfg.policy == nil {
 		// No route policy: a valid, unrevoked token is all it takes.
+		onLogout := logoutRoute(cfg, req, usable, reason)
+		res.LogoutRoute = onLogout
 		switch {
-		case reason == "keys_unavailable":
+		case reason == "keys_unavailable" || reason == "revocations_stale":
 			res.Decision, res.Status, res.Reason = "deny", http.StatusServiceUnavailable, reason
+		case onLogout && reason == "token_revoked":
+			res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "logout_revoked"
 		case usable:
 			res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "allowed"
 		case tok == "":
@@ -329,13 +347,23 @@ func decide(ctx context.Context, cfg settings, tok, name string, req *policy.Req
 	// else an unusable token is answered first: authentication comes before
 	// authorization.
 	public := rt.Access() == policy.AccessPublic
+	onLogout := logoutRoute(cfg, req, usable, reason)
+	res.LogoutRoute = onLogout
 	switch {
 	case rt.Access() == policy.AccessDeny:
 	case !usable && public && (tok == "" || !rule.RejectInvalid()):
 		res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "anonymous"
 		return res, nil
-	case tok != "" && !usable && reason == "keys_unavailable":
+	case tok != "" && !usable && (reason == "keys_unavailable" || reason == "revocations_stale"):
 		res.Decision, res.Status, res.Reason = "deny", http.StatusServiceUnavailable, reason
+		return res, nil
+	case onLogout && reason == "token_revoked":
+		res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "logout_revoked"
+		return res, nil
+	case onLogout && usable:
+		// A logout route logs out any valid token, whatever the rule
+		// requires.
+		res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "allowed"
 		return res, nil
 	case tok != "" && !usable:
 		res.Decision, res.Status, res.Reason = "deny", http.StatusUnauthorized, reason
@@ -354,6 +382,16 @@ func decide(ctx context.Context, cfg settings, tok, name string, req *policy.Req
 		res.Decision, res.Status, res.Reason = "deny", http.StatusForbidden, "forbidden"
 	}
 	return res, nil
+}
+
+// logoutRoute reports whether the request is on a logout route with a
+// token the server would act on there: valid, or revoked.
+func logoutRoute(cfg settings, req *policy.Request, usable bool, reason string) bool {
+	if !usable && reason != "token_revoked" {
+		return false
+	}
+	_, on := cfg.logoutRoutes.Match(req.Host, req.Path, req.Method)
+	return on
 }
 
 // unverifiedParts decodes a JWS's header and payload without verifying
@@ -419,8 +457,12 @@ func lookUpRevocation(ctx context.Context, cfg settings, id *token.Identity) *ch
 		store = pg
 	} else {
 		// Only an existing store: opening creates the file otherwise.
-		if _, err := os.Stat(cfg.Storage.Path); err != nil {
-			out.Error = fmt.Sprintf("no embedded store at %s: %v", cfg.Storage.Path, err)
+		if _, err := os.Stat(cfg.Storage.Path); errors.Is(err, fs.ErrNotExist) {
+			out.Absent = true
+			out.Error = fmt.Sprintf("no embedded store at %s: nothing is revoked", cfg.Storage.Path)
+			return out
+		} else if err != nil {
+			out.Error = err.Error()
 			return out
 		}
 		b, err := bolt.Open(cfg.Storage.Path, bolt.Options{Timeout: time.Second})
@@ -468,13 +510,18 @@ func (r *checkResult) print(w io.Writer) error {
 	}
 	if rv := r.Revocation; rv != nil {
 		switch {
+		case rv.Absent:
+			fmt.Fprintf(tw, "revocation:\tnot revoked: %s\n", rv.Error)
 		case !rv.Checked:
-			fmt.Fprintf(tw, "revocation:\tnot checked: the %s store could not be read: %s\n", rv.Store, rv.Error)
+			fmt.Fprintf(tw, "revocation:\tunknown: the %s store could not be read (%s); a replica that cannot read it does not vouch for the token either\n", rv.Store, rv.Error)
 		case rv.Revoked:
 			fmt.Fprintf(tw, "revocation:\tREVOKED (%s store)\n", rv.Store)
 		default:
 			fmt.Fprintf(tw, "revocation:\tnot revoked (%s store)\n", rv.Store)
 		}
+	}
+	if r.LogoutRoute {
+		fmt.Fprintf(tw, "logout route:\tthe token would be revoked and the request let on, whatever the rule requires\n")
 	}
 	if p := r.Policy; p == nil {
 		fmt.Fprintf(tw, "policy:\tnone configured: a valid, unrevoked token is all it takes\n")

@@ -305,3 +305,50 @@ func TestCheckKeysUnavailable(t *testing.T) {
 		t.Errorf("deny: exit %d, got %+v", code, res)
 	}
 }
+
+// TestCheckStoreUnreadable: a store that exists but cannot be read (a
+// running tokengate holds the embedded store) leaves the token's revocation
+// unknown: no allow, as a replica with stale revocations would not; a
+// public route still lets the request on without identity.
+func TestCheckStoreUnreadable(t *testing.T) {
+	r := newCheckRig(t, true)
+	if err := os.MkdirAll(filepath.Dir(r.store), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	held, err := bolt.Open(r.store, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	res, code := r.json(t, "--token", "-", "--path", "/orders/7")
+	if code != 1 || res.Status != 503 || res.Reason != "revocations_stale" || res.Revocation == nil || res.Revocation.Checked {
+		t.Errorf("exit %d, got %+v, revocation %+v; want 503 revocations_stale", code, res, res.Revocation)
+	}
+	if res, code := r.json(t, "--token", "-", "--path", "/healthz"); code != 0 || res.Reason != "anonymous" {
+		t.Errorf("public: exit %d, got %+v", code, res)
+	}
+}
+
+// TestCheckLogoutRoute: on a logout route a valid token is allowed (the
+// server revokes it and lets the request on), whatever the rule requires;
+// a deny rule still refuses.
+func TestCheckLogoutRoute(t *testing.T) {
+	r := newCheckRig(t, true)
+	r.config = writeConfig(t, strings.Replace(readFileString(t, r.config), "issuers:", "logout_routes: [{path_prefix: /admin/logout}, {path_prefix: /internal/logout}]\nissuers:", 1))
+	res, code := r.json(t, "--token", "-", "--path", "/admin/logout")
+	if code != 0 || res.Reason != "allowed" || !res.LogoutRoute {
+		t.Errorf("logout route: exit %d, got %+v; want allowed on the logout route (the admin rule's roles do not apply)", code, res)
+	}
+	if res, code := r.json(t, "--token", "-", "--path", "/internal/logout"); code != 1 || res.Reason != "forbidden" {
+		t.Errorf("logout route under a deny rule: exit %d, got %+v", code, res)
+	}
+}
+
+func readFileString(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
