@@ -146,6 +146,14 @@ func TestEnvoyBootstrapChecksCatchMistakes(t *testing.T) {
 			old: "merge_slashes: true", new: "merge_slashes: false",
 			want: "merge_slashes",
 		},
+		"host port kept": {
+			old: "strip_any_host_port: true", new: "strip_any_host_port: false",
+			want: "strip_any_host_port",
+		},
+		"host trailing dot kept": {
+			old: "strip_trailing_host_dot: true", new: "strip_trailing_host_dot: false",
+			want: "strip_trailing_host_dot",
+		},
 		"introspection body cut off with 413": {
 			old: "allow_partial_message: true", new: "allow_partial_message: false",
 			want: "allow_partial_message",
@@ -553,6 +561,13 @@ func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionM
 	if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() {
 		bad("normalize_path %v, merge_slashes %v: want both true (logout routes match normalised paths)",
 			hcm.GetNormalizePath().GetValue(), hcm.GetMergeSlashes())
+	}
+
+	// The route policy matches hosts without their port and trailing dot;
+	// Envoy's virtual hosts must be chosen the same way.
+	if !hcm.GetStripAnyHostPort() || !hcm.GetStripTrailingHostDot() {
+		bad("strip_any_host_port %v, strip_trailing_host_dot %v: want both true (the route policy reads hosts without port or trailing dot)",
+			hcm.GetStripAnyHostPort(), hcm.GetStripTrailingHostDot())
 	}
 
 	problems = append(problems, checkAccessLog(hcm)...)
