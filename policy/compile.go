@@ -61,6 +61,7 @@ func Compile(opts Options) (*Set, error) {
 			s.needsClaims = s.needsClaims || r.require.when != nil || len(r.headers) > 0
 		}
 	}
+	s.def = s.policies["default"]
 	for h := range c.headerSeen {
 		s.headerNames = append(s.headerNames, h)
 	}

@@ -148,8 +148,9 @@ func (e *FieldError) Unwrap() error { return e.Err }
 type Set struct {
 	unmatched    Unmatched
 	policies     map[string]*compiledPolicy
-	names        []string // sorted
-	headerNames  []string // sorted
+	def          *compiledPolicy // policies["default"], without hashing
+	names        []string        // sorted
+	headerNames  []string        // sorted
 	needsHeaders bool
 	needsClaims  bool
 }
@@ -236,13 +237,15 @@ func (s *Set) Route(policy string, req *Request) Route {
 	}
 	rt := Route{set: s, policy: policy, host: hostOnly(req.Host), method: req.Method}
 	if s != nil {
-		rt.pol = s.policies[policy]
+		if rt.pol = s.def; policy != "default" {
+			rt.pol = s.policies[policy]
+		}
 		if rt.pol == nil && policy != "default" {
 			rt.Status = RoutePolicyUnknown
 			return rt
 		}
 	}
-	path, err := NormalizePath(req.Path)
+	path, semicolon, err := normalizePath(req.Path)
 	if err != nil {
 		if s != nil {
 			rt.Status = RoutePathInvalid
@@ -254,7 +257,7 @@ func (s *Set) Route(policy string, req *Request) Route {
 		return rt
 	}
 	rt.rule = rt.pol.route(rt.host, rt.method, path)
-	if strings.IndexByte(path, ';') >= 0 {
+	if semicolon {
 		alt, err := NormalizePath(dropParams(req.Path))
 		if err != nil || rt.pol.route(rt.host, rt.method, alt) != rt.rule {
 			rt.Status, rt.rule = RoutePathInvalid, nil
