@@ -222,19 +222,17 @@ func (p *compiledPolicy) index() {
 // It walks the tree of each group of the host once, choosing among the
 // prefix and exact rules met on the way, and putting aside the costly
 // ones (regexps, linear rules); then it tries those of them that come
-// before the best rule found, fewest first.
+// before the best rule found: most requests run no regexp at all.
 func (p *compiledPolicy) route(host, method, path string) *Rule {
 	w := walker{rules: p.rules, method: method, path: path, best: int32(len(p.rules))}
-	if host != "" {
-		if !p.exactHost.empty() || !p.wildHost.empty() {
+	if host != "" && (!p.exactHost.empty() || !p.wildHost.empty()) {
+		var lower []byte // host in lower case, for the maps
+		if p.exactHost.byName != nil || p.wildHost.byName != nil {
 			var buf [256]byte
-			var lower []byte // host in lower case, for the maps
-			if p.exactHost.byName != nil || p.wildHost.byName != nil {
-				lower = lowerHost(&buf, host)
-			}
-			p.exactHost.exact(&w, host, lower)
-			p.wildHost.wild(&w, host, lower)
+			lower = lowerHost(&buf, host)
 		}
+		p.exactHost.exact(&w, host, lower)
+		p.wildHost.wild(&w, host, lower)
 	}
 	if p.anyHost != nil {
 		w.walk(p.anyHost)
@@ -274,7 +272,7 @@ func (hg *hostGroups) exact(w *walker, host string, lower []byte) {
 		return
 	}
 	for i, name := range hg.names {
-		if asciiEqualFold(host, name) {
+		if len(host) == len(name) && hasLowerSuffix(host, name) {
 			w.walk(hg.groups[i])
 			return
 		}
@@ -298,10 +296,30 @@ func (hg *hostGroups) wild(w *walker, host string, lower []byte) {
 		return
 	}
 	for i, suffix := range hg.names {
-		if len(host) > len(suffix) && asciiEqualFold(host[len(host)-len(suffix):], suffix) {
+		if len(host) > len(suffix) && hasLowerSuffix(host, suffix) {
 			w.walk(hg.groups[i])
 		}
 	}
+}
+
+// hasLowerSuffix reports whether s ends with suffix (in lower case),
+// ASCII case-insensitive, as asciiEqualFold compares. It compares from
+// the end: host names differ there most.
+func hasLowerSuffix(s, suffix string) bool {
+	if len(s) < len(suffix) {
+		return false
+	}
+	s = s[len(s)-len(suffix):]
+	for i := len(suffix) - 1; i >= 0; i-- {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != suffix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // walker is one request's way through the groups of its host: the best
@@ -313,7 +331,7 @@ type walker struct {
 	// pending are lists of regexp or linear rules met on the way, tried
 	// once every group is walked (a list met when pending is full is tried
 	// at once).
-	pending  [8][]int32
+	pending  [8]*[]int32
 	npending int
 }
 
@@ -321,19 +339,24 @@ type walker struct {
 // best of a prefix or exact rule matching, and putting aside the regexps
 // met on the way and g's linear rules.
 func (w *walker) walk(g *group) {
-	w.putAside(g.linear)
+	w.putAside(&g.linear)
 	n := &g.root
 	rest := w.path[1:]
 	for {
 		w.best = firstByMethod(n.prefix, w.rules, w.method, w.best)
-		w.putAside(n.regex)
+		w.putAside(&n.regex)
 		if rest == "" {
 			w.best = firstByMethod(n.exact, w.rules, w.method, w.best)
 			return
 		}
-		seg := rest
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			seg, rest = rest[:i], rest[i+1:]
+		// Segments are short: a loop beats IndexByte's call.
+		i := 0
+		for i < len(rest) && rest[i] != '/' {
+			i++
+		}
+		seg := rest[:i]
+		if i < len(rest) {
+			rest = rest[i+1:]
 		} else {
 			rest = ""
 		}
@@ -345,21 +368,21 @@ func (w *walker) walk(g *group) {
 
 // putAside keeps a list of costly rules for later, unless none of them
 // can come before the best rule so far.
-func (w *walker) putAside(list []int32) {
+func (w *walker) putAside(list *[]int32) {
 	switch {
-	case len(list) == 0 || list[0] >= w.best:
+	case len(*list) == 0 || (*list)[0] >= w.best:
 	case w.npending < len(w.pending):
 		w.pending[w.npending] = list
 		w.npending++
 	default:
-		w.best = w.try(list)
+		w.best = w.try(*list)
 	}
 }
 
 // costly tries the rules put aside, and returns the best index.
 func (w *walker) costly() int32 {
 	for _, list := range w.pending[:w.npending] {
-		w.best = w.try(list)
+		w.best = w.try(*list)
 	}
 	return w.best
 }
