@@ -475,9 +475,30 @@ func (r *Rule) regexMatches(path string) bool {
 	return r.re.MatchString(path)
 }
 
-// containsFold is strings.Contains, ASCII case-insensitive.
+// containsFold is strings.Contains, ASCII case-insensitive. A byte of sub
+// without case (".", "/", a digit) is looked for with IndexByte, and sub
+// compared around each one found: an unanchored (?i) regexp's literal is
+// looked for in every request's path.
 func containsFold(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
+	j := 0 // sub[j] has no case
+	for j < len(sub) && ('a' <= sub[j]|0x20 && sub[j]|0x20 <= 'z') {
+		j++
+	}
+	last := len(s) - len(sub) // the last place sub may start
+	if j == len(sub) {
+		for i := 0; i <= last; i++ {
+			if asciiEqualFold(s[i:i+len(sub)], sub) {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 0; i <= last; i++ {
+		k := strings.IndexByte(s[i+j:last+j+1], sub[j])
+		if k < 0 {
+			return false
+		}
+		i += k
 		if asciiEqualFold(s[i:i+len(sub)], sub) {
 			return true
 		}
