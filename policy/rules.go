@@ -231,11 +231,12 @@ type Route struct {
 // different rules, or one is invalid, the path is RoutePathInvalid: the
 // upstream may read it either way. So /orders;jsessionid=x is invalid
 // where a rule matches /orders exactly and none matches the written form.
-func (s *Set) Route(policy string, req *Request) Route {
+func (s *Set) Route(policy string, req *Request) (rt Route) {
 	if policy == "" {
 		policy = "default"
 	}
-	rt := Route{set: s, policy: policy, host: hostOnly(req.Host), method: req.Method}
+	// Set in place: a named result is not copied on return.
+	rt.set, rt.policy, rt.host, rt.method = s, policy, hostOnly(req.Host), req.Method
 	if s != nil {
 		if rt.pol = s.def; policy != "default" {
 			rt.pol = s.policies[policy]
