@@ -191,7 +191,7 @@ func (p *compiledPolicy) index() {
 			n := g.at(r.path)
 			n.prefix = append(n.prefix, r.index)
 		case pathRegex:
-			lit, _ := r.re.LiteralPrefix()
+			lit := r.rePrefix
 			if !strings.HasPrefix(lit, "/") {
 				g.linear = append(g.linear, r.index)
 				break

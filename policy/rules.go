@@ -332,6 +332,9 @@ type Rule struct {
 	// reFold): a path without it needs no run of re.
 	reLit  string
 	reFold bool
+	// rePrefix: every path re matches starts with it (the index places
+	// the rule by it).
+	rePrefix string
 
 	require compiledRequire
 	headers []claimHeader // sorted by header
