@@ -181,4 +181,13 @@ func TestRouteAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("Route and Decide on a scopes rule allocate %v times, want 0", n)
 	}
+	s = checkPolicy(t)
+	req = &policy.Request{Host: "API.example.com", Method: "GET", Path: "/svc-990/items/42?x=1"}
+	sub = &policy.Subject{IssuerName: "a", Roles: []string{"admin"}}
+	if n := testing.AllocsPerRun(100, func() {
+		rt := s.Route("", req)
+		rt.Decide(sub, req)
+	}); n != 0 {
+		t.Errorf("Route and Decide on a roles rule allocate %v times, want 0", n)
+	}
 }
