@@ -87,6 +87,54 @@ func BenchmarkRoute(b *testing.B) {
 	})
 }
 
+// checkPolicy is the shape of extauthz's BenchmarkCheckPolicy policy:
+// 1,000 rules, mostly prefixes /svc-N requiring a role, exact
+// /svc-N/health paths, 20 regexps, 10 CEL rules, and prefixes under a
+// wildcard host. Its Route and Decide are the policy's share of that
+// Check, measured here by themselves.
+func checkPolicy(tb testing.TB) *policy.Set {
+	tb.Helper()
+	var rules []policy.RuleSpec
+	for i := 0; len(rules) < 1000; i++ {
+		name := fmt.Sprintf("r%d", len(rules))
+		switch {
+		case i%50 == 7:
+			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{PathRegex: fmt.Sprintf("/re-%d/[0-9]+", i)}})
+		case i%100 == 13:
+			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{PathPrefix: fmt.Sprintf("/cel-%d", i)},
+				Require: policy.Require{When: `claims.sub == "user-1"`}})
+		case i%10 == 3:
+			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{Path: fmt.Sprintf("/svc-%d/health", i)}, Access: "public"})
+		case i%7 == 0:
+			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{Host: "*.example.org", PathPrefix: fmt.Sprintf("/svc-%d", i)}})
+		default:
+			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{PathPrefix: fmt.Sprintf("/svc-%d", i)},
+				Require: policy.Require{Roles: policy.AnyAll{AnyOf: []string{"admin"}}}})
+		}
+	}
+	return compile(tb, policy.Options{
+		Issuers:  []policy.IssuerInfo{{Name: "a", Iss: "https://issuer.example"}},
+		Policies: map[string][]policy.RuleSpec{"default": rules},
+	})
+}
+
+// BenchmarkRouteCheckPolicy is Route and Decide on extauthz's
+// BenchmarkCheckPolicy request: a prefix rule near the end, requiring a
+// role.
+func BenchmarkRouteCheckPolicy(b *testing.B) {
+	s := checkPolicy(b)
+	req := &policy.Request{Host: "api.example.com", Method: "GET", Path: "/svc-990/items/42?x=1"}
+	sub := &policy.Subject{IssuerName: "a", Roles: []string{"admin"}}
+	if rt := s.Route("", req); rt.Rule() == nil || rt.Decide(sub, req).Outcome != policy.OutcomeAllow {
+		b.Fatalf("%s: not allowed by a rule", req.Path)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		rt := s.Route("", req)
+		rt.Decide(sub, req)
+	}
+}
+
 func BenchmarkCompile(b *testing.B) {
 	for b.Loop() {
 		bigPolicy(b)
@@ -132,5 +180,14 @@ func TestRouteAllocs(t *testing.T) {
 		rt.Decide(sub, req)
 	}); n != 0 {
 		t.Errorf("Route and Decide on a scopes rule allocate %v times, want 0", n)
+	}
+	s = checkPolicy(t)
+	req = &policy.Request{Host: "API.example.com", Method: "GET", Path: "/svc-990/items/42?x=1"}
+	sub = &policy.Subject{IssuerName: "a", Roles: []string{"admin"}}
+	if n := testing.AllocsPerRun(100, func() {
+		rt := s.Route("", req)
+		rt.Decide(sub, req)
+	}); n != 0 {
+		t.Errorf("Route and Decide on a roles rule allocate %v times, want 0", n)
 	}
 }

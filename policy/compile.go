@@ -61,6 +61,7 @@ func Compile(opts Options) (*Set, error) {
 			s.needsClaims = s.needsClaims || r.require.when != nil || len(r.headers) > 0
 		}
 	}
+	s.def = s.policies["default"]
 	for h := range c.headerSeen {
 		s.headerNames = append(s.headerNames, h)
 	}
@@ -239,13 +240,20 @@ func (c *compiler) path(at string, m MatchSpec, r *Rule) {
 	case m.PathRegex != "":
 		// A leading ^ is the anchor added anyway; dropping it keeps the
 		// regexp's literal prefix for the index.
-		re, err := regexp.Compile(`^(?:` + strings.TrimPrefix(m.PathRegex, "^") + `)$`)
+		expr := strings.TrimPrefix(m.PathRegex, "^")
+		re, err := regexp.Compile(`^(?:` + expr + `)$`)
 		if err != nil {
 			c.fail(at+".path_regex", "%q: %v", m.PathRegex, err)
 			return
 		}
 		r.kind, r.re = pathRegex, re
 		r.reLit, r.reFold = requiredLiteral(re.String())
+		// Every match of re starts with the literal prefix of the
+		// expression unanchored. The anchored regexp reports one only when
+		// it runs one-pass: /a/.*z has none, /a/[0-9]+ has "/a/".
+		if u, err := regexp.Compile(expr); err == nil {
+			r.rePrefix, _ = u.LiteralPrefix()
+		}
 	}
 }
 

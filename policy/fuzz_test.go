@@ -126,3 +126,28 @@ func FuzzNormalizePath(f *testing.F) {
 		}
 	})
 }
+
+// FuzzContainsFold: containsFold is strings.Contains of the ASCII
+// lower-cased strings.
+func FuzzContainsFold(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"/a/B.Debug1", ".debug1"}, {"/x.debug", ".DEBUG"}, {"/abc", "ABC"}, {"", ""}, {"/a", ""},
+		{"..x", ".x"}, {"/Kelvin", "kelvin"}, {"a.b", "a.b.c"},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	lower := func(s string) string {
+		b := []byte(s)
+		for i, c := range b {
+			if 'A' <= c && c <= 'Z' {
+				b[i] = c + 'a' - 'A'
+			}
+		}
+		return string(b)
+	}
+	f.Fuzz(func(t *testing.T, s, sub string) {
+		if got, want := containsFold(s, sub), strings.Contains(lower(s), lower(sub)); got != want {
+			t.Fatalf("containsFold(%q, %q) = %v, want %v", s, sub, got, want)
+		}
+	})
+}

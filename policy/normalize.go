@@ -20,24 +20,59 @@ import "strings"
 // The usual path (no "//", "/.", "%", "#", nor anything invalid) is
 // returned as it is, its query cut off: no allocation.
 func NormalizePath(path string) (string, error) {
+	p, _, err := normalizePath(path)
+	return p, err
+}
+
+// Byte classes of a path, for normalizePath's scan.
+const (
+	plainByte uint8 = iota
+	endByte         // '?', '#'
+	slashByte
+	semicolonByte
+	percentByte
+	invalidByte // '\', a control character
+)
+
+var pathClass = func() (t [256]uint8) {
+	for c := range 0x20 {
+		t[c] = invalidByte
+	}
+	t[0x7f], t['\\'] = invalidByte, invalidByte
+	t['?'], t['#'] = endByte, endByte
+	t['/'], t[';'], t['%'] = slashByte, semicolonByte, percentByte
+	return t
+}()
+
+// normalizePath is NormalizePath, and whether the normalised path has a
+// ";" (to be read again without parameters).
+func normalizePath(path string) (p string, semicolon bool, err error) {
 	if path == "" || path[0] != '/' {
-		return "", ErrPathInvalid
+		return "", false, ErrPathInvalid
 	}
 	for i := 0; i < len(path); i++ {
-		switch c := path[i]; {
-		case c == '?' || c == '#':
-			return path[:i], nil
-		case c == '/':
+		switch pathClass[path[i]] {
+		case plainByte:
+		case endByte:
+			return path[:i], semicolon, nil
+		case slashByte:
 			if i+1 < len(path) && (path[i+1] == '/' || path[i+1] == '.') {
-				return normalizeSlow(path)
+				return normalizeSlowSemicolon(path)
 			}
-		case c == '%':
-			return normalizeSlow(path)
-		case c == '\\' || c < 0x20 || c == 0x7f:
-			return "", ErrPathInvalid
+		case semicolonByte:
+			semicolon = true
+		case percentByte:
+			return normalizeSlowSemicolon(path)
+		default:
+			return "", false, ErrPathInvalid
 		}
 	}
-	return path, nil
+	return path, semicolon, nil
+}
+
+func normalizeSlowSemicolon(path string) (string, bool, error) {
+	p, err := normalizeSlow(path)
+	return p, strings.IndexByte(p, ';') >= 0, err
 }
 
 // normalizeSlow is NormalizePath for a path with something to decode or

@@ -148,8 +148,9 @@ func (e *FieldError) Unwrap() error { return e.Err }
 type Set struct {
 	unmatched    Unmatched
 	policies     map[string]*compiledPolicy
-	names        []string // sorted
-	headerNames  []string // sorted
+	def          *compiledPolicy // policies["default"], without hashing
+	names        []string        // sorted
+	headerNames  []string        // sorted
 	needsHeaders bool
 	needsClaims  bool
 }
@@ -230,19 +231,22 @@ type Route struct {
 // different rules, or one is invalid, the path is RoutePathInvalid: the
 // upstream may read it either way. So /orders;jsessionid=x is invalid
 // where a rule matches /orders exactly and none matches the written form.
-func (s *Set) Route(policy string, req *Request) Route {
+func (s *Set) Route(policy string, req *Request) (rt Route) {
 	if policy == "" {
 		policy = "default"
 	}
-	rt := Route{set: s, policy: policy, host: hostOnly(req.Host), method: req.Method}
+	// Set in place: a named result is not copied on return.
+	rt.set, rt.policy, rt.host, rt.method = s, policy, hostOnly(req.Host), req.Method
 	if s != nil {
-		rt.pol = s.policies[policy]
+		if rt.pol = s.def; policy != "default" {
+			rt.pol = s.policies[policy]
+		}
 		if rt.pol == nil && policy != "default" {
 			rt.Status = RoutePolicyUnknown
 			return rt
 		}
 	}
-	path, err := NormalizePath(req.Path)
+	path, semicolon, err := normalizePath(req.Path)
 	if err != nil {
 		if s != nil {
 			rt.Status = RoutePathInvalid
@@ -254,7 +258,7 @@ func (s *Set) Route(policy string, req *Request) Route {
 		return rt
 	}
 	rt.rule = rt.pol.route(rt.host, rt.method, path)
-	if strings.IndexByte(path, ';') >= 0 {
+	if semicolon {
 		alt, err := NormalizePath(dropParams(req.Path))
 		if err != nil || rt.pol.route(rt.host, rt.method, alt) != rt.rule {
 			rt.Status, rt.rule = RoutePathInvalid, nil
@@ -328,6 +332,9 @@ type Rule struct {
 	// reFold): a path without it needs no run of re.
 	reLit  string
 	reFold bool
+	// rePrefix: every path re matches starts with it (the index places
+	// the rule by it).
+	rePrefix string
 
 	require compiledRequire
 	headers []claimHeader // sorted by header
@@ -393,12 +400,13 @@ type Decision struct {
 // for its headers only (a When reading request.headers); the method, host
 // and path are the route's. A route whose Status is not RouteOK is
 // OutcomeForbidden: the caller answers it by its Status first.
-func (rt *Route) Decide(sub *Subject, req *Request) Decision {
+func (rt *Route) Decide(sub *Subject, req *Request) (d Decision) {
 	switch {
 	case rt.Status != RouteOK:
 		return Decision{Outcome: OutcomeForbidden}
 	case rt.rule != nil:
-		return rt.rule.decide(sub, rt, req)
+		rt.rule.decideInto(&d, sub, rt, req)
+		return d
 	case rt.unmatched() == UnmatchedDeny:
 		return Decision{Outcome: OutcomeUnmatched}
 	case sub == nil:
@@ -409,27 +417,47 @@ func (rt *Route) Decide(sub *Subject, req *Request) Decision {
 
 // decide judges sub by the rule, requirements in order: issuers,
 // audiences, scopes, roles, when; the first unmet one decides.
-func (r *Rule) decide(sub *Subject, rt *Route, req *Request) Decision {
+func (r *Rule) decide(sub *Subject, rt *Route, req *Request) (d Decision) {
+	r.decideInto(&d, sub, rt, req)
+	return d
+}
+
+// decideInto is decide writing into d, which is zero: a Decision returned
+// from a call is copied through the caller's frame in 16-byte moves that
+// read back the bytes just stored one field at a time, and stall.
+func (r *Rule) decideInto(d *Decision, sub *Subject, rt *Route, req *Request) {
 	switch {
 	case r.access == AccessDeny:
-		return Decision{Outcome: OutcomeForbidden}
+		d.Outcome = OutcomeForbidden
+		return
 	case r.access == AccessPublic:
-		return Decision{Outcome: OutcomeAllow}
+		d.Outcome = OutcomeAllow
+		return
 	case sub == nil:
-		return Decision{Outcome: OutcomeUnauthenticated}
+		d.Outcome = OutcomeUnauthenticated
+		return
 	}
 	q := &r.require
 	if len(q.issuers) > 0 && !slices.Contains(q.issuers, sub.IssuerName) {
-		return Decision{Outcome: OutcomeForbidden, Failed: "issuers"}
+		d.Outcome = OutcomeForbidden
+		d.Failed = "issuers"
+		return
 	}
 	if len(q.audiences) > 0 && !anyIn(q.audiences, sub.Audiences) {
-		return Decision{Outcome: OutcomeForbidden, Failed: "audiences"}
+		d.Outcome = OutcomeForbidden
+		d.Failed = "audiences"
+		return
 	}
 	if !q.scopes.holds(sub.Scopes) {
-		return Decision{Outcome: OutcomeInsufficientScope, Failed: "scopes", Scope: q.scope}
+		d.Outcome = OutcomeInsufficientScope
+		d.Failed = "scopes"
+		d.Scope = q.scope
+		return
 	}
 	if !q.roles.holds(sub.Roles) {
-		return Decision{Outcome: OutcomeForbidden, Failed: "roles"}
+		d.Outcome = OutcomeForbidden
+		d.Failed = "roles"
+		return
 	}
 	if q.when != nil {
 		var headers map[string]string
@@ -447,10 +475,13 @@ func (r *Rule) decide(sub *Subject, rt *Route, req *Request) Decision {
 		}
 		ok, err := q.when.eval(sub.Claims, request)
 		if !ok {
-			return Decision{Outcome: OutcomeForbidden, Failed: "when", Err: err}
+			d.Outcome = OutcomeForbidden
+			d.Failed = "when"
+			d.Err = err
+			return
 		}
 	}
-	return Decision{Outcome: OutcomeAllow}
+	d.Outcome = OutcomeAllow
 }
 
 // holds reports whether have meets the requirement.
