@@ -261,3 +261,35 @@ func TestSetConcurrentUse(t *testing.T) {
 		<-done
 	}
 }
+
+// TestWhenReadsEveryPathReading: a condition on request.path holds only if
+// it holds for every reading of a path with ';' parameters: Tomcat serves
+// /x/..;/admin as /admin, so a rule keeping /admin for admins must not
+// pass it as written.
+func TestWhenReadsEveryPathReading(t *testing.T) {
+	set, err := policy.Compile(policy.Options{Policies: map[string][]policy.RuleSpec{"default": {
+		{Name: "all", Match: policy.MatchSpec{PathPrefix: "/"},
+			Require: policy.Require{When: `!request.path.startsWith("/admin") || "admin" in claims.roles`}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := &policy.Subject{Claims: map[string]any{"roles": []any{"viewer"}}}
+	for path, want := range map[string]policy.Outcome{
+		"/x/..;/admin":   policy.OutcomeForbidden,
+		"/admin":         policy.OutcomeForbidden,
+		"/x;v=1/orders":  policy.OutcomeAllow,
+		"/x/..;/orders":  policy.OutcomeAllow,
+		"/public;p=/a/b": policy.OutcomeAllow,
+	} {
+		req := &policy.Request{Path: path, Method: "GET"}
+		rt := set.Route("", req)
+		if rt.Status != policy.RouteOK {
+			t.Errorf("%s: status %v", path, rt.Status)
+			continue
+		}
+		if got := rt.Decide(sub, req).Outcome; got != want {
+			t.Errorf("%s: outcome %v, want %v", path, got, want)
+		}
+	}
+}

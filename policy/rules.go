@@ -209,7 +209,10 @@ type Route struct {
 	pol    *compiledPolicy // nil: no such policy (or no default)
 	rule   *Rule           // the deciding rule; nil: unmatched
 	path   string          // normalised
-	host   string          // without its port, as sent
+	// alt is the path's other reading (';' parameters dropped) when it
+	// differs: a condition must hold under both.
+	alt    string
+	host   string // without its port, as sent
 	method string
 	// shadows: some shadow rule matched before the deciding rule.
 	shadows bool
@@ -263,6 +266,9 @@ func (s *Set) Route(policy string, req *Request) (rt Route) {
 		if err != nil || rt.pol.route(rt.host, rt.method, alt) != rt.rule {
 			rt.Status, rt.rule = RoutePathInvalid, nil
 			return rt
+		}
+		if alt != path {
+			rt.alt = alt
 		}
 	}
 	for _, r := range rt.pol.shadows {
@@ -474,6 +480,12 @@ func (r *Rule) decideInto(d *Decision, sub *Subject, rt *Route, req *Request) {
 			"headers": headers,
 		}
 		ok, err := q.when.eval(sub.Claims, request)
+		if ok && rt.alt != "" {
+			// The path's other reading (Java servers drop ';' parameters
+			// before resolving) must meet the condition too.
+			request["path"] = rt.alt
+			ok, err = q.when.eval(sub.Claims, request)
+		}
 		if !ok {
 			d.Outcome = OutcomeForbidden
 			d.Failed = "when"
