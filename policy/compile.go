@@ -388,8 +388,10 @@ func (c *compiler) headers(at string, headers map[string]string, r *Rule) {
 		switch {
 		case !validHeaderName(h):
 			c.fail(where, "%q is not a valid header name", name)
-		case reserved(h):
-			c.fail(where, "%q is a reserved header", name)
+		case reserved(h) || ruleReserved(h):
+			c.fail(where, "%q is reserved: the proxy or the upstream reads it as something else", name)
+		case strings.IndexByte(h, '_') >= 0:
+			c.fail(where, "%q has '_': CGI-style upstreams read it as the name with '-', a header a client could then send under the other spelling; use '-'", name)
 		case c.reserved[h] != "":
 			c.fail(where, "%q is %s; a rule may not redefine it", name, c.reserved[h])
 		case seen[h]:
@@ -403,4 +405,16 @@ func (c *compiler) headers(at string, headers map[string]string, r *Rule) {
 		}
 	}
 	sort.Slice(r.headers, func(i, j int) bool { return r.headers[i].header < r.headers[j].header })
+}
+
+// ruleReserved: headers a rule may not manage (set on its allows, remove
+// from every request), besides reserved's: the proxy and upstreams give
+// them meanings of their own.
+func ruleReserved(h string) bool {
+	switch h {
+	case "content-type", "keep-alive", "trailer", "proxy-authorization", "forwarded", "x-request-id",
+		"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "x-b3-traceid", "traceparent", "tracestate":
+		return true
+	}
+	return strings.HasPrefix(h, "x-envoy-") || strings.HasPrefix(h, ":")
 }

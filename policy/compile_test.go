@@ -168,3 +168,24 @@ func TestCompileValid(t *testing.T) {
 		t.Errorf("NeedsClaims %v, NeedsHeaders %v, HeaderNames %v; want none", s.NeedsClaims(), s.NeedsHeaders(), s.HeaderNames())
 	}
 }
+
+// TestCompileRuleHeaderNames: a rule's header names are managed on every
+// route, so none may be a header the proxy or the upstream reads as
+// something else, nor spelled with '_' (CGI-style upstreams read x_a and
+// x-a as one header, so a name with '_' is a variant waiting to happen).
+func TestCompileRuleHeaderNames(t *testing.T) {
+	for _, name := range []string{"x_auth_subject", "x_tenant", "content-type", "x-request-id", "x-forwarded-for",
+		"forwarded", "proxy-authorization", "x-envoy-original-path", "keep-alive", "X-Auth-Subject"} {
+		_, err := policy.Compile(policy.Options{Policies: map[string][]policy.RuleSpec{"default": {
+			{Name: "r", Match: policy.MatchSpec{PathPrefix: "/r"}, Headers: map[string]string{name: "email"}},
+		}}})
+		if err == nil {
+			t.Errorf("rule header %q: compiled, want refused", name)
+		}
+	}
+	if _, err := policy.Compile(policy.Options{Policies: map[string][]policy.RuleSpec{"default": {
+		{Name: "r", Match: policy.MatchSpec{PathPrefix: "/r"}, Headers: map[string]string{"x-auth-email": "email"}},
+	}}}); err != nil {
+		t.Errorf("x-auth-email: %v", err)
+	}
+}
