@@ -126,7 +126,7 @@ func FuzzCheckPolicy(f *testing.F) {
 	valid, _ := iss.Mint("user", time.Hour, nil)
 	for _, p := range []string{"/public/x", "/public/../internal/x", "/public/%2e%2e/internal", "/public/..;/internal",
 		"/public/.%2e/internal", "/internal", "//internal", "/public/%2F../internal", "/%69nternal/x",
-		"/public;x=1/../internal", "/docs/abc?x=/internal", "/public\\..\\internal", "/./internal", "/public/.."} {
+		"/public;x=1/../internal", "/public/%252e%252e/internal", "/docs/abc?x=/internal", "/public\\..\\internal", "/./internal", "/public/.."} {
 		f.Add("GET", "api.example.com", p, valid)
 	}
 	reasons := map[string]bool{}

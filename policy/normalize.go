@@ -103,6 +103,10 @@ func normalizeSlow(path string) (string, error) {
 		switch {
 		case d == '/' || d == '\\' || d == 0:
 			return "", ErrPathInvalid
+		case d == '%' && i+4 < len(path) && doubleEncoded(path[i+3], path[i+4]):
+			// %252e, %252F: an upstream that decodes twice reads a dot
+			// segment or a slash the rules never saw.
+			return "", ErrPathInvalid
 		case unreserved(d):
 			b.WriteByte(d)
 		default:
@@ -180,4 +184,12 @@ func dropParams(path string) string {
 		path = rest
 	}
 	return b.String()
+}
+
+// doubleEncoded reports whether hi, lo are the hex digits of a byte that,
+// escaped once more (%25 before them), hides a path delimiter from a
+// single decoding: '.', '/', '\\', NUL or '%'.
+func doubleEncoded(hi, lo byte) bool {
+	d, ok := unhex(hi, lo)
+	return ok && (d == '.' || d == '/' || d == '\\' || d == 0 || d == '%')
 }

@@ -296,7 +296,12 @@ func TestNormalizePath(t *testing.T) {
 		"/%41%5a":             "/AZ",
 		"/a%20b":              "/a%20b",
 		"/a%3fb":              "/a%3Fb",
-		"/a%252e%252e":        "/a%252e%252e",
+		"/a%252e%252e":        "", // %2e%2e, a dot segment, to an upstream that decodes twice
+		"/a%252fb":            "",
+		"/a%255Cb":            "",
+		"/a%2525":             "",
+		"/a%2520b":            "/a%2520b", // a double-encoded space hides nothing
+		"/100%25":             "/100%25",
 		"/a%2fb":              "",
 		"/a%2Fb":              "",
 		"/a%5cb":              "",
