@@ -15,6 +15,7 @@ import (
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/extauthz/token/tokentest"
 	"github.com/tokengate/tokengate/policy"
+	"github.com/tokengate/tokengate/policy/policytest"
 	"github.com/tokengate/tokengate/storage"
 	"github.com/tokengate/tokengate/storage/storagetest"
 )
@@ -203,29 +204,10 @@ func (e *benchEnv) serverPolicy(b *testing.B, set *policy.Set) *extauthz.Server 
 	return newServer(b, opts)
 }
 
-// thousandRules is a 1,000-rule default policy over three hosts: prefix
-// rules /svc-N (requiring the admin role), exact /svc-N/health, 20 regexes
-// and 10 CEL rules spread among them.
+// thousandRules is policytest.ThousandRules, compiled.
 func thousandRules(b *testing.B, iss string) *policy.Set {
 	b.Helper()
-	var rules []policy.RuleSpec
-	for i := 0; len(rules) < 1000; i++ {
-		name := fmt.Sprintf("r%d", len(rules))
-		switch {
-		case i%50 == 7 && i < 1000:
-			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{PathRegex: fmt.Sprintf("/re-%d/[0-9]+", i)}})
-		case i%100 == 13:
-			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{PathPrefix: fmt.Sprintf("/cel-%d", i)},
-				Require: policy.Require{When: `claims.sub == "user-1"`}})
-		case i%10 == 3:
-			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{Path: fmt.Sprintf("/svc-%d/health", i)}, Access: "public"})
-		case i%7 == 0:
-			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{Host: "*.example.org", PathPrefix: fmt.Sprintf("/svc-%d", i)}})
-		default:
-			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{PathPrefix: fmt.Sprintf("/svc-%d", i)},
-				Require: policy.Require{Roles: policy.AnyAll{AnyOf: []string{"admin"}}}})
-		}
-	}
+	rules := policytest.ThousandRules()
 	set, err := policy.Compile(policy.Options{
 		Issuers:  []policy.IssuerInfo{{Name: "a", Iss: iss}},
 		Policies: map[string][]policy.RuleSpec{"default": rules},

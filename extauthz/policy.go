@@ -326,19 +326,19 @@ func (s *Server) ruleExtras(ok *authv3.OkHttpResponse, p *routed, sub *policy.Su
 		ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
 	}
 	if rule != nil && !rule.ForwardToken() {
-		s.withoutToken(ok, req)
+		withoutToken(ok, req, s.sources)
 	}
 }
 
 // withoutToken removes the token from every source it may have come from:
-// the source headers, and the token cookies from the Cookie header, which
-// keeps the others.
-func (s *Server) withoutToken(ok *authv3.OkHttpResponse, req *authv3.CheckRequest) {
-	ok.HeadersToRemove = append(ok.HeadersToRemove, s.sources.headers...)
-	if s.sources.authorization && !slices.Contains(ok.HeadersToRemove, "authorization") {
+// authorization, the source headers, and the token cookies from the Cookie
+// header, which keeps the others.
+func withoutToken(ok *authv3.OkHttpResponse, req *authv3.CheckRequest, src *sources) {
+	if !slices.Contains(ok.HeadersToRemove, "authorization") {
 		ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
 	}
-	if rest, changed := withoutTokenCookies(req, s.sources.cookies); changed && rest == "" {
+	ok.HeadersToRemove = append(ok.HeadersToRemove, src.headers...)
+	if rest, changed := withoutTokenCookies(req, src.cookies); changed && rest == "" {
 		ok.HeadersToRemove = append(ok.HeadersToRemove, "cookie")
 	} else if changed {
 		ok.Headers = append(ok.Headers, header("cookie", rest))
@@ -359,7 +359,7 @@ func (s *Server) anonymousResponse(p *routed, req *authv3.CheckRequest, decision
 		ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
 	}
 	if unusable || rule != nil && !rule.ForwardToken() {
-		s.withoutToken(ok, req)
+		withoutToken(ok, req, s.sources)
 	}
 	rp := p.rule
 	return &authv3.CheckResponse{

@@ -123,8 +123,8 @@ type Server struct {
 	staleWarned         atomic.Int64 // Unix seconds of the last fail-open warning
 	denialLogs          *rate.Limiter
 	shadowLogs          *rate.Limiter // shadow rules' would-be decisions
-	unlogged            atomic.Int64 // denials and undecided requests not logged since the last line
-	managed             []string     // identity header names, whose variants are refused
+	unlogged            atomic.Int64  // denials and undecided requests not logged since the last line
+	managed             []string      // identity header names, whose variants are refused
 	sources             *sources
 	policy              func() *policy.Set
 	policyMetrics       *policyMetrics
@@ -377,16 +377,10 @@ func allowRevokedLogout(a *allowed, decisionID string, req *authv3.CheckRequest,
 		ok.HeadersToRemove = append(ok.HeadersToRemove, h.GetHeader().GetKey())
 	}
 	ok.HeadersToRemove = append(ok.HeadersToRemove, full.GetHeadersToRemove()...)
-	ok.HeadersToRemove = append(ok.HeadersToRemove, "authorization")
-	// Nor in any other header it may have come from, nor in a cookie: should
-	// the route Envoy picks differ from ours after all, no upstream gets the
-	// revoked token.
-	ok.HeadersToRemove = append(ok.HeadersToRemove, src.headers...)
-	if rest, changed := withoutTokenCookies(req, src.cookies); changed && rest == "" {
-		ok.HeadersToRemove = append(ok.HeadersToRemove, "cookie")
-	} else if changed {
-		ok.Headers = append(ok.Headers, header("cookie", rest))
-	}
+	// Nor in authorization, any other header it may have come from, or a
+	// cookie: should the route Envoy picks differ from ours after all, no
+	// upstream gets the revoked token.
+	withoutToken(ok, req, src)
 	return &authv3.CheckResponse{
 		Status:       okStatus,
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tokengate/tokengate/policy"
+	"github.com/tokengate/tokengate/policy/policytest"
 )
 
 // bigPolicy is the issue's 1,000-rule policy: mostly prefixes, some exact
@@ -94,27 +95,9 @@ func BenchmarkRoute(b *testing.B) {
 // Check, measured here by themselves.
 func checkPolicy(tb testing.TB) *policy.Set {
 	tb.Helper()
-	var rules []policy.RuleSpec
-	for i := 0; len(rules) < 1000; i++ {
-		name := fmt.Sprintf("r%d", len(rules))
-		switch {
-		case i%50 == 7:
-			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{PathRegex: fmt.Sprintf("/re-%d/[0-9]+", i)}})
-		case i%100 == 13:
-			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{PathPrefix: fmt.Sprintf("/cel-%d", i)},
-				Require: policy.Require{When: `claims.sub == "user-1"`}})
-		case i%10 == 3:
-			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{Path: fmt.Sprintf("/svc-%d/health", i)}, Access: "public"})
-		case i%7 == 0:
-			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{Host: "*.example.org", PathPrefix: fmt.Sprintf("/svc-%d", i)}})
-		default:
-			rules = append(rules, policy.RuleSpec{Name: name, Match: policy.MatchSpec{PathPrefix: fmt.Sprintf("/svc-%d", i)},
-				Require: policy.Require{Roles: policy.AnyAll{AnyOf: []string{"admin"}}}})
-		}
-	}
 	return compile(tb, policy.Options{
 		Issuers:  []policy.IssuerInfo{{Name: "a", Iss: "https://issuer.example"}},
-		Policies: map[string][]policy.RuleSpec{"default": rules},
+		Policies: map[string][]policy.RuleSpec{"default": policytest.ThousandRules()},
 	})
 }
 
