@@ -52,8 +52,8 @@ func (p *routed) anonymousOK(reason Reason) bool {
 // that nothing of an old set is kept.
 type setParts struct {
 	set   *policy.Set
-	rules sync.Map // *policy.Rule → *ruleParts
-	none  sync.Map // policy name → *ruleParts of its unmatched requests
+	rules []atomic.Pointer[ruleParts] // by Rule.ID
+	none  sync.Map                    // policy name → *ruleParts of its unmatched requests
 	// remove are the rule header names: removed on every route.
 	remove []string
 }
@@ -152,27 +152,33 @@ func (s *Server) parts(set *policy.Set) *setParts {
 	if p := s.curParts.Load(); p != nil && p.set == set {
 		return p
 	}
-	p := &setParts{set: set, remove: set.HeaderNames()}
+	p := &setParts{set: set, remove: set.HeaderNames(), rules: make([]atomic.Pointer[ruleParts], set.Rules())}
 	s.curParts.Store(p)
 	return p
 }
 
 func (p *setParts) rule(r *policy.Rule, policyName string) *ruleParts {
-	m, key, name := &p.rules, any(r), ""
 	if r == nil {
-		m, key = &p.none, policyName
-	} else {
-		name = r.Name()
-	}
-	if rp, ok := m.Load(key); ok {
+		if rp, ok := p.none.Load(policyName); ok {
+			return rp.(*ruleParts)
+		}
+		rp, _ := p.none.LoadOrStore(policyName, newRuleParts(policyName, ""))
 		return rp.(*ruleParts)
 	}
-	rp, _ := m.LoadOrStore(key, &ruleParts{
-		name:       structpb.NewStringValue(name),
+	slot := &p.rules[r.ID()]
+	if rp := slot.Load(); rp != nil {
+		return rp
+	}
+	slot.CompareAndSwap(nil, newRuleParts(r.Policy(), r.Name()))
+	return slot.Load()
+}
+
+func newRuleParts(policyName, rule string) *ruleParts {
+	return &ruleParts{
+		name:       structpb.NewStringValue(rule),
 		policyName: structpb.NewStringValue(policyName),
-		labels:     [2]string{policyName, name},
-	})
-	return rp.(*ruleParts)
+		labels:     [2]string{policyName, rule},
+	}
 }
 
 // count counts an answer with reason r under the route's rule.

@@ -57,6 +57,8 @@ func Compile(opts Options) (*Set, error) {
 		p := c.policy(name, opts.Policies[name])
 		s.policies[name] = p
 		for _, r := range p.rules {
+			r.id = int32(s.rules)
+			s.rules++
 			s.needsHeaders = s.needsHeaders || r.require.when != nil && r.require.when.headers
 			s.needsClaims = s.needsClaims || r.require.when != nil || len(r.headers) > 0
 		}

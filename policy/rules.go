@@ -153,6 +153,16 @@ type Set struct {
 	headerNames  []string        // sorted
 	needsHeaders bool
 	needsClaims  bool
+	rules        int // the rules of every policy (Rule.ID is below it)
+}
+
+// Rules is the number of rules of every policy: each Rule's ID is below
+// it, so that a caller can keep what it has per rule in a slice.
+func (s *Set) Rules() int {
+	if s == nil {
+		return 0
+	}
+	return s.rules
 }
 
 // NeedsHeaders reports whether some rule's When reads request.headers, so
@@ -283,6 +293,12 @@ func (s *Set) Route(policy string, req *Request) (rt Route) {
 	return rt
 }
 
+// ID numbers the rule in its set, from 0 to Set.Rules()-1.
+func (r *Rule) ID() int { return int(r.id) }
+
+// Policy is the name of the rule's policy.
+func (r *Rule) Policy() string { return r.policy }
+
 // Rule is the deciding rule; nil when no rule matched (see Unmatched).
 func (rt *Route) Rule() *Rule { return rt.rule }
 
@@ -322,6 +338,7 @@ type Rule struct {
 	name   string
 	policy string
 	index  int32 // in its policy
+	id     int32 // in its set: see Set.Rules
 	access Access
 
 	rejectInvalid, forwardToken, shadow bool
