@@ -283,9 +283,12 @@ func (s *Server) authorize(p *routed, a *allowed, id *token.Identity, req *authv
 		sub = &policy.Subject{IssuerName: id.IssuerName, Audiences: id.Audience}
 	}
 	s.shadows(p, sub, decisionID)
-	var d policy.Decision
-	if judge {
-		d = p.rt.Decide(sub, &p.req)
+	d := p.rt.Decide(sub, &p.req)
+	// The rule's own headers carry what it vouches for: set only for a
+	// token it allows (a logout route lets others on too).
+	ruleAllows := d.Outcome == policy.OutcomeAllow
+	if !judge {
+		d = policy.Decision{}
 	}
 	if d.Outcome != policy.OutcomeAllow {
 		reason := policyReason(d)
@@ -303,19 +306,19 @@ func (s *Server) authorize(p *routed, a *allowed, id *token.Identity, req *authv
 	resp := allowRuleResponse(a, decisionID, p.rule.name, p.rule.policyName)
 	if rule := p.rt.Rule(); (rule != nil && (rule.HasHeaders() || !rule.ForwardToken())) || len(p.parts.remove) > 0 || !s.sources.authorization {
 		ok := proto.Clone(a.answer.OkResponse).(*authv3.OkHttpResponse)
-		s.ruleExtras(ok, p, sub, req)
+		s.ruleExtras(ok, p, sub, req, ruleAllows)
 		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
 	}
 	return resp
 }
 
-// ruleExtras adds the rule's own headers to an allow answer, removes the
-// rule headers it does not set, and the token from where it came when the
+// ruleExtras adds the rule's own headers to an allow answer (with
+// setHeaders), removes the rule headers it does not set, and the token from where it came when the
 // rule does not forward it.
-func (s *Server) ruleExtras(ok *authv3.OkHttpResponse, p *routed, sub *policy.Subject, req *authv3.CheckRequest) {
+func (s *Server) ruleExtras(ok *authv3.OkHttpResponse, p *routed, sub *policy.Subject, req *authv3.CheckRequest, setHeaders bool) {
 	rule := p.rt.Rule()
 	var set []policy.Header
-	if rule != nil && rule.HasHeaders() {
+	if setHeaders && rule != nil && rule.HasHeaders() {
 		set = rule.Headers(sub.Claims)
 	}
 	for _, h := range set {

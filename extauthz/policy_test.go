@@ -1,6 +1,7 @@
 package extauthz_test
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -31,13 +32,29 @@ type policyEnv struct {
 	reg    *prometheus.Registry
 	client authv3.AuthorizationClient
 	keys   bool // the issuer's keys are loaded
-	// unloaded: the revocations have not loaded yet.
-	unloaded atomic.Bool
+	// unloaded: the revocations have not loaded yet; stale: they are older
+	// than MaxStaleness.
+	unloaded, stale atomic.Bool
+	failOpen        bool
+	logouts         atomic.Int64 // revocations the logout route wrote
+}
+
+// countingLogout stands in for a store taking the logout's write, and
+// counts them.
+type countingLogout struct{ n *atomic.Int64 }
+
+func (c countingLogout) RevokeLogout(context.Context, *token.Identity, bool, bool, bool) error {
+	c.n.Add(1)
+	return nil
 }
 
 func newPolicyEnv(t *testing.T, rules map[string][]policy.RuleSpec, loadKeys bool) *policyEnv {
+	return newPolicyEnvWith(t, rules, loadKeys, false)
+}
+
+func newPolicyEnvWith(t *testing.T, rules map[string][]policy.RuleSpec, loadKeys, failOpen bool) *policyEnv {
 	t.Helper()
-	e := &policyEnv{iss: tokentest.NewServer(t, audience), index: storage.NewIndex(), reg: prometheus.NewRegistry(), keys: loadKeys}
+	e := &policyEnv{iss: tokentest.NewServer(t, audience), index: storage.NewIndex(), reg: prometheus.NewRegistry(), keys: loadKeys, failOpen: failOpen}
 	issuers := []policy.IssuerInfo{{Name: "a", Iss: e.iss.URL}}
 	e.set.Store(compilePolicy(t, e.iss.URL, rules))
 	headers, err := policy.NewHeaderMap(map[string]string{"x-auth-tenant": "tid"})
@@ -67,11 +84,17 @@ func newPolicyEnv(t *testing.T, rules map[string][]policy.RuleSpec, loadKeys boo
 		t.Fatal(err)
 	}
 	e.client = serveGRPC(t, newServer(t, extauthz.Options{
-		Verifier: v, Headers: headers, Revocations: e.index, MaxStaleness: time.Minute,
-		Loaded:       func() bool { return !e.unloaded.Load() },
+		Verifier: v, Headers: headers, Revocations: e.index, MaxStaleness: time.Minute, FailOpen: failOpen,
+		Loaded: func() bool { return !e.unloaded.Load() },
+		Staleness: func() time.Duration {
+			if e.stale.Load() {
+				return time.Hour
+			}
+			return 0
+		},
 		TokenSources: []extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}},
 		Policy:       e.set.Load, Registerer: e.reg,
-		LogoutRoutes: logout, Logout: storedLogout{}, IntrospectionRoutes: introspect,
+		LogoutRoutes: logout, Logout: countingLogout{&e.logouts}, IntrospectionRoutes: introspect,
 	}))
 	return e
 }
@@ -105,6 +128,7 @@ type call struct {
 	method, path string
 	headers      map[string]string
 	ext          map[string]string
+	body         string
 }
 
 func (e *policyEnv) check(t *testing.T, c call) *authv3.CheckResponse {
@@ -445,5 +469,69 @@ func TestPolicyBeforeRevocationsLoad(t *testing.T) {
 		if _, err := e.client.Check(t.Context(), req); status.Code(err) != codes.Unavailable {
 			t.Errorf("%s: %v, want UNAVAILABLE", c.path, err)
 		}
+	}
+}
+
+// TestPolicyLogoutMustHold: on a logout route a presented token is logged
+// out or the request is not let on, whatever the rule: not before the
+// revocations load, not with stale revocations, not without the issuer's
+// keys; and no introspection is answered before the revocations load, even
+// with on_stale: allow.
+func TestPolicyLogoutMustHold(t *testing.T) {
+	public := map[string][]policy.RuleSpec{"default": {{Name: "all", Match: policy.MatchSpec{PathPrefix: "/"}, Access: "public"}}}
+	check := func(e *policyEnv, c call) (string, error) {
+		t.Helper()
+		req := checkRequest(c.headers)
+		h := req.Attributes.Request.Http
+		h.Path, h.Body, req.Attributes.ContextExtensions = c.path, c.body, c.ext
+		if c.method != "" {
+			h.Method = c.method
+		}
+		resp, err := e.client.Check(t.Context(), req)
+		return reasonOf(resp), err
+	}
+	for _, failOpen := range []bool{false, true} {
+		e := newPolicyEnvWith(t, public, true, failOpen)
+		tok := e.token(t, nil)
+		e.unloaded.Store(true)
+		if reason, err := check(e, call{path: "/logout", headers: bearer(tok)}); status.Code(err) != codes.Unavailable {
+			t.Errorf("failOpen %v, not loaded, logout: %q %v, want UNAVAILABLE", failOpen, reason, err)
+		}
+		if reason, err := check(e, call{method: "POST", path: "/oauth2/introspect", body: "token=" + tok,
+			ext: map[string]string{extauthz.RouteMarkerKey: extauthz.RouteMarkerIntrospection},
+			headers: map[string]string{"content-type": "application/x-www-form-urlencoded"}}); status.Code(err) != codes.Unavailable {
+			t.Errorf("failOpen %v, not loaded, introspection: %q %v, want UNAVAILABLE", failOpen, reason, err)
+		}
+		e.unloaded.Store(false)
+		e.stale.Store(true)
+		if reason, err := check(e, call{path: "/logout", headers: bearer(tok)}); !failOpen && (err != nil || reason != "revocations_stale") {
+			t.Errorf("stale, logout: %q %v, want revocations_stale", reason, err)
+		}
+		if e.logouts.Load() != 0 && !failOpen {
+			t.Errorf("a logout was written while nothing could be vouched for")
+		}
+	}
+	e := newPolicyEnv(t, public, false) // the issuer's keys never load
+	if reason, err := check(e, call{path: "/logout", headers: bearer(e.token(t, nil))}); status.Code(err) != codes.Unavailable {
+		t.Errorf("keys not loaded, logout: %q %v, want UNAVAILABLE", reason, err)
+	}
+}
+
+// TestPolicyLogoutRuleHeadersNeedTheRule: a logout route logs out any
+// valid token, but sets a rule's headers only for a token the rule allows.
+func TestPolicyLogoutRuleHeadersNeedTheRule(t *testing.T) {
+	e := newPolicyEnv(t, map[string][]policy.RuleSpec{"default": {
+		{Name: "logout", Match: policy.MatchSpec{PathPrefix: "/logout"}, Headers: map[string]string{"x-auth-email": "email"},
+			Require: policy.Require{Roles: policy.AnyAll{AnyOf: []string{"admin"}}}},
+	}}, true)
+	resp := e.check(t, call{path: "/logout", headers: bearer(e.token(t, jwt.MapClaims{"email": "a@example.com"}))})
+	ok := resp.GetOkResponse()
+	for _, h := range ok.GetHeaders() {
+		if h.GetHeader().GetKey() == "x-auth-email" {
+			t.Errorf("x-auth-email set for a token the rule refuses")
+		}
+	}
+	if reasonOf(resp) != "allowed" || !slices.Contains(ok.GetHeadersToRemove(), "x-auth-email") {
+		t.Errorf("%s, removed %v; want allowed (logged out) with x-auth-email removed", reasonOf(resp), ok.GetHeadersToRemove())
 	}
 }

@@ -483,3 +483,10 @@ func (r *request) tokenOf(src *sources) (string, Reason) {
 	}
 	return tok, ReasonAllowed
 }
+
+// hasToken reports whether the request presents a token (or something a
+// token source holds that is malformed).
+func (r *request) hasToken(src *sources) bool {
+	_, reason := r.tokenOf(src)
+	return reason != ReasonTokenMissing
+}

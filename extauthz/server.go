@@ -210,7 +210,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// The route policy, when there is one, chooses the request's rule
 	// first: what the path or the rule refuses needs no token.
 	var p *routed
-	var pv routed // p's storage, when there is a policy: kept off the heap
+	var pv routed       // p's storage, when there is a policy: kept off the heap
+	var notLoadedOK bool // the revocations are not loaded, and the route needs none
 	var remove []string
 	var set *policy.Set
 	if s.policy != nil {
@@ -230,18 +231,27 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// that needs one is decided. A deny rule needs none; nor does a public
 	// route, which then lets every request on without identity (unless it
 	// rejects invalid tokens: those it cannot tell apart yet).
-	notLoaded := s.revocations != nil && !s.loaded()
-	if notLoaded && (p == nil || p.rt.Status != policy.RouteOK ||
-		p.access() == policy.AccessAuthenticated || p.access() == policy.AccessPublic && p.rt.Rule().RejectInvalid()) {
-		s.metrics.observeError(start)
-		return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: revocations not loaded")
-	}
+	//
+	// An introspection is answered from the revocations, and a logout must
+	// hold before its request goes on: neither is decided before they load.
+	//
 	// An introspection needs Envoy's marker (its introspection route's
 	// context_extensions) as well as a path introspection_routes matches:
 	// a path alone says nothing of where Envoy sends the request (its
 	// catch-all may send /oauth2/introspect/x to the protected app).
-	if req.GetAttributes().GetContextExtensions()[RouteMarkerKey] == RouteMarkerIntrospection &&
-		s.introspection.Match(r.host, r.path, r.method) {
+	introspection := req.GetAttributes().GetContextExtensions()[RouteMarkerKey] == RouteMarkerIntrospection &&
+		s.introspection.Match(r.host, r.path, r.method)
+	route, onLogout := s.logoutRoutes.Match(r.host, r.path, r.method)
+	onLogout = onLogout && s.logout != nil
+	if notLoaded := s.revocations != nil && !s.loaded(); notLoaded && (p == nil || p.rt.Status != policy.RouteOK ||
+		p.access() == policy.AccessAuthenticated || p.access() == policy.AccessPublic && p.rt.Rule().RejectInvalid() ||
+		introspection || onLogout && p.access() != policy.AccessDeny && r.hasToken(s.sources)) {
+		s.metrics.observeError(start)
+		return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: revocations not loaded")
+	} else if notLoaded {
+		notLoadedOK = true
+	}
+	if introspection {
 		return s.introspect(ctx, req, r, decisionID, remove, start)
 	}
 	if p != nil {
@@ -266,7 +276,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if err != nil {
 		reason, ok := ReasonFor(err)
 		if !ok {
-			if p != nil && (p.access() == policy.AccessDeny || p.anonymousOK(ReasonKeyUnknown)) {
+			if p != nil && (p.access() == policy.AccessDeny || p.anonymousOK(ReasonKeyUnknown) && !onLogout) {
 				// The route decides without the token: refused anyway, or
 				// public and the token ignored.
 				return s.unauthenticated(p, r, req, ReasonKeyUnknown, nil, decisionID, start), nil
@@ -280,7 +290,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}
 		return s.deny(r, reason, decisionID, nil, start), nil
 	}
-	if notLoaded {
+	if notLoadedOK {
 		// Here only under a deny rule or on a public route (see above).
 		return s.unauthenticated(p, r, req, ReasonRevocationsStale, id, decisionID, start), nil
 	}
@@ -290,8 +300,6 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// identity headers, and removes the claim headers.
 		a = newAllowed(s.headers, s.revocations, id, nil, nil)
 	}
-	route, onLogout := s.logoutRoutes.Match(r.host, r.path, r.method)
-	onLogout = onLogout && s.logout != nil
 	revoked := false
 	if s.revocations != nil {
 		switch reason := s.revocationCheck(a, id); {
@@ -300,6 +308,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			// the IdP's session ends too: a logout route can only log out. It
 			// goes on without identity (allowRevokedLogout).
 			revoked = true
+		case reason == ReasonRevocationsStale && onLogout && p != nil && p.access() != policy.AccessDeny:
+			// The logout cannot be vouched for: the request is not let on,
+			// even on a public route.
+			return s.deny(r, reason, decisionID, id, start), nil
 		case reason != ReasonAllowed && p != nil:
 			return s.unauthenticated(p, r, req, reason, id, decisionID, start), nil
 		case reason != ReasonAllowed:
