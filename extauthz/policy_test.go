@@ -498,7 +498,7 @@ func TestPolicyLogoutMustHold(t *testing.T) {
 			t.Errorf("failOpen %v, not loaded, logout: %q %v, want UNAVAILABLE", failOpen, reason, err)
 		}
 		if reason, err := check(e, call{method: "POST", path: "/oauth2/introspect", body: "token=" + tok,
-			ext: map[string]string{extauthz.RouteMarkerKey: extauthz.RouteMarkerIntrospection},
+			ext:     map[string]string{extauthz.RouteMarkerKey: extauthz.RouteMarkerIntrospection},
 			headers: map[string]string{"content-type": "application/x-www-form-urlencoded"}}); status.Code(err) != codes.Unavailable {
 			t.Errorf("failOpen %v, not loaded, introspection: %q %v, want UNAVAILABLE", failOpen, reason, err)
 		}

@@ -210,7 +210,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// The route policy, when there is one, chooses the request's rule
 	// first: what the path or the rule refuses needs no token.
 	var p *routed
-	var pv routed       // p's storage, when there is a policy: kept off the heap
+	var pv routed        // p's storage, when there is a policy: kept off the heap
 	var notLoadedOK bool // the revocations are not loaded, and the route needs none
 	var remove []string
 	var set *policy.Set
