@@ -243,6 +243,15 @@ func (d *decoder) entries(path string, n *yaml.Node, have map[string]bool) []ent
 	}
 	d.merging[n] = true
 	defer delete(d.merging, n)
+	// A merge reads the merged mapping's keys again, as an alias does: it
+	// spends the same budget, or merges of merges expand without end.
+	if d.budget -= len(n.Content) / 2; d.budget < 0 {
+		if !d.spent {
+			d.spent = true
+			d.fail(path, n, "aliases expand the file to more than %d times its own size: refused", aliasExpansion)
+		}
+		return nil
+	}
 	var out []entry
 	var merges []*yaml.Node
 	own := map[string]bool{}

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokengate/tokengate/policy"
 )
@@ -430,5 +431,35 @@ func TestPolicyAliasBomb(t *testing.T) {
 	_, _, err := loadPolicyConfig(t, fmt.Sprintf("policy: {file: %q}\n", file))
 	if err == nil || !strings.Contains(err.Error(), "aliases expand the file") {
 		t.Errorf("got %v, want the aliases refused", err)
+	}
+}
+
+// TestPolicyMergeKeyBomb: merge keys of merge keys are aliases too: a file
+// of a few hundred bytes that would expand a billionfold is refused.
+func TestPolicyMergeKeyBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("x0: &m0 {a: 1}\n")
+	for i := 1; i <= 9; i++ {
+		fmt.Fprintf(&b, "x%d: &m%d {<<: [", i, i)
+		for j := range 10 {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "*m%d", i-1)
+		}
+		b.WriteString("]}\n")
+	}
+	b.WriteString("policies:\n  default:\n    - {<<: *m9, name: r, match: {path: /r}}\n")
+	file := filepath.Join(t.TempDir(), "bomb.yaml")
+	writeFile(t, file, b.String())
+	done := make(chan error, 1)
+	go func() { _, _, err := loadPolicyConfig(t, fmt.Sprintf("policy: {file: %q}\n", file)); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "aliases expand the file") {
+			t.Errorf("got %v, want the merges refused", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("still expanding after a minute")
 	}
 }
