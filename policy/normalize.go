@@ -103,10 +103,6 @@ func normalizeSlow(path string) (string, error) {
 		switch {
 		case d == '/' || d == '\\' || d == 0:
 			return "", ErrPathInvalid
-		case d == '%' && i+4 < len(path) && doubleEncoded(path[i+3], path[i+4]):
-			// %252e, %252F: an upstream that decodes twice reads a dot
-			// segment or a slash the rules never saw.
-			return "", ErrPathInvalid
 		case unreserved(d):
 			b.WriteByte(d)
 		default:
@@ -116,6 +112,16 @@ func normalizeSlow(path string) (string, error) {
 			b.WriteByte(hexDigits[d&0xf])
 		}
 		i += 2
+	}
+	decoded := b.String()
+	// %252e, %252F (or %25%32%65, whose digits decode to the same): an
+	// upstream that decodes twice reads a dot segment or a slash the rules
+	// never saw.
+	for i := strings.Index(decoded, "%25"); i >= 0; i = strings.Index(decoded, "%25") {
+		if i+4 < len(decoded) && doubleEncoded(decoded[i+3], decoded[i+4]) {
+			return "", ErrPathInvalid
+		}
+		decoded = decoded[i+3:]
 	}
 	return resolveDots(b.String())
 }
