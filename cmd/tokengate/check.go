@@ -351,14 +351,14 @@ func decide(ctx context.Context, cfg settings, tok, name string, req *policy.Req
 	res.LogoutRoute = onLogout
 	switch {
 	case rt.Access() == policy.AccessDeny:
+	case onLogout && reason == "token_revoked":
+		res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "logout_revoked"
+		return res, nil
 	case !usable && public && (tok == "" || !rule.RejectInvalid()):
 		res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "anonymous"
 		return res, nil
 	case tok != "" && !usable && (reason == "keys_unavailable" || reason == "revocations_stale"):
 		res.Decision, res.Status, res.Reason = "deny", http.StatusServiceUnavailable, reason
-		return res, nil
-	case onLogout && reason == "token_revoked":
-		res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "logout_revoked"
 		return res, nil
 	case onLogout && usable:
 		// A logout route logs out any valid token, whatever the rule
