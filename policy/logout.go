@@ -3,7 +3,6 @@ package policy
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -80,6 +79,9 @@ func (r LogoutRoute) Validate() error {
 // Match returns the first route matching the request. path may carry a
 // query string, as Envoy sends it.
 //
+// The host is read as the route policy reads it (hostOnly: without its
+// port or a trailing dot; ASCII case ignored).
+//
 // The path must match as written (the literal reading: the query dropped,
 // nothing else changed, a ";" parameter of the prefix's last segment
 // ignored), as Envoy's route table without normalize_path reads it: a path
@@ -87,39 +89,31 @@ func (r LogoutRoute) Validate() error {
 // /orders/../oauth2/logout) may be routed elsewhere, with the revoked
 // token in a cookie.
 //
-// It must also match as the upstream resolves it: the query dropped,
-// repeated slashes merged, "." and ".." segments resolved (never above
-// the root), a trailing slash ignored. Upstreams differ in reading it, and
-// a request on a logout route lets a revoked token through, so it matches
-// only when every reading agrees: with ";" path parameters dropped from
-// each segment before resolving, as Java servers do (Tomcat reads "..;" as
-// ".."), and kept; with percent-encoded unreserved characters ("%2e")
-// decoded, and not. Parameters are ignored when comparing segments, so
-// /oauth2/logout;jsessionid=x matches /oauth2/logout, while
-// /oauth2/logout/..;/orders does not. A path with an encoded slash or
-// backslash, or a backslash, which some upstreams read as a slash, is no
-// logout route; nor is a path not starting with "/".
+// It must also match as the route policy reads it (NormalizePath: escapes
+// of unreserved characters decoded, repeated slashes merged, "." and ".."
+// resolved, never above the root; an encoded or doubly encoded slash,
+// backslash or dot, a backslash or a control character is no logout
+// route), with ";" parameters ignored when comparing segments, so that
+// /oauth2/logout;jsessionid=x matches /oauth2/logout; and, for a path with
+// ";", as Java servers read it too, parameters dropped before resolving
+// (Tomcat reads "..;" as ".."): /oauth2/logout/..;/orders does not match.
+// A request on a logout route lets a revoked token through, so it matches
+// only when every reading agrees.
 func (l *LogoutRoutes) Match(host, path, method string) (LogoutRoute, bool) {
 	if l == nil || len(l.routes) == 0 {
 		return LogoutRoute{}, false
 	}
 	path, _, _ = strings.Cut(path, "?")
-	// Only a host with a colon can carry a port: SplitHostPort's error for
-	// one without is an allocation on every request.
-	if strings.IndexByte(host, ':') >= 0 {
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-	}
+	host = hostOnly(host)
 	readings, n, ok := readPath(path)
 	if !ok {
 		return LogoutRoute{}, false
 	}
 	for _, r := range l.routes {
-		if r.Host != "" && !strings.EqualFold(r.Host, host) {
+		if r.Host != "" && !asciiEqualFold(r.Host, host) {
 			continue
 		}
-		if len(r.Methods) > 0 && !slices.Contains(r.Methods, strings.ToUpper(method)) {
+		if len(r.Methods) > 0 && !slices.ContainsFunc(r.Methods, func(m string) bool { return asciiEqualFold(m, method) }) {
 			continue
 		}
 		prefix := strings.TrimSuffix(r.PathPrefix, "/")
@@ -147,82 +141,29 @@ func literalMatch(path, prefix string) bool {
 	return ok && (rest == "" || rest[0] == '/' || rest[0] == ';')
 }
 
-// readPath returns the n readings of path an upstream may take (see
-// Match), each resolved, without a trailing slash, its segments without
-// parameters; false when path is no logout route under any reading. A path
-// needing no normalisation (the usual one) is its only reading, with no
-// allocation.
-func readPath(path string) (readings [4]string, n int, ok bool) {
-	if !strings.HasPrefix(path, "/") || strings.Contains(path, `\`) {
+// readPath returns the n readings of path a logout route must hold under
+// (see Match), each normalised as the route policy normalises paths,
+// without a trailing slash, its segments without ";" parameters; false
+// when the policy's normaliser refuses it. A path needing no
+// normalisation (the usual one) is its only reading, with no allocation.
+func readPath(path string) (readings [2]string, n int, ok bool) {
+	p, semicolon, err := normalizePath(path)
+	if err != nil {
 		return readings, 0, false
 	}
-	if !strings.Contains(path, "//") && !strings.Contains(path, "/.") && !strings.ContainsAny(path, ";%") {
-		// Nothing to resolve, no parameter, nothing encoded.
-		readings[0] = strings.TrimSuffix(path, "/")
+	if !semicolon {
+		readings[0] = strings.TrimSuffix(p, "/")
 		return readings, 1, true
 	}
-	lower := strings.ToLower(path)
-	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") {
+	// Parameters kept while resolving ("..;" is a name), ignored when
+	// comparing; and dropped before resolving, as Java servers do.
+	readings[0] = strings.TrimSuffix(dropParams(p), "/")
+	alt, err := NormalizePath(dropParams(path))
+	if err != nil {
 		return readings, 0, false
 	}
-	for _, params := range [2]bool{true, false} {
-		for _, decode := range [2]bool{true, false} {
-			readings[n] = resolve(path, params, decode)
-			n++
-		}
-	}
-	return readings, n, true
-}
-
-// resolve is path as one upstream reads it: with ;parameters dropped from
-// each segment before resolving (params), with unreserved characters
-// percent-decoded (decode); then "", "." and ".." segments resolved, and
-// parameters dropped for comparing.
-func resolve(path string, params, decode bool) string {
-	segs := strings.Split(path, "/")
-	out := segs[:0]
-	for _, seg := range segs {
-		if decode {
-			seg = decodeUnreserved(seg)
-		}
-		if params {
-			seg, _, _ = strings.Cut(seg, ";")
-		}
-		switch seg {
-		case "", ".":
-		case "..":
-			if len(out) > 0 {
-				out = out[:len(out)-1]
-			}
-		default:
-			out = append(out, seg)
-		}
-	}
-	for i, seg := range out {
-		out[i], _, _ = strings.Cut(seg, ";")
-	}
-	return "/" + strings.Join(out, "/")
-}
-
-// decodeUnreserved decodes the percent-encoded unreserved characters of s
-// (RFC 3986 2.3: ALPHA, DIGIT, "-", ".", "_", "~"), as RFC 3986
-// normalisation does; every other escape is kept.
-func decodeUnreserved(s string) string {
-	if !strings.Contains(s, "%") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) {
-			if c, ok := unhex(s[i+1], s[i+2]); ok && unreserved(c) {
-				b.WriteByte(c)
-				i += 2
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	readings[1] = strings.TrimSuffix(alt, "/")
+	return readings, 2, true
 }
 
 func unhex(hi, lo byte) (byte, bool) {
