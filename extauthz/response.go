@@ -161,25 +161,17 @@ func allowRuleResponse(a *allowed, decisionID string, rule, policyName *structpb
 	x := &allowAnswer{}
 	x.idValue.StringValue = decisionID
 	x.id.Kind = &x.idValue
+	n := 5
 	if rule != nil {
-		x.meta.Fields = map[string]*structpb.Value{
-			"reason":      reasonValues[ReasonAllowed],
-			"decision_id": &x.id,
-			"iss":         a.iss,
-			"sub":         &a.sub,
-			"jti":         &a.jti,
-			"rule":        rule,
-			"policy":      policyName,
-		}
-	} else {
-		x.meta.Fields = map[string]*structpb.Value{
-			"reason":      reasonValues[ReasonAllowed],
-			"decision_id": &x.id,
-			"iss":         a.iss,
-			"sub":         &a.sub,
-			"jti":         &a.jti,
-		}
+		n = 7
 	}
+	m := make(map[string]*structpb.Value, n)
+	m["reason"], m["decision_id"] = reasonValues[ReasonAllowed], &x.id
+	m["iss"], m["sub"], m["jti"] = a.iss, &a.sub, &a.jti
+	if rule != nil {
+		m["rule"], m["policy"] = rule, policyName
+	}
+	x.meta.Fields = m
 	x.resp.Status = okStatus
 	x.resp.HttpResponse = &a.answer
 	x.resp.DynamicMetadata = &x.meta
