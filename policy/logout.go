@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -104,7 +105,15 @@ func (l *LogoutRoutes) Match(host, path, method string) (LogoutRoute, bool) {
 		return LogoutRoute{}, false
 	}
 	path, _, _ = strings.Cut(path, "?")
-	host = hostOnly(host)
+	// The host as Envoy's virtual hosts read it by default: a port may be
+	// dropped, a trailing dot or brackets may not (a route's host is a name).
+	// Only a host with a colon can carry a port: SplitHostPort's error for
+	// one without is an allocation on every request.
+	if strings.IndexByte(host, ':') >= 0 {
+		if h, _, err := net.SplitHostPort(host); err == nil && !strings.ContainsAny(h, ":") {
+			host = h
+		}
+	}
 	readings, n, ok := readPath(path)
 	if !ok {
 		return LogoutRoute{}, false
@@ -146,24 +155,54 @@ func literalMatch(path, prefix string) bool {
 // without a trailing slash, its segments without ";" parameters; false
 // when the policy's normaliser refuses it. A path needing no
 // normalisation (the usual one) is its only reading, with no allocation.
-func readPath(path string) (readings [2]string, n int, ok bool) {
+//
+// With an escape in the path, it is also read without decoding (dots
+// resolved, escapes left as names), as an upstream that does not decode
+// reads it: /oauth2/logout/../%6cogout climbs out of the route, then back
+// in only for upstreams that decode. A fragment ('#'), which Envoy refuses
+// by default and some upstreams keep as part of the path, is no logout
+// route.
+func readPath(path string) (readings [4]string, n int, ok bool) {
+	if strings.IndexByte(path, '#') >= 0 {
+		return readings, 0, false
+	}
 	p, semicolon, err := normalizePath(path)
 	if err != nil {
 		return readings, 0, false
 	}
-	if !semicolon {
+	if !semicolon && strings.IndexByte(path, '%') < 0 {
 		readings[0] = strings.TrimSuffix(p, "/")
 		return readings, 1, true
 	}
 	// Parameters kept while resolving ("..;" is a name), ignored when
-	// comparing; and dropped before resolving, as Java servers do.
-	readings[0] = strings.TrimSuffix(dropParams(p), "/")
-	alt, err := NormalizePath(dropParams(path))
-	if err != nil {
-		return readings, 0, false
+	// comparing; and dropped before resolving, as Java servers do. Each
+	// decoded, and not.
+	for _, params := range [2]bool{true, false} {
+		raw := path
+		if !params {
+			raw = dropParams(path)
+		}
+		decoded, err := NormalizePath(raw)
+		if err != nil {
+			return readings, 0, false
+		}
+		asis, err := resolveDots(raw)
+		if err != nil {
+			return readings, 0, false
+		}
+		readings[n], readings[n+1] = trimForCompare(decoded), trimForCompare(asis)
+		n += 2
 	}
-	readings[1] = strings.TrimSuffix(alt, "/")
-	return readings, 2, true
+	return readings, n, true
+}
+
+// trimForCompare is a resolved reading as Match compares it: ";"
+// parameters dropped from its segments, no trailing slash.
+func trimForCompare(p string) string {
+	if strings.IndexByte(p, ';') >= 0 {
+		p = dropParams(p)
+	}
+	return strings.TrimSuffix(p, "/")
 }
 
 func unhex(hi, lo byte) (byte, bool) {

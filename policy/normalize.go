@@ -70,9 +70,17 @@ func normalizePath(path string) (p string, semicolon bool, err error) {
 	return path, semicolon, nil
 }
 
+// normalizeSlowSemicolon is normalizeSlow, and whether the path as sent
+// (before its fragment or query) has a ";": resolving may remove the
+// segment that had it ("..;" kept as a name, then popped by ".."), while
+// Tomcat reads that segment as "..".
 func normalizeSlowSemicolon(path string) (string, bool, error) {
 	p, err := normalizeSlow(path)
-	return p, strings.IndexByte(p, ';') >= 0, err
+	raw := path
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		raw = raw[:i]
+	}
+	return p, strings.IndexByte(raw, ';') >= 0, err
 }
 
 // normalizeSlow is NormalizePath for a path with something to decode or

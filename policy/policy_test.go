@@ -175,3 +175,33 @@ func TestLogoutRouteMatchAllocations(t *testing.T) {
 		}
 	}
 }
+
+// TestLogoutRouteReadingsThirdReview: paths and hosts that some upstream or
+// Envoy reads as off the logout route are not logout routes.
+func TestLogoutRouteReadingsThirdReview(t *testing.T) {
+	routes, err := policy.NewLogoutRoutes([]policy.LogoutRoute{{Host: "idp.example.com", PathPrefix: "/oauth2/logout"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{
+		"/oauth2/logout/..;/../orders",         // Tomcat: /orders
+		"/oauth2/logout/x/..;a/../../api",      // Tomcat: /api
+		"/oauth2/logout/../%6cogout",           // no decoding: /oauth2/%6cogout
+		"/oauth2/logout/../../%6fauth2/logout", // no decoding: /%6fauth2/logout
+		"/oauth2/logout/#/../../orders",        // an upstream keeping '#': /oauth2/orders
+	} {
+		if _, ok := routes.Match("idp.example.com", p, "GET"); ok {
+			t.Errorf("path %q is a logout route", p)
+		}
+	}
+	for _, h := range []string{"idp.example.com.", "idp.example.com.:8443", "[idp.example.com]", "[idp.example.com]junk"} {
+		if _, ok := routes.Match(h, "/oauth2/logout", "GET"); ok {
+			t.Errorf("host %q is the logout route's host", h)
+		}
+	}
+	for _, h := range []string{"idp.example.com", "IDP.example.com", "idp.example.com:8443"} {
+		if _, ok := routes.Match(h, "/oauth2/logout", "GET"); !ok {
+			t.Errorf("host %q is not the logout route's host", h)
+		}
+	}
+}

@@ -366,3 +366,21 @@ func TestTrace(t *testing.T) {
 		t.Errorf("unknown policy: steps %v, status %v", steps, rt.Status)
 	}
 }
+
+// TestRouteSemicolonResolvedAway: a ';' segment that dot resolution removes
+// ("..;" as a name, popped by the next "..") still makes the path read the
+// Java way too: /public/a/..;/../admin is /admin to Tomcat.
+func TestRouteSemicolonResolvedAway(t *testing.T) {
+	s := compile(t, policy.Options{Unmatched: policy.UnmatchedDeny, Policies: map[string][]policy.RuleSpec{
+		"default": {
+			{Name: "admin", Match: policy.MatchSpec{PathPrefix: "/admin"}, Access: "deny"},
+			{Name: "public", Match: policy.MatchSpec{PathPrefix: "/public"}, Access: "public"},
+		},
+	}})
+	for _, p := range []string{"/public/a/..;/../admin", "/public/a/%2e%2e;/../admin", "/public/a/..;x/../admin"} {
+		rt := s.Route("", &policy.Request{Host: "x", Method: "GET", Path: p})
+		if rt.Status != policy.RoutePathInvalid && (rt.Rule() == nil || rt.Rule().Name() != "admin") {
+			t.Errorf("%q: status %v, rule %v; want path_invalid or the admin rule", p, rt.Status, rt.Rule())
+		}
+	}
+}
