@@ -245,7 +245,7 @@ func (d *decoder) entries(path string, n *yaml.Node, have map[string]bool) []ent
 	defer delete(d.merging, n)
 	// A merge reads the merged mapping's keys again, as an alias does: it
 	// spends the same budget, or merges of merges expand without end.
-	if d.budget -= len(n.Content) / 2; d.budget < 0 {
+	if d.budget -= 1 + len(n.Content)/2; d.budget < 0 {
 		if !d.spent {
 			d.spent = true
 			d.fail(path, n, "aliases expand the file to more than %d times its own size: refused", aliasExpansion)

@@ -463,3 +463,23 @@ func TestPolicyMergeKeyBomb(t *testing.T) {
 		t.Fatal("still expanding after a minute")
 	}
 }
+
+// TestMergeOfEmptyMappingsIsCounted: merging an empty mapping costs budget
+// too; a merge list of thousands of merge lists of thousands is refused.
+func TestMergeOfEmptyMappingsIsCounted(t *testing.T) {
+	const k = 4000
+	var b strings.Builder
+	b.WriteString("x: &e {}\ny: &m\n  <<: [")
+	b.WriteString(strings.TrimSuffix(strings.Repeat("*e, ", k), ", "))
+	b.WriteString("]\nz:\n  <<: [")
+	b.WriteString(strings.TrimSuffix(strings.Repeat("*m, ", k), ", "))
+	b.WriteString("]\n")
+	var dst map[string]map[string]string
+	problems, err := decodeYAML([]byte(b.String()), &dst, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(problems) == 0 || !strings.Contains(problems[0].Error(), "aliases expand the file") {
+		t.Errorf("problems %v, want the merges refused", problems)
+	}
+}
