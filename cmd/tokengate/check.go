@@ -289,7 +289,7 @@ func decide(ctx context.Context, cfg settings, tok, name string, req *policy.Req
 		onLogout := logoutRoute(cfg, req, usable, reason)
 		res.LogoutRoute = onLogout
 		switch {
-		case reason == "keys_unavailable" || reason == "revocations_stale":
+		case unknowable(reason):
 			res.Decision, res.Status, res.Reason = "deny", http.StatusServiceUnavailable, reason
 		case onLogout && reason == "token_revoked":
 			res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "logout_revoked"
@@ -354,10 +354,15 @@ func decide(ctx context.Context, cfg settings, tok, name string, req *policy.Req
 	case onLogout && reason == "token_revoked":
 		res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "logout_revoked"
 		return res, nil
+	case onLogout && unknowable(reason):
+		// A logout that cannot be made to hold is not let on, even on a
+		// public route.
+		res.Decision, res.Status, res.Reason = "deny", http.StatusServiceUnavailable, reason
+		return res, nil
 	case !usable && public && (tok == "" || !rule.RejectInvalid()):
 		res.Decision, res.Status, res.Reason = "allow", http.StatusOK, "anonymous"
 		return res, nil
-	case tok != "" && !usable && (reason == "keys_unavailable" || reason == "revocations_stale"):
+	case tok != "" && !usable && unknowable(reason):
 		res.Decision, res.Status, res.Reason = "deny", http.StatusServiceUnavailable, reason
 		return res, nil
 	case onLogout && usable:
@@ -386,12 +391,20 @@ func decide(ctx context.Context, cfg settings, tok, name string, req *policy.Req
 
 // logoutRoute reports whether the request is on a logout route with a
 // token the server would act on there: valid, or revoked.
+// A token whose keys or revocations could not be read counts too: the
+// server does not let a logout it cannot make hold go on.
 func logoutRoute(cfg settings, req *policy.Request, usable bool, reason string) bool {
-	if !usable && reason != "token_revoked" {
+	if !usable && reason != "token_revoked" && !unknowable(reason) {
 		return false
 	}
 	_, on := cfg.logoutRoutes.Match(req.Host, req.Path, req.Method)
 	return on
+}
+
+// unknowable: the token's reason says it could not be judged (its
+// issuer's keys, or the revocations, could not be read).
+func unknowable(reason string) bool {
+	return reason == "keys_unavailable" || reason == "revocations_stale"
 }
 
 // unverifiedParts decodes a JWS's header and payload without verifying

@@ -352,3 +352,15 @@ func readFileString(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestCheckPublicLogoutRouteWithoutKeys: on a logout route under a public
+// rule, a token that cannot be judged (its issuer's keys cannot be
+// fetched) is 503, as the server answers: a logout is never let on unheld.
+func TestCheckPublicLogoutRouteWithoutKeys(t *testing.T) {
+	r := newCheckRig(t, true)
+	r.config = writeConfig(t, strings.Replace(readFileString(t, r.config), "issuers:", "logout_routes: [{path_prefix: /healthz}]\nissuers:", 1))
+	r.iss.FailJWKS(true)
+	if res, code := r.json(t, "--token", "-", "--path", "/healthz"); code != 1 || res.Status != 503 || res.Reason != "keys_unavailable" {
+		t.Errorf("exit %d, got %+v; want 503 keys_unavailable", code, res)
+	}
+}
