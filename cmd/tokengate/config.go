@@ -198,6 +198,12 @@ type RevocationConfig struct {
 type ListenConfig struct {
 	GRPC string `yaml:"grpc"`
 	HTTP string `yaml:"http"`
+	// GRPCTLS and HTTPTLS serve TLS (mutual TLS with a client CA).
+	GRPCTLS TLSConfig `yaml:"grpc_tls"`
+	HTTPTLS TLSConfig `yaml:"http_tls"`
+	// TLSReloadInterval: the certificate files are read again this often,
+	// and a changed certificate is served to new connections.
+	TLSReloadInterval time.Duration `yaml:"tls_reload_interval"`
 }
 
 type LogConfig struct {
@@ -273,7 +279,7 @@ type ShutdownConfig struct {
 // defaultConfig is the embedded default: loopback listeners, no issuers.
 func defaultConfig() Config {
 	return Config{
-		Listen:      ListenConfig{GRPC: "127.0.0.1:9191", HTTP: "127.0.0.1:8181"},
+		Listen:      ListenConfig{GRPC: "127.0.0.1:9191", HTTP: "127.0.0.1:8181", TLSReloadInterval: 10 * time.Second},
 		Log:         LogConfig{Level: "info", Format: "json", DenialsPerSecond: 100},
 		Cache:       CacheConfig{MaxEntries: 100_000, MaxBytes: token.DefaultCacheMaxBytes},
 		JWKS:        JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
@@ -395,6 +401,11 @@ func (c Config) buildFrom(src configSource) (settings, error) {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(path, "want host:port, got %q", addr)
 		}
+	}
+	errs = append(errs, c.Listen.GRPCTLS.validate("listen.grpc_tls")...)
+	errs = append(errs, c.Listen.HTTPTLS.validate("listen.http_tls")...)
+	if c.Listen.TLSReloadInterval < time.Second {
+		bad("listen.tls_reload_interval", "must be at least 1s, got %s", c.Listen.TLSReloadInterval)
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		bad("log.level", "want debug, info, warn or error, got %q", c.Log.Level)

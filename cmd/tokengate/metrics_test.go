@@ -1,8 +1,13 @@
 package main
 
 import (
+	"crypto/tls"
+	"time"
+
 	"fmt"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -31,8 +36,13 @@ func TestMetricsDocumented(t *testing.T) {
     - {name: health-shadow, match: {path: /healthz}, access: deny, shadow: true}
     - {name: health, match: {path: /healthz}, access: public}
 `)
+	ca := newTestCA(t)
+	certPEM, keyPEM := ca.issue(t, 1, false, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+	certFile, keyFile := filepath.Join(t.TempDir(), "tls.crt"), filepath.Join(t.TempDir(), "tls.key")
+	writeAtomically(t, certFile, certPEM)
+	writeAtomically(t, keyFile, keyPEM)
 	cfg := writeConfig(t, fmt.Sprintf(`
-listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}
+listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0", grpc_tls: {cert_file: %q, key_file: %q}}
 shutdown: {drain_delay: 0s, timeout: 5s}
 issuers: [{name: idp, issuer: %q, audiences: [api], logout_client_ids: [web-app]}]
 webhooks:
@@ -40,10 +50,15 @@ webhooks:
     issuer: idp
     header: {name: x-webhook-secret, value: "0123456789abcdef0123456789abcdef"}
 policy: {file: %q}
-`, iss.URL, policyFile))
+`, certFile, keyFile, iss.URL, policyFile))
 	in := start(t, []string{"serve", "--config", cfg}, nil)
 	waitReady(t, in)
-	if _, err := in.client.Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+	conn, err := grpc.NewClient(in.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.pool})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := authv3.NewAuthorizationClient(conn).Check(t.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Method: "GET", Host: "api.example.com", Path: "/healthz"}}}}); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
@@ -35,6 +36,8 @@ type serveHooks struct {
 	grpcListener, httpListener net.Listener
 	mount                      func(mux *http.ServeMux)
 	started                    func(grpcAddr, httpAddr string)
+	// tlsReloaded, when set, is told each TLS reload's result.
+	tlsReloaded func(result string)
 }
 
 // serve wires tokengate from a validated configuration and runs it until ctx
@@ -155,6 +158,33 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		return err
 	}
 
+	// TLS: the certificate files must load now (an unreadable, mismatched
+	// or expired certificate stops the start); they are read again every
+	// tls_reload_interval.
+	var grpcTLS, httpTLS *tlsFiles
+	if cfg.Listen.GRPCTLS.enabled() {
+		if grpcTLS, err = newTLSFiles("grpc", cfg.Listen.GRPCTLS, log, time.Now); err != nil {
+			return err
+		}
+	}
+	if cfg.Listen.HTTPTLS.enabled() {
+		if httpTLS, err = newTLSFiles("http", cfg.Listen.HTTPTLS, log, time.Now); err != nil {
+			return err
+		}
+	}
+	var tlsListeners []*tlsFiles
+	for _, f := range []*tlsFiles{grpcTLS, httpTLS} {
+		if f != nil {
+			tlsListeners = append(tlsListeners, f)
+		}
+	}
+	if err := tlsReloadMetrics(reg, tlsListeners...); err != nil {
+		return err
+	}
+	for _, f := range tlsListeners {
+		f.reloaded = hooks.tlsReloaded
+	}
+
 	grpcLis, httpLis := hooks.grpcListener, hooks.httpListener
 	if grpcLis == nil {
 		if grpcLis, err = net.Listen("tcp", cfg.Listen.GRPC); err != nil {
@@ -168,14 +198,18 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		}
 	}
 
-	gs := grpc.NewServer(
+	grpcOpts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(1<<20),
+		grpc.MaxRecvMsgSize(1 << 20),
 		// Reuse handler goroutines: a fresh goroutine per Check would grow
 		// its stack on every call.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.ForceServerCodecV2(extauthz.NewCodec()),
-	)
+	}
+	if grpcTLS != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(grpcTLS.config("h2"))))
+	}
+	gs := grpc.NewServer(grpcOpts...)
 	authv3.RegisterAuthorizationServer(gs, authz)
 	healthpb.RegisterHealthServer(gs, h.GRPC())
 	reflection.Register(gs)
@@ -240,6 +274,9 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()
 	var bg errgroup.Group
+	for _, f := range tlsListeners {
+		bg.Go(func() error { f.run(bgCtx, cfg.Listen.TLSReloadInterval); return nil })
+	}
 	bg.Go(func() error { return verifier.Run(bgCtx) })
 	bg.Go(func() error { return rv.run(bgCtx) })
 	if policyWatch != nil {
@@ -256,7 +293,12 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		return nil
 	})
 	g.Go(func() error {
-		if err := hs.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serveHTTP := func() error { return hs.Serve(httpLis) }
+		if httpTLS != nil {
+			hs.TLSConfig = httpTLS.config("h2", "http/1.1")
+			serveHTTP = func() error { return hs.ServeTLS(httpLis, "", "") }
+		}
+		if err := serveHTTP(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil

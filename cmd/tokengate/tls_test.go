@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// testCA is a certificate authority made for one test.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tokengate test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	ca := &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pool: x509.NewCertPool()}
+	ca.pool.AddCert(cert)
+	return ca
+}
+
+// issue signs a certificate for 127.0.0.1 (server) or a client, valid
+// from notBefore to notAfter; it returns the certificate and key in PEM.
+func (ca *testCA) issue(t *testing.T, serial int64, client bool, notBefore, notAfter time.Time) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: fmt.Sprintf("leaf %d", serial)},
+		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	if client {
+		tmpl.ExtKeyUsage, tmpl.IPAddresses = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// writeAtomically replaces path with data (a temp file renamed over it),
+// as cert-manager and kubelet do.
+func writeAtomically(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// servedSerial is the serial of the certificate the TLS server at addr
+// presents now.
+func servedSerial(t *testing.T, addr string, ca *testCA, client *tls.Certificate) int64 {
+	t.Helper()
+	cfg := &tls.Config{RootCAs: ca.pool}
+	if client != nil {
+		cfg.Certificates = []tls.Certificate{*client}
+	}
+	conn, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		t.Fatalf("TLS to %s: %v", addr, err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+}
+
+// TestTLSListeners, through run: the gRPC listener serves mutual TLS (a
+// client without a certificate from the client CA is refused), the HTTP
+// listener TLS; both certificates are read again when their files change
+// and served to new connections without a restart, while an established
+// connection keeps working; a file that does not load keeps the
+// certificate in force, counted in /metrics.
+func TestTLSListeners(t *testing.T) {
+	ca, clientCA := newTestCA(t), newTestCA(t)
+	dir := t.TempDir()
+	now := time.Now()
+	files := map[string]string{}
+	for _, name := range []string{"grpc.crt", "grpc.key", "http.crt", "http.key", "clients.pem"} {
+		files[name] = filepath.Join(dir, name)
+	}
+	write := func(prefix string, serial int64) {
+		c, k := ca.issue(t, serial, false, now.Add(-time.Minute), now.Add(time.Hour))
+		writeAtomically(t, files[prefix+".key"], k)
+		writeAtomically(t, files[prefix+".crt"], c)
+	}
+	write("grpc", 10)
+	write("http", 20)
+	writeAtomically(t, files["clients.pem"], clientCA.pem)
+	cPEM, kPEM := clientCA.issue(t, 99, true, now.Add(-time.Minute), now.Add(time.Hour))
+	clientCert, err := tls.X509KeyPair(cPEM, kPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen:
+  grpc: "127.0.0.1:0"
+  http: "127.0.0.1:0"
+  grpc_tls: {cert_file: %q, key_file: %q, client_ca_file: %q}
+  http_tls: {cert_file: %q, key_file: %q}
+  tls_reload_interval: 1s
+shutdown: {drain_delay: 0s, timeout: 5s}
+issuers: [{name: a, issuer: https://a.example, audiences: [x], hmac_secret: 0123456789abcdef0123456789abcdef}]
+`, files["grpc.crt"], files["grpc.key"], files["clients.pem"], files["http.crt"], files["http.key"]))
+	in := start(t, []string{"serve", "--config", cfg}, nil)
+
+	https := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}}, Timeout: 10 * time.Second}
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := https.Get("https://" + in.httpAddr + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Fatalf("HTTPS /healthz: %d", code)
+	}
+	if resp, err := http.Get("http://" + in.httpAddr + "/healthz"); err == nil && resp.StatusCode == http.StatusOK {
+		resp.Body.Close()
+		t.Error("plain HTTP is answered on the TLS listener")
+	}
+
+	dial := func(withCert bool) *grpc.ClientConn {
+		t.Helper()
+		tc := &tls.Config{RootCAs: ca.pool}
+		if withCert {
+			tc.Certificates = []tls.Certificate{clientCert}
+		}
+		conn, err := grpc.NewClient(in.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	healthCheck := func(conn *grpc.ClientConn) error {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	withCert := dial(true)
+	if err := healthCheck(withCert); err != nil {
+		t.Fatalf("gRPC over mutual TLS: %v", err)
+	}
+	if err := healthCheck(dial(false)); err == nil {
+		t.Error("a gRPC client without a client certificate is served")
+	}
+
+	// Rotation: new certificates, picked up without a restart.
+	write("grpc", 11)
+	write("http", 21)
+	eventually(t, "the rotated certificates are served", func() bool {
+		return servedSerial(t, in.grpcAddr, ca, &clientCert) == 11 && servedSerial(t, in.httpAddr, ca, nil) == 21
+	})
+	if err := healthCheck(withCert); err != nil {
+		t.Errorf("the connection made before the rotation: %v", err)
+	}
+
+	// A file that does not load keeps the certificate in force.
+	writeAtomically(t, files["http.crt"], []byte("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n"))
+	eventually(t, "the failed reload is counted", func() bool {
+		_, metrics := get("/metrics")
+		return strings.Contains(metrics, `tokengate_tls_reloads_total{listener="http",result="failure"} 1`)
+	})
+	if got := servedSerial(t, in.httpAddr, ca, nil); got != 21 {
+		t.Errorf("after a bad file: serial %d served, want 21 (kept)", got)
+	}
+	_, metrics := get("/metrics")
+	for _, want := range []string{
+		`tokengate_tls_reloads_total{listener="grpc",result="success"} 1`,
+		`tokengate_tls_reloads_total{listener="http",result="success"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestTLSExpiredCertificateStopsTheStart: an expired certificate (or one
+// not valid yet, or a key that does not match) is a startup error naming
+// the listener.
+func TestTLSExpiredCertificateStopsTheStart(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	now := time.Now()
+	certFile, keyFile := filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key")
+	c, k := ca.issue(t, 5, false, now.Add(-2*time.Hour), now.Add(-time.Hour))
+	writeAtomically(t, certFile, c)
+	writeAtomically(t, keyFile, k)
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0", grpc_tls: {cert_file: %q, key_file: %q}}
+issuers: [{name: a, issuer: https://a.example, audiences: [x], hmac_secret: 0123456789abcdef0123456789abcdef}]
+`, certFile, keyFile))
+	err := run(t.Context(), []string{"serve", "--config", cfg}, noEnv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "listen.grpc_tls") || !strings.Contains(err.Error(), "not now") {
+		t.Errorf("got %v, want listen.grpc_tls: the certificate is not valid now", err)
+	}
+	_, other := newTestCA(t).issue(t, 6, false, now.Add(-time.Minute), now.Add(time.Hour))
+	writeAtomically(t, certFile, c)
+	writeAtomically(t, keyFile, other)
+	if err := run(t.Context(), []string{"serve", "--config", cfg}, noEnv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "listen.grpc_tls") {
+		t.Errorf("a key that does not match: %v", err)
+	}
+}

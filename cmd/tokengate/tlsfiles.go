@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TLSConfig is a listener's TLS: its certificate and key, and, for mutual
+// TLS, the CAs whose client certificates it accepts.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, when set, makes the listener require a client
+	// certificate signed by one of its CAs: only Envoy (or only the IdP)
+	// can connect.
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// enabled: the listener serves TLS.
+func (c TLSConfig) enabled() bool { return c.CertFile != "" || c.KeyFile != "" || c.ClientCAFile != "" }
+
+// validate reports the problems of a listener's TLS section; path is its
+// YAML path (listen.grpc_tls).
+func (c TLSConfig) validate(path string) []error {
+	var errs []error
+	if !c.enabled() {
+		return nil
+	}
+	if c.CertFile == "" || c.KeyFile == "" {
+		errs = append(errs, fmt.Errorf("%s: cert_file and key_file are both required", path))
+	}
+	return errs
+}
+
+// tlsMaterial is what one reading of a listener's files gives.
+type tlsMaterial struct {
+	cert     *tls.Certificate
+	clientCA *x509.CertPool // nil: no client certificate asked
+	sum      [sha256.Size]byte
+	notAfter time.Time
+}
+
+// tlsFiles serves a listener's certificate from its files and reads them
+// again when they change (cert-manager and Istio rotate them in place, or
+// swap a symlink): new handshakes get the new certificate, established
+// connections keep theirs. A change that does not load (a half-written
+// file, a key that does not match, an expired certificate) keeps the
+// material in force, and is logged and counted.
+type tlsFiles struct {
+	name string // the listener: grpc or http
+	cfg  TLSConfig
+	cur  atomic.Pointer[tlsMaterial]
+	log  *slog.Logger
+	now  func() time.Time
+	// reloads counts readings of changed files by result.
+	reloads map[string]prometheus.Counter
+	// reloaded, when set, is told each result (tests).
+	reloaded func(result string)
+	// failed is the last reload failure's text: a file that stays bad is
+	// logged and counted once.
+	failed atomic.Pointer[string]
+}
+
+// newTLSFiles reads the files: an unreadable, mismatched or expired
+// certificate is an error (a startup error for the listener).
+func newTLSFiles(name string, cfg TLSConfig, log *slog.Logger, now func() time.Time) (*tlsFiles, error) {
+	t := &tlsFiles{name: name, cfg: cfg, log: log, now: now}
+	m, err := t.read()
+	if err != nil {
+		return nil, fmt.Errorf("listen.%s_tls: %w", name, err)
+	}
+	t.cur.Store(m)
+	return t, nil
+}
+
+// read loads the certificate, its key and the client CAs.
+func (t *tlsFiles) read() (*tlsMaterial, error) {
+	certPEM, err := os.ReadFile(t.cfg.CertFile)
+	if err != nil {
+		return nil, fmt.Errorf("cert_file: %w", err)
+	}
+	keyPEM, err := os.ReadFile(t.cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("key_file: %w", err)
+	}
+	var caPEM []byte
+	if t.cfg.ClientCAFile != "" {
+		if caPEM, err = os.ReadFile(t.cfg.ClientCAFile); err != nil {
+			return nil, fmt.Errorf("client_ca_file: %w", err)
+		}
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("cert_file and key_file: %w", err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("cert_file: %w", err)
+		}
+	}
+	if now := t.now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		return nil, fmt.Errorf("cert_file: the certificate is valid from %s to %s, not now",
+			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	m := &tlsMaterial{cert: &cert, notAfter: leaf.NotAfter,
+		sum: sha256.Sum256(bytes.Join([][]byte{certPEM, keyPEM, caPEM}, []byte{0}))}
+	if caPEM != nil {
+		m.clientCA = x509.NewCertPool()
+		if !m.clientCA.AppendCertsFromPEM(caPEM) {
+			return nil, errors.New("client_ca_file: no PEM certificate in it")
+		}
+	}
+	return m, nil
+}
+
+// config is the listener's tls.Config: every handshake takes the material
+// in force.
+func (t *tlsFiles) config(protos ...string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: protos,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return t.cur.Load().cert, nil
+		},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			m := t.cur.Load()
+			c := &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				NextProtos:   protos,
+				Certificates: []tls.Certificate{*m.cert},
+			}
+			if m.clientCA != nil {
+				c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, m.clientCA
+			}
+			return c, nil
+		},
+	}
+}
+
+// reload reads the files again and puts them in force if they changed and
+// load; otherwise the material in force stays.
+func (t *tlsFiles) reload() {
+	m, err := t.read()
+	if err == nil && m.sum == t.cur.Load().sum {
+		return // unchanged
+	}
+	result := "success"
+	if err != nil {
+		if t.lastFailed(err) {
+			return // the same failure, already told
+		}
+		result = "failure"
+		t.log.Error("TLS files changed and do not load: the certificate in force is kept", "listener", t.name, "err", err)
+	} else {
+		t.failed.Store(nil)
+		t.cur.Store(m)
+		t.log.Info("TLS certificate reloaded", "listener", t.name, "not_after", m.notAfter.UTC().Format(time.RFC3339))
+	}
+	if c := t.reloads[result]; c != nil {
+		c.Inc()
+	}
+	if t.reloaded != nil {
+		t.reloaded(result)
+	}
+}
+
+// lastFailed reports whether err repeats the last failure (so that a bad
+// file is counted once, not every poll), and remembers it.
+func (t *tlsFiles) lastFailed(err error) bool {
+	msg := err.Error()
+	if p := t.failed.Load(); p != nil && *p == msg {
+		return true
+	}
+	t.failed.Store(&msg)
+	return false
+}
+
+// run polls the files every interval until ctx ends. Polling sees every
+// way a file can change (written in place, renamed over, a symlink
+// swapped), on every file system.
+func (t *tlsFiles) run(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			t.reload()
+		}
+	}
+}
+
+// tlsReloadMetrics registers tokengate_tls_reloads_total{listener,result}
+// with reg, every listener's results at zero, and gives each its counters.
+func tlsReloadMetrics(reg prometheus.Registerer, files ...*tlsFiles) error {
+	if len(files) == 0 {
+		return nil
+	}
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokengate_tls_reloads_total",
+		Help: "Readings of changed TLS certificate files by listener and result: success (in force) or failure (the certificate in force kept).",
+	}, []string{"listener", "result"})
+	if reg != nil {
+		if err := reg.Register(vec); err != nil {
+			return fmt.Errorf("register TLS metrics: %w", err)
+		}
+	}
+	for _, f := range files {
+		f.reloads = map[string]prometheus.Counter{}
+		for _, r := range []string{"success", "failure"} {
+			f.reloads[r] = vec.WithLabelValues(f.name, r)
+		}
+	}
+	return nil
+}
