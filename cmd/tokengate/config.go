@@ -201,6 +201,11 @@ type ListenConfig struct {
 	// GRPCTLS and HTTPTLS serve TLS (mutual TLS with a client CA).
 	GRPCTLS TLSConfig `yaml:"grpc_tls"`
 	HTTPTLS TLSConfig `yaml:"http_tls"`
+	// Admin, when set, is a separate listener for the admin API and
+	// /metrics (which then answer 404 on HTTP), so that the webhook
+	// endpoints can face the IdP while the admin API stays internal.
+	Admin    string    `yaml:"admin"`
+	AdminTLS TLSConfig `yaml:"admin_tls"`
 	// TLSReloadInterval: the certificate files are read again this often,
 	// and a changed certificate is served to new connections.
 	TLSReloadInterval time.Duration `yaml:"tls_reload_interval"`
@@ -402,6 +407,14 @@ func (c Config) buildFrom(src configSource) (settings, error) {
 			bad(path, "want host:port, got %q", addr)
 		}
 	}
+	if c.Listen.Admin != "" {
+		if _, _, err := net.SplitHostPort(c.Listen.Admin); err != nil {
+			bad("listen.admin", "want host:port, got %q", c.Listen.Admin)
+		}
+	} else if c.Listen.AdminTLS.enabled() {
+		bad("listen.admin_tls", "set without listen.admin")
+	}
+	errs = append(errs, c.Listen.AdminTLS.validate("listen.admin_tls")...)
 	errs = append(errs, c.Listen.GRPCTLS.validate("listen.grpc_tls")...)
 	errs = append(errs, c.Listen.HTTPTLS.validate("listen.http_tls")...)
 	if c.Listen.TLSReloadInterval < time.Second {

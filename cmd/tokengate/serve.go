@@ -161,7 +161,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 	// TLS: the certificate files must load now (an unreadable, mismatched
 	// or expired certificate stops the start); they are read again every
 	// tls_reload_interval.
-	var grpcTLS, httpTLS *tlsFiles
+	var grpcTLS, httpTLS, adminTLS *tlsFiles
 	if cfg.Listen.GRPCTLS.enabled() {
 		if grpcTLS, err = newTLSFiles("grpc", cfg.Listen.GRPCTLS, log, time.Now); err != nil {
 			return err
@@ -172,8 +172,13 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 			return err
 		}
 	}
+	if cfg.Listen.AdminTLS.enabled() {
+		if adminTLS, err = newTLSFiles("admin", cfg.Listen.AdminTLS, log, time.Now); err != nil {
+			return err
+		}
+	}
 	var tlsListeners []*tlsFiles
-	for _, f := range []*tlsFiles{grpcTLS, httpTLS} {
+	for _, f := range []*tlsFiles{grpcTLS, httpTLS, adminTLS} {
 		if f != nil {
 			tlsListeners = append(tlsListeners, f)
 		}
@@ -220,7 +225,14 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /readyz", h)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	// With listen.admin, the admin API and /metrics have a listener of their
+	// own, and are not found on this one.
+	adminMux := mux
+	if cfg.Listen.Admin != "" {
+		adminMux = http.NewServeMux()
+		adminMux.Handle("GET /readyz", h)
+	}
+	adminMux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	intake.NewAdmin(intake.AdminOptions{
 		Token:       cfg.Admin.Token,
 		Revoker:     revoker,
@@ -229,7 +241,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		Revocations: rv.index,
 		Fresh:       authz.Fresh,
 		Logger:      log,
-	}).Mount(mux)
+	}).Mount(adminMux)
 	var background []func(context.Context)
 	if cfg.backchannelEnabled() {
 		bc, err := intake.NewBackchannel(intake.BackchannelOptions{
@@ -254,6 +266,27 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 	}
 	if hooks.mount != nil {
 		hooks.mount(mux)
+	}
+	var as *http.Server // the admin listener's server, when there is one
+	var adminLis net.Listener
+	if cfg.Listen.Admin != "" {
+		if adminLis, err = net.Listen("tcp", cfg.Listen.Admin); err != nil {
+			grpcLis.Close()
+			httpLis.Close()
+			return fmt.Errorf("listen.admin: %w", err)
+		}
+		as = &http.Server{
+			Handler:           adminMux,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		if adminTLS != nil {
+			as.TLSConfig = adminTLS.config("h2", "http/1.1")
+		}
 	}
 	hs := &http.Server{
 		Handler:           mux,
@@ -303,16 +336,32 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		}
 		return nil
 	})
+	if as != nil {
+		g.Go(func() error {
+			serve := func() error { return as.Serve(adminLis) }
+			if adminTLS != nil {
+				serve = func() error { return as.ServeTLS(adminLis, "", "") }
+			}
+			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("admin: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
-		shutdown(log, cfg.Shutdown, h, gs, hs)
+		shutdown(log, cfg.Shutdown, h, gs, hs, as)
 		stopBackground()
 		return nil
 	})
 	if hooks.started != nil {
 		hooks.started(grpcLis.Addr().String(), httpLis.Addr().String())
 	}
-	log.Info("serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
+	adminAddr := ""
+	if adminLis != nil {
+		adminAddr = adminLis.Addr().String()
+	}
+	log.Info("serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(), "admin_addr", adminAddr,
 		"issuers", len(cfg.Issuers), "version", version)
 	err = g.Wait()
 	if bgErr := bg.Wait(); err == nil {
@@ -343,7 +392,7 @@ func buildInfo() prometheus.Collector {
 
 // shutdown: go NOT_SERVING so health checks steer traffic away, wait the drain
 // delay, then stop gracefully within the timeout (forcefully after it).
-func shutdown(log *slog.Logger, c ShutdownConfig, h *health.Health, gs *grpc.Server, hs *http.Server) {
+func shutdown(log *slog.Logger, c ShutdownConfig, h *health.Health, gs *grpc.Server, servers ...*http.Server) {
 	log.Info("shutting down", "drain_delay", c.DrainDelay)
 	h.Shutdown()
 	time.Sleep(c.DrainDelay)
@@ -357,8 +406,13 @@ func shutdown(log *slog.Logger, c ShutdownConfig, h *health.Health, gs *grpc.Ser
 		log.Warn("grpc drain timed out; closing connections")
 		gs.Stop()
 	}
-	if err := hs.Shutdown(ctx); err != nil {
-		hs.Close()
+	for _, hs := range servers {
+		if hs == nil {
+			continue
+		}
+		if err := hs.Shutdown(ctx); err != nil {
+			hs.Close()
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -251,5 +252,55 @@ issuers: [{name: a, issuer: https://a.example, audiences: [x], hmac_secret: 0123
 	writeAtomically(t, keyFile, other)
 	if err := run(t.Context(), []string{"serve", "--config", cfg}, noEnv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "listen.grpc_tls") {
 		t.Errorf("a key that does not match: %v", err)
+	}
+}
+
+// TestAdminListener: with listen.admin, the admin API and /metrics answer
+// there and 404 on listen.http, which keeps the probes (and would keep the
+// webhooks) for the IdP to reach.
+func TestAdminListener(t *testing.T) {
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+shutdown: {drain_delay: 0s, timeout: 5s}
+admin: {token: %q}
+issuers: [{name: a, issuer: https://a.example, audiences: [x], hmac_secret: 0123456789abcdef0123456789abcdef}]
+`, testAdminToken))
+	in := start(t, []string{"serve", "--config", cfg}, nil)
+	var adminAddr string
+	for _, line := range strings.Split(in.logs.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "serving" {
+			adminAddr, _ = rec["admin_addr"].(string)
+		}
+	}
+	if adminAddr == "" {
+		t.Fatalf("no admin_addr in the serving line:\n%s", in.logs)
+	}
+	revoke := func(addr string) int {
+		req, err := http.NewRequest("POST", "http://"+addr+"/v1/revocations",
+			strings.NewReader(`{"kind":"subject","issuer":"https://a.example","subject":"u1"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+testAdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitReady(t, in)
+	if code, _ := httpGet(t, "http://"+in.httpAddr+"/metrics"); code != http.StatusNotFound {
+		t.Errorf("/metrics on listen.http: %d, want 404", code)
+	}
+	if code := revoke(in.httpAddr); code != http.StatusNotFound {
+		t.Errorf("admin API on listen.http: %d, want 404", code)
+	}
+	if code, body := httpGet(t, "http://"+adminAddr+"/metrics"); code != http.StatusOK || !strings.Contains(body, "tokengate_build_info") {
+		t.Errorf("/metrics on listen.admin: %d", code)
+	}
+	if code := revoke(adminAddr); code != http.StatusCreated {
+		t.Errorf("admin API on listen.admin: %d, want 201", code)
 	}
 }
