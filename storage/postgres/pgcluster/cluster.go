@@ -23,6 +23,15 @@ type Options struct {
 	// do not, as a throwaway cluster is much faster without, and data still
 	// survives Restart and Stop/Start, which shut the server down cleanly.
 	Durable bool
+	// TLS, when set, makes the server accept TLS connections with this
+	// certificate and key (PEM): clients can then connect with
+	// sslmode=verify-full. Plain connections are still accepted.
+	TLS *TLS
+}
+
+// TLS is a server certificate and its key, in PEM.
+type TLS struct {
+	CertPEM, KeyPEM []byte
 }
 
 var (
@@ -100,6 +109,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
 	if err := c.initdb(ctx); err != nil {
+		return nil, errors.Join(err, c.Close(context.WithoutCancel(ctx)))
+	}
+	if err := c.writeTLS(); err != nil {
 		return nil, errors.Join(err, c.Close(context.WithoutCancel(ctx)))
 	}
 	if err := c.startOnFreePort(ctx); err != nil {
@@ -380,6 +392,11 @@ func (c *Cluster) serverOptions() string {
 		"-c", "wal_level=replica",
 		"-c", "max_wal_senders=10",
 	}
+	if c.opts.TLS != nil {
+		opts = append(opts, "-c", "ssl=on",
+			"-c", "ssl_cert_file="+shellQuote(filepath.Join(c.dir, "server.crt")),
+			"-c", "ssl_key_file="+shellQuote(filepath.Join(c.dir, "server.key")))
+	}
 	if !c.opts.Durable {
 		opts = append(opts,
 			"-c", "fsync=off",
@@ -404,4 +421,23 @@ func QueryRow(ctx context.Context, url, sql string, args []any, dest ...any) err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	return conn.QueryRow(ctx, sql, args...).Scan(dest...)
+}
+
+// writeTLS writes the server's certificate and key, when it has them, into
+// the cluster's directory, owned by the server's user (PostgreSQL refuses a
+// key others can read).
+func (c *Cluster) writeTLS() error {
+	if c.opts.TLS == nil {
+		return nil
+	}
+	for name, data := range map[string][]byte{"server.crt": c.opts.TLS.CertPEM, "server.key": c.opts.TLS.KeyPEM} {
+		path := filepath.Join(c.dir, name)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			return err
+		}
+		if err := c.proc.chown(path); err != nil {
+			return err
+		}
+	}
+	return nil
 }
