@@ -21,7 +21,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG TARGETOS TARGETARCH
+ARG TARGETOS
+ARG TARGETARCH
 ARG VERSION=dev
 ARG COMMIT=unknown
 # The same script, with the same flags, as `make release`: CGO_ENABLED=0,
@@ -34,7 +35,9 @@ RUN GOOS=$TARGETOS GOARCH=$TARGETARCH VERSION=$VERSION COMMIT=$COMMIT sh .ci/bui
 # (65532), tzdata and an empty /tmp; the binary is all this file adds.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/tokengate /tokengate
-USER nonroot:nonroot
+# nonroot, by number: Kubernetes' runAsNonRoot can verify only a numeric
+# USER ("image has non-numeric user (nonroot), cannot verify user is non-root").
+USER 65532:65532
 # nonroot's home, writable by it: the embedded store's default storage.path
 # (./tokengate-data/tokengate.db) lands here. Mount a volume there to keep it,
 # or use PostgreSQL (storage.postgres_url), as replicas must.
