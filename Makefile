@@ -7,8 +7,15 @@ DURATION    ?= 10s
 WARMUP      ?= 2s
 ROUNDS      ?= 3
 BENCHFLAGS  ?=
+# What the release binaries and the image are stamped with.
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+IMAGE       ?= tokengate:$(VERSION)
+# docker, else podman; CONTAINER_ENGINE=… chooses.
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64
 
-.PHONY: build test bench bench-propagation bench-ingest bench-soak bench-go
+.PHONY: build test release image bench bench-propagation bench-ingest bench-soak bench-go
 
 ## build: build bin/tokengate
 build:
@@ -17,6 +24,23 @@ build:
 ## test: run every test
 test:
 	$(GO) test -race ./...
+
+## release: the static binaries the image holds, built by the same script
+## with the same flags (.ci/build-tokengate), for each of RELEASE_PLATFORMS:
+## bin/tokengate-linux-amd64, bin/tokengate-linux-arm64
+release:
+	@set -e; for p in $(RELEASE_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; \
+		echo "bin/tokengate-$$os-$$arch"; \
+		GO="$(GO)" GOOS=$$os GOARCH=$$arch VERSION="$(VERSION)" COMMIT="$(COMMIT)" \
+			.ci/build-tokengate bin/tokengate-$$os-$$arch; \
+	done
+
+## image: the container image (Dockerfile), tagged IMAGE, with docker or
+## podman (CONTAINER_ENGINE)
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image: no container engine: install docker or podman, or set CONTAINER_ENGINE" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build --build-arg VERSION="$(VERSION)" --build-arg COMMIT="$(COMMIT)" -t $(IMAGE) .
 
 ## bench: tokengate against a do-nothing ext_authz server under the same gRPC
 ## load; prints throughput, p50 and p99 of each and their ratios. Takes about

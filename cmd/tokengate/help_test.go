@@ -22,6 +22,7 @@ func TestHelpExitsZero(t *testing.T) {
 		"unrevoke":         "-server",
 		"introspect":       "-timeout",
 		"version":          "tokengate version",
+		"healthcheck":      "-url",
 		"check":            "-policy",
 		"help":             "tokengate serve",
 	}
@@ -50,7 +51,7 @@ func TestHelpExitsZero(t *testing.T) {
 func TestFlagErrorsUseStderr(t *testing.T) {
 	for _, args := range [][]string{
 		{"serve", "--bogus"}, {"dev", "--bogus"}, {"migrate", "--bogus"},
-		{"revoke", "token", "--bogus"}, {"unrevoke", "--bogus", "1"}, {"version", "--bogus"},
+		{"revoke", "token", "--bogus"}, {"unrevoke", "--bogus", "1"}, {"version", "--bogus"}, {"healthcheck", "--bogus"},
 		{"check", "--bogus"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {

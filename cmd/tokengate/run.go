@@ -14,9 +14,6 @@ import (
 	"github.com/tokengate/tokengate/storage/postgres"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 const usage = `tokengate makes logout real for APIs behind Envoy and Istio.
 
 Usage:
@@ -28,7 +25,8 @@ Usage:
   tokengate unrevoke ID           delete a revocation
   tokengate introspect TOKEN|-    say whether a token is active
   tokengate check --config FILE --token T|- --path P   decide one request offline, explained (exit 0 allow, 1 deny)
-  tokengate version               print the version
+  tokengate healthcheck [--url URL]   exit 0 when a running tokengate answers 200 (container health checks)
+  tokengate version               print the version, the commit and the Go release
 
 Run "tokengate COMMAND -h" for a command's flags.
 `
@@ -60,8 +58,10 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return runCheck(ctx, rest, getenv, stdout, stderr)
 	case "revoke", "revocations", "unrevoke", "introspect":
 		return runCLI(ctx, cmd, rest, getenv, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, rest, stdout, stderr)
 	case "version":
-		fs := newFlagSet("version", "", "Prints the version and, when known, the VCS revision it was built from.")
+		fs := newFlagSet("version", "", "Prints the version, the commit it was built from (\"unknown\" when not recorded)\nand the Go release it was built with.")
 		if err := parseFlags(fs, rest, stdout, stderr); err != nil {
 			return err
 		}
@@ -215,16 +215,4 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-func versionString() string {
-	v := version
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range info.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += " (" + s.Value[:12] + ")"
-			}
-		}
-	}
-	return v
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -375,18 +374,10 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 // commit the binary was built from ("unknown" when not recorded) and the Go
 // version.
 func buildInfo() prometheus.Collector {
-	commit := "unknown"
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range info.Settings {
-			if s.Key == "vcs.revision" && s.Value != "" {
-				commit = s.Value
-			}
-		}
-	}
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "tokengate_build_info",
 		Help:        "Always 1; the labels say which build runs.",
-		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "go_version": runtime.Version()},
+		ConstLabels: prometheus.Labels{"version": version, "commit": buildCommit(), "go_version": goVersion()},
 	}, func() float64 { return 1 })
 }
 
