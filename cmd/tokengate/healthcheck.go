@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -21,10 +24,13 @@ const defaultHealthURL = "http://127.0.0.1:8181/readyz"
 // healthchecks run the binary itself. Every failure, a wrong flag too, is
 // exit status 1: Docker reserves 2.
 func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("healthcheck", "[--url URL] [--timeout DURATION]",
+	fs := newFlagSet("healthcheck", "[--url URL] [--timeout DURATION] [--ca-file PEM] [--cert-file PEM --key-file PEM]",
 		"Exits 0 when URL answers 200, 1 otherwise (the reason on stderr): a health check\nfor containers, whose image has no shell or curl. /readyz answers 200 once the\nissuers' keys and the revocations are loaded; /healthz, once the process runs.")
 	target := fs.String("url", defaultHealthURL, "`URL` to ask (http or https); redirects are not followed")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after `DURATION`")
+	caFile := fs.String("ca-file", "", "trust the CAs in `PEM` for an https URL (listen.http_tls with a private CA); default: the system's")
+	certFile := fs.String("cert-file", "", "client certificate `PEM`, for a listener with client_ca_file (mutual TLS)")
+	keyFile := fs.String("key-file", "", "the client certificate's key `PEM`")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -49,8 +55,12 @@ func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	// This process's own listener is what is checked: never through a
 	// proxy from the environment, never elsewhere by a redirect.
+	tlsConfig, err := healthcheckTLS(*caFile, *certFile, *keyFile)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
 	client := &http.Client{
-		Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true},
+		Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true, TLSClientConfig: tlsConfig},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	resp, err := client.Do(req)
@@ -68,4 +78,31 @@ func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("healthcheck: %s: %s", u.Redacted(), resp.Status)
 	}
 	return fmt.Errorf("healthcheck: %s: %s: %s", u.Redacted(), resp.Status, msg)
+}
+
+// healthcheckTLS is the client TLS of a health check: the CAs of caFile
+// (else the system's), and a client certificate for mutual TLS.
+func healthcheckTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pemData, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pemData) {
+			return nil, errors.New("--ca-file: no PEM certificate in it")
+		}
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("--cert-file and --key-file go together")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cert-file, --key-file: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }

@@ -304,3 +304,43 @@ issuers: [{name: a, issuer: https://a.example, audiences: [x], hmac_secret: 0123
 		t.Errorf("admin API on listen.admin: %d, want 201", code)
 	}
 }
+
+// TestHealthcheckOverMutualTLS: tokengate healthcheck reaches an HTTP
+// listener with TLS and a client CA given its CA and a client certificate,
+// and fails without the client certificate.
+func TestHealthcheckOverMutualTLS(t *testing.T) {
+	ca, clientCA := newTestCA(t), newTestCA(t)
+	dir := t.TempDir()
+	now := time.Now()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	c, k := ca.issue(t, 1, false, now.Add(-time.Minute), now.Add(time.Hour))
+	writeAtomically(t, path("http.crt"), c)
+	writeAtomically(t, path("http.key"), k)
+	writeAtomically(t, path("ca.pem"), ca.pem)
+	writeAtomically(t, path("clients.pem"), clientCA.pem)
+	cc, ck := clientCA.issue(t, 2, true, now.Add(-time.Minute), now.Add(time.Hour))
+	writeAtomically(t, path("client.crt"), cc)
+	writeAtomically(t, path("client.key"), ck)
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen:
+  grpc: "127.0.0.1:0"
+  http: "127.0.0.1:0"
+  http_tls: {cert_file: %q, key_file: %q, client_ca_file: %q}
+shutdown: {drain_delay: 0s, timeout: 5s}
+issuers: [{name: a, issuer: https://a.example, audiences: [x], hmac_secret: 0123456789abcdef0123456789abcdef}]
+`, path("http.crt"), path("http.key"), path("clients.pem")))
+	in := start(t, []string{"serve", "--config", cfg}, nil)
+	url := "https://" + in.httpAddr + "/healthz"
+	check := func(args ...string) error {
+		return run(t.Context(), append([]string{"healthcheck", "--url", url}, args...), noEnv, io.Discard, io.Discard)
+	}
+	if err := check("--ca-file", path("ca.pem"), "--cert-file", path("client.crt"), "--key-file", path("client.key")); err != nil {
+		t.Errorf("with the CA and a client certificate: %v", err)
+	}
+	if err := check("--ca-file", path("ca.pem")); err == nil {
+		t.Error("without a client certificate: healthy")
+	}
+	if err := check(); err == nil {
+		t.Error("without the CA: healthy")
+	}
+}
