@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"text/template"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -140,6 +141,18 @@ func TestMonitoringChecksCatchMistakes(t *testing.T) {
 		"runbook anchor missing": {
 			file: "istio/monitoring.yaml", old: "README.md#tokengatedown", new: "README.md#tokengate-down",
 			want: "TokengateDown: runbook_url",
+		},
+		"misspelt field": {
+			file: "istio/monitoring.yaml", old: "      for: 2m\n", new: "      for: 2m\n      severity: critical\n",
+			want: "field severity not found",
+		},
+		"broken annotation template": {
+			file: "istio/monitoring.yaml", old: "{{ $labels.pod }} has not read", new: "{{ $labels.pod } has not read",
+			want: "TokengateRevocationsStale: annotations.summary",
+		},
+		"unknown template function": {
+			file: "istio/monitoring.yaml", old: "{{ $value | humanizeDuration }} after", new: "{{ $value | humanizeDurations }} after",
+			want: "humanizeDurations",
 		},
 		"no for": {
 			file: "istio/monitoring.yaml", old: "      for: 2m\n", new: "",
@@ -335,13 +348,16 @@ func anchors(readme string) map[string]bool {
 	return out
 }
 
-// rule is one alerting rule of the PrometheusRule.
+// rule is one alerting rule of the PrometheusRule: every field the
+// Operator's Rule has, so that a misspelt one is an error.
 type rule struct {
-	Alert       string            `yaml:"alert"`
-	Expr        string            `yaml:"expr"`
-	For         string            `yaml:"for"`
-	Labels      map[string]string `yaml:"labels"`
-	Annotations map[string]string `yaml:"annotations"`
+	Alert         string            `yaml:"alert"`
+	Record        string            `yaml:"record"`
+	Expr          string            `yaml:"expr"`
+	For           string            `yaml:"for"`
+	KeepFiringFor string            `yaml:"keep_firing_for"`
+	Labels        map[string]string `yaml:"labels"`
+	Annotations   map[string]string `yaml:"annotations"`
 }
 
 type prometheusRuleSpec struct {
@@ -425,7 +441,7 @@ func checkMonitoring(cat catalog, files map[string][]byte) []string {
 			continue
 		}
 		var s prometheusRuleSpec
-		if err := o.Spec.Decode(&s); err != nil {
+		if err := decodeStrict(&o.Spec, &s); err != nil {
 			bad("PrometheusRule %s: %v", o.Metadata.Name, err)
 			continue
 		}
@@ -453,6 +469,11 @@ func checkMonitoring(cat catalog, files map[string][]byte) []string {
 		for _, a := range []string{"summary", "description"} {
 			if strings.TrimSpace(r.Annotations[a]) == "" {
 				bad("%s: annotations.%s: missing", where, a)
+			}
+		}
+		for _, a := range slices.Sorted(maps.Keys(r.Annotations)) {
+			if err := parseAlertTemplate(r.Annotations[a]); err != nil {
+				bad("%s: annotations.%s: %v", where, a, err)
 			}
 		}
 		anchor, ok := strings.CutPrefix(r.Annotations["runbook_url"], runbookPrefix)
@@ -664,6 +685,38 @@ func checkStalenessThreshold(where string, expr promql.Expr, manifest []byte) []
 		return []string{fmt.Sprintf("%s: threshold %s: want at least half of revocation.max_staleness and below it (%s): past it every check is denied", where, th, max)}
 	}
 	return nil
+}
+
+// alertTemplateFuncs are the functions Prometheus gives alert templates
+// besides text/template's own; only their names matter to parsing.
+var alertTemplateFuncs = template.FuncMap{}
+
+func init() {
+	for _, name := range []string{"humanize", "humanize1024", "humanizeDuration", "humanizePercentage",
+		"humanizeTimestamp", "toTime", "title", "toUpper", "toLower", "first", "label", "value", "query",
+		"reReplaceAll", "match", "args", "tmpl", "safeHtml", "pathPrefix", "externalURL", "graphLink",
+		"tableLink", "sortByLabel", "strvalue", "stripPort", "stripDomain", "parseDuration", "now", "urlUnescape"} {
+		alertTemplateFuncs[name] = func(...any) any { return nil }
+	}
+}
+
+// parseAlertTemplate parses an annotation as Prometheus does: text/template
+// with $labels, $externalLabels and $value defined.
+func parseAlertTemplate(text string) error {
+	const defs = "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$externalURL := .ExternalURL}}{{$value := .Value}}"
+	_, err := template.New("annotation").Funcs(alertTemplateFuncs).Parse(defs + text)
+	return err
+}
+
+// decodeStrict decodes n into v, refusing fields v does not have.
+func decodeStrict(n *yaml.Node, v any) error {
+	data, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	return dec.Decode(v)
 }
 
 func configMapConfig(manifest []byte) (tokengateConfig, error) {
