@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 )
 
 // The checks of the Deployment's hardening, the NetworkPolicy and the
@@ -330,4 +331,37 @@ func subset(sel, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// TestReadmeKubernetesMatchesManifest keeps the README's Kubernetes section
+// saying what the manifest does: the image, the CPU request and the memory
+// limit it quotes are the Deployment's.
+func TestReadmeKubernetesMatchesManifest(t *testing.T) {
+	readme := string(readFile(t, "../README.md"))
+	_, section, ok := strings.Cut(readme, "\n### Kubernetes\n")
+	if !ok {
+		t.Fatal(`README has no "### Kubernetes" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n### ")
+	docs, err := decodeAll(readFile(t, "istio/tokengate.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := map[string][]object{}
+	for _, o := range docs {
+		objs[o.Kind] = append(objs[o.Kind], o)
+	}
+	_, c, ok := deployment(objs)
+	if !ok {
+		t.Fatal("tokengate.yaml: want one Deployment with one container")
+	}
+	for what, v := range map[string]string{
+		"image":                   c.Image,
+		"resources.requests.cpu":  c.Resources.Requests["cpu"],
+		"resources.limits.memory": c.Resources.Limits["memory"],
+	} {
+		if v == "" || !strings.Contains(section, v) {
+			t.Errorf("README, Kubernetes: does not mention the Deployment's %s %q", what, v)
+		}
+	}
 }

@@ -154,6 +154,18 @@ func TestMonitoringChecksCatchMistakes(t *testing.T) {
 			file: "istio/monitoring.yaml", old: "{{ $value | humanizeDuration }} after", new: "{{ $value | humanizeDurations }} after",
 			want: "humanizeDurations",
 		},
+		"job renamed": {
+			file: "istio/monitoring.yaml", old: `up{job="tokengate"} == 0`, new: `up{job="tokengate-http"} == 0`,
+			want: `up{job="tokengate-http"}`,
+		},
+		"dashboard job renamed": {
+			file: "grafana/tokengate.json", old: `max by (kind) (tokengate_revocations{job=\"tokengate\"`, new: `max by (kind) (tokengate_revocations{job=\"tg\"`,
+			want: `job="tg"`,
+		},
+		"deployment renamed": {
+			file: "istio/monitoring.yaml", old: `kube_deployment_spec_replicas{namespace="tokengate", deployment="tokengate"}`, new: `kube_deployment_spec_replicas{namespace="tokengate", deployment="tokengate-v2"}`,
+			want: `deployment="tokengate-v2"`,
+		},
 		"no for": {
 			file: "istio/monitoring.yaml", old: "      for: 2m\n", new: "",
 			want: "TokengateDown: for",
@@ -430,6 +442,11 @@ func checkMonitoring(cat catalog, files map[string][]byte) []string {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
+	w, err := readWorkload(files["istio/tokengate.yaml"])
+	if err != nil {
+		bad("istio/tokengate.yaml: %v", err)
+	}
+
 	// The alerts.
 	docs, err := decodeAll(files["istio/monitoring.yaml"])
 	if err != nil {
@@ -460,6 +477,7 @@ func checkMonitoring(cat catalog, files map[string][]byte) []string {
 		}
 		expr, ps := checkExpr(cat, where+": expr", r.Expr, &alertUses)
 		problems = append(problems, ps...)
+		problems = append(problems, w.check(where+": expr", expr)...)
 		if d, err := time.ParseDuration(r.For); err != nil || d <= 0 {
 			bad("%s: for: got %q, want a duration (an alert that fires on one evaluation pages on every blip)", where, r.For)
 		}
@@ -559,8 +577,10 @@ func checkMonitoring(cat catalog, files map[string][]byte) []string {
 				if tg.Datasource != nil && tg.Datasource.UID != ds {
 					bad("%s: targets[%d].datasource: got %v, want uid %s", where, i, tg.Datasource, ds)
 				}
-				_, ps := checkExpr(cat, fmt.Sprintf("%s: targets[%d]", where, i), tg.Expr, &dashUses)
+				what := fmt.Sprintf("%s: targets[%d]", where, i)
+				expr, ps := checkExpr(cat, what, tg.Expr, &dashUses)
 				problems = append(problems, ps...)
+				problems = append(problems, w.check(what, expr)...)
 			}
 		}
 	}
@@ -655,6 +675,66 @@ func checkExpr(cat catalog, where, text string, u *usage) (promql.Expr, []string
 		return nil
 	})
 	return expr, problems
+}
+
+// workload is what the expressions must name to find tokengate: the
+// Service (the ServiceMonitor's job label is the Service's name) and the
+// Deployment (kube-state-metrics' namespace and deployment labels).
+type workload struct {
+	job, namespace, deployment string
+}
+
+func readWorkload(manifest []byte) (workload, error) {
+	var w workload
+	docs, err := decodeAll(manifest)
+	if err != nil {
+		return w, err
+	}
+	for _, o := range docs {
+		switch o.Kind {
+		case "Service":
+			w.job = o.Metadata.Name
+		case "Deployment":
+			w.namespace, w.deployment = o.Metadata.Namespace, o.Metadata.Name
+		}
+	}
+	if w.job == "" || w.deployment == "" {
+		return w, fmt.Errorf("want a Service and a Deployment, got %+v", w)
+	}
+	return w, nil
+}
+
+// check reports every job, namespace or deployment an expression matches
+// exactly that is not tokengate's: such a selector matches nothing.
+func (w workload) check(where string, expr promql.Expr) []string {
+	if expr == nil || w.job == "" {
+		return nil
+	}
+	var problems []string
+	promql.Inspect(expr, func(n promql.Node, _ []promql.Node) error {
+		vs, ok := n.(*promql.VectorSelector)
+		if !ok {
+			return nil
+		}
+		kube := strings.HasPrefix(selectorName(vs), "kube_deployment_")
+		for _, m := range vs.LabelMatchers {
+			if m.Type != labels.MatchEqual {
+				continue
+			}
+			want := map[string]string{"job": w.job}
+			if kube {
+				want = map[string]string{"namespace": w.namespace, "deployment": w.deployment}
+			}
+			if v, ok := want[m.Name]; ok && m.Value != v {
+				problems = append(problems, fmt.Sprintf("%s: %s{%s=%q}: want %q (tokengate.yaml)", where, selectorName(vs), m.Name, m.Value, v))
+			}
+		}
+		if kube && !slices.ContainsFunc(vs.LabelMatchers, func(m *labels.Matcher) bool { return m.Name == "deployment" }) {
+			problems = append(problems, fmt.Sprintf("%s: %s: want deployment=%q, or it reads every Deployment", where, selectorName(vs), w.deployment))
+		}
+		return nil
+	})
+	return problems
 }
 
 // checkStalenessThreshold checks that the staleness alert fires before
