@@ -611,7 +611,7 @@ func (u *usage) value(label, v string) {
 // label values against the catalog.
 func checkExpr(cat catalog, where, text string, u *usage) (promql.Expr, []string) {
 	var problems []string
-	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(where+": "+format, args...)) }
+	bad := func(format string, args ...any) { problems = append(problems, where+": "+fmt.Sprintf(format, args...)) }
 	if strings.TrimSpace(text) == "" {
 		bad("empty")
 		return nil, problems
@@ -621,7 +621,7 @@ func checkExpr(cat catalog, where, text string, u *usage) (promql.Expr, []string
 		bad("%v", err)
 		return nil, problems
 	}
-	promql.Inspect(expr, func(n promql.Node, path []promql.Node) error {
+	promql.Inspect(expr, func(n promql.Node, _ []promql.Node) error {
 		switch n := n.(type) {
 		case *promql.VectorSelector:
 			name := selectorName(n)
@@ -832,6 +832,8 @@ func (c catalog) valueKnown(fam, label, v string) bool {
 	return strings.Contains(c.family[fam].row, "`"+v+"`")
 }
 
+var literalAlternatives = regexp.MustCompile(`^[a-zA-Z0-9_-]+(\|[a-zA-Z0-9_-]+)*$`)
+
 // matcherValues are the values a matcher names: its value, or the
 // alternatives of a regex that is only literal words joined by '|'. Other
 // regexes and Grafana variables name nothing checkable.
@@ -843,7 +845,7 @@ func matcherValues(m *labels.Matcher) []string {
 	case labels.MatchEqual, labels.MatchNotEqual:
 		return []string{m.Value}
 	}
-	if regexp.MustCompile(`^[a-zA-Z0-9_-]+(\|[a-zA-Z0-9_-]+)*$`).MatchString(m.Value) {
+	if literalAlternatives.MatchString(m.Value) {
 		return strings.Split(m.Value, "|")
 	}
 	return nil
