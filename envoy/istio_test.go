@@ -20,7 +20,10 @@ import (
 // other: the policies name the mesh provider, the provider names the
 // Service, the Service and the probes name the Deployment's ports.
 // (route-policy.yaml holds the gateway's AuthorizationPolicy.)
-var istioFiles = []string{"mesh-config.yaml", "authorization-policy.yaml", "route-policy.yaml", "tokengate.yaml"}
+// network-policy.yaml and monitoring.yaml name the Deployment's pods and the
+// Service's ports.
+var istioFiles = []string{"mesh-config.yaml", "authorization-policy.yaml", "route-policy.yaml", "tokengate.yaml",
+	"network-policy.yaml", "monitoring.yaml"}
 
 func readIstioFiles(t *testing.T) map[string][]byte {
 	t.Helper()
@@ -89,6 +92,78 @@ func TestIstioChecksCatchMistakes(t *testing.T) {
 			file: "tokengate.yaml", old: `grpc: "0.0.0.0:9191"`, new: `grpc: "127.0.0.1:9191"`,
 			want: "listen.grpc",
 		},
+		"namespace not restricted": {
+			file: "tokengate.yaml", old: "    pod-security.kubernetes.io/enforce: restricted\n", new: "",
+			want: "pod-security",
+		},
+		"image latest": {
+			file: "tokengate.yaml", old: "tokengate/tokengate:v0.1.0", new: "tokengate/tokengate:latest",
+			want: "image",
+		},
+		"image untagged": {
+			file: "tokengate.yaml", old: "tokengate/tokengate:v0.1.0", new: "tokengate/tokengate",
+			want: "image",
+		},
+		"privilege escalation": {
+			file: "tokengate.yaml", old: "allowPrivilegeEscalation: false", new: "allowPrivilegeEscalation: true",
+			want: "allowPrivilegeEscalation",
+		},
+		"writable root": {
+			file: "tokengate.yaml", old: "readOnlyRootFilesystem: true", new: "readOnlyRootFilesystem: false",
+			want: "readOnlyRootFilesystem",
+		},
+		"capabilities kept": {
+			file: "tokengate.yaml", old: `capabilities: {drop: ["ALL"]}`, new: `capabilities: {drop: ["NET_RAW"]}`,
+			want: "capabilities",
+		},
+		"no seccomp": {
+			file: "tokengate.yaml", old: "        seccompProfile: {type: RuntimeDefault}\n", new: "",
+			want: "seccompProfile",
+		},
+		"no memory limit": {
+			file: "tokengate.yaml", old: "limits: {memory: 256Mi}", new: `limits: {cpu: "1"}`,
+			want: "limits.memory",
+		},
+		"memory limit below the cache": {
+			file: "tokengate.yaml", old: "limits: {memory: 256Mi}", new: "limits: {memory: 160Mi}",
+			want: "limits.memory",
+		},
+		"grpc open to every namespace": {
+			file: "network-policy.yaml", old: "    - namespaceSelector:\n        matchLabels: {istio-injection: enabled}\n", new: "    - namespaceSelector: {}\n",
+			want: "every namespace",
+		},
+		"grpc without the sidecars": {
+			file: "network-policy.yaml", old: "    - namespaceSelector:\n        matchLabels: {istio-injection: enabled}\n", new: "",
+			want: "sidecars false",
+		},
+		"network policy port renamed": {
+			file: "network-policy.yaml", old: "{port: grpc, protocol: TCP}", new: "{port: grpcs, protocol: TCP}",
+			want: `port "grpcs"`,
+		},
+		"network policy rule without ports": {
+			file: "network-policy.yaml", old: "  - ports:\n    - {port: http, protocol: TCP}\n    from:", new: "  - from:",
+			want: "opens every port",
+		},
+		"network policy selects other pods": {
+			file: "network-policy.yaml", old: "  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: tokengate\n", new: "  podSelector:\n    matchLabels:\n      app: tokengate\n",
+			want: "NetworkPolicy: none selects",
+		},
+		"service monitor port": {
+			file: "monitoring.yaml", old: "  - port: http\n", new: "  - port: metrics\n",
+			want: "ServiceMonitor: endpoints[0].port",
+		},
+		"service monitor on the gRPC port": {
+			file: "monitoring.yaml", old: "  - port: http\n", new: "  - port: grpc\n",
+			want: "listen.http",
+		},
+		"service monitor selector": {
+			file: "monitoring.yaml", old: "  selector:\n    matchLabels:\n      app.kubernetes.io/name: tokengate\n", new: "  selector:\n    matchLabels:\n      app: tokengate\n",
+			want: "ServiceMonitor: selector",
+		},
+		"service monitor namespace": {
+			file: "monitoring.yaml", old: "matchNames: [tokengate]", new: "matchNames: [default]",
+			want: "ServiceMonitor: namespaceSelector",
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -110,8 +185,9 @@ func TestIstioChecksCatchMistakes(t *testing.T) {
 type object struct {
 	Kind     string `yaml:"kind"`
 	Metadata struct {
-		Name      string `yaml:"name"`
-		Namespace string `yaml:"namespace"`
+		Name      string            `yaml:"name"`
+		Namespace string            `yaml:"namespace"`
+		Labels    map[string]string `yaml:"labels"`
 	} `yaml:"metadata"`
 	Spec yaml.Node         `yaml:"spec"`
 	Data map[string]string `yaml:"data"`
@@ -162,23 +238,49 @@ type probe struct {
 type deploymentSpec struct {
 	Replicas int `yaml:"replicas"`
 	Template struct {
+		Metadata struct {
+			Labels map[string]string `yaml:"labels"`
+		} `yaml:"metadata"`
 		Spec struct {
-			TerminationGracePeriodSeconds int `yaml:"terminationGracePeriodSeconds"`
-			SecurityContext               struct {
-				RunAsNonRoot bool `yaml:"runAsNonRoot"`
-			} `yaml:"securityContext"`
-			Containers []struct {
-				Name            string   `yaml:"name"`
-				Args            []string `yaml:"args"`
-				Ports           []port   `yaml:"ports"`
-				ReadinessProbe  probe    `yaml:"readinessProbe"`
-				LivenessProbe   probe    `yaml:"livenessProbe"`
-				SecurityContext struct {
-					ReadOnlyRootFilesystem bool `yaml:"readOnlyRootFilesystem"`
-				} `yaml:"securityContext"`
-			} `yaml:"containers"`
+			TerminationGracePeriodSeconds int             `yaml:"terminationGracePeriodSeconds"`
+			SecurityContext               securityContext `yaml:"securityContext"`
+			Containers                    []container     `yaml:"containers"`
+			Volumes                       []struct {
+				Name     string `yaml:"name"`
+				EmptyDir any    `yaml:"emptyDir"`
+			} `yaml:"volumes"`
 		} `yaml:"spec"`
 	} `yaml:"template"`
+}
+
+type container struct {
+	Name            string          `yaml:"name"`
+	Image           string          `yaml:"image"`
+	Args            []string        `yaml:"args"`
+	Ports           []port          `yaml:"ports"`
+	ReadinessProbe  probe           `yaml:"readinessProbe"`
+	LivenessProbe   probe           `yaml:"livenessProbe"`
+	SecurityContext securityContext `yaml:"securityContext"`
+	Resources       struct {
+		Requests map[string]string `yaml:"requests"`
+		Limits   map[string]string `yaml:"limits"`
+	} `yaml:"resources"`
+}
+
+// securityContext holds the fields of a pod's and a container's
+// securityContext the checks read; a nil pointer is a field not set.
+type securityContext struct {
+	RunAsNonRoot             *bool `yaml:"runAsNonRoot"`
+	AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+	ReadOnlyRootFilesystem   *bool `yaml:"readOnlyRootFilesystem"`
+	Privileged               *bool `yaml:"privileged"`
+	Capabilities             struct {
+		Add  []string `yaml:"add"`
+		Drop []string `yaml:"drop"`
+	} `yaml:"capabilities"`
+	SeccompProfile *struct {
+		Type string `yaml:"type"`
+	} `yaml:"seccompProfile"`
 }
 
 type serviceSpec struct {
@@ -196,6 +298,12 @@ type tokengateConfig struct {
 		DrainDelay time.Duration `yaml:"drain_delay"`
 		Timeout    time.Duration `yaml:"timeout"`
 	} `yaml:"shutdown"`
+	Cache struct {
+		MaxBytes int64 `yaml:"max_bytes"`
+	} `yaml:"cache"`
+	Revocation struct {
+		MaxStaleness time.Duration `yaml:"max_staleness"`
+	} `yaml:"revocation"`
 }
 
 // checkIstio reports every inconsistency or unsafe setting in the manifests,
@@ -303,6 +411,8 @@ func checkIstio(files map[string][]byte) []string {
 	}
 
 	problems = append(problems, checkDeployment(objs, svcSpec)...)
+	problems = append(problems, checkNetworkPolicy(objs, svcSpec)...)
+	problems = append(problems, checkServiceMonitor(objs, svc, svcSpec)...)
 	return problems
 }
 
@@ -343,17 +453,12 @@ func checkDeployment(objs map[string][]object, svc serviceSpec) []string {
 		bad("Deployment: terminationGracePeriodSeconds: got %d, want more than shutdown.drain_delay + shutdown.timeout (%s)",
 			pod.TerminationGracePeriodSeconds, drain)
 	}
-	if !pod.SecurityContext.RunAsNonRoot {
-		bad("Deployment: securityContext.runAsNonRoot: got false, want true")
-	}
 	if len(pod.Containers) != 1 {
 		bad("Deployment: containers: got %d, want 1", len(pod.Containers))
 		return problems
 	}
 	c := pod.Containers[0]
-	if !c.SecurityContext.ReadOnlyRootFilesystem {
-		bad("Deployment: container securityContext.readOnlyRootFilesystem: got false, want true")
-	}
+	problems = append(problems, checkHardening(objs, d, c, cfg)...)
 	if len(c.Args) == 0 || c.Args[0] != "serve" || !slices.Contains(c.Args, "--config") {
 		bad("Deployment: args: got %q, want serve --config FILE", c.Args)
 	}
