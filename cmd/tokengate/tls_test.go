@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -342,5 +343,50 @@ issuers: [{name: a, issuer: https://a.example, audiences: [x], hmac_secret: 0123
 	}
 	if err := check(); err == nil {
 		t.Error("without the CA: healthy")
+	}
+}
+
+// TestTLSReloadFailures: a file that goes bad is counted once while it
+// stays bad; restored, then broken again, it is counted again; a
+// certificate and key caught halfway through a rotation (the new
+// certificate, the old key) are read again before being judged.
+func TestTLSReloadFailures(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	now := time.Now()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	c1, k1 := ca.issue(t, 1, false, now.Add(-time.Minute), now.Add(time.Hour))
+	writeAtomically(t, certFile, c1)
+	writeAtomically(t, keyFile, k1)
+	f, err := newTLSFiles("http", TLSConfig{CertFile: certFile, KeyFile: keyFile}, slog.New(slog.DiscardHandler), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var results []string
+	f.reloaded = func(r string) { results = append(results, r) }
+	f.settle = func() {} // nothing more to wait for
+	bad := []byte("-----BEGIN CERTIFICATE-----\nbad\n-----END CERTIFICATE-----\n")
+	writeAtomically(t, certFile, bad)
+	f.reload()
+	f.reload() // still bad: not again
+	writeAtomically(t, certFile, c1)
+	f.reload() // restored: unchanged, nothing to report
+	writeAtomically(t, certFile, bad)
+	f.reload() // bad again: reported again
+	if want := []string{"failure", "failure"}; fmt.Sprint(results) != fmt.Sprint(want) {
+		t.Errorf("results %v, want %v", results, want)
+	}
+
+	// Halfway through a rotation: the new certificate, the old key. The key
+	// arrives while the reload waits.
+	writeAtomically(t, certFile, c1)
+	f.reload()
+	results = nil
+	c2, k2 := ca.issue(t, 2, false, now.Add(-time.Minute), now.Add(time.Hour))
+	writeAtomically(t, certFile, c2)
+	f.settle = func() { writeAtomically(t, keyFile, k2) }
+	f.reload()
+	if fmt.Sprint(results) != "[success]" || f.cur.Load().cert.Leaf.SerialNumber.Int64() != 2 {
+		t.Errorf("a rotation caught halfway: results %v, want [success] and the new certificate", results)
 	}
 }

@@ -70,6 +70,10 @@ type tlsFiles struct {
 	// failed is the last reload failure's text: a file that stays bad is
 	// logged and counted once.
 	failed atomic.Pointer[string]
+	// settle waits before a failed reading is read again (default: a
+	// second): a rotation writes the certificate and the key one after the
+	// other, and may be caught between the two.
+	settle func()
 }
 
 // newTLSFiles reads the files: an unreadable, mismatched or expired
@@ -153,8 +157,19 @@ func (t *tlsFiles) config(protos ...string) *tls.Config {
 // load; otherwise the material in force stays.
 func (t *tlsFiles) reload() {
 	m, err := t.read()
+	if err != nil {
+		// Perhaps caught halfway through a rotation: read again once the
+		// writer has had time to finish.
+		if t.settle != nil {
+			t.settle()
+		} else {
+			time.Sleep(time.Second)
+		}
+		m, err = t.read()
+	}
 	if err == nil && m.sum == t.cur.Load().sum {
-		return // unchanged
+		t.failed.Store(nil) // back to what is in force: a new failure is news
+		return
 	}
 	result := "success"
 	if err != nil {
