@@ -85,6 +85,10 @@ func TestComposeStackChecksCatchMistakes(t *testing.T) {
 			file: composeFile, old: "fusionauth/fusionauth-app:1.62.0", new: "fusionauth/fusionauth-app:latest",
 			want: "latest",
 		},
+		"port on every interface": {
+			file: composeFile, old: `"127.0.0.1:8181:8181"`, new: `"8181:8181"`,
+			want: "every interface",
+		},
 		"moving minor tag": {
 			file: composeFile, old: "envoyproxy/envoy:v1.36.13", new: "envoyproxy/envoy:v1.36-latest",
 			want: "latest",
@@ -242,6 +246,7 @@ type composeService struct {
 		Test []string `yaml:"test"`
 	} `yaml:"healthcheck"`
 	Volumes []string `yaml:"volumes"`
+	Ports   []string `yaml:"ports"`
 }
 
 type composeStack struct {
@@ -339,6 +344,17 @@ func checkStack(files map[string][]byte) []string {
 	}
 	if len(problems) > 0 {
 		return problems
+	}
+
+	// Published ports: on loopback only. The stack's secrets (the admin
+	// token, FusionAuth's kickstart API key) are in the repository, so a
+	// port on every interface hands them to the network.
+	for _, name := range sortedKeys(compose.Services) {
+		for _, p := range compose.Services[name].Ports {
+			if !strings.HasPrefix(p, "127.0.0.1:") {
+				bad("docker-compose.yml: service %s publishes %q on every interface; want 127.0.0.1:HOST:CONTAINER", name, p)
+			}
+		}
 	}
 
 	// Images: pinned, and the two the configuration was written for named
