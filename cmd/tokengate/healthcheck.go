@@ -24,13 +24,14 @@ const defaultHealthURL = "http://127.0.0.1:8181/readyz"
 // healthchecks run the binary itself. Every failure, a wrong flag too, is
 // exit status 1: Docker reserves 2.
 func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("healthcheck", "[--url URL] [--timeout DURATION] [--ca-file PEM] [--cert-file PEM --key-file PEM]",
+	fs := newFlagSet("healthcheck", "[--url URL] [--timeout DURATION] [--ca-file PEM] [--server-name NAME] [--cert-file PEM --key-file PEM]",
 		"Exits 0 when URL answers 200, 1 otherwise (the reason on stderr): a health check\nfor containers, whose image has no shell or curl. /readyz answers 200 once the\nissuers' keys and the revocations are loaded; /healthz, once the process runs.")
 	target := fs.String("url", defaultHealthURL, "`URL` to ask (http or https); redirects are not followed")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after `DURATION`")
 	caFile := fs.String("ca-file", "", "trust the CAs in `PEM` for an https URL (listen.http_tls with a private CA); default: the system's")
 	certFile := fs.String("cert-file", "", "client certificate `PEM`, for a listener with client_ca_file (mutual TLS)")
 	keyFile := fs.String("key-file", "", "the client certificate's key `PEM`")
+	serverName := fs.String("server-name", "", "the `NAME` the server's certificate must carry, when it is not the URL's host (a Service name while the URL says 127.0.0.1)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -59,6 +60,7 @@ func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
+	tlsConfig.ServerName = *serverName
 	client := &http.Client{
 		Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true, TLSClientConfig: tlsConfig},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
