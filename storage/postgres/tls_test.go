@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,15 +58,31 @@ func TestVerifyFullTLS(t *testing.T) {
 		t.Errorf("the connection is not TLS: ssl=%v, %v", ssl, err)
 	}
 
+	// Another CA: refused by certificate verification.
 	_, _, otherPEM := newCA(t)
-	other, err := postgres.Open(withCA(otherPEM), postgres.Options{MaxConns: 1})
-	if err == nil {
-		defer other.Close()
-		err = other.CheckSchema(t.Context())
+	if err := connect(t, withCA(otherPEM)); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Errorf("verify-full with another CA: %v, want the certificate refused", err)
 	}
-	if err == nil {
-		t.Error("verify-full with another CA connected")
+	// The right CA, another name (localhost for a certificate that names
+	// 127.0.0.1): what verify-full checks beyond verify-ca.
+	byName := strings.Replace(withCA(caPEM), "127.0.0.1", "localhost", 1)
+	if err := connect(t, byName); err == nil || !strings.Contains(err.Error(), "localhost") {
+		t.Errorf("verify-full with another host name: %v, want the name refused", err)
 	}
+	if err := connect(t, strings.Replace(byName, "verify-full", "verify-ca", 1)); err != nil {
+		t.Errorf("verify-ca with another host name: %v, want it connected (the name is not checked)", err)
+	}
+}
+
+// connect opens a store on url and asks it something.
+func connect(t *testing.T, url string) error {
+	t.Helper()
+	s, err := postgres.Open(url, postgres.Options{MaxConns: 1})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.CheckSchema(t.Context())
 }
 
 func newCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
