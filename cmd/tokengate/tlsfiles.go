@@ -228,9 +228,25 @@ func tlsReloadMetrics(reg prometheus.Registerer, files ...*tlsFiles) error {
 		Name: "tokengate_tls_reloads_total",
 		Help: "Readings of changed TLS certificate files by listener and result: success (in force) or failure (the certificate in force kept).",
 	}, []string{"listener", "result"})
+	cs := []prometheus.Collector{vec}
+	for _, f := range files {
+		// The certificate in force expires: a rotation that stopped
+		// (cert-manager failing, a volume no longer updated) shows here
+		// before clients refuse it.
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "tokengate_tls_certificate_expiry_timestamp_seconds",
+			Help:        "When the listener's certificate in force expires (Unix seconds).",
+			ConstLabels: prometheus.Labels{"listener": f.name},
+		}, func() float64 { return float64(f.cur.Load().notAfter.Unix()) }))
+	}
 	if reg != nil {
-		if err := reg.Register(vec); err != nil {
-			return fmt.Errorf("register TLS metrics: %w", err)
+		for i, c := range cs {
+			if err := reg.Register(c); err != nil {
+				for _, done := range cs[:i] {
+					reg.Unregister(done)
+				}
+				return fmt.Errorf("register TLS metrics: %w", err)
+			}
 		}
 	}
 	for _, f := range files {
