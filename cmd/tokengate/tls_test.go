@@ -59,7 +59,7 @@ func newTestCA(t *testing.T) *testCA {
 
 // issue signs a certificate for 127.0.0.1 (server) or a client, valid
 // from notBefore to notAfter; it returns the certificate and key in PEM.
-func (ca *testCA) issue(t *testing.T, serial int64, client bool, notBefore, notAfter time.Time) (certPEM, keyPEM []byte) {
+func (ca *testCA) issue(t *testing.T, serial int64, client bool, notBefore, notAfter time.Time, names ...string) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -74,6 +74,7 @@ func (ca *testCA) issue(t *testing.T, serial int64, client bool, notBefore, notA
 	if client {
 		tmpl.ExtKeyUsage, tmpl.IPAddresses = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil
 	}
+	tmpl.DNSNames = names
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
@@ -388,5 +389,51 @@ func TestTLSReloadFailures(t *testing.T) {
 	f.reload()
 	if fmt.Sprint(results) != "[success]" || f.cur.Load().cert.Leaf.SerialNumber.Int64() != 2 {
 		t.Errorf("a rotation caught halfway: results %v, want [success] and the new certificate", results)
+	}
+}
+
+// TestTLSClientNames: with client_names, a client certificate the client CA
+// signed is accepted only if it names one of them.
+func TestTLSClientNames(t *testing.T) {
+	ca, clientCA := newTestCA(t), newTestCA(t)
+	dir := t.TempDir()
+	now := time.Now()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	c, k := ca.issue(t, 1, false, now.Add(-time.Minute), now.Add(time.Hour))
+	writeAtomically(t, path("grpc.crt"), c)
+	writeAtomically(t, path("grpc.key"), k)
+	writeAtomically(t, path("clients.pem"), clientCA.pem)
+	cfg := writeConfig(t, fmt.Sprintf(`
+listen:
+  grpc: "127.0.0.1:0"
+  http: "127.0.0.1:0"
+  grpc_tls: {cert_file: %q, key_file: %q, client_ca_file: %q, client_names: [envoy.tokengate.test]}
+shutdown: {drain_delay: 0s, timeout: 5s}
+issuers: [{name: a, issuer: https://a.example, audiences: [x], hmac_secret: 0123456789abcdef0123456789abcdef}]
+`, path("grpc.crt"), path("grpc.key"), path("clients.pem")))
+	in := start(t, []string{"serve", "--config", cfg}, nil)
+	check := func(name string) error {
+		t.Helper()
+		cp, kp := clientCA.issue(t, 2, true, now.Add(-time.Minute), now.Add(time.Hour), name)
+		cert, err := tls.X509KeyPair(cp, kp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := grpc.NewClient(in.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(
+			&tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{cert}})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	if err := check("envoy.tokengate.test"); err != nil {
+		t.Errorf("a client named in client_names: %v", err)
+	}
+	if err := check("other.tokengate.test"); err == nil {
+		t.Error("a client the CA signed but client_names does not name is served")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +27,11 @@ type TLSConfig struct {
 	// certificate signed by one of its CAs: only Envoy (or only the IdP)
 	// can connect.
 	ClientCAFile string `yaml:"client_ca_file"`
+	// ClientNames, with ClientCAFile, narrows the clients further: the
+	// client certificate must name one of them, as a DNS name or a URI
+	// (a SPIFFE ID such as spiffe://cluster.local/ns/istio-system/sa/
+	// istio-ingressgateway-service-account). Empty: any the CA signed.
+	ClientNames []string `yaml:"client_names"`
 }
 
 // enabled: the listener serves TLS.
@@ -39,6 +46,14 @@ func (c TLSConfig) validate(path string) []error {
 	}
 	if c.CertFile == "" || c.KeyFile == "" {
 		errs = append(errs, fmt.Errorf("%s: cert_file and key_file are both required", path))
+	}
+	if len(c.ClientNames) > 0 && c.ClientCAFile == "" {
+		errs = append(errs, fmt.Errorf("%s.client_names: needs client_ca_file", path))
+	}
+	for i, n := range c.ClientNames {
+		if strings.TrimSpace(n) == "" || n != strings.TrimSpace(n) {
+			errs = append(errs, fmt.Errorf("%s.client_names[%d]: %q is not a name", path, i, n))
+		}
 	}
 	return errs
 }
@@ -147,6 +162,10 @@ func (t *tlsFiles) config(protos ...string) *tls.Config {
 			}
 			if m.clientCA != nil {
 				c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, m.clientCA
+				if len(t.cfg.ClientNames) > 0 {
+					// Run on every handshake, resumed ones too.
+					c.VerifyConnection = t.verifyClientName
+				}
 			}
 			return c, nil
 		},
@@ -256,4 +275,24 @@ func tlsReloadMetrics(reg prometheus.Registerer, files ...*tlsFiles) error {
 		}
 	}
 	return nil
+}
+
+// verifyClientName accepts a client certificate that names one of
+// ClientNames (a DNS name or a URI SAN, compared exactly).
+func (t *tlsFiles) verifyClientName(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no client certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	for _, want := range t.cfg.ClientNames {
+		if slices.Contains(leaf.DNSNames, want) {
+			return nil
+		}
+		for _, u := range leaf.URIs {
+			if u.String() == want {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("client certificate %q names none of listen.%s_tls.client_names", leaf.Subject.CommonName, t.name)
 }
