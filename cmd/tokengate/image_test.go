@@ -453,7 +453,8 @@ func TestDockerContext(t *testing.T) {
 		}
 	}
 	for _, f := range []string{".git", ".git/HEAD", "bin/tokengate-linux-amd64", "dist/x", "tokengate", "tokengate-data/tokengate.db",
-		"revocations.db", "storage/bolt/x.db", "cmd/tokengate/run_test.go", "cmd/tokengate/testdata/x.yaml", ".ci/run", "README.md"} {
+		"revocations.db", "storage/bolt/x.db", "cmd/tokengate/run_test.go", "cmd/tokengate/testdata/x.yaml", ".ci/run", "README.md",
+		".env", "secrets/db-password", "tokengate.yaml", "tls.key", "cmd/tokengate/dev.pem", "extauthz/.env", "envoy/envoy.yaml", "Makefile"} {
 		if !d.excludes(f) {
 			t.Errorf(".dockerignore lets %s into the build context", f)
 		}
