@@ -186,14 +186,18 @@ func (s *Server) count(p *routed, r Reason) {
 	counter(&p.rule.decisions, s.policyMetrics.decisions, p.rule.labels, decisionOf(r)).Inc()
 }
 
-// route chooses the rule for the request under the policy Envoy names.
+// route chooses the rule for the request under the policy Envoy names; p
+// must be the zero routed.
 func (s *Server) route(p *routed, set *policy.Set, req *authv3.CheckRequest, r *request) {
 	name := req.GetAttributes().GetContextExtensions()[PolicyKey]
-	*p = routed{parts: s.parts(set), req: policy.Request{Host: r.host, Path: r.path, Method: r.method}}
+	// p is fresh (zero): set field by field, and have Route write in place,
+	// rather than build and copy the whole structure.
+	p.parts = s.parts(set)
+	p.req.Host, p.req.Path, p.req.Method = r.host, r.path, r.method
 	if set.NeedsHeaders() {
 		p.req.Headers = requestHeaders(req)
 	}
-	p.rt = set.Route(name, &p.req)
+	set.RouteTo(&p.rt, name, &p.req)
 	p.name = p.rt.Policy()
 	if p.rt.Status == policy.RoutePolicyUnknown {
 		// An unknown name is the request's, not the configuration's: it

@@ -245,10 +245,16 @@ type Route struct {
 // upstream may read it either way. So /orders;jsessionid=x is invalid
 // where a rule matches /orders exactly and none matches the written form.
 func (s *Set) Route(policy string, req *Request) (rt Route) {
+	s.RouteTo(&rt, policy, req)
+	return rt
+}
+
+// RouteTo is Route writing into *rt, which must be the zero Route: a
+// caller keeping the Route in a larger structure saves copying it.
+func (s *Set) RouteTo(rt *Route, policy string, req *Request) {
 	if policy == "" {
 		policy = "default"
 	}
-	// Set in place: a named result is not copied on return.
 	rt.set, rt.policy, rt.host, rt.method = s, policy, hostOnly(req.Host), req.Method
 	if s != nil {
 		if rt.pol = s.def; policy != "default" {
@@ -256,7 +262,7 @@ func (s *Set) Route(policy string, req *Request) (rt Route) {
 		}
 		if rt.pol == nil && policy != "default" {
 			rt.Status = RoutePolicyUnknown
-			return rt
+			return
 		}
 	}
 	path, semicolon, err := normalizePath(req.Path)
@@ -264,18 +270,18 @@ func (s *Set) Route(policy string, req *Request) (rt Route) {
 		if s != nil {
 			rt.Status = RoutePathInvalid
 		}
-		return rt
+		return
 	}
 	rt.path = path
 	if rt.pol == nil {
-		return rt
+		return
 	}
 	rt.rule = rt.pol.route(rt.host, rt.method, path)
 	if semicolon {
 		alt, err := NormalizePath(dropParams(req.Path))
 		if err != nil || rt.pol.route(rt.host, rt.method, alt) != rt.rule {
 			rt.Status, rt.rule = RoutePathInvalid, nil
-			return rt
+			return
 		}
 		if alt != path {
 			rt.alt = alt
@@ -290,7 +296,7 @@ func (s *Set) Route(policy string, req *Request) (rt Route) {
 			break
 		}
 	}
-	return rt
+	return
 }
 
 // ID numbers the rule in its set, from 0 to Set.Rules()-1.
