@@ -274,28 +274,9 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 			httpLis.Close()
 			return fmt.Errorf("listen.admin: %w", err)
 		}
-		as = &http.Server{
-			Handler:           adminMux,
-			ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		}
-		if adminTLS != nil {
-			as.TLSConfig = adminTLS.config("h2", "http/1.1")
-		}
+		as = httpServer(adminMux, log, adminTLS)
 	}
-	hs := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	hs := httpServer(mux, log, httpTLS)
 
 	// Two lifetimes: the servers stop when ctx ends (or one fails); the loops
 	// that keep decisions current — JWKS, the revocation feed, signing keys —
@@ -325,23 +306,14 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		return nil
 	})
 	g.Go(func() error {
-		serveHTTP := func() error { return hs.Serve(httpLis) }
-		if httpTLS != nil {
-			hs.TLSConfig = httpTLS.config("h2", "http/1.1")
-			serveHTTP = func() error { return hs.ServeTLS(httpLis, "", "") }
-		}
-		if err := serveHTTP(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serveHTTP(hs, httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil
 	})
 	if as != nil {
 		g.Go(func() error {
-			serve := func() error { return as.Serve(adminLis) }
-			if adminTLS != nil {
-				serve = func() error { return as.ServeTLS(adminLis, "", "") }
-			}
-			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := serveHTTP(as, adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("admin: %w", err)
 			}
 			return nil
@@ -368,6 +340,32 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 	}
 	log.Info("stopped")
 	return err
+}
+
+// httpServer is an HTTP server of tokengate's, with its timeouts and
+// limits, serving TLS from t when t is set.
+func httpServer(h http.Handler, log *slog.Logger, t *tlsFiles) *http.Server {
+	s := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if t != nil {
+		s.TLSConfig = t.config("h2", "http/1.1")
+	}
+	return s
+}
+
+// serveHTTP serves s on lis, with TLS when s has a TLS configuration.
+func serveHTTP(s *http.Server, lis net.Listener) error {
+	if s.TLSConfig != nil {
+		return s.ServeTLS(lis, "", "")
+	}
+	return s.Serve(lis)
 }
 
 // buildInfo is tokengate_build_info: 1, labelled with the version, the VCS
