@@ -77,10 +77,7 @@ func TestComposeStack(t *testing.T) {
 // TestComposeStackChecksCatchMistakes proves the checks above can fail: each
 // case breaks one file in one way and expects it to be reported.
 func TestComposeStackChecksCatchMistakes(t *testing.T) {
-	tests := map[string]struct {
-		file, old, new string
-		want           string // in one of the problems
-	}{
+	tests := map[string]mutation{
 		"latest image": {
 			file: composeFile, old: "fusionauth/fusionauth-app:1.62.0", new: "fusionauth/fusionauth-app:latest",
 			want: "latest",
@@ -218,22 +215,7 @@ func TestComposeStackChecksCatchMistakes(t *testing.T) {
 		},
 	}
 	good := readStackFiles(t)
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			if n := bytes.Count(good[tc.file], []byte(tc.old)); n != 1 {
-				t.Fatalf("%s has %d of %q, want 1", tc.file, n, tc.old)
-			}
-			files := map[string][]byte{}
-			for k, v := range good {
-				files[k] = v
-			}
-			files[tc.file] = bytes.Replace(good[tc.file], []byte(tc.old), []byte(tc.new), 1)
-			problems := checkStack(files)
-			if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tc.want) }) {
-				t.Errorf("problems %q, want one naming %q", problems, tc.want)
-			}
-		})
-	}
+	catchMistakes(t, good, tests, func(files map[string][]byte) []string { return checkStack(files) })
 }
 
 type composeService struct {

@@ -1,12 +1,10 @@
 package envoy_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"testing"
 
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
@@ -247,7 +245,7 @@ func TestIstioRoutePolicy(t *testing.T) {
 func TestIstioRoutePolicyCheckCatchesMistakes(t *testing.T) {
 	good := readRoutePolicyFiles(t)
 	const perRoute = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
-	cases := map[string]struct{ file, old, new, want string }{
+	cases := map[string]mutation{
 		"wrong filter name": {
 			"route-policy.yaml", "          envoy.filters.http.ext_authz:\n", "          envoy.filters.http.ext_auth:\n", "filter names",
 		},
@@ -282,18 +280,5 @@ func TestIstioRoutePolicyCheckCatchesMistakes(t *testing.T) {
 			"route-policy.yaml", "            check_settings:\n", "            disabled: true\n            check_settings:\n", "oneof",
 		},
 	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			if n := bytes.Count(good[tc.file], []byte(tc.old)); n != 1 {
-				t.Fatalf("%s contains %q %d times, want 1: update this case", tc.file, tc.old, n)
-			}
-			files := maps.Clone(good)
-			files[tc.file] = bytes.Replace(good[tc.file], []byte(tc.old), []byte(tc.new), 1)
-			problems := checkRoutePolicyFilter(files)
-			if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tc.want) }) {
-				t.Errorf("no problem mentions %s; got %q", tc.want, problems)
-			}
-			t.Logf("caught: %q", problems)
-		})
-	}
+	catchMistakes(t, good, cases, func(files map[string][]byte) []string { return checkRoutePolicyFilter(files) })
 }

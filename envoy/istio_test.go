@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -43,11 +41,7 @@ func TestIstioManifests(t *testing.T) {
 // TestIstioChecksCatchMistakes proves the checks above can fail.
 func TestIstioChecksCatchMistakes(t *testing.T) {
 	good := readIstioFiles(t)
-	tests := map[string]struct {
-		file     string
-		old, new string
-		want     string
-	}{
+	tests := map[string]mutation{
 		"provider renamed": {
 			file: "authorization-policy.yaml", old: "    name: tokengate\n", new: "    name: tokengate-grpc\n",
 			want: "provider",
@@ -165,20 +159,7 @@ func TestIstioChecksCatchMistakes(t *testing.T) {
 			want: "ServiceMonitor: namespaceSelector",
 		},
 	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			if n := bytes.Count(good[tc.file], []byte(tc.old)); n != 1 {
-				t.Fatalf("%s contains %q %d times, want 1: update this case", tc.file, tc.old, n)
-			}
-			files := maps.Clone(good)
-			files[tc.file] = bytes.Replace(good[tc.file], []byte(tc.old), []byte(tc.new), 1)
-			problems := checkIstio(files)
-			if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tc.want) }) {
-				t.Errorf("no problem mentions %q; got %q", tc.want, problems)
-			}
-			t.Logf("caught: %q", problems)
-		})
-	}
+	catchMistakes(t, good, tests, func(files map[string][]byte) []string { return checkIstio(files) })
 }
 
 // object is the part of a Kubernetes object every check reads first.

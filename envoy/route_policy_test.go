@@ -1,11 +1,8 @@
 package envoy_test
 
 import (
-	"bytes"
 	"fmt"
-	"maps"
 	"slices"
-	"strings"
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -123,7 +120,7 @@ func TestPolicyNamesCheckCatchesMistakes(t *testing.T) {
                 envoy.filters.http.ext_authz:
                   "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                   check_settings: {context_extensions: {policy: internal}}`
-	cases := map[string]struct{ file, old, new, want string }{
+	cases := map[string]mutation{
 		"route names an undefined policy": {
 			"envoy.yaml", "policy: partner-api", "policy: partner", `"partner"`,
 		},
@@ -140,26 +137,15 @@ func TestPolicyNamesCheckCatchesMistakes(t *testing.T) {
 			"tokengate.compose.yaml", "\npolicy:\n", "\nno_policy:\n", `"partner-api"`,
 		},
 	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			if n := bytes.Count(good[tc.file], []byte(tc.old)); n != 1 {
-				t.Fatalf("%s contains %q %d times, want 1: update this case", tc.file, tc.old, n)
-			}
-			files := maps.Clone(good)
-			files[tc.file] = bytes.Replace(good[tc.file], []byte(tc.old), []byte(tc.new), 1)
-			b, err := loadBootstrap(files["envoy.yaml"])
-			if err != nil {
-				t.Fatalf("envoy.yaml: %v", err)
-			}
-			defined, err := tokengatePolicies(files["tokengate.compose.yaml"])
-			if err != nil {
-				t.Fatalf("tokengate.compose.yaml: %v", err)
-			}
-			problems := checkPolicyNames(b, defined)
-			if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tc.want) }) {
-				t.Errorf("no problem mentions %s; got %q", tc.want, problems)
-			}
-			t.Logf("caught: %q", problems)
-		})
-	}
+	catchMistakes(t, good, cases, func(files map[string][]byte) []string {
+		b, err := loadBootstrap(files["envoy.yaml"])
+		if err != nil {
+			return []string{"envoy.yaml: " + err.Error()}
+		}
+		defined, err := tokengatePolicies(files["tokengate.compose.yaml"])
+		if err != nil {
+			return []string{"tokengate.compose.yaml: " + err.Error()}
+		}
+		return checkPolicyNames(b, defined)
+	})
 }
