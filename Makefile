@@ -15,7 +15,7 @@ IMAGE       ?= tokengate:$(VERSION)
 CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 RELEASE_PLATFORMS ?= linux/amd64 linux/arm64
 
-.PHONY: build test release image bench bench-propagation bench-ingest bench-soak bench-go
+.PHONY: build test release image bench bench-http bench-propagation bench-ingest bench-soak bench-go
 
 ## build: build bin/tokengate
 build:
@@ -48,6 +48,14 @@ image:
 bench: build
 	$(GO) build -o bin/tokengate-bench ./cmd/tokengate-bench
 	bin/tokengate-bench -tokengate bin/tokengate -concurrency $(CONCURRENCY) \
+		-duration $(DURATION) -warmup $(WARMUP) -rounds $(ROUNDS) $(BENCHFLAGS)
+
+## bench-http: bench over the HTTP authorization endpoint (listen.authz_http,
+## envoy mode) against a do-nothing HTTP server, CONCURRENCY keep-alive
+## clients; target throughput ≥ 0.80× and p99 ≤ 2× the baseline's.
+bench-http: build
+	$(GO) build -o bin/tokengate-bench ./cmd/tokengate-bench
+	bin/tokengate-bench -protocol http -tokengate bin/tokengate -concurrency $(CONCURRENCY) \
 		-duration $(DURATION) -warmup $(WARMUP) -rounds $(ROUNDS) $(BENCHFLAGS)
 
 ## bench-propagation: 3 replicas on one throwaway PostgreSQL cluster; 200

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rsa"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -216,4 +218,38 @@ func thousandRules(b *testing.B, iss string) *policy.Set {
 		b.Fatal(err)
 	}
 	return set
+}
+
+// nopWriter is a ResponseWriter that keeps headers and drops the rest: the
+// HTTP endpoint's own cost, without a transport.
+type nopWriter struct{ h http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *nopWriter) WriteHeader(int)             {}
+
+// BenchmarkHTTPHandler is BenchmarkCheck/cached through the HTTP endpoint
+// (envoy mode): reading the request into a CheckRequest, deciding, and
+// writing the answer as headers.
+func BenchmarkHTTPHandler(b *testing.B) {
+	e := newBenchEnv(b)
+	srv := e.server(b, 1000)
+	h, err := srv.HTTPHandler(extauthz.HTTPOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hr := httptest.NewRequest("GET", "/orders?id=1", nil)
+	hr.Host = "api.example.com"
+	hr.Header = http.Header{"Authorization": {"Bearer " + e.tok}, "X-Request-Id": {"bench"},
+		"User-Agent": {"bench/1.0"}, "Accept": {"application/json"}}
+	w := &nopWriter{h: http.Header{}}
+	h.ServeHTTP(w, hr)
+	if got := w.h["x-auth-subject"]; len(got) != 1 || got[0] != "user-1" {
+		b.Fatalf("not allowed: %v", w.h)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		h.ServeHTTP(w, hr)
+	}
 }

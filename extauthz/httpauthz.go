@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -134,7 +135,7 @@ type httpHandler struct {
 
 func (h *httpHandler) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	start := time.Now()
-	req, problem := h.checkRequest(hr)
+	parts, problem := h.checkRequest(hr)
 	if problem != "" {
 		// The proxy did not say which request to authorise: its
 		// configuration is wrong, or a client reached the endpoint itself.
@@ -145,7 +146,8 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		writeHTTPAnswer(w, denyResponse(ReasonRequestInvalid, decisionID, nil))
 		return
 	}
-	resp, err := h.s.decide(hr.Context(), req, ProtocolHTTP)
+	resp, err := h.s.decide(hr.Context(), &parts.req, ProtocolHTTP)
+	parts.release()
 	if err != nil {
 		// No decision: 503, so that the proxy's own failure setting
 		// applies. The gRPC status message is tokengate's fixed text.
@@ -157,7 +159,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 
 // checkRequest reads the request to authorise, or says what is wrong
 // with the one that asks.
-func (h *httpHandler) checkRequest(hr *http.Request) (*authv3.CheckRequest, string) {
+func (h *httpHandler) checkRequest(hr *http.Request) (*checkParts, string) {
 	var method, host, target, scheme, policyName string
 	switch h.opts.Mode {
 	case HTTPModeEnvoy:
@@ -231,16 +233,38 @@ func single(h http.Header, name string) (string, string) {
 	}
 }
 
+// checkParts hold a CheckRequest and everything in it, so that one
+// pooled object makes them all: decide keeps nothing of the request once
+// it has answered.
+type checkParts struct {
+	req   authv3.CheckRequest
+	attrs authv3.AttributeContext
+	r     authv3.AttributeContext_Request
+	http  authv3.AttributeContext_HttpRequest
+	hmap  corev3.HeaderMap
+	lines []corev3.HeaderValue
+	ptrs  []*corev3.HeaderValue
+	ext   map[string]string
+}
+
+var checkPartsPool = sync.Pool{New: func() any { return new(checkParts) }}
+
+// release returns p to the pool, holding no request's strings.
+func (p *checkParts) release() {
+	clear(p.lines)
+	clear(p.ptrs)
+	p.lines, p.ptrs = p.lines[:0], p.ptrs[:0]
+	clear(p.ext)
+	p.http.Reset()
+	checkPartsPool.Put(p)
+}
+
 // buildCheckRequest is the CheckRequest Envoy would send for the request:
 // its header lines one by one, in lower case (as Envoy's encode_raw_headers
-// sends them), the pseudo-headers first.
-func (h *httpHandler) buildCheckRequest(hr *http.Request, method, host, target, scheme, policyName string) *authv3.CheckRequest {
-	n := 3
-	for _, vs := range hr.Header {
-		n += len(vs)
-	}
-	lines := make([]corev3.HeaderValue, 0, n)
-	lines = append(lines,
+// sends them), the pseudo-headers first. Release the parts once decided.
+func (h *httpHandler) buildCheckRequest(hr *http.Request, method, host, target, scheme, policyName string) *checkParts {
+	p := checkPartsPool.Get().(*checkParts)
+	p.lines = append(p.lines,
 		corev3.HeaderValue{Key: ":authority", Value: host},
 		corev3.HeaderValue{Key: ":method", Value: method},
 		corev3.HeaderValue{Key: ":path", Value: target})
@@ -251,30 +275,29 @@ func (h *httpHandler) buildCheckRequest(hr *http.Request, method, host, target, 
 			requestID = vs[0]
 		}
 		for _, v := range vs {
-			lines = append(lines, corev3.HeaderValue{Key: lk, Value: v})
+			p.lines = append(p.lines, corev3.HeaderValue{Key: lk, Value: v})
 		}
 	}
-	ptrs := make([]*corev3.HeaderValue, len(lines))
-	for i := range lines {
-		ptrs[i] = &lines[i]
+	for i := range p.lines {
+		p.ptrs = append(p.ptrs, &p.lines[i])
 	}
 	_, query, _ := strings.Cut(target, "?")
-	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Id:        requestID,
-			Method:    method,
-			Host:      host,
-			Path:      target,
-			Query:     query,
-			Scheme:    scheme,
-			Protocol:  hr.Proto,
-			HeaderMap: &corev3.HeaderMap{Headers: ptrs},
-		}},
-	}}
+	p.http.Id, p.http.Method, p.http.Host, p.http.Path, p.http.Query = requestID, method, host, target, query
+	p.http.Scheme, p.http.Protocol = scheme, hr.Proto
+	p.hmap.Headers = p.ptrs
+	p.http.HeaderMap = &p.hmap
+	p.r.Http = &p.http
+	p.attrs.Request = &p.r
+	p.attrs.ContextExtensions = nil
 	if policyName != "" {
-		req.Attributes.ContextExtensions = map[string]string{PolicyKey: policyName}
+		if p.ext == nil {
+			p.ext = make(map[string]string, 1)
+		}
+		p.ext[PolicyKey] = policyName
+		p.attrs.ContextExtensions = p.ext
 	}
-	return req
+	p.req.Attributes = &p.attrs
+	return p
 }
 
 // lowerHeader is a header name in lower case; the common names without
@@ -304,24 +327,47 @@ func lowerHeader(k string) string {
 // writeHTTPAnswer writes a decision as HTTP: an allow as 200 with the
 // headers to set upstream and, in HeaderRemove, the ones to remove; a
 // denial with its status, headers and body.
+//
+// Header names go out as the decision has them, in lower case: HTTP names
+// are case-insensitive, and canonicalising each costs more than the rest
+// of the answer. The fixed headers of each reason are prepared once
+// (httpReasons).
 func writeHTTPAnswer(w http.ResponseWriter, resp *authv3.CheckResponse) {
 	out := w.Header()
 	md := resp.GetDynamicMetadata().GetFields()
-	out[http.CanonicalHeaderKey(HeaderReason)] = []string{md["reason"].GetStringValue()}
-	out[http.CanonicalHeaderKey(HeaderDecisionID)] = []string{md["decision_id"].GetStringValue()}
-	if ok := resp.GetOkResponse(); resp.GetDeniedResponse() == nil {
-		for _, hv := range ok.GetHeaders() {
-			setHeader(out, hv)
+	reason, known := reasonByName[md["reason"].GetStringValue()]
+	d := resp.GetDeniedResponse()
+	if d == nil {
+		ok := resp.GetOkResponse()
+		headers, remove := ok.GetHeaders(), ok.GetHeadersToRemove()
+		// One allocation holds every value: the headers', the decision id's
+		// and the removal list's.
+		n := len(headers) + 1
+		if len(remove) > 0 {
+			n++
 		}
-		if remove := ok.GetHeadersToRemove(); len(remove) > 0 {
-			out[http.CanonicalHeaderKey(HeaderRemove)] = []string{strings.Join(remove, ", ")}
+		vals := make([]string, n)
+		for i, hv := range headers {
+			k := hv.GetHeader().GetKey()
+			vals[i] = hv.GetHeader().GetValue()
+			if prev, dup := out[k]; dup && hv.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
+				out[k] = append(prev, vals[i])
+				continue
+			}
+			out[k] = vals[i : i+1 : i+1]
+		}
+		i := len(headers)
+		vals[i] = md["decision_id"].GetStringValue()
+		out[HeaderDecisionID] = vals[i : i+1 : i+1]
+		if len(remove) > 0 {
+			vals[i+1] = strings.Join(remove, ", ")
+			out[HeaderRemove] = vals[i+1:]
+		}
+		if known {
+			out[HeaderReason] = httpReasons[reason].reason
 		}
 		w.WriteHeader(http.StatusOK)
 		return
-	}
-	d := resp.GetDeniedResponse()
-	for _, hv := range d.GetHeaders() {
-		setHeader(out, hv)
 	}
 	code := int(d.GetStatus().GetCode())
 	if code < 400 || code > 599 {
@@ -330,12 +376,52 @@ func writeHTTPAnswer(w http.ResponseWriter, resp *authv3.CheckResponse) {
 		// on): refused instead. The gRPC path alone answers for the IdP.
 		code = http.StatusForbidden
 	}
-	if r, ok := reasonByName[md["reason"].GetStringValue()]; ok && reasons[r].errorCode != "" {
-		out[http.CanonicalHeaderKey(HeaderError)] = []string{reasons[r].errorCode}
+	if known && d == denials[reason].http.DeniedResponse {
+		// The reason's own denial: its headers are prepared.
+		for k, v := range httpReasons[reason].denial {
+			out[k] = v
+		}
+	} else {
+		for _, hv := range d.GetHeaders() {
+			out.Set(hv.GetHeader().GetKey(), hv.GetHeader().GetValue())
+		}
 	}
-	out[http.CanonicalHeaderKey(HeaderStatus)] = []string{strconv.Itoa(code)}
+	if known {
+		out[HeaderReason] = httpReasons[reason].reason
+		if e := httpReasons[reason].error; e != nil {
+			out[HeaderError] = e
+		}
+	}
+	out[HeaderDecisionID] = []string{md["decision_id"].GetStringValue()}
+	out[HeaderStatus] = []string{strconv.Itoa(code)}
 	w.WriteHeader(code)
 	_, _ = w.Write([]byte(d.GetBody()))
+}
+
+// httpReason is what every HTTP answer with one reason shares, read only.
+type httpReason struct {
+	reason []string    // HeaderReason's value
+	error  []string    // HeaderError's, for a denial with an error code
+	denial http.Header // the denial's fixed headers, canonical names
+}
+
+// httpReasons are prepared from the denials, by response.go's init.
+var httpReasons [numReasons]httpReason
+
+func prepareHTTPReasons() {
+	out := &httpReasons
+	for r := range numReasons {
+		out[r].reason = []string{reasons[r].name}
+		if reasons[r].errorCode != "" {
+			out[r].error = []string{reasons[r].errorCode}
+		}
+		if d := denials[r].http; d != nil {
+			out[r].denial = http.Header{}
+			for _, hv := range d.DeniedResponse.GetHeaders() {
+				out[r].denial.Set(hv.GetHeader().GetKey(), hv.GetHeader().GetValue())
+			}
+		}
+	}
 }
 
 // writeUndecided answers a request tokengate cannot decide (the issuer's

@@ -196,6 +196,7 @@ func init() {
 			denials[r] = newDenial(r)
 		}
 	}
+	prepareHTTPReasons()
 }
 
 func newDenial(r Reason) denial {

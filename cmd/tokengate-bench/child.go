@@ -66,7 +66,7 @@ func (c *child) serving(ctx context.Context) (servingAddrs, error) {
 	defer timer.Stop()
 	select {
 	case a := <-c.log.serving:
-		for _, addr := range []string{a.GRPC, a.HTTP} {
+		for _, addr := range []string{a.GRPC, a.HTTP, a.AuthzHTTP} {
 			if addr == "" {
 				continue
 			}
@@ -161,8 +161,9 @@ func mintToken(ctx context.Context, httpAddr string) (string, error) {
 
 // servingAddrs are the addresses in a "serving" log line.
 type servingAddrs struct {
-	GRPC string `json:"grpc_addr"`
-	HTTP string `json:"http_addr"`
+	GRPC      string `json:"grpc_addr"`
+	HTTP      string `json:"http_addr"`
+	AuthzHTTP string `json:"authz_http_addr"`
 }
 
 // logTail is a child's stderr: it keeps the last lines and reports the first

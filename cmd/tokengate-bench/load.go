@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -208,4 +210,48 @@ func closedLoop(ctx context.Context, concurrency int, d time.Duration, call func
 		return res, fmt.Errorf("calls still unanswered %s after the end of the phase", answerGrace)
 	}
 	return res, nil
+}
+
+// keepAliveClient is an HTTP client that keeps a connection per worker
+// open, as a proxy keeps its connections to the authorization server.
+func keepAliveClient(concurrency int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns:        concurrency,
+		MaxIdleConnsPerHost: concurrency,
+		MaxConnsPerHost:     concurrency,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+	}}
+}
+
+// loadHTTP is load over the HTTP protocol: concurrency workers, each
+// asking url about the request req describes (its method, host and bearer
+// token, as Envoy's HTTP mode sends them) in a closed loop until d has
+// passed. Every answer must be 200: the first other status ends the phase
+// and fails it.
+func loadHTTP(ctx context.Context, client *http.Client, url string, req *authv3.CheckRequest, concurrency int, d time.Duration) (loadResult, error) {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	return closedLoop(ctx, concurrency, d, func(ctx context.Context, _ int) error {
+		hr, err := http.NewRequestWithContext(ctx, h.GetMethod(), url, nil)
+		if err != nil {
+			return err
+		}
+		hr.Host = h.GetHost()
+		hr.Header = http.Header{
+			"Authorization": {h.GetHeaders()["authorization"]},
+			"User-Agent":    {h.GetHeaders()["user-agent"]},
+			"X-Request-Id":  {h.GetHeaders()["x-request-id"]},
+		}
+		resp, err := client.Do(hr)
+		if err != nil {
+			return fmt.Errorf("check: %w", err)
+		}
+		// Read to the end, so that the connection is kept for the next call.
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%w: status %d, reason %q", errDenied, resp.StatusCode, resp.Header.Get("X-Tokengate-Reason"))
+		}
+		return nil
+	})
 }

@@ -41,7 +41,7 @@ func TestLoadNoop(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- serveNoop(ctx, lis, slog.New(slog.DiscardHandler)) }()
+	go func() { done <- serveNoop(ctx, lis, nil, slog.New(slog.DiscardHandler)) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

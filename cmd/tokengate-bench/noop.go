@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -43,24 +45,42 @@ func runNoop(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet(noopCommand, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:0", "gRPC listen address (loopback only)")
+	httpAddr := fs.String("http-addr", "", "HTTP listen address (loopback only; empty: none): a do-nothing HTTP authorization server")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := checkLoopback(*addr); err != nil {
-		return fmt.Errorf("%s: %w", noopCommand, err)
+	addrs := []string{*addr}
+	if *httpAddr != "" {
+		addrs = append(addrs, *httpAddr)
+	}
+	for _, a := range addrs {
+		if err := checkLoopback(a); err != nil {
+			return fmt.Errorf("%s: %w", noopCommand, err)
+		}
 	}
 	lis, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("%s: %w", noopCommand, err)
 	}
-	return serveNoop(ctx, lis, slog.New(slog.NewJSONHandler(stderr, nil)))
+	var httpLis net.Listener
+	if *httpAddr != "" {
+		if httpLis, err = net.Listen("tcp", *httpAddr); err != nil {
+			lis.Close()
+			return fmt.Errorf("%s: %w", noopCommand, err)
+		}
+	}
+	return serveNoop(ctx, lis, httpLis, slog.New(slog.NewJSONHandler(stderr, nil)))
 }
 
-// serveNoop serves the baseline on lis until ctx ends, then stops gracefully
-// (forcefully after 5s).
-func serveNoop(ctx context.Context, lis net.Listener, log *slog.Logger) error {
+// noopHTTP is the HTTP baseline: 200, nothing else, to every request.
+func noopHTTP(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }
+
+// serveNoop serves the baseline on lis (gRPC) and httpLis (HTTP, when not
+// nil) until ctx ends, then stops gracefully (forcefully after 5s).
+func serveNoop(ctx context.Context, lis, httpLis net.Listener, log *slog.Logger) error {
 	gs := grpc.NewServer(grpc.MaxRecvMsgSize(1 << 20)) // as tokengate's
 	authv3.RegisterAuthorizationServer(gs, noopServer{})
+	hs := &http.Server{Handler: http.HandlerFunc(noopHTTP), ReadHeaderTimeout: 5 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := gs.Serve(lis); err != nil {
@@ -68,6 +88,16 @@ func serveNoop(ctx context.Context, lis net.Listener, log *slog.Logger) error {
 		}
 		return nil
 	})
+	httpAddr := ""
+	if httpLis != nil {
+		httpAddr = httpLis.Addr().String()
+		g.Go(func() error {
+			if err := hs.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		done := make(chan struct{})
@@ -77,9 +107,14 @@ func serveNoop(ctx context.Context, lis net.Listener, log *slog.Logger) error {
 		case <-time.After(5 * time.Second):
 			gs.Stop()
 		}
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := hs.Shutdown(sctx); err != nil {
+			hs.Close()
+		}
 		return nil
 	})
-	log.Info("serving", "grpc_addr", lis.Addr().String())
+	log.Info("serving", "grpc_addr", lis.Addr().String(), "authz_http_addr", httpAddr)
 	return g.Wait()
 }
 

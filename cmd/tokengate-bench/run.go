@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 const maxPlanned = 50 * time.Minute
 
 type config struct {
+	protocol    string // grpc or http
 	concurrency int
 	conns       int
 	duration    time.Duration
@@ -85,7 +87,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("tokengate-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.IntVar(&cfg.concurrency, "concurrency", 32, "concurrent Check streams, each a closed loop")
+	fs.StringVar(&cfg.protocol, "protocol", "grpc", "grpc: Envoy's ext_authz gRPC service; http: the HTTP authorization endpoint (listen.authz_http, envoy mode) against a do-nothing HTTP server, over keep-alive connections")
+	fs.IntVar(&cfg.concurrency, "concurrency", 32, "concurrent Check streams (HTTP: clients), each a closed loop")
 	fs.IntVar(&cfg.conns, "conns", 1, "gRPC client connections per target; the streams share them")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured load per target and round")
 	fs.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured load before each measurement")
@@ -99,6 +102,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 func (c config) validate() error {
 	var p problems
 	bad := p.bad
+	if c.protocol != "grpc" && c.protocol != "http" {
+		bad("protocol", "want grpc or http, got %q", c.protocol)
+	}
 	if c.concurrency < 1 || c.concurrency > 1024 {
 		bad("concurrency", "must be between 1 and 1024, got %d", c.concurrency)
 	}
@@ -131,6 +137,9 @@ type target struct {
 	conns   []*grpc.ClientConn
 	clients []grpc.ClientConnInterface
 	rounds  []roundResult
+	// The HTTP protocol's: the endpoint's URL and a keep-alive client.
+	url  string
+	http *http.Client
 }
 
 // bench starts both targets, measures them alternately round after round and
@@ -140,13 +149,13 @@ func bench(ctx context.Context, cfg config, w io.Writer) (report, error) {
 	if err != nil {
 		return report{}, fmt.Errorf("find own binary to serve the baseline: %w", err)
 	}
-	base, err := startChild(ctx, "baseline", self, noopCommand, "-addr", "127.0.0.1:0")
+	base, err := startChild(ctx, "baseline", self, noopCommand, "-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0")
 	if err != nil {
 		return report{}, err
 	}
 	defer base.stop()
 	gate, err := startChild(ctx, "tokengate", cfg.tokengate,
-		"dev", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json")
+		"dev", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--authz-http", "127.0.0.1:0", "--log-format", "json")
 	if err != nil {
 		return report{}, err
 	}
@@ -173,10 +182,15 @@ func bench(ctx context.Context, cfg config, w io.Writer) (report, error) {
 	req := checkRequest(tok)
 
 	targets := []*target{
-		{name: "baseline", proc: base, addr: baseAddrs.GRPC},
-		{name: "tokengate", proc: gate, addr: gateAddrs.GRPC},
+		{name: "baseline", proc: base, addr: baseAddrs.GRPC, url: "http://" + baseAddrs.AuthzHTTP + benchPath},
+		{name: "tokengate", proc: gate, addr: gateAddrs.GRPC, url: "http://" + gateAddrs.AuthzHTTP + benchPath},
 	}
 	for _, t := range targets {
+		if cfg.protocol == "http" {
+			t.http = keepAliveClient(cfg.concurrency)
+			defer t.http.CloseIdleConnections()
+			continue
+		}
 		if err := t.dial(cfg.conns); err != nil {
 			return report{}, err
 		}
@@ -220,12 +234,18 @@ func (t *target) close() {
 
 // measure warms the target up, then measures it once and keeps the result.
 func (t *target) measure(ctx context.Context, cfg config, req *authv3.CheckRequest) (roundResult, error) {
+	run := func(d time.Duration) (loadResult, error) {
+		if t.http != nil {
+			return loadHTTP(ctx, t.http, t.url, req, cfg.concurrency, d)
+		}
+		return load(ctx, t.clients, req, cfg.concurrency, d)
+	}
 	if cfg.warmup > 0 {
-		if _, err := load(ctx, t.clients, req, cfg.concurrency, cfg.warmup); err != nil {
+		if _, err := run(cfg.warmup); err != nil {
 			return roundResult{}, t.proc.explain(fmt.Errorf("warm-up: %w", err))
 		}
 	}
-	res, err := load(ctx, t.clients, req, cfg.concurrency, cfg.duration)
+	res, err := run(cfg.duration)
 	if err != nil {
 		return roundResult{}, t.proc.explain(fmt.Errorf("round %d: %w", len(t.rounds)+1, err))
 	}
@@ -234,6 +254,9 @@ func (t *target) measure(ctx context.Context, cfg config, req *authv3.CheckReque
 	return rr, nil
 }
 
+// benchPath is the path of the request to authorise.
+const benchPath = "/bench"
+
 // checkRequest is the request every call sends, to both targets: what Envoy
 // sends for a GET with a bearer token.
 func checkRequest(tok string) *authv3.CheckRequest {
@@ -241,14 +264,14 @@ func checkRequest(tok string) *authv3.CheckRequest {
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Id:       "tokengate-bench",
 			Method:   "GET",
-			Path:     "/bench",
+			Path:     benchPath,
 			Host:     "bench.local",
 			Scheme:   "http",
 			Protocol: "HTTP/1.1",
 			Headers: map[string]string{
 				":authority":    "bench.local",
 				":method":       "GET",
-				":path":         "/bench",
+				":path":         benchPath,
 				"authorization": "Bearer " + tok,
 				"user-agent":    "tokengate-bench",
 				"x-request-id":  "tokengate-bench",

@@ -75,12 +75,14 @@ func (fakeGate) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.Chec
 	return noopResponse, nil
 }
 
-// fakeGateDev plays `tokengate dev --grpc A --http B --log-format json`:
-// the serving log line, /readyz and /dev/token.
+// fakeGateDev plays `tokengate dev --grpc A --http B --authz-http C
+// --log-format json`: the serving log line, /readyz, /dev/token, and the
+// HTTP endpoint, which allows only the fake token.
 func fakeGateDev(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	grpcAddr := fs.String("grpc", "", "")
 	httpAddr := fs.String("http", "", "")
+	authzAddr := fs.String("authz-http", "", "")
 	fs.String("log-format", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -105,21 +107,39 @@ func fakeGateDev(ctx context.Context, args []string, stderr io.Writer) error {
 	hs := &http.Server{Handler: mux}
 	go hs.Serve(hl)
 	defer hs.Close()
+	al, err := net.Listen("tcp", *authzAddr)
+	if err != nil {
+		return err
+	}
+	as := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+fakeToken {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})}
+	go as.Serve(al)
+	defer as.Close()
 	slog.New(slog.NewJSONHandler(stderr, nil)).Info("serving",
-		"grpc_addr", gl.Addr().String(), "http_addr", hl.Addr().String())
+		"grpc_addr", gl.Addr().String(), "http_addr", hl.Addr().String(), "authz_http_addr", al.Addr().String())
 	<-ctx.Done()
 	return nil
 }
 
-// TestRunSmoke runs the whole bench, child processes included, briefly.
+// TestRunSmoke runs the whole bench, child processes included, briefly,
+// over each protocol.
 func TestRunSmoke(t *testing.T) {
+	for _, protocol := range []string{"grpc", "http"} {
+		t.Run(protocol, func(t *testing.T) { runSmoke(t, protocol) })
+	}
+}
+
+func runSmoke(t *testing.T, protocol string) {
 	t.Setenv(fakeGateEnv, "serve")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
-	err = run(t.Context(), []string{"-tokengate", self, "-json",
+	err = run(t.Context(), []string{"-tokengate", self, "-json", "-protocol", protocol,
 		"-concurrency", "4", "-warmup", "100ms", "-duration", "300ms", "-rounds", "1"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
@@ -127,6 +147,9 @@ func TestRunSmoke(t *testing.T) {
 	var rep report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("stdout is not a JSON report: %v\n%s", err, stdout.String())
+	}
+	if rep.Protocol != protocol {
+		t.Errorf("report protocol = %q, want %q", rep.Protocol, protocol)
 	}
 	if len(rep.Targets) != 2 {
 		t.Fatalf("report has %d targets, want 2", len(rep.Targets))
@@ -167,8 +190,8 @@ func TestRunFlags(t *testing.T) {
 	checkFlagErrors(t, nil, map[string]flagCase{
 		"no tokengate": {nil, []string{"-tokengate: required"}},
 		"all wrong": {
-			[]string{"-tokengate", "x", "-concurrency", "0", "-conns", "0", "-duration", "0s", "-warmup", "-1s", "-rounds", "0"},
-			[]string{"-concurrency:", "-conns:", "-duration:", "-warmup:", "-rounds:"},
+			[]string{"-tokengate", "x", "-protocol", "smtp", "-concurrency", "0", "-conns", "0", "-duration", "0s", "-warmup", "-1s", "-rounds", "0"},
+			[]string{"-protocol:", "-concurrency:", "-conns:", "-duration:", "-warmup:", "-rounds:"},
 		},
 		"outlives the token": {[]string{"-tokengate", "x", "-rounds", "5", "-duration", "5m"}, []string{"-rounds:", "lifetime"}},
 		"stray argument":     {[]string{"-tokengate", "x", "extra"}, []string{"unexpected arguments"}},
