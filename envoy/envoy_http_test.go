@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -26,6 +27,10 @@ const (
 	reasonHeader     = "x-tokengate-reason"
 	decisionIDHeader = "x-tokengate-decision-id"
 )
+
+// tokengateIdleTimeout is how long tokengate's HTTP servers keep an idle
+// connection (cmd/tokengate's httpServer).
+const tokengateIdleTimeout = 2 * time.Minute
 
 var denyHeaders = []string{"www-authenticate", "content-type", "cache-control", "retry-after", reasonHeader}
 
@@ -337,13 +342,18 @@ func checkHTTPAuthzCluster(c *clusterv3.Cluster) []string {
 		problems = append(problems, fmt.Sprintf("cluster %s: %s", c.GetName(), fmt.Sprintf(format, args...)))
 	}
 	const key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-	if a, ok := c.GetTypedExtensionProtocolOptions()[key]; ok {
-		opts := &upstreamhttpv3.HttpProtocolOptions{}
-		if err := a.UnmarshalTo(opts); err != nil {
-			bad("typed_extension_protocol_options[%s]: %v", key, err)
-		} else if got := protocolName(opts); got != "explicit HTTP/1.1" {
-			bad("upstream protocol: got %s, want HTTP/1.1 (the default): tokengate's authz_http listener is plain HTTP/1.1", got)
-		}
+	opts := &upstreamhttpv3.HttpProtocolOptions{}
+	if a, ok := c.GetTypedExtensionProtocolOptions()[key]; !ok {
+		bad("typed_extension_protocol_options[%s]: missing, want explicit HTTP/1.1 and an idle_timeout", key)
+	} else if err := a.UnmarshalTo(opts); err != nil {
+		bad("typed_extension_protocol_options[%s]: %v", key, err)
+	} else if got := protocolName(opts); got != "explicit HTTP/1.1" {
+		bad("upstream protocol: got %s, want explicit HTTP/1.1: tokengate's authz_http listener is plain HTTP/1.1", got)
+	}
+	// Envoy must give up an idle connection before tokengate closes it, or
+	// a check sent as tokengate closes is reset and the client gets 503.
+	if d := opts.GetCommonHttpProtocolOptions().GetIdleTimeout(); d == nil || d.AsDuration() <= 0 || d.AsDuration() >= tokengateIdleTimeout {
+		bad("common_http_protocol_options.idle_timeout: got %v, want > 0 and < %s (tokengate's HTTP IdleTimeout)", d.AsDuration(), tokengateIdleTimeout)
 	}
 	var paths []string
 	for _, hc := range c.GetHealthChecks() {
@@ -449,14 +459,12 @@ func TestEnvoyHTTPBootstrapChecksCatchMistakes(t *testing.T) {
 			"disabled",
 		},
 		"health asked on the authorization port": {e, "            health_check_config: {port_value: 8181}\n", "", "health_check_config"},
-		"HTTP/2 to tokengate": {
-			e, "    lb_policy: ROUND_ROBIN\n    # HTTP/1.1",
-			"    lb_policy: ROUND_ROBIN\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {http2_protocol_options: {}}\n    # HTTP/1.1",
-			"HTTP/1.1",
-		},
-		"underscored headers allowed": {e, "headers_with_underscores_action: REJECT_REQUEST", "headers_with_underscores_action: ALLOW", "headers_with_underscores_action"},
-		"paths not normalised":        {e, "normalize_path: true", "normalize_path: false", "normalize_path"},
-		"admin on every interface":    {e, "{address: 127.0.0.1, port_value: 9901}", "{address: 0.0.0.0, port_value: 9901}", "admin"},
+		"HTTP/2 to tokengate":                    {e, "explicit_http_config: {http_protocol_options: {}}", "explicit_http_config: {http2_protocol_options: {}}", "HTTP/1.1"},
+		"idle longer than tokengate":             {e, "idle_timeout: 60s", "idle_timeout: 300s", "idle_timeout"},
+		"no idle timeout":                        {e, "common_http_protocol_options: {idle_timeout: 60s}", "common_http_protocol_options: {}", "idle_timeout"},
+		"underscored headers allowed":            {e, "headers_with_underscores_action: REJECT_REQUEST", "headers_with_underscores_action: ALLOW", "headers_with_underscores_action"},
+		"paths not normalised":                   {e, "normalize_path: true", "normalize_path: false", "normalize_path"},
+		"admin on every interface":               {e, "{address: 127.0.0.1, port_value: 9901}", "{address: 0.0.0.0, port_value: 9901}", "admin"},
 	}
 	catchMistakes(t, readHTTPFiles(t), cases, checkHTTPFiles)
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // istioMatches reports whether header name h matches one of Istio's header
@@ -84,6 +85,47 @@ func checkHTTPProvider(where string, h *httpProvider, svc *object, svcSpec servi
 	return problems
 }
 
+// checkDestinationRule: the Envoys that ask tokengate over HTTP close an
+// idle connection before tokengate does (a DestinationRule for the Service
+// with connectionPool.http.idleTimeout below tokengate's), and leave TLS
+// to Istio's automatic mTLS (tokengate has no sidecar).
+func checkDestinationRule(objs map[string][]object, svc *object) []string {
+	if svc == nil {
+		return nil
+	}
+	host := svc.Metadata.Name + "." + svc.Metadata.Namespace + ".svc.cluster.local"
+	for _, o := range objs["DestinationRule"] {
+		var s struct {
+			Host          string `yaml:"host"`
+			TrafficPolicy struct {
+				TLS            any `yaml:"tls"`
+				ConnectionPool struct {
+					HTTP struct {
+						IdleTimeout string `yaml:"idleTimeout"`
+					} `yaml:"http"`
+				} `yaml:"connectionPool"`
+			} `yaml:"trafficPolicy"`
+		}
+		if err := o.Spec.Decode(&s); err != nil {
+			return []string{fmt.Sprintf("DestinationRule %s: %v", o.Metadata.Name, err)}
+		}
+		if s.Host != host {
+			continue
+		}
+		var problems []string
+		d, err := time.ParseDuration(s.TrafficPolicy.ConnectionPool.HTTP.IdleTimeout)
+		if err != nil || d <= 0 || d >= tokengateIdleTimeout {
+			problems = append(problems, fmt.Sprintf("DestinationRule %s: connectionPool.http.idleTimeout: got %q, want > 0 and < %s (tokengate's HTTP IdleTimeout)",
+				o.Metadata.Name, s.TrafficPolicy.ConnectionPool.HTTP.IdleTimeout, tokengateIdleTimeout))
+		}
+		if s.TrafficPolicy.TLS != nil {
+			problems = append(problems, fmt.Sprintf("DestinationRule %s: trafficPolicy.tls: set, want it unset (tokengate has no sidecar; automatic mTLS speaks plain text to it)", o.Metadata.Name))
+		}
+		return problems
+	}
+	return []string{fmt.Sprintf("DestinationRule for %s: missing, want connectionPool.http.idleTimeout < %s (an HTTP check on a connection tokengate is closing is reset: 503)", host, tokengateIdleTimeout)}
+}
+
 func TestIstioMatches(t *testing.T) {
 	for _, tc := range []struct {
 		patterns []string
@@ -118,17 +160,20 @@ func TestIstioHTTPProviderChecksCatchMistakes(t *testing.T) {
 		"claim header in tokengate only": {
 			"tokengate.yaml", "      x-auth-roles: roles\n", "      x-auth-roles: roles\n      x-user-email: email\n", "headersToUpstreamOnAllow: x-user-email",
 		},
-		"variants not sent":          {m, "        - x_auth_*\n", "", "includeRequestHeadersInCheck: x_auth_subject"},
-		"authorization not named":    {m, "        - authorization\n", "", "includeRequestHeadersInCheck: authorization"},
-		"JSON type not passed":       {m, "        - content-type\n", "", "headersToDownstreamOnDeny: content-type"},
-		"reason not passed":          {m, "        - x-tokengate-reason\n", "", "headersToDownstreamOnDeny: x-tokengate-reason"},
-		"body sent":                  {m, "        failOpen: false\n        statusOnError: \"503\"\n        # Envoy always", "        failOpen: false\n        includeRequestBodyInCheck: {maxRequestBytes: 8192}\n        statusOnError: \"503\"\n        # Envoy always", "includeRequestBodyInCheck"},
-		"policy names no provider":   {"authorization-policy-http.yaml", "    name: tokengate-http\n", "    name: tokengate-htp\n", "provider.name"},
-		"two providers on one pod":   {"authorization-policy-http.yaml", "      app: orders\n", "      app: httpbin\n", "one CUSTOM provider per workload"},
-		"no authz_http listener":     {"tokengate.yaml", `, authz_http: "0.0.0.0:9192"`, "", "listen.authz_http"},
-		"authz_http on loopback":     {"tokengate.yaml", `authz_http: "0.0.0.0:9192"`, `authz_http: "127.0.0.1:9192"`, "listen.authz_http"},
-		"http-authz open to the IdP": {"network-policy.yaml", "    - {port: http, protocol: TCP}\n", "    - {port: http, protocol: TCP}\n    - {port: http-authz, protocol: TCP}\n", "an ext_authz port (gRPC or HTTP) admits"},
-		"http-authz without a rule":  {"network-policy.yaml", "    - {port: http-authz, protocol: TCP}\n", "", `Service port "http-authz"`},
+		"variants not sent":                     {m, "        - x_auth_*\n", "", "includeRequestHeadersInCheck: x_auth_subject"},
+		"authorization not named":               {m, "        - authorization\n", "", "includeRequestHeadersInCheck: authorization"},
+		"JSON type not passed":                  {m, "        - content-type\n", "", "headersToDownstreamOnDeny: content-type"},
+		"reason not passed":                     {m, "        - x-tokengate-reason\n", "", "headersToDownstreamOnDeny: x-tokengate-reason"},
+		"body sent":                             {m, "        failOpen: false\n        statusOnError: \"503\"\n        # Envoy always", "        failOpen: false\n        includeRequestBodyInCheck: {maxRequestBytes: 8192}\n        statusOnError: \"503\"\n        # Envoy always", "includeRequestBodyInCheck"},
+		"policy names no provider":              {"authorization-policy-http.yaml", "    name: tokengate-http\n", "    name: tokengate-htp\n", "provider.name"},
+		"two providers on one pod":              {"authorization-policy-http.yaml", "      app: orders\n", "      app: httpbin\n", "one CUSTOM provider per workload"},
+		"no authz_http listener":                {"tokengate.yaml", `, authz_http: "0.0.0.0:9192"`, "", "listen.authz_http"},
+		"authz_http on loopback":                {"tokengate.yaml", `authz_http: "0.0.0.0:9192"`, `authz_http: "127.0.0.1:9192"`, "listen.authz_http"},
+		"http-authz open to the IdP":            {"network-policy.yaml", "    - {port: http, protocol: TCP}\n", "    - {port: http, protocol: TCP}\n    - {port: http-authz, protocol: TCP}\n", "an ext_authz port (gRPC or HTTP) admits"},
+		"idle longer than tokengate":            {"destination-rule.yaml", "idleTimeout: 60s", "idleTimeout: 1h", "idleTimeout"},
+		"rule for another host":                 {"destination-rule.yaml", "host: tokengate.tokengate.svc.cluster.local", "host: tokengate.default.svc.cluster.local", "DestinationRule for tokengate.tokengate.svc.cluster.local: missing"},
+		"mutual TLS to a pod without a sidecar": {"destination-rule.yaml", "    connectionPool:\n", "    tls: {mode: ISTIO_MUTUAL}\n    connectionPool:\n", "trafficPolicy.tls"},
+		"http-authz without a rule":             {"network-policy.yaml", "    - {port: http-authz, protocol: TCP}\n", "", `Service port "http-authz"`},
 	}
 	catchMistakes(t, readIstioFiles(t), cases, func(files map[string][]byte) []string { return checkIstio(files) })
 }

@@ -21,9 +21,10 @@ import (
 // network-policy.yaml and monitoring.yaml name the Deployment's pods and the
 // Service's ports.
 // authorization-policy-http.yaml selects another workload through the HTTP
-// provider.
+// provider; destination-rule.yaml tunes the Envoys' connections to the
+// Service.
 var istioFiles = []string{"mesh-config.yaml", "authorization-policy.yaml", "authorization-policy-http.yaml", "route-policy.yaml",
-	"tokengate.yaml", "network-policy.yaml", "monitoring.yaml"}
+	"tokengate.yaml", "network-policy.yaml", "monitoring.yaml", "destination-rule.yaml"}
 
 func readIstioFiles(t *testing.T) map[string][]byte {
 	t.Helper()
@@ -405,6 +406,7 @@ func checkIstio(files map[string][]byte) []string {
 			problems = append(problems, checkGrpcProvider(where, p, svc, svcSpec)...)
 		case p.EnvoyExtAuthzHttp != nil:
 			problems = append(problems, checkHTTPProvider(where, p.EnvoyExtAuthzHttp, svc, svcSpec, managed)...)
+			problems = append(problems, checkDestinationRule(objs, svc)...)
 		default:
 			bad("%s: neither envoyExtAuthzGrpc nor envoyExtAuthzHttp (tokengate serves both)", where)
 		}
