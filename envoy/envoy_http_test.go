@@ -70,6 +70,48 @@ func managedHeaders(data []byte) ([]string, error) {
 	return slices.Compact(names), nil
 }
 
+// sourceHeaders are the request headers a tokengate configuration reads
+// tokens from (tokens.sources): authorization by default, "cookie" for a
+// cookie source.
+func sourceHeaders(data []byte) ([]string, error) {
+	var cfg struct {
+		Tokens struct {
+			Sources []struct {
+				Header string `yaml:"header"`
+				Cookie string `yaml:"cookie"`
+			} `yaml:"sources"`
+		} `yaml:"tokens"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		return nil, err
+	}
+	if len(cfg.Tokens.Sources) == 0 {
+		return []string{"authorization"}, nil
+	}
+	var out []string
+	for _, src := range cfg.Tokens.Sources {
+		switch {
+		case src.Cookie != "":
+			out = append(out, "cookie")
+		case src.Header != "":
+			out = append(out, strings.ToLower(src.Header))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// sourceHeadersOf is sourceHeaders over every file in tokengateConfigs.
+func sourceHeadersOf(files map[string][]byte) []string {
+	var all []string
+	for _, name := range tokengateConfigs {
+		names, _ := sourceHeaders(files[name]) // managedHeadersOf reports the error
+		all = append(all, names...)
+	}
+	slices.Sort(all)
+	return slices.Compact(all)
+}
+
 // managedHeadersOf is managedHeaders over every file in tokengateConfigs.
 func managedHeadersOf(files map[string][]byte) ([]string, []string) {
 	var all, problems []string
@@ -152,8 +194,9 @@ func clientHeaderPassed(l *matcherv3.ListStringMatcher, h string) bool {
 
 // checkHTTPBootstrap reports every way an Envoy bootstrap whose ext_authz
 // speaks HTTP to tokengate differs from what tokengate needs; managed are
-// the header names tokengate may set upstream.
-func checkHTTPBootstrap(b *bootstrapv3.Bootstrap, managed []string) []string {
+// the header names tokengate may set upstream, sources the request headers
+// it reads tokens from.
+func checkHTTPBootstrap(b *bootstrapv3.Bootstrap, managed, sources []string) []string {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
@@ -168,7 +211,7 @@ func checkHTTPBootstrap(b *bootstrapv3.Bootstrap, managed []string) []string {
 		bad("http connection managers: got none, want at least one")
 	}
 	for _, hcm := range hcms {
-		problems = append(problems, checkHTTPConnectionManager(b, hcm, managed)...)
+		problems = append(problems, checkHTTPConnectionManager(b, hcm, managed, sources)...)
 	}
 	c := findCluster(b, authzCluster)
 	if c == nil {
@@ -178,7 +221,7 @@ func checkHTTPBootstrap(b *bootstrapv3.Bootstrap, managed []string) []string {
 	return append(problems, checkHTTPAuthzCluster(c)...)
 }
 
-func checkHTTPConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionManager, managed []string) []string {
+func checkHTTPConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionManager, managed, sources []string) []string {
 	var problems []string
 	bad := func(format string, args ...any) {
 		problems = append(problems, fmt.Sprintf("%s: %s", hcm.GetStatPrefix(), fmt.Sprintf(format, args...)))
@@ -201,7 +244,7 @@ func checkHTTPConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnect
 		bad("%s typed_config: %v", extAuthzFilter, err)
 		return problems
 	}
-	for _, p := range checkHTTPExtAuthz(b, ext, managed) {
+	for _, p := range checkHTTPExtAuthz(b, ext, managed, sources) {
 		bad("%s: %s", extAuthzFilter, p)
 	}
 
@@ -249,7 +292,7 @@ func checkHTTPConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnect
 	return append(problems, checkAccessLog(hcm, ops)...)
 }
 
-func checkHTTPExtAuthz(b *bootstrapv3.Bootstrap, ext *extauthzv3.ExtAuthz, managed []string) []string {
+func checkHTTPExtAuthz(b *bootstrapv3.Bootstrap, ext *extauthzv3.ExtAuthz, managed, sources []string) []string {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
@@ -292,11 +335,7 @@ func checkHTTPExtAuthz(b *bootstrapv3.Bootstrap, ext *extauthzv3.ExtAuthz, manag
 	if allowed == nil {
 		bad("allowed_headers: not set, want the headers tokengate reads (http_service.authorization_request.allowed_headers is deprecated since Envoy 1.24)")
 	}
-	want := []string{"authorization", "x-request-id"}
-	for _, m := range managed {
-		want = append(append(want, m), underscoreVariants(m)...)
-	}
-	for _, h := range want {
+	for _, h := range requestHeadersWanted(managed, sources) {
 		switch {
 		case allowed != nil && !matches(allowed, h) && h != "authorization":
 			bad("allowed_headers: %s not sent to tokengate", h)
@@ -318,6 +357,11 @@ func checkHTTPExtAuthz(b *bootstrapv3.Bootstrap, ext *extauthzv3.ExtAuthz, manag
 			bad("authorization_response.allowed_upstream_headers_to_append: %s appended: a client-sent %s would stay beside tokengate's", h, h)
 		}
 	}
+	// forward_token: false with a cookie source: tokengate answers the
+	// Cookie header without the token's cookie, to be set upstream.
+	if slices.Contains(sources, "cookie") && !matches(resp.GetAllowedUpstreamHeaders(), "cookie") {
+		bad("authorization_response.allowed_upstream_headers: cookie not set from tokengate's answer: a rule with forward_token: false would forward the token's cookie")
+	}
 	// What a denied client gets: the challenge, the JSON body's type, and
 	// tokengate's reason.
 	for _, h := range denyHeaders {
@@ -331,6 +375,23 @@ func checkHTTPExtAuthz(b *bootstrapv3.Bootstrap, ext *extauthzv3.ExtAuthz, manag
 		}
 	}
 	return problems
+}
+
+// requestHeadersWanted are the request headers tokengate must get over
+// HTTP: the token's sources, the request id, and every managed name and
+// source header with its '_' variants, which tokengate refuses
+// (header_invalid) rather than let an upstream read them as the real one.
+// A token source that does not reach tokengate is worse than a missing
+// token: on a public route the request goes on, token and all, unchecked.
+func requestHeadersWanted(managed, sources []string) []string {
+	want := []string{"x-request-id"}
+	for _, h := range slices.Concat(managed, sources) {
+		want = append(want, h)
+		if h != "cookie" && h != "authorization" {
+			want = append(want, underscoreVariants(h)...)
+		}
+	}
+	return want
 }
 
 // checkHTTPAuthzCluster: tokengate's authz_http listener speaks HTTP/1.1,
@@ -392,13 +453,13 @@ func checkHTTPFiles(files map[string][]byte) []string {
 	if err != nil {
 		return append(problems, "envoy-http.yaml: "+err.Error())
 	}
-	return append(problems, checkHTTPBootstrap(b, managed)...)
+	return append(problems, checkHTTPBootstrap(b, managed, sourceHeadersOf(files))...)
 }
 
 func TestEnvoyHTTPBootstrap(t *testing.T) {
 	files := readHTTPFiles(t)
 	managed, _ := managedHeadersOf(files)
-	t.Logf("managed headers: %q", managed)
+	t.Logf("managed headers: %q; token sources: %q", managed, sourceHeadersOf(files))
 	for _, p := range checkHTTPFiles(files) {
 		t.Errorf("envoy-http.yaml: %s", p)
 	}
@@ -438,6 +499,13 @@ func TestEnvoyHTTPBootstrapChecksCatchMistakes(t *testing.T) {
 		"mixed variants not sent":      {e, "                - prefix: x-auth_\n", "", "allowed_headers: x-auth_token-id"},
 		"managed header withheld": {
 			e, "              failure_mode_allow: false", "              disallowed_headers: {patterns: [{exact: x-auth-roles}]}\n              failure_mode_allow: false", "disallowed_headers: x-auth-roles",
+		},
+		"cookie not sent": {
+			e, "                - exact: cookie\n                - exact: x-request-id", "                - exact: x-request-id", "allowed_headers: cookie",
+		},
+		"cookie not rewritten": {e, "                    - exact: cookie\n", "", "allowed_upstream_headers: cookie"},
+		"header source not sent": {
+			"../tokengate.example.yaml", "    - cookie: app.at ", "    - header: x-access-token\n    - cookie: app.at ", "allowed_headers: x-access-token",
 		},
 		"request id not sent":              {e, "                - exact: x-request-id\n", "", "allowed_headers: x-request-id"},
 		"no allowed headers":               {e, "              allowed_headers:\n", "              disallowed_headers:\n", "allowed_headers: not set"},

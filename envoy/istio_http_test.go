@@ -30,7 +30,7 @@ func istioMatches(patterns []string, h string) bool {
 
 // checkHTTPProvider checks an envoyExtAuthzHttp provider as envoy-http.yaml
 // is checked: Istio turns it into the same ext_authz filter.
-func checkHTTPProvider(where string, h *httpProvider, svc *object, svcSpec serviceSpec, managed []string) []string {
+func checkHTTPProvider(where string, h *httpProvider, svc *object, svcSpec serviceSpec, managed, sources []string) []string {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	problems = append(problems, checkProviderCommon(where, h.Timeout, h.FailOpen, h.StatusOnError)...)
@@ -54,10 +54,7 @@ func checkHTTPProvider(where string, h *httpProvider, svc *object, svcSpec servi
 
 	// What tokengate gets. Istio's documentation promises Host, method,
 	// path and Content-Length only, so authorization is named too.
-	want := []string{"authorization", "x-request-id"}
-	for _, m := range managed {
-		want = append(append(want, m), underscoreVariants(m)...)
-	}
+	want := requestHeadersWanted(managed, sources)
 	for _, name := range want {
 		if !istioMatches(h.IncludeRequestHeadersInCheck, name) {
 			bad("%s: includeRequestHeadersInCheck: %s not sent to tokengate", where, name)
@@ -73,6 +70,9 @@ func checkHTTPProvider(where string, h *httpProvider, svc *object, svcSpec servi
 		if !istioMatches(h.HeadersToUpstreamOnAllow, m) {
 			bad("%s: headersToUpstreamOnAllow: %s not set from tokengate's answer: a client-sent %s would reach the upstream", where, m, m)
 		}
+	}
+	if slices.Contains(sources, "cookie") && !istioMatches(h.HeadersToUpstreamOnAllow, "cookie") {
+		bad("%s: headersToUpstreamOnAllow: cookie not set from tokengate's answer: a rule with forward_token: false would forward the token's cookie", where)
 	}
 	// What a denied client gets; Envoy always adds www-authenticate when
 	// the list is set, and passes everything when it is not.

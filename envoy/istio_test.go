@@ -390,6 +390,7 @@ func checkIstio(files map[string][]byte) []string {
 	}
 
 	managed := []string{"x-auth-subject", "x-auth-issuer", "x-auth-token-id"}
+	sources := []string{"authorization"}
 	for _, o := range objs["ConfigMap"] {
 		if text, ok := o.Data["tokengate.yaml"]; ok {
 			names, err := managedHeaders([]byte(text))
@@ -397,6 +398,7 @@ func checkIstio(files map[string][]byte) []string {
 				bad("ConfigMap %s: tokengate.yaml: %v", o.Metadata.Name, err)
 			}
 			managed = names
+			sources, _ = sourceHeaders([]byte(text))
 		}
 	}
 	for _, p := range used {
@@ -405,7 +407,7 @@ func checkIstio(files map[string][]byte) []string {
 		case p.EnvoyExtAuthzGrpc != nil:
 			problems = append(problems, checkGrpcProvider(where, p, svc, svcSpec)...)
 		case p.EnvoyExtAuthzHttp != nil:
-			problems = append(problems, checkHTTPProvider(where, p.EnvoyExtAuthzHttp, svc, svcSpec, managed)...)
+			problems = append(problems, checkHTTPProvider(where, p.EnvoyExtAuthzHttp, svc, svcSpec, managed, sources)...)
 			problems = append(problems, checkDestinationRule(objs, svc)...)
 		default:
 			bad("%s: neither envoyExtAuthzGrpc nor envoyExtAuthzHttp (tokengate serves both)", where)
