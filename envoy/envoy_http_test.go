@@ -537,6 +537,72 @@ func TestEnvoyHTTPBootstrapChecksCatchMistakes(t *testing.T) {
 	catchMistakes(t, readHTTPFiles(t), cases, checkHTTPFiles)
 }
 
+// TestComposeConfigMatchesEnvoyHTTP: envoy-http.yaml's tokengate cluster
+// reaches the compose tokengate's listen.authz_http, in envoy mode without
+// a path prefix (the filter sets none), and asks its health on listen.http.
+func TestComposeConfigMatchesEnvoyHTTP(t *testing.T) {
+	b, err := loadBootstrap(readFile(t, "envoy-http.yaml"))
+	if err != nil {
+		t.Fatalf("envoy-http.yaml: %v", err)
+	}
+	var cfg struct {
+		Listen struct {
+			HTTP      string `yaml:"http"`
+			AuthzHTTP string `yaml:"authz_http"`
+		} `yaml:"listen"`
+		AuthzHTTP struct {
+			Mode       string `yaml:"mode"`
+			PathPrefix string `yaml:"path_prefix"`
+		} `yaml:"authz_http"`
+	}
+	if err := yaml.Unmarshal(readFile(t, "tokengate.compose.yaml"), &cfg); err != nil {
+		t.Fatalf("tokengate.compose.yaml: %v", err)
+	}
+	if m := cfg.AuthzHTTP.Mode; m != "" && m != "envoy" {
+		t.Errorf("tokengate.compose.yaml: authz_http.mode %q, want envoy (the default)", m)
+	}
+	ext := httpExtAuthz(t, b)
+	if got, want := ext.GetHttpService().GetPathPrefix(), cfg.AuthzHTTP.PathPrefix; got != want {
+		t.Errorf("envoy-http.yaml path_prefix %q, tokengate.compose.yaml authz_http.path_prefix %q: want them equal", got, want)
+	}
+	c := findCluster(b, authzCluster)
+	if c == nil {
+		t.Fatalf("envoy-http.yaml: no cluster %q", authzCluster)
+	}
+	ep := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint()
+	for _, l := range []struct {
+		key, addr string
+		port      uint32
+	}{
+		{"listen.authz_http", cfg.Listen.AuthzHTTP, ep.GetAddress().GetSocketAddress().GetPortValue()},
+		{"listen.http", cfg.Listen.HTTP, ep.GetHealthCheckConfig().GetPortValue()},
+	} {
+		if got := listenPort(l.addr); got != int(l.port) {
+			t.Errorf("tokengate.compose.yaml %s %q: port %d, envoy-http.yaml's tokengate endpoint uses %d", l.key, l.addr, got, l.port)
+		}
+	}
+}
+
+// httpExtAuthz is the first connection manager's ext_authz filter.
+func httpExtAuthz(t *testing.T, b *bootstrapv3.Bootstrap) *extauthzv3.ExtAuthz {
+	t.Helper()
+	hcms, err := connectionManagers(b)
+	if err != nil || len(hcms) == 0 {
+		t.Fatalf("connection managers: %v (%d)", err, len(hcms))
+	}
+	for _, f := range hcms[0].GetHttpFilters() {
+		if f.GetName() == extAuthzFilter {
+			ext := &extauthzv3.ExtAuthz{}
+			if err := f.GetTypedConfig().UnmarshalTo(ext); err != nil {
+				t.Fatal(err)
+			}
+			return ext
+		}
+	}
+	t.Fatalf("no %s filter", extAuthzFilter)
+	return nil
+}
+
 // TestUnderscoreVariants: every mix of '-' and '_', and not the name.
 func TestUnderscoreVariants(t *testing.T) {
 	got := underscoreVariants("x-auth-sub")
