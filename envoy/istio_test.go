@@ -420,6 +420,8 @@ func checkIstio(files map[string][]byte) []string {
 	return problems
 }
 
+// checkGrpcProvider checks an envoyExtAuthzGrpc provider: it points at the
+// Service's grpc port and fails closed within a short deadline.
 func checkGrpcProvider(where string, p extensionProvider, svc *object, svcSpec serviceSpec) []string {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
