@@ -547,6 +547,19 @@ func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionM
 		bad("routes with check_settings.with_request_body: got %q, want exactly %q", bodyRoutes, introspectionPath)
 	}
 
+	for _, p := range checkEdgeSettings(hcm) {
+		bad("%s", p)
+	}
+	problems = append(problems, checkAccessLog(hcm, metadataLogKeys())...)
+	return problems
+}
+
+// checkEdgeSettings checks the connection manager settings an edge Envoy in
+// front of tokengate needs, whichever protocol ext_authz speaks.
+func checkEdgeSettings(hcm *hcmv3.HttpConnectionManager) []string {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
 	// A client's x_auth_subject is not x-auth-subject to Envoy, so ext_authz
 	// neither overwrites nor removes it; CGI, WSGI and PHP upstreams read
 	// both as HTTP_X_AUTH_SUBJECT. Refuse such requests at the edge.
@@ -566,8 +579,6 @@ func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionM
 		bad("strip_any_host_port %v, strip_trailing_host_dot %v: want both true (the route policy reads hosts without port or trailing dot)",
 			hcm.GetStripAnyHostPort(), hcm.GetStripTrailingHostDot())
 	}
-
-	problems = append(problems, checkAccessLog(hcm)...)
 	return problems
 }
 
@@ -626,7 +637,19 @@ func checkBodySettings(wb *extauthzv3.BufferSettings) []string {
 	return problems
 }
 
-func checkAccessLog(hcm *hcmv3.HttpConnectionManager) []string {
+// metadataLogKeys are the access log operators for tokengate's
+// CheckResponse.dynamic_metadata keys.
+func metadataLogKeys() []string {
+	var ops []string
+	for _, key := range metadataKeys {
+		ops = append(ops, fmt.Sprintf("%%DYNAMIC_METADATA(%s:%s)%%", extAuthzFilter, key))
+	}
+	return ops
+}
+
+// checkAccessLog checks that a stdout access log prints every operator in
+// ops and no credential.
+func checkAccessLog(hcm *hcmv3.HttpConnectionManager, ops []string) []string {
 	var formats []string
 	for _, al := range hcm.GetAccessLog() {
 		out := &streamv3.StdoutAccessLog{}
@@ -643,10 +666,9 @@ func checkAccessLog(hcm *hcmv3.HttpConnectionManager) []string {
 	if len(formats) == 0 {
 		return []string{"access_log: got no stdout access log, want one"}
 	}
-	for _, key := range metadataKeys {
-		op := fmt.Sprintf("%%DYNAMIC_METADATA(%s:%s)%%", extAuthzFilter, key)
+	for _, op := range ops {
 		if !strings.Contains(all, op) {
-			problems = append(problems, fmt.Sprintf("access_log: %s not logged, want %s", key, op))
+			problems = append(problems, fmt.Sprintf("access_log: %s not logged", op))
 		}
 	}
 	for _, secret := range []string{"AUTHORIZATION", "COOKIE"} {

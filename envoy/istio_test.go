@@ -20,8 +20,11 @@ import (
 // (route-policy.yaml holds the gateway's AuthorizationPolicy.)
 // network-policy.yaml and monitoring.yaml name the Deployment's pods and the
 // Service's ports.
-var istioFiles = []string{"mesh-config.yaml", "authorization-policy.yaml", "route-policy.yaml", "tokengate.yaml",
-	"network-policy.yaml", "monitoring.yaml"}
+// authorization-policy-http.yaml selects another workload through the HTTP
+// provider; destination-rule.yaml tunes the Envoys' connections to the
+// Service.
+var istioFiles = []string{"mesh-config.yaml", "authorization-policy.yaml", "authorization-policy-http.yaml", "route-policy.yaml",
+	"tokengate.yaml", "network-policy.yaml", "monitoring.yaml", "destination-rule.yaml"}
 
 func readIstioFiles(t *testing.T) map[string][]byte {
 	t.Helper()
@@ -183,6 +186,23 @@ type extensionProvider struct {
 		FailOpen      bool   `yaml:"failOpen"`
 		StatusOnError string `yaml:"statusOnError"`
 	} `yaml:"envoyExtAuthzGrpc"`
+	EnvoyExtAuthzHttp *httpProvider `yaml:"envoyExtAuthzHttp"`
+}
+
+// httpProvider is Istio's EnvoyExternalAuthorizationHttpProvider.
+type httpProvider struct {
+	Service                         string            `yaml:"service"`
+	Port                            int               `yaml:"port"`
+	Timeout                         string            `yaml:"timeout"`
+	PathPrefix                      string            `yaml:"pathPrefix"`
+	FailOpen                        bool              `yaml:"failOpen"`
+	StatusOnError                   string            `yaml:"statusOnError"`
+	IncludeRequestHeadersInCheck    []string          `yaml:"includeRequestHeadersInCheck"`
+	IncludeHeadersInCheck           []string          `yaml:"includeHeadersInCheck"` // deprecated
+	IncludeAdditionalHeadersInCheck map[string]string `yaml:"includeAdditionalHeadersInCheck"`
+	IncludeRequestBodyInCheck       any               `yaml:"includeRequestBodyInCheck"`
+	HeadersToUpstreamOnAllow        []string          `yaml:"headersToUpstreamOnAllow"`
+	HeadersToDownstreamOnDeny       []string          `yaml:"headersToDownstreamOnDeny"`
 }
 
 type meshSpec struct {
@@ -272,8 +292,9 @@ type serviceSpec struct {
 // must agree with.
 type tokengateConfig struct {
 	Listen struct {
-		GRPC string `yaml:"grpc"`
-		HTTP string `yaml:"http"`
+		GRPC      string `yaml:"grpc"`
+		HTTP      string `yaml:"http"`
+		AuthzHTTP string `yaml:"authz_http"`
 	} `yaml:"listen"`
 	Shutdown struct {
 		DrainDelay time.Duration `yaml:"drain_delay"`
@@ -317,6 +338,7 @@ func checkIstio(files map[string][]byte) []string {
 		}
 	}
 	var used []extensionProvider
+	bySelector := map[string]string{} // selector → provider
 	policies := objs["AuthorizationPolicy"]
 	if len(policies) == 0 {
 		bad("AuthorizationPolicy: got none, want one with action CUSTOM")
@@ -337,6 +359,13 @@ func checkIstio(files map[string][]byte) []string {
 		if len(s.Rules) == 0 {
 			bad("%s: rules: got none, want at least one (a CUSTOM policy without rules checks nothing)", where)
 		}
+		// Istio applies one CUSTOM provider per workload.
+		sel := fmt.Sprint(s.Selector.MatchLabels)
+		if other, ok := bySelector[o.Metadata.Namespace+" "+sel]; ok && other != s.Provider.Name {
+			bad("%s: selector %s in %s: provider %q, and another policy there names %q: Istio takes one CUSTOM provider per workload",
+				where, sel, o.Metadata.Namespace, s.Provider.Name, other)
+		}
+		bySelector[o.Metadata.Namespace+" "+sel] = s.Provider.Name
 		p, ok := providers[s.Provider.Name]
 		if !ok {
 			bad("%s: provider.name: got %q, want one of the mesh extensionProviders %q", where, s.Provider.Name, keys(providers))
@@ -360,40 +389,74 @@ func checkIstio(files map[string][]byte) []string {
 		bad("Service tokengate: missing")
 	}
 
+	managed := []string{"x-auth-subject", "x-auth-issuer", "x-auth-token-id"}
+	sources := []string{"authorization"}
+	for _, o := range objs["ConfigMap"] {
+		if text, ok := o.Data["tokengate.yaml"]; ok {
+			names, err := managedHeaders([]byte(text))
+			if err != nil {
+				bad("ConfigMap %s: tokengate.yaml: %v", o.Metadata.Name, err)
+			}
+			managed = names
+			sources, _ = sourceHeaders([]byte(text))
+		}
+	}
 	for _, p := range used {
 		where := "extensionProviders " + p.Name
-		g := p.EnvoyExtAuthzGrpc
-		if g == nil {
-			bad("%s: envoyExtAuthzGrpc: missing (tokengate serves ext_authz over gRPC)", where)
-			continue
-		}
-		switch d, err := time.ParseDuration(g.Timeout); {
-		case g.Timeout == "":
-			bad("%s: timeout: not set, want an explicit deadline ≤ %s (Istio's default is far longer)", where, maxCheckTimeout)
-		case err != nil:
-			bad("%s: timeout: %v", where, err)
-		case d <= 0 || d > maxCheckTimeout:
-			bad("%s: timeout: got %s, want > 0 and ≤ %s", where, d, maxCheckTimeout)
-		}
-		if g.FailOpen {
-			bad("%s: failOpen: got true, want false (fail closed)", where)
-		}
-		if g.StatusOnError != "503" {
-			bad("%s: statusOnError: got %q, want \"503\"", where, g.StatusOnError)
-		}
-		if svc != nil {
-			if want := svc.Metadata.Name + "." + svc.Metadata.Namespace + ".svc.cluster.local"; g.Service != want {
-				bad("%s: service: got %q, want %q (the Service in tokengate.yaml)", where, g.Service, want)
-			}
-			if sp := findPort(svcSpec.Ports, "grpc"); sp == nil || sp.Port != g.Port {
-				bad("%s: port: got %d, want the Service's grpc port (%v)", where, g.Port, sp)
-			}
+		switch {
+		case p.EnvoyExtAuthzGrpc != nil:
+			problems = append(problems, checkGrpcProvider(where, p, svc, svcSpec)...)
+		case p.EnvoyExtAuthzHttp != nil:
+			problems = append(problems, checkHTTPProvider(where, p.EnvoyExtAuthzHttp, svc, svcSpec, managed, sources)...)
+			problems = append(problems, checkDestinationRule(objs, svc)...)
+		default:
+			bad("%s: neither envoyExtAuthzGrpc nor envoyExtAuthzHttp (tokengate serves both)", where)
 		}
 	}
 
 	problems = append(problems, checkDeployment(objs, svcSpec)...)
 	problems = append(problems, checkNetworkPolicy(objs, svcSpec)...)
 	problems = append(problems, checkServiceMonitor(objs, svc, svcSpec)...)
+	return problems
+}
+
+// checkGrpcProvider checks an envoyExtAuthzGrpc provider: it points at the
+// Service's grpc port and fails closed within a short deadline.
+func checkGrpcProvider(where string, p extensionProvider, svc *object, svcSpec serviceSpec) []string {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	g := p.EnvoyExtAuthzGrpc
+	problems = append(problems, checkProviderCommon(where, g.Timeout, g.FailOpen, g.StatusOnError)...)
+	if svc != nil {
+		if want := svc.Metadata.Name + "." + svc.Metadata.Namespace + ".svc.cluster.local"; g.Service != want {
+			bad("%s: service: got %q, want %q (the Service in tokengate.yaml)", where, g.Service, want)
+		}
+		if sp := findPort(svcSpec.Ports, "grpc"); sp == nil || sp.Port != g.Port {
+			bad("%s: port: got %d, want the Service's grpc port (%v)", where, g.Port, sp)
+		}
+	}
+	return problems
+}
+
+// checkProviderCommon checks the settings both providers share: an
+// explicit short deadline, and failing closed with a retryable 503.
+func checkProviderCommon(where, timeout string, failOpen bool, statusOnError string) []string {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	switch d, err := time.ParseDuration(timeout); {
+	case timeout == "":
+		bad("%s: timeout: not set, want an explicit deadline ≤ %s (Istio's default is far longer)", where, maxCheckTimeout)
+	case err != nil:
+		bad("%s: timeout: %v", where, err)
+	case d <= 0 || d > maxCheckTimeout:
+		bad("%s: timeout: got %s, want > 0 and ≤ %s", where, d, maxCheckTimeout)
+	}
+	if failOpen {
+		bad("%s: failOpen: got true, want false (fail closed)", where)
+	}
+	if statusOnError != "503" {
+		bad("%s: statusOnError: got %q, want \"503\"", where, statusOnError)
+	}
 	return problems
 }
 
@@ -466,6 +529,7 @@ func checkDeployment(objs map[string][]object, svc serviceSpec) []string {
 	for _, l := range []struct{ key, addr, port string }{
 		{"listen.grpc", cfg.Listen.GRPC, "grpc"},
 		{"listen.http", cfg.Listen.HTTP, "http"},
+		{"listen.authz_http", cfg.Listen.AuthzHTTP, "http-authz"},
 	} {
 		host, _, err := net.SplitHostPort(l.addr)
 		if err != nil {

@@ -171,7 +171,7 @@ func (p peer) String() string {
 
 // checkNetworkPolicy checks that a NetworkPolicy selects tokengate's pods,
 // opens each port the Service serves to named peers only, and lets the
-// gRPC port be reached by the mesh's gateways and sidecars alone.
+// ext_authz ports be reached by the mesh's gateways and sidecars alone.
 func checkNetworkPolicy(objs map[string][]object, svc serviceSpec) []string {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
@@ -229,7 +229,8 @@ func checkNetworkPolicy(objs map[string][]object, svc serviceSpec) []string {
 				bad("%s: from[%d]: an empty namespaceSelector admits every pod of every namespace", where, j)
 			}
 		}
-		if slices.Contains(ports, resolvePort(c.Ports, "grpc")) {
+		// Both ext_authz ports, gRPC and HTTP, face the mesh's Envoys alone.
+		if slices.Contains(ports, resolvePort(c.Ports, "grpc")) || slices.Contains(ports, resolvePort(c.Ports, "http-authz")) {
 			problems = append(problems, checkMeshPeers(where, r.From)...)
 		}
 	}
@@ -241,8 +242,9 @@ func checkNetworkPolicy(objs map[string][]object, svc serviceSpec) []string {
 	return problems
 }
 
-// checkMeshPeers checks the peers of the gRPC port: only Istio's gateways
-// (pods selected in istio-system) and the namespaces Istio injects.
+// checkMeshPeers checks the peers of the ext_authz ports (gRPC and HTTP):
+// only Istio's gateways (pods selected in istio-system) and the namespaces
+// Istio injects.
 func checkMeshPeers(where string, from []peer) []string {
 	var problems []string
 	var gateways, sidecars bool
@@ -254,11 +256,11 @@ func checkMeshPeers(where string, from []peer) []string {
 		case ns != nil && (ns.MatchLabels["istio-injection"] == "enabled" || ns.MatchLabels["istio.io/rev"] != ""):
 			sidecars = true
 		default:
-			problems = append(problems, fmt.Sprintf("%s: from[%d]: the gRPC port admits %v, want only the gateways in istio-system and namespaces with istio-injection=enabled", where, j, f))
+			problems = append(problems, fmt.Sprintf("%s: from[%d]: an ext_authz port (gRPC or HTTP) admits %v, want only the gateways in istio-system and namespaces with istio-injection=enabled", where, j, f))
 		}
 	}
 	if !gateways || !sidecars {
-		problems = append(problems, fmt.Sprintf("%s: the gRPC port admits gateways %t, sidecars %t: want both", where, gateways, sidecars))
+		problems = append(problems, fmt.Sprintf("%s: the ext_authz ports admit gateways %t, sidecars %t: want both", where, gateways, sidecars))
 	}
 	return problems
 }
