@@ -28,6 +28,7 @@ import (
 // instance is tokengate started through run, as main starts it.
 type instance struct {
 	grpcAddr, httpAddr string
+	authzAddr          string // listen.authz_http, when on
 	logs               *logSink
 	stop               func() error
 	client             authv3.AuthorizationClient
@@ -101,6 +102,7 @@ func start(t *testing.T, args []string, env map[string]string) *instance {
 	select {
 	case rec := <-logs.serving:
 		in.grpcAddr, in.httpAddr = rec["grpc_addr"].(string), rec["http_addr"].(string)
+		in.authzAddr, _ = rec["authz_http_addr"].(string)
 	case err := <-done:
 		once.Do(func() { cancel(); stopErr = err }) // nothing left to stop
 		t.Fatalf("run returned before serving: %v\nlogs:\n%s", err, logs)

@@ -302,6 +302,9 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 			return fmt.Errorf("listen.authz_http: %w", err)
 		}
 		zs = httpServer(handler, log, authzTLS)
+		// Every request is the handler's to answer: net/http's own 200 to
+		// "OPTIONS *" would let a request on with no identity.
+		zs.DisableGeneralOptionsHandler = true
 	}
 	hs := httpServer(mux, log, httpTLS)
 
