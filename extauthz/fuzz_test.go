@@ -2,6 +2,8 @@ package extauthz_test
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	pathpkg "path"
 	"strings"
@@ -185,4 +187,112 @@ func underInternal(p string) bool {
 		}
 	}
 	return false
+}
+
+// FuzzHTTPEndpoint: whatever a client or a proxy sends to the HTTP
+// endpoint, in each mode, the answer is a decision with a reason from the
+// closed set (or 503 undecided), and it is the gRPC path's decision about
+// the request the mode's own source names: no header of another mode, no
+// request line where a header rules, changes it. An allow is never given
+// for a path under the deny rule.
+func FuzzHTTPEndpoint(f *testing.F) {
+	iss := tokentest.NewServer(f, audience)
+	headers, _ := policy.NewHeaderMap(nil)
+	issuers := []policy.IssuerInfo{{Name: "a", Iss: iss.URL}}
+	set, err := policy.Compile(policy.Options{Unmatched: policy.UnmatchedAuthenticated, Issuers: issuers,
+		Policies: map[string][]policy.RuleSpec{"default": {
+			{Name: "public", Match: policy.MatchSpec{PathPrefix: "/public"}, Access: "public"},
+			{Name: "internal", Match: policy.MatchSpec{PathPrefix: "/internal"}, Access: "deny"},
+		}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	v, err := token.New(token.Options{
+		Issuers: []token.Issuer{{Name: "a", Issuer: iss.URL, JWKSURI: iss.URL + "/jwks.json",
+			Audiences: []string{audience}, Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}},
+		CacheMaxEntries: 1000, UnknownKIDInterval: time.Hour,
+		Derive: extauthz.Derive(headers, nil, policy.NewSubjects(issuers, set.NeedsClaims())),
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := v.Refresh(f.Context(), "a"); err != nil {
+		f.Fatal(err)
+	}
+	srv := newServer(f, extauthz.Options{Verifier: v, Headers: headers, Policy: func() *policy.Set { return set }})
+	handlers := map[extauthz.HTTPMode]http.Handler{}
+	for _, m := range []extauthz.HTTPMode{extauthz.HTTPModeEnvoy, extauthz.HTTPModeForwarded, extauthz.HTTPModeNginx} {
+		if handlers[m], err = srv.HTTPHandler(extauthz.HTTPOptions{Mode: m}); err != nil {
+			f.Fatal(err)
+		}
+	}
+	valid, _ := iss.Mint("user", time.Hour, nil)
+	for _, p := range []string{"/public/x", "/public/../internal/x", "/internal", "/public/%2e%2e/internal", "/public/..;/internal"} {
+		f.Add(uint8(0), "GET", "api.example.com", p, "/public", valid)
+		f.Add(uint8(1), "GET", "api.example.com", p, "/public", valid)
+		f.Add(uint8(2), "POST", "api.example.com", p, "/public", valid)
+	}
+	reasons := map[string]bool{}
+	for _, r := range extauthz.Reasons() {
+		reasons[r.String()] = true
+	}
+	f.Fuzz(func(t *testing.T, modeByte uint8, method, host, target, decoy, tok string) {
+		mode := extauthz.HTTPMode(modeByte % 3)
+		// The decoy goes where another mode would read the path.
+		hr := httptest.NewRequest("GET", "/authz", nil)
+		hr.Host = "tokengate.internal"
+		hr.Header = http.Header{"Authorization": {"Bearer " + tok}}
+		switch mode {
+		case extauthz.HTTPModeEnvoy:
+			hr.Method, hr.Host, hr.RequestURI = method, host, target
+			hr.Header["X-Forwarded-Uri"] = []string{decoy}
+			hr.Header["X-Original-Uri"] = []string{decoy}
+		case extauthz.HTTPModeForwarded:
+			hr.RequestURI = decoy
+			hr.Header["X-Forwarded-Method"] = []string{method}
+			hr.Header["X-Forwarded-Host"] = []string{host}
+			hr.Header["X-Forwarded-Uri"] = []string{target}
+			hr.Header["X-Original-Uri"] = []string{decoy}
+		case extauthz.HTTPModeNginx:
+			hr.RequestURI = decoy
+			hr.Host = host
+			hr.Header["X-Original-Method"] = []string{method}
+			hr.Header["X-Original-Uri"] = []string{target}
+			hr.Header["X-Forwarded-Uri"] = []string{decoy}
+		}
+		rec := httptest.NewRecorder()
+		handlers[mode].ServeHTTP(rec, hr)
+		// The endpoint writes its names in lower case, as they go on the wire.
+		var reason string
+		if v := rec.Header()[extauthz.HeaderReason]; len(v) == 1 {
+			reason = v[0]
+		}
+		if rec.Code == http.StatusServiceUnavailable && reason == "" {
+			return // undecided: nothing here leaves keys unloaded, but it is no allow
+		}
+		if !reasons[reason] {
+			t.Fatalf("reason %q is not in the closed set (status %d)", reason, rec.Code)
+		}
+		if reason == "request_invalid" {
+			if rec.Code != http.StatusBadRequest {
+				t.Fatalf("request_invalid with status %d", rec.Code)
+			}
+			return
+		}
+		// The gRPC path's decision about the same request.
+		req := checkRequest(map[string]string{"authorization": "Bearer " + tok})
+		h := req.Attributes.Request.Http
+		h.Method, h.Host, h.Path = method, host, target
+		resp, err := srv.Check(t.Context(), req)
+		if err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		want := resp.GetDynamicMetadata().GetFields()["reason"].GetStringValue()
+		if reason != want {
+			t.Fatalf("%s mode: %s over HTTP, %s over gRPC (method %q host %q target %q)", mode, reason, want, method, host, target)
+		}
+		if rec.Code == http.StatusOK && underInternal(target) {
+			t.Fatalf("%q reads as under /internal and is allowed (%s)", target, reason)
+		}
+	})
 }
