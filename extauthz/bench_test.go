@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rsa"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -251,5 +252,46 @@ func BenchmarkHTTPHandler(b *testing.B) {
 	for b.Loop() {
 		clear(w.h)
 		h.ServeHTTP(w, hr)
+	}
+}
+
+// BenchmarkHTTPEndpoint is the HTTP endpoint over real loopback HTTP with
+// keep-alive connections, beside a do-nothing handler on the same
+// transport: the in-process view of make bench-http.
+func BenchmarkHTTPEndpoint(b *testing.B) {
+	e := newBenchEnv(b)
+	h, err := e.server(b, 1000).HTTPHandler(extauthz.HTTPOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for name, handler := range map[string]http.Handler{
+		"noop":      http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
+		"tokengate": h,
+	} {
+		b.Run(name, func(b *testing.B) {
+			hs := httptest.NewServer(handler)
+			defer hs.Close()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			defer client.CloseIdleConnections()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequest("GET", hs.URL+"/orders?id=1", nil)
+					req.Host = "api.example.com"
+					req.Header.Set("Authorization", "Bearer "+e.tok)
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+		})
 	}
 }
