@@ -65,17 +65,17 @@ const formType = "application/x-www-form-urlencoded"
 func (s *Server) introspect(ctx context.Context, req *authv3.CheckRequest, r request, decisionID string, remove []string, start time.Time) (*authv3.CheckResponse, error) {
 	raw, ok := introspectedToken(req.GetAttributes().GetRequest().GetHttp(), s.sources.maxBytes)
 	if !ok {
-		return s.passIntrospection(decisionID, remove, start), nil
+		return s.passIntrospection(r.protocol, decisionID, remove, start), nil
 	}
 	id, err := s.verifier.Verify(ctx, raw)
 	if err != nil {
 		if _, ok := ReasonFor(err); !ok {
-			s.metrics.observeError(start)
+			s.metrics.observeError(r.protocol, start)
 			s.cannotDecide(r, err, decisionID)
 			return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: issuer keys not loaded")
 		}
 		if errors.Is(err, token.ErrIssuerUnknown) || errors.Is(err, token.ErrAudience) || !s.knowsIssuerOf(raw) {
-			return s.passIntrospection(decisionID, remove, start), nil
+			return s.passIntrospection(r.protocol, decisionID, remove, start), nil
 		}
 		return s.deny(r, ReasonIntrospectionInactive, decisionID, nil, start), nil
 	}
@@ -92,14 +92,14 @@ func (s *Server) introspect(ctx context.Context, req *authv3.CheckRequest, r req
 			return s.deny(r, reason, decisionID, id, start), nil
 		}
 	}
-	return s.passIntrospection(decisionID, remove, start), nil
+	return s.passIntrospection(r.protocol, decisionID, remove, start), nil
 }
 
 // passIntrospection lets the request on to the IdP with no identity:
 // every identity header removed (a client cannot supply one either), none
 // set, and authorization kept (it is the caller's client authentication).
-func (s *Server) passIntrospection(decisionID string, remove []string, start time.Time) *authv3.CheckResponse {
-	s.metrics.observe(ReasonIntrospectionPassed, start)
+func (s *Server) passIntrospection(protocol Protocol, decisionID string, remove []string, start time.Time) *authv3.CheckResponse {
+	s.metrics.observe(protocol, ReasonIntrospectionPassed, start)
 	answer := s.introspectionPassed
 	if len(remove) > 0 {
 		answer = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{

@@ -10,24 +10,41 @@ import (
 	"github.com/tokengate/tokengate/extauthz"
 )
 
-// decisions is tokengate_check_decisions_total by reason in reg.
+// decisions is tokengate_check_decisions_total by reason in reg, summed
+// over the protocols.
 func decisions(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for key, v := range decisionsByProtocol(t, reg) {
+		out[key[1]] += v
+	}
+	return out
+}
+
+// decisionsByProtocol is tokengate_check_decisions_total by protocol and
+// reason in reg.
+func decisionsByProtocol(t *testing.T, reg *prometheus.Registry) map[[2]string]float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]float64{}
+	out := map[[2]string]float64{}
 	for _, mf := range mfs {
 		if mf.GetName() != "tokengate_check_decisions_total" {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			var key [2]string
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" {
-					out[l.GetValue()] = m.GetCounter().GetValue()
+				switch l.GetName() {
+				case "protocol":
+					key[0] = l.GetValue()
+				case "reason":
+					key[1] = l.GetValue()
 				}
 			}
+			out[key] = m.GetCounter().GetValue()
 		}
 	}
 	return out
@@ -53,6 +70,17 @@ func TestDecisionsExportedFromTheStart(t *testing.T) {
 	}
 	if got := decisions(t, reg)["token_missing"]; got != 1 {
 		t.Errorf("token_missing after a Check without a token = %v, want 1", got)
+	}
+	byProtocol := decisionsByProtocol(t, reg)
+	for _, p := range []string{"grpc", "http"} {
+		for _, r := range extauthz.Reasons() {
+			if _, ok := byProtocol[[2]string{p, r.String()}]; !ok {
+				t.Errorf("no series for protocol %s, reason %s", p, r)
+			}
+		}
+	}
+	if got := byProtocol[[2]string{"grpc", "token_missing"}]; got != 1 {
+		t.Errorf("token_missing over gRPC = %v, want 1", got)
 	}
 }
 

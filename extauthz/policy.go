@@ -268,7 +268,7 @@ func (s *Server) unauthenticated(p *routed, r request, req *authv3.CheckRequest,
 		return s.denyRule(p, r, reason, decisionID, id, "", start)
 	case p.anonymousOK(reason):
 		s.count(p, ReasonAnonymous)
-		s.metrics.observe(ReasonAnonymous, start)
+		s.metrics.observe(r.protocol, ReasonAnonymous, start)
 		return s.anonymousResponse(p, req, decisionID, reason != ReasonTokenMissing)
 	}
 	s.count(p, reason)
@@ -306,7 +306,7 @@ func (s *Server) authorize(p *routed, a *allowed, id *token.Identity, req *authv
 		return s.denyRule(p, r, reason, decisionID, id, d.Scope, start)
 	}
 	s.count(p, ReasonAllowed)
-	s.metrics.observe(ReasonAllowed, start)
+	s.metrics.observe(r.protocol, ReasonAllowed, start)
 	resp := allowRuleResponse(a, decisionID, p.rule.name, p.rule.policyName)
 	if rule := p.rt.Rule(); (rule != nil && (rule.HasHeaders() || !rule.ForwardToken())) || len(p.parts.remove) > 0 || !s.sources.authorization {
 		ok := proto.Clone(a.answer.OkResponse).(*authv3.OkHttpResponse)

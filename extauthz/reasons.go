@@ -41,6 +41,7 @@ const (
 	ReasonRouteUnmatched
 	ReasonPolicyUnknown
 	ReasonPathInvalid
+	ReasonRequestInvalid
 	numReasons
 )
 
@@ -115,6 +116,11 @@ var reasons = [numReasons]reasonInfo{
 	// The path cannot be read safely (an encoded slash, a path climbing
 	// above /, readings that disagree): refused rather than guessed at.
 	ReasonPathInvalid: {"path_invalid", codes.InvalidArgument, http.StatusBadRequest, "invalid_request", "path invalid"},
+	// HTTP endpoint only: the request does not say which request to
+	// authorise (in its mode, a header it needs is missing, repeated or
+	// malformed): the proxy's configuration is wrong, or a client reached
+	// the endpoint itself. Never an allow.
+	ReasonRequestInvalid: {"request_invalid", codes.InvalidArgument, http.StatusBadRequest, "invalid_request", "request invalid"},
 }
 
 // String is the reason's stable name, for example "token_expired".

@@ -132,6 +132,7 @@ type request struct {
 	// variant is set when a header is a managed identity header but for
 	// '_' in place of '-' or the case of its letters.
 	variant   bool
+	protocol  Protocol
 	requestID string
 	method    string
 	host      string

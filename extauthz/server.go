@@ -201,8 +201,17 @@ func NewServer(opts Options) (*Server, error) {
 
 // Check decides one request.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return s.decide(ctx, req, ProtocolGRPC)
+}
+
+// decide is the one decision, whatever protocol asked: the gRPC Check, and
+// the HTTP endpoint (HTTPHandler), which reads its request into a
+// CheckRequest and writes the answer back as HTTP. protocol labels metrics
+// and logs only.
+func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, protocol Protocol) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	r := parseRequest(req, s.managed, s.sources)
+	r.protocol = protocol
 	decisionID := s.decisionID()
 	if r.variant {
 		return s.deny(r, ReasonHeaderInvalid, decisionID, nil, start), nil
@@ -246,7 +255,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if notLoaded := s.revocations != nil && !s.loaded(); notLoaded && (p == nil || p.rt.Status != policy.RouteOK ||
 		p.access() == policy.AccessAuthenticated || p.access() == policy.AccessPublic && p.rt.Rule().RejectInvalid() ||
 		introspection || onLogout && p.access() != policy.AccessDeny && r.hasToken(s.sources)) {
-		s.metrics.observeError(start)
+		s.metrics.observeError(r.protocol, start)
 		return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: revocations not loaded")
 	} else if notLoaded {
 		notLoadedOK = true
@@ -281,7 +290,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 				// public and the token ignored.
 				return s.unauthenticated(p, r, req, ReasonKeyUnknown, nil, decisionID, start), nil
 			}
-			s.metrics.observeError(start)
+			s.metrics.observeError(r.protocol, start)
 			s.cannotDecide(r, err, decisionID)
 			return nil, grpcstatus.Error(codes.Unavailable, "tokengate cannot decide yet: issuer keys not loaded")
 		}
@@ -337,7 +346,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 				"request_id", r.requestID, "jti", id.TokenID)
 			return s.deny(r, ReasonLogoutFailed, decisionID, id, start), nil
 		}
-		attrs := []any{"decision_id", decisionID, "request_id", r.requestID,
+		attrs := []any{"decision_id", decisionID, "request_id", r.requestID, "protocol", r.protocol.String(),
 			"iss", id.Issuer, "jti", id.TokenID, "sub_hash", subjectHash(id.Subject), "session", route.RevokeSession,
 			"subject", route.RevokeSubject, "already_revoked", revoked}
 		if revoked {
@@ -347,7 +356,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}
 	}
 	if revoked {
-		s.metrics.observe(ReasonLogoutRevoked, start)
+		s.metrics.observe(r.protocol, ReasonLogoutRevoked, start)
 		resp := allowRevokedLogout(a, decisionID, req, s.sources)
 		ok := resp.GetOkResponse()
 		ok.HeadersToRemove = append(ok.HeadersToRemove, remove...)
@@ -358,7 +367,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// requires; the rule's upstream settings still apply.
 		return s.authorize(p, a, id, req, r, decisionID, !onLogout, start), nil
 	}
-	s.metrics.observe(ReasonAllowed, start)
+	s.metrics.observe(r.protocol, ReasonAllowed, start)
 	resp := allowResponse(a, decisionID)
 	if !s.sources.authorization {
 		// Authorization is not a source, so nothing checked it: the upstream
@@ -469,13 +478,13 @@ func (s *Server) deny(r request, reason Reason, decisionID string, id *token.Ide
 
 // denyLogged is deny with more attributes for its log line.
 func (s *Server) denyLogged(r request, reason Reason, decisionID string, id *token.Identity, start time.Time, extra ...any) *authv3.CheckResponse {
-	s.metrics.observe(reason, start)
+	s.metrics.observe(r.protocol, reason, start)
 	if !s.denialLogs.Allow() {
 		s.unlogged.Add(1)
 		return denyResponse(reason, decisionID, id)
 	}
 	attrs := []any{"reason", reason.String(), "decision_id", decisionID, "request_id", r.requestID,
-		"method", r.method, "host", r.host}
+		"protocol", r.protocol.String(), "method", r.method, "host", r.host}
 	if id != nil {
 		attrs = append(attrs, "iss", id.Issuer, "jti", id.TokenID, "sub_hash", subjectHash(id.Subject))
 	}
@@ -491,7 +500,8 @@ func (s *Server) denyLogged(r request, reason Reason, decisionID string, id *tok
 // log limit: junk tokens naming an issuer whose keys never loaded are as
 // cheap to send as any other.
 func (s *Server) cannotDecide(r request, err error, decisionID string) {
-	s.logLimited(slog.LevelWarn, "cannot decide", "err", err, "decision_id", decisionID, "request_id", r.requestID)
+	s.logLimited(slog.LevelWarn, "cannot decide", "err", err, "decision_id", decisionID, "request_id", r.requestID,
+		"protocol", r.protocol.String())
 }
 
 // logLimited logs a line under the denial log limit, saying how many lines

@@ -35,6 +35,17 @@ type Config struct {
 	Revocation          RevocationConfig           `yaml:"revocation"`
 	Shutdown            ShutdownConfig             `yaml:"shutdown"`
 	Policy              PolicyConfig               `yaml:"policy"`
+	AuthzHTTP           AuthzHTTPConfig            `yaml:"authz_http"`
+}
+
+// AuthzHTTPConfig is the HTTP authorization endpoint (listen.authz_http):
+// where it reads the request to authorise from.
+type AuthzHTTPConfig struct {
+	// Mode: envoy (the request itself), forwarded (X-Forwarded-Method,
+	// -Host, -Uri: Caddy, Traefik) or nginx (X-Original-Method, -URI).
+	Mode string `yaml:"mode"`
+	// PathPrefix (envoy mode): Envoy's http_service path_prefix.
+	PathPrefix string `yaml:"path_prefix"`
 }
 
 type AdminConfig struct {
@@ -206,6 +217,11 @@ type ListenConfig struct {
 	// endpoints can face the IdP while the admin API stays internal.
 	Admin    string    `yaml:"admin"`
 	AdminTLS TLSConfig `yaml:"admin_tls"`
+	// AuthzHTTP, when set, serves the decision over HTTP (authz_http): the
+	// protocol of Envoy's HTTP ext_authz, nginx auth_request, Caddy
+	// forward_auth and Traefik forwardAuth. Off by default.
+	AuthzHTTP    string    `yaml:"authz_http"`
+	AuthzHTTPTLS TLSConfig `yaml:"authz_http_tls"`
 	// TLSReloadInterval: the certificate files are read again this often,
 	// and a changed certificate is served to new connections.
 	TLSReloadInterval time.Duration `yaml:"tls_reload_interval"`
@@ -294,8 +310,9 @@ func defaultConfig() Config {
 		Backchannel: BackchannelConfig{RevokeSubject: true},
 		Revocation: RevocationConfig{MaxStaleness: 30 * time.Second, OnStale: "deny", PollInterval: time.Second,
 			SweepInterval: time.Minute, ChangeRetention: time.Hour, SnapshotTimeout: 5 * time.Minute},
-		Shutdown: ShutdownConfig{DrainDelay: 5 * time.Second, Timeout: 15 * time.Second},
-		Policy:   PolicyConfig{Unmatched: "deny", PollInterval: 10 * time.Second},
+		Shutdown:  ShutdownConfig{DrainDelay: 5 * time.Second, Timeout: 15 * time.Second},
+		Policy:    PolicyConfig{Unmatched: "deny", PollInterval: 10 * time.Second},
+		AuthzHTTP: AuthzHTTPConfig{Mode: "envoy"},
 	}
 }
 
@@ -327,6 +344,7 @@ type settings struct {
 	policy              *policySettings // nil: no route policy
 	issuers             []token.Issuer  // for the verifier
 	intakeIssuers       []intake.Issuer // for revocation intake
+	authzHTTP           extauthz.HTTPOptions
 }
 
 // loadConfig reads YAML over the defaults, applies secrets from the
@@ -415,6 +433,22 @@ func (c Config) buildFrom(src configSource) (settings, error) {
 		bad("listen.admin_tls", "set without listen.admin")
 	}
 	errs = append(errs, c.Listen.AdminTLS.validate("listen.admin_tls")...)
+	if c.Listen.AuthzHTTP != "" {
+		if _, _, err := net.SplitHostPort(c.Listen.AuthzHTTP); err != nil {
+			bad("listen.authz_http", "want host:port, got %q", c.Listen.AuthzHTTP)
+		}
+	} else if c.Listen.AuthzHTTPTLS.enabled() {
+		bad("listen.authz_http_tls", "set without listen.authz_http")
+	}
+	errs = append(errs, c.Listen.AuthzHTTPTLS.validate("listen.authz_http_tls")...)
+	if mode, err := extauthz.ParseHTTPMode(c.AuthzHTTP.Mode); err != nil {
+		bad("authz_http.mode", "%v", err)
+	} else {
+		s.authzHTTP = extauthz.HTTPOptions{Mode: mode, PathPrefix: c.AuthzHTTP.PathPrefix}
+		if err := s.authzHTTP.Validate(); err != nil {
+			bad("authz_http.path_prefix", "%v", err)
+		}
+	}
 	errs = append(errs, c.Listen.GRPCTLS.validate("listen.grpc_tls")...)
 	errs = append(errs, c.Listen.HTTPTLS.validate("listen.http_tls")...)
 	if c.Listen.TLSReloadInterval < time.Second {

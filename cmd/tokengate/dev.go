@@ -24,10 +24,12 @@ const devAudience = "tokengate-dev"
 // at start. It is the README's run command: nothing else needs installing.
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg := defaultConfig()
-	fs := newFlagSet("dev", "[--grpc ADDR] [--http ADDR] [--data DIR] [--log-format FORMAT]",
+	cfg.Listen.AuthzHTTP = "127.0.0.1:9192"
+	fs := newFlagSet("dev", "[--grpc ADDR] [--http ADDR] [--authz-http ADDR] [--data DIR] [--log-format FORMAT]",
 		"Serves on loopback with a built-in development issuer, an admin token generated\nat start and the embedded store in DIR, and prints a walkthrough. Never use it\nin front of real traffic.")
 	fs.StringVar(&cfg.Listen.GRPC, "grpc", cfg.Listen.GRPC, "gRPC listen address `ADDR` (loopback only)")
 	fs.StringVar(&cfg.Listen.HTTP, "http", cfg.Listen.HTTP, "HTTP listen address `ADDR` (loopback only)")
+	fs.StringVar(&cfg.Listen.AuthzHTTP, "authz-http", cfg.Listen.AuthzHTTP, "HTTP authorization endpoint's listen address `ADDR`, envoy mode (loopback only; empty: off)")
 	fs.StringVar(&cfg.Log.Format, "log-format", "text", "log `FORMAT`: text or json")
 	data := fs.String("data", "./tokengate-data", "directory `DIR` of the embedded revocation store (created if missing)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
@@ -35,7 +37,11 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	cfg.Shutdown.DrainDelay = 0
 	cfg.Storage.Path = filepath.Join(*data, "tokengate.db")
-	for _, addr := range []string{cfg.Listen.GRPC, cfg.Listen.HTTP} {
+	addrs := []string{cfg.Listen.GRPC, cfg.Listen.HTTP}
+	if cfg.Listen.AuthzHTTP != "" {
+		addrs = append(addrs, cfg.Listen.AuthzHTTP)
+	}
+	for _, addr := range addrs {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil || !token.IsLoopback(host) {
 			return fmt.Errorf("dev: %q is not a loopback address; dev mode never listens beyond this machine", addr)
@@ -75,12 +81,12 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 			mux.Handle("GET /dev/", http.StripPrefix("/dev", iss.Handler()))
 			mux.Handle("POST /dev/token", devTokenHandler(iss))
 		},
-		started: func(grpcAddr, httpAddr string) {
+		started: func(addrs listenAddrs) {
 			tok, err := iss.Mint("dev-user", 15*time.Minute, nil)
 			if err != nil {
 				return
 			}
-			fmt.Fprint(stdout, devBanner(grpcAddr, httpAddr, tok, cfg.Admin.Token))
+			fmt.Fprint(stdout, devBanner(addrs, tok, cfg.Admin.Token))
 		},
 	})
 }
@@ -131,8 +137,17 @@ func devError(w http.ResponseWriter, code int, msg string) {
 	json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
-func devBanner(grpcAddr, httpAddr, tok, admin string) string {
+func devBanner(addrs listenAddrs, tok, admin string) string {
 	line := strings.Repeat("!", 78)
+	authz := ""
+	if addrs.authzHTTP != "" {
+		authz = fmt.Sprintf(`
+Or over HTTP, as Envoy's HTTP ext_authz, nginx or Caddy would ask (200 with
+x-auth-subject: allowed; 401 with a challenge: denied):
+
+  curl -i http://%s/orders -H "Authorization: Bearer $TOKEN"
+`, addrs.authzHTTP)
+	}
 	return fmt.Sprintf(`%[1]s
 !! tokengate DEV MODE — for development only. The issuer key is generated at
 !! start and anyone on this machine can mint tokens at POST /dev/token.
@@ -141,6 +156,7 @@ func devBanner(grpcAddr, httpAddr, tok, admin string) string {
 
 gRPC ext_authz:  %[2]s
 HTTP:            http://%[3]s  (/healthz /readyz /metrics /dev/jwks.json)
+HTTP ext_authz:  %[6]s
 
 A token for sub "dev-user", valid 15 minutes:
 
@@ -150,9 +166,9 @@ Check it as Envoy would (grpcurl uses the server's reflection):
 
   grpcurl -plaintext -d '{"attributes":{"request":{"http":{"method":"GET","path":"/","headers":{"authorization":"Bearer '"$TOKEN"'"}}}}}' \
     %[2]s envoy.service.auth.v3.Authorization/Check
-
-Log it out for real: revoke it through the admin API, then run the grpcurl
-command again (now denied: 401, reason token_revoked):
+%[7]s
+Log it out for real: revoke it through the admin API, then run the check
+again (now denied: 401, reason token_revoked):
 
   ADMIN=%[5]s
   curl -s -X POST http://%[3]s/v1/revocations -H "Authorization: Bearer $ADMIN" -d '{"token":"'"$TOKEN"'"}'
@@ -161,5 +177,13 @@ Mint another:
 
   curl -s -X POST http://%[3]s/dev/token -d '{"sub":"alice","ttl":"5m","claims":{"roles":["admin"]}}'
 
-`, line, grpcAddr, httpAddr, tok, admin)
+`, line, addrs.grpc, addrs.http, tok, admin, orOff(addrs.authzHTTP), authz)
+}
+
+// orOff is addr, or "off" when empty.
+func orOff(addr string) string {
+	if addr == "" {
+		return "off"
+	}
+	return "http://" + addr + "  (any path; envoy mode)"
 }

@@ -81,7 +81,7 @@ func TestHealthcheckDefaultURL(t *testing.T) {
 // TestHealthcheckAgainstDev: healthcheck succeeds against a running
 // tokengate's /readyz and /healthz once it is ready.
 func TestHealthcheckAgainstDev(t *testing.T) {
-	in := start(t, []string{"dev", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data", t.TempDir(), "--log-format", "json"}, nil)
+	in := start(t, []string{"dev", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--authz-http", "127.0.0.1:0", "--data", t.TempDir(), "--log-format", "json"}, nil)
 	waitReady(t, in)
 	for _, path := range []string{"/readyz", "/healthz"} {
 		if err := run(t.Context(), []string{"healthcheck", "--url", "http://" + in.httpAddr + path}, func(string) string { return "" }, io.Discard, io.Discard); err != nil {

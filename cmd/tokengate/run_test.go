@@ -256,8 +256,8 @@ claim_headers:
 
 	_, metrics := httpGet(t, "http://"+in.httpAddr+"/metrics")
 	for _, want := range []string{
-		`tokengate_check_decisions_total{decision="allow",reason="allowed"} 1`,
-		`tokengate_check_decisions_total{decision="deny",reason="key_unknown"} 1`,
+		`tokengate_check_decisions_total{decision="allow",protocol="grpc",reason="allowed"} 1`,
+		`tokengate_check_decisions_total{decision="deny",protocol="grpc",reason="key_unknown"} 1`,
 		`tokengate_jwks_fetches_total{issuer="idp",result="changed"} 1`,
 	} {
 		if !strings.Contains(metrics, want) {
@@ -389,7 +389,7 @@ func TestDevServesAWorkingToken(t *testing.T) {
 	done := make(chan error, 1)
 	// Fixed ports would collide between test runs; dev accepts any loopback address.
 	go func() {
-		done <- run(ctx, []string{"dev", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-format", "json", "--data", t.TempDir()}, func(string) string { return "" }, stdout, logs)
+		done <- run(ctx, []string{"dev", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--authz-http", "127.0.0.1:0", "--log-format", "json", "--data", t.TempDir()}, func(string) string { return "" }, stdout, logs)
 	}()
 	var rec map[string]any
 	select {
@@ -403,7 +403,8 @@ func TestDevServesAWorkingToken(t *testing.T) {
 	in := &instance{httpAddr: httpAddr}
 	waitReady(t, in)
 	banner := stdout.String()
-	for _, want := range []string{"DEV MODE", "development only", "grpcurl", "TOKEN=ey"} {
+	authzAddr := rec["authz_http_addr"].(string)
+	for _, want := range []string{"DEV MODE", "development only", "grpcurl", "TOKEN=ey", "curl -i http://" + authzAddr + "/orders"} {
 		if !strings.Contains(banner, want) {
 			t.Errorf("banner lacks %q:\n%s", want, banner)
 		}
@@ -426,6 +427,24 @@ func TestDevServesAWorkingToken(t *testing.T) {
 	if r := in.check(t, minted.Token); codes.Code(r.GetStatus().GetCode()) != codes.OK {
 		t.Fatalf("minted dev token denied: %v", r.GetDeniedResponse())
 	}
+	// The banner's curl: the same decision over HTTP.
+	authzHTTP := func() *http.Response {
+		t.Helper()
+		req, err := http.NewRequest("GET", "http://"+authzAddr+"/orders", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+minted.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := authzHTTP(); resp.StatusCode != http.StatusOK || resp.Header.Get("X-Auth-Subject") != "bob" {
+		t.Fatalf("HTTP endpoint: %d, x-auth-subject %q; want 200, bob", resp.StatusCode, resp.Header.Get("X-Auth-Subject"))
+	}
 	// The walkthrough: revoke it through the admin API; the next check denies it.
 	admin := between(banner, "ADMIN=", "\n")
 	req, err := http.NewRequest("POST", "http://"+httpAddr+"/v1/revocations", strings.NewReader(`{"token":"`+minted.Token+`"}`))
@@ -444,6 +463,9 @@ func TestDevServesAWorkingToken(t *testing.T) {
 	r := in.check(t, minted.Token)
 	if !strings.Contains(r.GetDeniedResponse().GetBody(), `"reason":"token_revoked"`) {
 		t.Fatalf("after revocation: %v, want token_revoked", r.GetDeniedResponse())
+	}
+	if resp := authzHTTP(); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("X-Tokengate-Reason") != "token_revoked" {
+		t.Fatalf("HTTP endpoint after revocation: %d %q, want 401 token_revoked", resp.StatusCode, resp.Header.Get("X-Tokengate-Reason"))
 	}
 	resp, err = http.Post("http://"+httpAddr+"/dev/token", "application/json", strings.NewReader(`{"ttl":"100h"}`))
 	if err != nil {

@@ -34,9 +34,14 @@ import (
 type serveHooks struct {
 	grpcListener, httpListener net.Listener
 	mount                      func(mux *http.ServeMux)
-	started                    func(grpcAddr, httpAddr string)
+	started                    func(listenAddrs)
 	// tlsReloaded, when set, is told each TLS reload's result.
 	tlsReloaded func(result string)
+}
+
+// listenAddrs are the addresses served on ("": that listener is off).
+type listenAddrs struct {
+	grpc, http, admin, authzHTTP string
 }
 
 // serve wires tokengate from a validated configuration and runs it until ctx
@@ -160,7 +165,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 	// TLS: the certificate files must load now (an unreadable, mismatched
 	// or expired certificate stops the start); they are read again every
 	// tls_reload_interval.
-	var grpcTLS, httpTLS, adminTLS *tlsFiles
+	var grpcTLS, httpTLS, adminTLS, authzTLS *tlsFiles
 	if cfg.Listen.GRPCTLS.enabled() {
 		if grpcTLS, err = newTLSFiles("grpc", cfg.Listen.GRPCTLS, log, time.Now); err != nil {
 			return err
@@ -176,8 +181,13 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 			return err
 		}
 	}
+	if cfg.Listen.AuthzHTTPTLS.enabled() {
+		if authzTLS, err = newTLSFiles("authz_http", cfg.Listen.AuthzHTTPTLS, log, time.Now); err != nil {
+			return err
+		}
+	}
 	var tlsListeners []*tlsFiles
-	for _, f := range []*tlsFiles{grpcTLS, httpTLS, adminTLS} {
+	for _, f := range []*tlsFiles{grpcTLS, httpTLS, adminTLS, authzTLS} {
 		if f != nil {
 			tlsListeners = append(tlsListeners, f)
 		}
@@ -276,6 +286,23 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		}
 		as = httpServer(adminMux, log, adminTLS)
 	}
+	var zs *http.Server // the HTTP authorization endpoint's, when there is one
+	var authzLis net.Listener
+	if cfg.Listen.AuthzHTTP != "" {
+		handler, err := authz.HTTPHandler(cfg.authzHTTP)
+		if err != nil {
+			return fmt.Errorf("authz_http: %w", err)
+		}
+		if authzLis, err = net.Listen("tcp", cfg.Listen.AuthzHTTP); err != nil {
+			grpcLis.Close()
+			httpLis.Close()
+			if adminLis != nil {
+				adminLis.Close()
+			}
+			return fmt.Errorf("listen.authz_http: %w", err)
+		}
+		zs = httpServer(handler, log, authzTLS)
+	}
 	hs := httpServer(mux, log, httpTLS)
 
 	// Two lifetimes: the servers stop when ctx ends (or one fails); the loops
@@ -311,29 +338,39 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		}
 		return nil
 	})
-	if as != nil {
+	for _, l := range []struct {
+		name string
+		s    *http.Server
+		lis  net.Listener
+	}{{"admin", as, adminLis}, {"authz_http", zs, authzLis}} {
+		if l.s == nil {
+			continue
+		}
 		g.Go(func() error {
-			if err := serveHTTP(as, adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("admin: %w", err)
+			if err := serveHTTP(l.s, l.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s: %w", l.name, err)
 			}
 			return nil
 		})
 	}
 	g.Go(func() error {
 		<-gctx.Done()
-		shutdown(log, cfg.Shutdown, h, gs, hs, as)
+		shutdown(log, cfg.Shutdown, h, gs, hs, as, zs)
 		stopBackground()
 		return nil
 	})
-	if hooks.started != nil {
-		hooks.started(grpcLis.Addr().String(), httpLis.Addr().String())
-	}
-	adminAddr := ""
+	addrs := listenAddrs{grpc: grpcLis.Addr().String(), http: httpLis.Addr().String()}
 	if adminLis != nil {
-		adminAddr = adminLis.Addr().String()
+		addrs.admin = adminLis.Addr().String()
 	}
-	log.Info("serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(), "admin_addr", adminAddr,
-		"issuers", len(cfg.Issuers), "version", version)
+	if authzLis != nil {
+		addrs.authzHTTP = authzLis.Addr().String()
+	}
+	if hooks.started != nil {
+		hooks.started(addrs)
+	}
+	log.Info("serving", "grpc_addr", addrs.grpc, "http_addr", addrs.http, "admin_addr", addrs.admin,
+		"authz_http_addr", addrs.authzHTTP, "authz_http_mode", cfg.authzHTTP.Mode.String(), "issuers", len(cfg.Issuers), "version", version)
 	err = g.Wait()
 	if bgErr := bg.Wait(); err == nil {
 		err = bgErr

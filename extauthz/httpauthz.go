@@ -1,0 +1,371 @@
+package extauthz
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/status"
+)
+
+// Protocol is how a request to authorise reached tokengate. It labels
+// metrics and logs; the decision is the same (decide).
+type Protocol uint8
+
+const (
+	ProtocolGRPC Protocol = iota // Envoy's ext_authz gRPC service
+	ProtocolHTTP                 // the HTTP endpoint (HTTPHandler)
+	numProtocols
+)
+
+func (p Protocol) String() string {
+	if p == ProtocolHTTP {
+		return "http"
+	}
+	return "grpc"
+}
+
+// HTTPMode says where the HTTP endpoint reads the request to authorise
+// from. Only that source is trusted; the other modes' headers are ignored.
+type HTTPMode uint8
+
+const (
+	// HTTPModeEnvoy: the request itself (Envoy's ext_authz HTTP service,
+	// Istio's envoyExtAuthzHttp): its method, Host and request-target,
+	// behind HTTPOptions.PathPrefix.
+	HTTPModeEnvoy HTTPMode = iota
+	// HTTPModeForwarded: X-Forwarded-Method, -Host, -Uri (and -Proto), as
+	// Caddy's forward_auth and Traefik's forwardAuth send them.
+	HTTPModeForwarded
+	// HTTPModeNginx: X-Original-Method and X-Original-URI, with Host, as
+	// nginx's auth_request examples set them.
+	HTTPModeNginx
+)
+
+var httpModes = [...]string{HTTPModeEnvoy: "envoy", HTTPModeForwarded: "forwarded", HTTPModeNginx: "nginx"}
+
+func (m HTTPMode) String() string {
+	if int(m) < len(httpModes) {
+		return httpModes[m]
+	}
+	return "unknown"
+}
+
+// ParseHTTPMode reads a mode's name: envoy, forwarded or nginx.
+func ParseHTTPMode(s string) (HTTPMode, error) {
+	for m, name := range httpModes {
+		if s == name {
+			return HTTPMode(m), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown mode %q: want envoy, forwarded or nginx", s)
+}
+
+// HTTPOptions configure the HTTP endpoint.
+type HTTPOptions struct {
+	Mode HTTPMode
+	// PathPrefix (envoy mode): Envoy's http_service path_prefix, put before
+	// the original path; a request-target without it is refused.
+	PathPrefix string
+}
+
+// Headers of the HTTP endpoint's answers besides the decision's own.
+const (
+	// HeaderRemove lists the managed headers the identity does not fill:
+	// Envoy's HTTP mode removes them from the upstream request.
+	HeaderRemove = "x-envoy-auth-headers-to-remove"
+	// HeaderReason and HeaderDecisionID are the dynamic metadata's reason
+	// and decision id, on every answer.
+	HeaderReason     = "x-tokengate-reason"
+	HeaderDecisionID = "x-tokengate-decision-id"
+	// HeaderError is a denial's RFC 6750 error code.
+	HeaderError = "x-tokengate-error"
+	// HeaderStatus is a denial's status, for nginx: its auth_request
+	// answers anything but 401 and 403 with 500, and a configuration can
+	// answer the status itself (README: Behind nginx).
+	HeaderStatus = "x-tokengate-status"
+)
+
+// The request headers each mode reads the original request from.
+const (
+	headerForwardedMethod = "X-Forwarded-Method"
+	headerForwardedHost   = "X-Forwarded-Host"
+	headerForwardedURI    = "X-Forwarded-Uri"
+	headerForwardedProto  = "X-Forwarded-Proto"
+	headerOriginalMethod  = "X-Original-Method"
+	headerOriginalURI     = "X-Original-Uri"
+)
+
+// HTTPHandler serves the decision over HTTP: the protocol of Envoy's and
+// Istio's HTTP ext_authz, nginx auth_request, Caddy forward_auth and
+// Traefik forwardAuth. The request to authorise is read (as mode says)
+// into a CheckRequest, decided by the very function that answers gRPC, and
+// the answer written back: 200 with the identity headers to let the
+// request on, or the denial's status, headers and body.
+func (s *Server) HTTPHandler(opts HTTPOptions) (http.Handler, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	return &httpHandler{s: s, opts: opts}, nil
+}
+
+// Validate reports what is wrong with o.
+func (o HTTPOptions) Validate() error {
+	if int(o.Mode) >= len(httpModes) {
+		return fmt.Errorf("unknown HTTP mode %d", o.Mode)
+	}
+	if o.PathPrefix != "" && (o.Mode != HTTPModeEnvoy || !strings.HasPrefix(o.PathPrefix, "/") ||
+		strings.HasSuffix(o.PathPrefix, "/") || strings.ContainsAny(o.PathPrefix, "?#%;")) {
+		return fmt.Errorf("%q: only in envoy mode; it starts with / and does not end with one, without ?, #, %% or ;", o.PathPrefix)
+	}
+	return nil
+}
+
+type httpHandler struct {
+	s    *Server
+	opts HTTPOptions
+}
+
+func (h *httpHandler) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
+	start := time.Now()
+	req, problem := h.checkRequest(hr)
+	if problem != "" {
+		// The proxy did not say which request to authorise: its
+		// configuration is wrong, or a client reached the endpoint itself.
+		decisionID := h.s.decisionID()
+		h.s.metrics.observe(ProtocolHTTP, ReasonRequestInvalid, start)
+		h.s.logLimited(slog.LevelWarn, "denied", "reason", ReasonRequestInvalid.String(), "decision_id", decisionID,
+			"protocol", ProtocolHTTP.String(), "mode", h.opts.Mode.String(), "problem", problem)
+		writeHTTPAnswer(w, denyResponse(ReasonRequestInvalid, decisionID, nil))
+		return
+	}
+	resp, err := h.s.decide(hr.Context(), req, ProtocolHTTP)
+	if err != nil {
+		// No decision: 503, so that the proxy's own failure setting
+		// applies. The gRPC status message is tokengate's fixed text.
+		writeUndecided(w, status.Convert(err).Message())
+		return
+	}
+	writeHTTPAnswer(w, resp)
+}
+
+// checkRequest reads the request to authorise, or says what is wrong
+// with the one that asks.
+func (h *httpHandler) checkRequest(hr *http.Request) (*authv3.CheckRequest, string) {
+	var method, host, target, scheme, policyName string
+	switch h.opts.Mode {
+	case HTTPModeEnvoy:
+		method, host, target = hr.Method, hr.Host, hr.RequestURI
+		if h.opts.PathPrefix != "" {
+			rest, ok := strings.CutPrefix(target, h.opts.PathPrefix)
+			if !ok {
+				return nil, "the path lacks the configured path_prefix"
+			}
+			target = rest
+		}
+		if hr.TLS != nil {
+			scheme = "https"
+		} else {
+			scheme = "http"
+		}
+	case HTTPModeForwarded:
+		var problem string
+		if method, problem = single(hr.Header, headerForwardedMethod); problem != "" {
+			return nil, problem
+		}
+		if host, problem = single(hr.Header, headerForwardedHost); problem != "" {
+			return nil, problem
+		}
+		if target, problem = single(hr.Header, headerForwardedURI); problem != "" {
+			return nil, problem
+		}
+		switch v := hr.Header[headerForwardedProto]; {
+		case len(v) == 0:
+		case len(v) == 1 && (v[0] == "http" || v[0] == "https"):
+			scheme = v[0]
+		default:
+			return nil, headerForwardedProto + " is not one of http and https"
+		}
+		policyName = hr.URL.Query().Get(PolicyKey)
+	case HTTPModeNginx:
+		var problem string
+		if method, problem = single(hr.Header, headerOriginalMethod); problem != "" {
+			return nil, problem
+		}
+		if target, problem = single(hr.Header, headerOriginalURI); problem != "" {
+			return nil, problem
+		}
+		host = hr.Host
+		policyName = hr.URL.Query().Get(PolicyKey)
+	}
+	switch {
+	case !isToken(method):
+		return nil, "the method is not an HTTP token"
+	case host == "" || strings.ContainsAny(host, " ,"):
+		return nil, "the host is empty or a list"
+	case !strings.HasPrefix(target, "/"):
+		// Origin-form only: no absolute URI, no asterisk, nothing empty.
+		return nil, "the request-target does not start with /"
+	}
+	return h.buildCheckRequest(hr, method, host, target, scheme, policyName), ""
+}
+
+// single is the one value of a header that must appear exactly once.
+func single(h http.Header, name string) (string, string) {
+	switch v := h[name]; len(v) {
+	case 0:
+		return "", name + " is missing"
+	case 1:
+		if v[0] == "" {
+			return "", name + " is empty"
+		}
+		return v[0], ""
+	default:
+		return "", name + " is repeated"
+	}
+}
+
+// buildCheckRequest is the CheckRequest Envoy would send for the request:
+// its header lines one by one, in lower case (as Envoy's encode_raw_headers
+// sends them), the pseudo-headers first.
+func (h *httpHandler) buildCheckRequest(hr *http.Request, method, host, target, scheme, policyName string) *authv3.CheckRequest {
+	n := 3
+	for _, vs := range hr.Header {
+		n += len(vs)
+	}
+	lines := make([]corev3.HeaderValue, 0, n)
+	lines = append(lines,
+		corev3.HeaderValue{Key: ":authority", Value: host},
+		corev3.HeaderValue{Key: ":method", Value: method},
+		corev3.HeaderValue{Key: ":path", Value: target})
+	var requestID string
+	for k, vs := range hr.Header {
+		lk := lowerHeader(k)
+		if lk == "x-request-id" && len(vs) > 0 {
+			requestID = vs[0]
+		}
+		for _, v := range vs {
+			lines = append(lines, corev3.HeaderValue{Key: lk, Value: v})
+		}
+	}
+	ptrs := make([]*corev3.HeaderValue, len(lines))
+	for i := range lines {
+		ptrs[i] = &lines[i]
+	}
+	_, query, _ := strings.Cut(target, "?")
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id:        requestID,
+			Method:    method,
+			Host:      host,
+			Path:      target,
+			Query:     query,
+			Scheme:    scheme,
+			Protocol:  hr.Proto,
+			HeaderMap: &corev3.HeaderMap{Headers: ptrs},
+		}},
+	}}
+	if policyName != "" {
+		req.Attributes.ContextExtensions = map[string]string{PolicyKey: policyName}
+	}
+	return req
+}
+
+// lowerHeader is a header name in lower case; the common names without
+// an allocation.
+func lowerHeader(k string) string {
+	switch k {
+	case "Authorization":
+		return "authorization"
+	case "Cookie":
+		return "cookie"
+	case "Accept":
+		return "accept"
+	case "User-Agent":
+		return "user-agent"
+	case "X-Request-Id":
+		return "x-request-id"
+	case "X-Forwarded-For":
+		return "x-forwarded-for"
+	case "X-Forwarded-Proto":
+		return "x-forwarded-proto"
+	case "Content-Length":
+		return "content-length"
+	}
+	return strings.ToLower(k)
+}
+
+// writeHTTPAnswer writes a decision as HTTP: an allow as 200 with the
+// headers to set upstream and, in HeaderRemove, the ones to remove; a
+// denial with its status, headers and body.
+func writeHTTPAnswer(w http.ResponseWriter, resp *authv3.CheckResponse) {
+	out := w.Header()
+	md := resp.GetDynamicMetadata().GetFields()
+	out[http.CanonicalHeaderKey(HeaderReason)] = []string{md["reason"].GetStringValue()}
+	out[http.CanonicalHeaderKey(HeaderDecisionID)] = []string{md["decision_id"].GetStringValue()}
+	if ok := resp.GetOkResponse(); resp.GetDeniedResponse() == nil {
+		for _, hv := range ok.GetHeaders() {
+			setHeader(out, hv)
+		}
+		if remove := ok.GetHeadersToRemove(); len(remove) > 0 {
+			out[http.CanonicalHeaderKey(HeaderRemove)] = []string{strings.Join(remove, ", ")}
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	d := resp.GetDeniedResponse()
+	for _, hv := range d.GetHeaders() {
+		setHeader(out, hv)
+	}
+	code := int(d.GetStatus().GetCode())
+	if code < 400 || code > 599 {
+		// A denial the HTTP protocol cannot carry (an introspection
+		// answered for the IdP is a 200, which here would let the request
+		// on): refused instead. The gRPC path alone answers for the IdP.
+		code = http.StatusForbidden
+	}
+	if r, ok := reasonByName[md["reason"].GetStringValue()]; ok && reasons[r].errorCode != "" {
+		out[http.CanonicalHeaderKey(HeaderError)] = []string{reasons[r].errorCode}
+	}
+	out[http.CanonicalHeaderKey(HeaderStatus)] = []string{strconv.Itoa(code)}
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(d.GetBody()))
+}
+
+// writeUndecided answers a request tokengate cannot decide (the issuer's
+// keys or the revocations never loaded): 503 with Retry-After.
+func writeUndecided(w http.ResponseWriter, msg string) {
+	out := w.Header()
+	out.Set("Content-Type", "application/json")
+	out.Set("Cache-Control", "no-store")
+	out.Set("Retry-After", "1")
+	out.Set(HeaderStatus, "503")
+	out.Set(HeaderError, "temporarily_unavailable")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	body, _ := json.Marshal(map[string]string{"error": "temporarily_unavailable", "error_description": msg})
+	_, _ = w.Write(body)
+}
+
+func setHeader(h http.Header, hv *corev3.HeaderValueOption) {
+	k, v := hv.GetHeader().GetKey(), hv.GetHeader().GetValue()
+	if hv.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
+		h.Add(k, v)
+		return
+	}
+	h.Set(k, v)
+}
+
+// reasonByName finds a reason by its name.
+var reasonByName = func() map[string]Reason {
+	m := make(map[string]Reason, numReasons)
+	for r := range numReasons {
+		m[reasons[r].name] = r
+	}
+	return m
+}()
