@@ -16,13 +16,20 @@ import (
 // configuration's): the three identity headers and two claim_headers.
 var managedHeaders = []string{"X-Auth-Subject", "X-Auth-Issuer", "X-Auth-Token-Id", "X-Auth-Roles", "X-Auth-Tenant"}
 
-// spoofed is a client's attempt to claim an identity: every managed header,
-// and the same names with '_' for '-' (what CGI, WSGI and PHP upstreams
-// read as the same variable).
+// spoofed is a client's attempt to claim an identity: every managed header.
 func spoofed() map[string]string {
 	h := map[string]string{}
 	for _, name := range managedHeaders {
 		h[name] = "spoofed"
+	}
+	return h
+}
+
+// underscored are the managed names with '_' for '-', which CGI, WSGI and
+// PHP upstreams read as the same variable.
+func underscored() map[string]string {
+	h := map[string]string{}
+	for _, name := range managedHeaders {
 		h[strings.ReplaceAll(strings.ToLower(name), "-", "_")] = "spoofed"
 	}
 	return h
@@ -64,10 +71,15 @@ type denial struct {
 	Reason string `json:"reason"`
 }
 
+func decodeDenial(body string) denial {
+	var d denial
+	_ = json.Unmarshal([]byte(body), &d) // a body that is no JSON has no reason
+	return d
+}
+
 func wantDenial(t *testing.T, what string, got proxyAnswer, status int, reason string) {
 	t.Helper()
-	var d denial
-	if err := json.Unmarshal([]byte(got.body), &d); err != nil || got.status != status || d.Reason != reason {
+	if d := decodeDenial(got.body); got.status != status || d.Reason != reason {
 		t.Errorf("%s: %d %q, want %d with a JSON body of reason %s", what, got.status, got.body, status, reason)
 	}
 	if ct := got.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
@@ -130,50 +142,40 @@ func proveProxy(t *testing.T, r *proxyRig) {
 			id := "spoof " + name
 			got := send(t, r.addr, "GET", c.target, id, merge(c.header, spoofed()), "")
 			s, ok := r.up.reached(id)
-			if c.status == 200 {
-				// A proxy may refuse the underscored spellings outright
-				// (tokengate's 400 header_invalid); it must never pass them.
-				if got.status != 200 && got.status != 400 {
-					t.Errorf("%s: %d %s, want 200 (or 400 for the underscored names)", name, got.status, got.body)
-				}
-			} else if got.status != c.status {
-				t.Errorf("%s: %d %s, want %d", name, got.status, got.body, c.status)
+			if got.status != c.status || ok != (c.status == 200) {
+				t.Errorf("%s: %d %s, reached the upstream %v; want %d", name, got.status, got.body, ok, c.status)
 			}
-			if ok {
-				noSpoofedHeader(t, name, s)
-			}
-			if c.status != 200 && ok {
-				t.Errorf("%s: a denied request reached the upstream", name)
-			}
-		}
-		// Without the underscored spellings, the allowed cases do reach it.
-		for name, c := range map[string]struct {
-			target string
-			header map[string]string
-		}{
-			"public route, no token":        {"/public/info", nil},
-			"token without roles or tenant": {"/orders/7", bearer(plain)},
-		} {
-			id := "spoof dashes " + name
-			h := map[string]string{}
-			for _, m := range managedHeaders {
-				h[m] = "spoofed"
-			}
-			got := send(t, r.addr, "GET", c.target, id, merge(c.header, h), "")
-			s, ok := r.up.reached(id)
-			if got.status != 200 || !ok {
-				t.Errorf("%s: %d %s, reached %v; want 200 from the upstream", name, got.status, got.body, ok)
+			if !ok {
 				continue
 			}
 			noSpoofedHeader(t, name, s)
-			for _, m := range managedHeaders {
-				if c.header == nil && s.Header.Values(m) != nil {
-					t.Errorf("%s: upstream got %s %q, want none (anonymous)", name, m, s.Header.Values(m))
+			switch {
+			case c.header == nil:
+				for _, m := range managedHeaders {
+					if v := s.Header.Values(m); v != nil {
+						t.Errorf("%s: upstream got %s %q, want none (anonymous)", name, m, v)
+					}
+				}
+			case strings.HasPrefix(c.header["Authorization"], "Bearer "+plain):
+				if s.Header.Get("X-Auth-Subject") != "plain" || s.Header.Values("X-Auth-Roles") != nil || s.Header.Values("X-Auth-Tenant") != nil {
+					t.Errorf("%s: upstream subject %q roles %q tenant %q, want plain and none", name,
+						s.Header.Get("X-Auth-Subject"), s.Header.Values("X-Auth-Roles"), s.Header.Values("X-Auth-Tenant"))
 				}
 			}
-			if c.header != nil && (s.Header.Get("X-Auth-Subject") != "plain" || s.Header.Values("X-Auth-Roles") != nil || s.Header.Values("X-Auth-Tenant") != nil) {
-				t.Errorf("%s: upstream subject %q roles %q tenant %q, want plain and none", name,
-					s.Header.Get("X-Auth-Subject"), s.Header.Values("X-Auth-Roles"), s.Header.Values("X-Auth-Tenant"))
+		}
+		// Spelt with '_': nginx drops them; Caddy passes them on to
+		// tokengate, which refuses the request (400 header_invalid).
+		// Either way the upstream never reads them.
+		for name, header := range map[string]map[string]string{
+			"underscored, public route": nil,
+			"underscored, a token":      bearer(alice),
+		} {
+			got := send(t, r.addr, "GET", "/public/info", name, merge(header, underscored()), "")
+			s, ok := r.up.reached(name)
+			if ok {
+				noSpoofedHeader(t, name, s)
+			} else if d := decodeDenial(got.body); got.status != 400 || d.Reason != "header_invalid" {
+				t.Errorf("%s: %d %s, want the request without them, or 400 header_invalid", name, got.status, got.body)
 			}
 		}
 	})
@@ -183,7 +185,8 @@ func proveProxy(t *testing.T, r *proxyRig) {
 		if got := send(t, r.addr, "GET", "/orders/7", "bob before", bearer(bob), ""); got.status != 200 {
 			t.Fatalf("before the revocation: %d %s", got.status, got.body)
 		}
-		r.tg.revokeJTI(t, jtiOf(t, bob))
+		jti, exp := claimsOf(t, bob)
+		r.tg.revokeToken(t, jti, exp)
 		got := send(t, r.addr, "GET", "/orders/7", "bob revoked", bearer(bob), "")
 		wantDenial(t, "revoked", got, 401, "token_revoked")
 		if c := got.header.Get("Www-Authenticate"); !strings.Contains(c, `error="invalid_token"`) || !strings.Contains(c, "token revoked") {
@@ -210,6 +213,19 @@ func proveProxy(t *testing.T, r *proxyRig) {
 		if _, ok := r.up.reached("carol after"); ok {
 			t.Errorf("the logged-out token reached the upstream")
 		}
+		// Logging out again goes on to the IdP (a logout route only logs
+		// out), without identity: nobody vouches for a revoked token.
+		got = send(t, r.addr, "GET", "/oauth2/logout", "carol again", merge(bearer(carol), spoofed()), "")
+		s, ok = r.up.reached("carol again")
+		if got.status != 200 || !ok {
+			t.Fatalf("logout again: %d %s, reached %v; want it to go on", got.status, got.body, ok)
+		}
+		noSpoofedHeader(t, "logout again", s)
+		for _, m := range managedHeaders {
+			if v := s.Header.Values(m); v != nil {
+				t.Errorf("logout again: upstream got %s %q, want none", m, v)
+			}
+		}
 	})
 
 	t.Run("route policy 403 reaches the client with its reason", func(t *testing.T) {
@@ -220,6 +236,16 @@ func proveProxy(t *testing.T, r *proxyRig) {
 		}
 		if got := send(t, r.addr, "GET", "/admin/users", "root admin", bearer(root), ""); got.status != 200 {
 			t.Errorf("admin role: %d %s, want 200", got.status, got.body)
+		}
+		// A missing scope: 403 with the challenge naming the scope (nginx's
+		// auth_request copies WWW-Authenticate only from a 401).
+		got = send(t, r.addr, "POST", "/orders", "alice write", bearer(alice), "")
+		wantDenial(t, "no orders:write scope", got, 403, "insufficient_scope")
+		if c := got.header.Get("Www-Authenticate"); !strings.Contains(c, `error="insufficient_scope"`) || !strings.Contains(c, "orders:write") {
+			t.Errorf("WWW-Authenticate %q, want tokengate's insufficient_scope challenge with the scope", c)
+		}
+		if _, ok := r.up.reached("alice write"); ok {
+			t.Errorf("the request without the scope reached the upstream")
 		}
 	})
 
@@ -263,8 +289,8 @@ func proveProxy(t *testing.T, r *proxyRig) {
 			t.Fatal(err)
 		}
 		got := send(t, r.addr, "GET", "/orders/7", "keys never loaded", bearer(tok), "")
-		if got.status != 503 || got.header.Get("Retry-After") == "" {
-			t.Errorf("an issuer whose keys never loaded: %d, Retry-After %q, %s; want 503 with Retry-After",
+		if got.status != 503 || got.header.Get("Retry-After") != "1" || decodeDenial(got.body).Error != "temporarily_unavailable" {
+			t.Errorf("an issuer whose keys never loaded: %d, Retry-After %q, %s; want 503 temporarily_unavailable with Retry-After: 1",
 				got.status, got.header.Get("Retry-After"), got.body)
 		}
 		if _, ok := r.up.reached("keys never loaded"); ok {
@@ -291,8 +317,9 @@ func proveProxy(t *testing.T, r *proxyRig) {
 	})
 }
 
-// jtiOf reads a token's jti (the test minted it; no verification needed).
-func jtiOf(t *testing.T, tok string) string {
+// claimsOf reads a token's jti and exp (the test minted it; no
+// verification needed).
+func claimsOf(t *testing.T, tok string) (string, time.Time) {
 	t.Helper()
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
@@ -304,11 +331,12 @@ func jtiOf(t *testing.T, tok string) string {
 	}
 	var c struct {
 		JTI string `json:"jti"`
+		Exp int64  `json:"exp"`
 	}
-	if err := json.Unmarshal(b, &c); err != nil || c.JTI == "" {
-		t.Fatalf("no jti in the token: %v", err)
+	if err := json.Unmarshal(b, &c); err != nil || c.JTI == "" || c.Exp == 0 {
+		t.Fatalf("no jti or exp in the token: %v", err)
 	}
-	return c.JTI
+	return c.JTI, time.Unix(c.Exp, 0)
 }
 
 // TestNginx runs real nginx with envoy/nginx/tokengate.conf in front of

@@ -117,19 +117,21 @@ func checkNginx(data []byte, managed []string) []string {
 		}
 	}
 	for re, what := range map[string]string{
-		`auth_request /_tokengate;`:                                        "auth_request /_tokengate",
-		`location = /_tokengate \{`:                                        "the auth location",
-		`internal;`:                                                        "an internal auth location",
-		`proxy_set_header X-Original-URI \$request_uri;`:                   "X-Original-URI from $request_uri",
-		`proxy_set_header X-Original-Method \$request_method;`:             "X-Original-Method from $request_method",
-		`proxy_set_header Host \$host;`:                                    "Host for the auth request",
-		`proxy_pass_request_body off;`:                                     "no body to the auth request",
-		`auth_request_set \$tg_status \$upstream_http_x_tokengate_status;`: "x-tokengate-status read",
-		`error_page 401 = @tokengate_401;`:                                 "the 401 page",
-		`error_page 403 = @tokengate_403;`:                                 "the 403 page",
-		`error_page 500 = @tokengate_error;`:                               "the error page",
-		`add_header Retry-After \$tg_retry always;`:                        "Retry-After on 503",
-		`underscores_in_headers off;`:                                      "underscores_in_headers off",
+		`auth_request /_tokengate;`:                                         "auth_request /_tokengate",
+		`location = /_tokengate \{`:                                         "the auth location",
+		`internal;`:                                                         "an internal auth location",
+		`proxy_set_header X-Original-URI \$request_uri;`:                    "X-Original-URI from $request_uri",
+		`proxy_set_header X-Original-Method \$request_method;`:              "X-Original-Method from $request_method",
+		`proxy_set_header Host \$host;`:                                     "Host for the auth request",
+		`proxy_pass_request_body off;`:                                      "no body to the auth request",
+		`auth_request_set \$tg_status \$upstream_http_x_tokengate_status;`:  "x-tokengate-status read",
+		`error_page 401 = @tokengate_401;`:                                  "the 401 page",
+		`error_page 403 = @tokengate_403;`:                                  "the 403 page",
+		`error_page 500 = @tokengate_error;`:                                "the error page",
+		`add_header Retry-After \$tg_retry always;`:                         "Retry-After on 503",
+		`auth_request_set \$tg_challenge \$upstream_http_www_authenticate;`: "the challenge read",
+		`add_header WWW-Authenticate \$tg_challenge always;`:                "the 403's challenge (auth_request copies only a 401's)",
+		`underscores_in_headers off;`:                                       "underscores_in_headers off",
 	} {
 		if !has(re) {
 			problems = append(problems, fmt.Sprintf("%s: lacks %s", nginxFile, what))
@@ -328,6 +330,7 @@ func TestProxyConfigChecksCatchMistakes(t *testing.T) {
 		"nginx: auth location public":      {nginxFile, "internal;", "", "internal"},
 		"nginx: client's URI header":       {nginxFile, "X-Original-URI    $request_uri", "X-Original-URI $http_x_original_uri", "X-Original-URI"},
 		"nginx: no 503 page":               {nginxFile, "error_page 500 = @tokengate_error;", "", "the error page"},
+		"nginx: 403 without its challenge": {nginxFile, "add_header WWW-Authenticate $tg_challenge always;", "", "the 403's challenge"},
 		"nginx: underscores on":            {nginxFile, "underscores_in_headers off;", "underscores_in_headers on;", "underscores_in_headers"},
 		"example: a new claim header":      {exampleConfigFile, "  x-auth-tenant: tid", "  x-auth-tenant: tid\n  x-auth-plan: plan", "X-Auth-Plan"},
 		"caddy: no strip":                  {caddyFile, "request_header -X-Auth-Roles\n", "", "no request_header -X-Auth-Roles"},

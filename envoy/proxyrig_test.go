@@ -203,7 +203,8 @@ func (c *child) waitListening(t *testing.T, addr string) {
 const rigAdminToken = "proxies-test-admin-token-0123456789abcdef"
 
 // rigPolicy is the route policy behind both proxies: /public is public,
-// /admin needs the admin role, the rest a valid token.
+// /admin needs the admin role, a POST to /orders the orders:write scope,
+// the rest a valid token.
 const rigPolicy = `
 policy:
   unmatched: deny
@@ -215,6 +216,9 @@ policy:
       - name: admin
         match: {path_prefix: /admin}
         require: {roles: {any_of: [admin]}}
+      - name: orders-write
+        match: {path_prefix: /orders, methods: [POST]}
+        require: {scopes: {all_of: ["orders:write"]}}
       - name: api
         match: {path_prefix: /}
         access: authenticated
@@ -316,10 +320,11 @@ func (p *tokengateProc) mint(t *testing.T, sub string, claims map[string]any) st
 	return tok
 }
 
-// revokeJTI revokes one token through the admin API.
-func (p *tokengateProc) revokeJTI(t *testing.T, jti string) {
+// revokeToken revokes one token (its jti, until its exp) through the admin
+// API.
+func (p *tokengateProc) revokeToken(t *testing.T, jti string, exp time.Time) {
 	t.Helper()
-	body := fmt.Sprintf(`{"kind":"token","issuer":%q,"jti":%q}`, p.iss.URL, jti)
+	body := fmt.Sprintf(`{"kind":"token","issuer":%q,"jti":%q,"expires_at":%q}`, p.iss.URL, jti, exp.UTC().Format(time.RFC3339))
 	req, err := http.NewRequest("POST", "http://"+p.apiAddr+"/v1/revocations", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
