@@ -390,6 +390,12 @@ http {
 			t.Logf("nginx error.log:\n%s", log)
 		}
 	})
+	t.Run("the auth location is internal", func(t *testing.T) {
+		got := send(t, addr, "GET", "/_tokengate", "auth location", bearer(tg.mint(t, "eve", nil)), "")
+		if got.status != 404 {
+			t.Errorf("GET /_tokengate: %d %s, want 404", got.status, got.body)
+		}
+	})
 	proveProxy(t, &proxyRig{proxy: proxy, addr: addr, tg: tg, up: up})
 }
 
