@@ -439,3 +439,18 @@ func sendRaw(t *testing.T, addr, request string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestRequireToolSkipsOutsideCI: a missing proxy skips the test, with the
+// package to install, when CI is not true.
+func TestRequireToolSkipsOutsideCI(t *testing.T) {
+	t.Setenv("CI", "")
+	var sub *testing.T
+	t.Run("missing", func(t *testing.T) {
+		sub = t
+		requireTool(t, "tokengate-no-such-proxy", "no-such-package")
+		t.Error("requireTool returned for a missing binary")
+	})
+	if !sub.Skipped() {
+		t.Errorf("a missing proxy did not skip the test")
+	}
+}
