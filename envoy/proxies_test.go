@@ -14,12 +14,12 @@ import (
 
 // The managed identity headers of the rig's configuration (the example
 // configuration's): the three identity headers and two claim_headers.
-var managedHeaders = []string{"X-Auth-Subject", "X-Auth-Issuer", "X-Auth-Token-Id", "X-Auth-Roles", "X-Auth-Tenant"}
+var rigManagedHeaders = []string{"X-Auth-Subject", "X-Auth-Issuer", "X-Auth-Token-Id", "X-Auth-Roles", "X-Auth-Tenant"}
 
 // spoofed is a client's attempt to claim an identity: every managed header.
 func spoofed() map[string]string {
 	h := map[string]string{}
-	for _, name := range managedHeaders {
+	for _, name := range rigManagedHeaders {
 		h[name] = "spoofed"
 	}
 	return h
@@ -29,7 +29,7 @@ func spoofed() map[string]string {
 // PHP upstreams read as the same variable.
 func underscored() map[string]string {
 	h := map[string]string{}
-	for _, name := range managedHeaders {
+	for _, name := range rigManagedHeaders {
 		h[strings.ReplaceAll(strings.ToLower(name), "-", "_")] = "spoofed"
 	}
 	return h
@@ -53,7 +53,7 @@ func noSpoofedHeader(t *testing.T, what string, s seenRequest) {
 	t.Helper()
 	for name, vals := range s.Header {
 		norm := strings.ReplaceAll(strings.ToLower(name), "_", "-")
-		for _, m := range managedHeaders {
+		for _, m := range rigManagedHeaders {
 			if norm == strings.ToLower(m) {
 				for _, v := range vals {
 					if strings.Contains(v, "spoofed") || strings.Contains(v, "{") {
@@ -151,7 +151,7 @@ func proveProxy(t *testing.T, r *proxyRig) {
 			noSpoofedHeader(t, name, s)
 			switch {
 			case c.header == nil:
-				for _, m := range managedHeaders {
+				for _, m := range rigManagedHeaders {
 					if v := s.Header.Values(m); v != nil {
 						t.Errorf("%s: upstream got %s %q, want none (anonymous)", name, m, v)
 					}
@@ -221,7 +221,7 @@ func proveProxy(t *testing.T, r *proxyRig) {
 			t.Fatalf("logout again: %d %s, reached %v; want it to go on", got.status, got.body, ok)
 		}
 		noSpoofedHeader(t, "logout again", s)
-		for _, m := range managedHeaders {
+		for _, m := range rigManagedHeaders {
 			if v := s.Header.Values(m); v != nil {
 				t.Errorf("logout again: upstream got %s %q, want none", m, v)
 			}
