@@ -262,9 +262,11 @@ func proveProxy(t *testing.T, r *proxyRig) {
 			status         int
 			reason         string
 		}{
-			"no token, protected path":  {"GET", "/orders/7", nil, 401, "token_missing"},
-			"no token, admin path":      {"GET", "/admin/users", nil, 401, "token_missing"},
-			"no admin role, admin path": {"DELETE", "/admin/users", bearer(alice), 403, "forbidden"},
+			"no token, protected path":   {"GET", "/orders/7", nil, 401, "token_missing"},
+			"no token, admin path":       {"GET", "/admin/users", nil, 401, "token_missing"},
+			"no admin role, admin path":  {"DELETE", "/admin/users", bearer(alice), 403, "forbidden"},
+			"traversal out of public":    {"GET", "/public/../admin/users", nil, 401, "token_missing"},
+			"encoded dots out of public": {"GET", "/public/%2e%2e/admin/users", bearer(alice), 403, "forbidden"},
 		} {
 			id := "lie " + name
 			got := send(t, r.addr, c.method, c.target, id, merge(c.header, lie), "")
