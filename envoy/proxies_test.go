@@ -228,6 +228,65 @@ func proveProxy(t *testing.T, r *proxyRig) {
 		}
 	})
 
+	t.Run("the token does not go on where tokengate removes it", func(t *testing.T) {
+		// tokengate lists authorization (and answers a rewritten cookie, or
+		// lists cookie) where the upstream must not get the token: a rule
+		// with forward_token: false, a revoked token's logout, a token it
+		// did not accept on a public route. The proxy acts on that answer.
+		frank := r.tg.mint(t, "frank", nil)
+		jti, exp := claimsOf(t, frank)
+		r.tg.revokeToken(t, jti, exp)
+		tokenCookie := func(tok string) string { return rigTokenCookie + "=" + tok }
+		for name, c := range map[string]struct {
+			method, target string
+			header         map[string]string
+			subject        string // the identity the upstream gets; "" none
+			authorization  string // the Authorization the upstream gets; "" none
+			cookie         string // the Cookie the upstream gets; "" none
+		}{
+			"forward_token false, bearer": {"GET", "/internal/report", merge(bearer(alice), map[string]string{"Cookie": "theme=dark"}),
+				"alice", "", "theme=dark"},
+			"forward_token false, the token's cookie among others": {"GET", "/internal/report", map[string]string{"Cookie": "theme=dark; " + tokenCookie(alice) + "; lang=en"},
+				"alice", "", "theme=dark; lang=en"},
+			"forward_token false, the token's cookie alone": {"GET", "/internal/report", map[string]string{"Cookie": tokenCookie(alice)},
+				"alice", "", ""},
+			"revoked token on the logout route": {"GET", "/oauth2/logout", merge(bearer(frank), spoofed(), map[string]string{"Cookie": "idp.session=s1"}),
+				"", "", "idp.session=s1"},
+			"revoked token's cookie on the logout route": {"POST", "/oauth2/logout", map[string]string{"Cookie": tokenCookie(frank) + "; idp.session=s1"},
+				"", "", "idp.session=s1"},
+			"public route, a wrong token": {"GET", "/public/info", merge(bearer(alice+"x"), map[string]string{"Cookie": "theme=dark"}),
+				"", "", "theme=dark"},
+			// Where tokengate removes nothing, both go on as sent.
+			"valid token": {"GET", "/orders/7", merge(bearer(alice), map[string]string{"Cookie": "theme=dark"}),
+				"alice", "Bearer " + alice, "theme=dark"},
+			"valid token's cookie": {"GET", "/orders/7", map[string]string{"Cookie": "theme=dark; " + tokenCookie(alice)},
+				"alice", "", "theme=dark; " + tokenCookie(alice)},
+		} {
+			id := "strip " + name
+			got := send(t, r.addr, c.method, c.target, id, c.header, "")
+			s, ok := r.up.reached(id)
+			if got.status != 200 || !ok {
+				t.Errorf("%s: %d %s, reached %v; want 200 from the upstream", name, got.status, got.body, ok)
+				continue
+			}
+			if v := s.Header.Values("Authorization"); (c.authorization == "" && v != nil) || (c.authorization != "" && (len(v) != 1 || v[0] != c.authorization)) {
+				t.Errorf("%s: the upstream got Authorization %.30q, want %.30q", name, v, c.authorization)
+			}
+			if v := s.Header.Values("Cookie"); (c.cookie == "" && v != nil) || (c.cookie != "" && (len(v) != 1 || v[0] != c.cookie)) {
+				t.Errorf("%s: the upstream got Cookie %.60q, want %.60q", name, v, c.cookie)
+			}
+			if v := s.Header.Get("X-Auth-Subject"); v != c.subject {
+				t.Errorf("%s: the upstream got X-Auth-Subject %q, want %q", name, v, c.subject)
+			}
+			noSpoofedHeader(t, name, s)
+			for _, helper := range []string{"X-Envoy-Auth-Headers-To-Remove", "X-Tokengate-Remove", "X-Tokengate-Cookie"} {
+				if v := s.Header.Values(helper); v != nil {
+					t.Errorf("%s: the upstream got %s %q, a proxy's helper", name, helper, v)
+				}
+			}
+		}
+	})
+
 	t.Run("route policy 403 reaches the client with its reason", func(t *testing.T) {
 		got := send(t, r.addr, "GET", "/admin/users", "alice admin", bearer(alice), "")
 		wantDenial(t, "no admin role", got, 403, "forbidden")

@@ -204,7 +204,8 @@ const rigAdminToken = "proxies-test-admin-token-0123456789abcdef"
 
 // rigPolicy is the route policy behind both proxies: /public is public,
 // /admin needs the admin role, a POST to /orders the orders:write scope,
-// the rest a valid token.
+// /internal a valid token that does not go on (forward_token: false), the
+// rest a valid token.
 const rigPolicy = `
 policy:
   unmatched: deny
@@ -213,6 +214,10 @@ policy:
       - name: public
         match: {path_prefix: /public}
         access: public
+      - name: internal
+        match: {path_prefix: /internal}
+        access: authenticated
+        forward_token: false
       - name: admin
         match: {path_prefix: /admin}
         require: {roles: {any_of: [admin]}}
@@ -223,6 +228,10 @@ policy:
         match: {path_prefix: /}
         access: authenticated
 `
+
+// rigTokenCookie is the rig's cookie token source, beside authorization
+// (FusionAuth's hosted backend's name).
+const rigTokenCookie = "app.at"
 
 // tokengateProc is tokengate's binary running with the HTTP authorization
 // endpoint in one mode; down is an issuer whose keys never load (its tokens
@@ -250,10 +259,12 @@ issuers:
   - {name: down, issuer: %q, audiences: [api], required: false}
 admin: {token: %q}
 claim_headers: {x-auth-roles: roles, x-auth-tenant: tid}
+tokens:
+  sources: [{header: authorization}, {cookie: %s}]
 logout_routes:
   - {path_prefix: /oauth2/logout, methods: [GET, POST]}
 storage: {path: %q}
-%s`, mode, iss.URL, down.URL, rigAdminToken, filepath.Join(dir, "data", "tokengate.db"), rigPolicy)
+%s`, mode, iss.URL, down.URL, rigAdminToken, rigTokenCookie, filepath.Join(dir, "data", "tokengate.db"), rigPolicy)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
