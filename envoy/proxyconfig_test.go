@@ -82,7 +82,9 @@ func checkProxyConfigs(files map[string][]byte) []string {
 	}
 	var problems []string
 	problems = append(problems, checkNginx(files[nginxFile], managed)...)
+	problems = append(problems, checkNginxToken(files[nginxFile])...)
 	problems = append(problems, checkCaddy(files[caddyFile], managed)...)
+	problems = append(problems, checkCaddyToken(files[caddyFile])...)
 	problems = append(problems, checkTraefik(files[traefikFile], managed)...)
 	problems = append(problems, checkProxiesReadme(files)...)
 	return problems
@@ -342,6 +344,17 @@ func TestProxyConfigChecksCatchMistakes(t *testing.T) {
 		"traefik: misspelt key":            {traefikFile, "trustForwardHeader: false", "trustForwardHeaders: false", "trustForwardHeaders"},
 		"traefik: router bypasses":         {traefikFile, "middlewares: [tokengate]", "middlewares: []", "does not go through"},
 		"traefik: request headers limited": {traefikFile, "        # No authRequestHeaders", "        authRequestHeaders: [Authorization]\n        #", "authRequestHeaders"},
+		"nginx: token always forwarded":    {nginxFile, "proxy_set_header Authorization   $tg_authorization;", "", "no proxy_set_header Authorization"},
+		"nginx: removal list not read":     {nginxFile, "auth_request_set $tg_remove    $upstream_http_x_envoy_auth_headers_to_remove;", "", "$upstream_http_x_envoy_auth_headers_to_remove"},
+		"nginx: only a lone authorization": {nginxFile, `"~*(^|[ ,])authorization($|[ ,])"`, `"~*^authorization$"`, `matches "x-auth-subject, x-auth-issuer, authorization": false`},
+		"nginx: a look-alike removed":      {nginxFile, `"~*(^|[ ,])cookie($|[ ,])"`, `"~*cookie"`, `matches "proxy-authorization, x-cookie, cookie-jar": true`},
+		"nginx: cookie never rewritten":    {nginxFile, "proxy_set_header Cookie          $tg_cookie_upstream;", "", "no proxy_set_header Cookie"},
+		"nginx: map read before the auth":  {nginxFile, "    auth_request /_tokengate;", "    set $tg_seen $tg_authorization;\n    auth_request /_tokengate;", "reads $tg_authorization elsewhere"},
+		"caddy: removal list not copied":   {caddyFile, "X-Envoy-Auth-Headers-To-Remove>X-Tokengate-Remove ", "", "copy_headers lacks X-Envoy-Auth-Headers-To-Remove"},
+		"caddy: token always forwarded":    {caddyFile, "request_header @tg_remove_authorization -Authorization", "", "removes Authorization"},
+		"caddy: helper reaches upstream":   {caddyFile, "request_header -X-Tokengate-Cookie\n\n\t\t# 5.", "\n\t\t# 5.", "no request_header -X-Tokengate-Cookie before reverse_proxy"},
+		"caddy: client's helper trusted":   {caddyFile, "request_header -X-Tokengate-Remove\n\t\trequest_header -X-Tokengate-Cookie\n\n\t\t# 2.", "# 2.", "no request_header -X-Tokengate-Remove before forward_auth"},
+		"caddy: cookie set to placeholder": {caddyFile, "\t\t\tnot header_regexp X-Tokengate-Cookie", "\t\t\t# not header_regexp X-Tokengate-Cookie", "literal placeholder in X-Tokengate-Cookie"},
 		"readme: not the shipped line":     {readmeFile, "proxy_set_header X-Auth-Subject  $tg_subject;", "proxy_set_header X-Auth-Subject $http_x_auth_subject;", "is not in " + nginxFile},
 	}, checkProxyConfigs)
 }
