@@ -336,6 +336,20 @@ func proveProxy(t *testing.T, r *proxyRig) {
 		}
 	})
 
+	t.Run("a client cannot choose the route policy", func(t *testing.T) {
+		// The auth URL's path names a policy, from the proxy's
+		// configuration; a query the client adds (which Caddy's
+		// forward_auth keeps on the auth request) names none.
+		for _, target := range []string{"/admin/users?policy=open", "/admin/users?x=1&policy=open", "/admin/users?policy=nonexistent"} {
+			id := "policy " + target
+			got := send(t, r.addr, "GET", target, id, bearer(alice), "")
+			wantDenial(t, target, got, 403, "forbidden")
+			if _, ok := r.up.reached(id); ok {
+				t.Errorf("%s: reached the upstream", target)
+			}
+		}
+	})
+
 	t.Run("a request tokengate refuses to judge is 400", func(t *testing.T) {
 		got := send(t, r.addr, "GET", "/orders%2F..%2Fadmin", "encoded slash", bearer(alice), "")
 		wantDenial(t, "encoded slash", got, 400, "path_invalid")

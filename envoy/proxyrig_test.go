@@ -205,7 +205,8 @@ const rigAdminToken = "proxies-test-admin-token-0123456789abcdef"
 // rigPolicy is the route policy behind both proxies: /public is public,
 // /admin needs the admin role, a POST to /orders the orders:write scope,
 // /internal a valid token that does not go on (forward_token: false), the
-// rest a valid token.
+// rest a valid token. The policy open lets any valid token anywhere: no
+// shipped proxy configuration names it, so no client may choose it.
 const rigPolicy = `
 policy:
   unmatched: deny
@@ -225,6 +226,10 @@ policy:
         match: {path_prefix: /orders, methods: [POST]}
         require: {scopes: {all_of: ["orders:write"]}}
       - name: api
+        match: {path_prefix: /}
+        access: authenticated
+    open:
+      - name: anything
         match: {path_prefix: /}
         access: authenticated
 `

@@ -248,13 +248,13 @@ func FuzzHTTPEndpoint(f *testing.F) {
 			hr.Header["X-Forwarded-Uri"] = []string{decoy}
 			hr.Header["X-Original-Uri"] = []string{decoy}
 		case extauthz.HTTPModeForwarded:
-			hr.RequestURI = decoy
+			setAuthQuery(hr, decoy)
 			hr.Header["X-Forwarded-Method"] = []string{method}
 			hr.Header["X-Forwarded-Host"] = []string{host}
 			hr.Header["X-Forwarded-Uri"] = []string{target}
 			hr.Header["X-Original-Uri"] = []string{decoy}
 		case extauthz.HTTPModeNginx:
-			hr.RequestURI = decoy
+			setAuthQuery(hr, decoy)
 			hr.Host = host
 			hr.Header["X-Original-Method"] = []string{method}
 			hr.Header["X-Original-Uri"] = []string{target}
@@ -295,4 +295,12 @@ func FuzzHTTPEndpoint(f *testing.F) {
 			t.Fatalf("%q reads as under /internal and is allowed (%s)", target, reason)
 		}
 	})
+}
+
+// setAuthQuery puts a decoy in the auth request's query, where Caddy's
+// forward_auth leaves the client's: as a policy name, and as itself.
+func setAuthQuery(hr *http.Request, decoy string) {
+	q := url.Values{"policy": {decoy}}.Encode() + "&" + url.QueryEscape(decoy)
+	hr.RequestURI = "/check?" + q
+	hr.URL = &url.URL{Path: "/check", RawQuery: q}
 }

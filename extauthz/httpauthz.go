@@ -194,7 +194,7 @@ func (h *httpHandler) checkRequest(hr *http.Request) (*checkParts, string) {
 		default:
 			return nil, headerForwardedProto + " is not one of http and https"
 		}
-		policyName = hr.URL.Query().Get(PolicyKey)
+		policyName = authPolicy(hr.RequestURI)
 	case HTTPModeNginx:
 		var problem string
 		if method, problem = single(hr.Header, headerOriginalMethod); problem != "" {
@@ -204,7 +204,7 @@ func (h *httpHandler) checkRequest(hr *http.Request) (*checkParts, string) {
 			return nil, problem
 		}
 		host = hr.Host
-		policyName = hr.URL.Query().Get(PolicyKey)
+		policyName = authPolicy(hr.RequestURI)
 	}
 	switch {
 	case !isToken(method):
@@ -216,6 +216,27 @@ func (h *httpHandler) checkRequest(hr *http.Request) (*checkParts, string) {
 		return nil, "the request-target does not start with /"
 	}
 	return h.buildCheckRequest(hr, method, host, target, scheme, policyName), ""
+}
+
+// policyPathPrefix starts the auth request's path that names a route
+// policy in forwarded and nginx modes: /policy/NAME.
+const policyPathPrefix = "/policy/"
+
+// authPolicy is the route policy the auth request's target names (""
+// for the default): its path, /policy/NAME, which the proxy sets from its
+// configuration. Never its query: Caddy's forward_auth, given a path
+// alone, keeps the client's query string. A name no policy can have (empty,
+// with a '/') is passed on as it is, and refused as unknown.
+func authPolicy(target string) string {
+	path, _, _ := strings.Cut(target, "?")
+	name, ok := strings.CutPrefix(path, policyPathPrefix)
+	if !ok {
+		return ""
+	}
+	if name == "" {
+		return "/" // named, and no policy's name
+	}
+	return name
 }
 
 // single is the one value of a header that must appear exactly once.

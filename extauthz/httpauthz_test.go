@@ -66,17 +66,17 @@ func (r wireRequest) do(t *testing.T, addr string) (*http.Response, string) {
 // modeRequest is the request a proxy in mode sends to ask about the
 // original request (method, target, host, headers).
 func modeRequest(mode extauthz.HTTPMode, orig wireRequest, policyName string) wireRequest {
-	q := ""
+	auth := "/check"
 	if policyName != "" {
-		q = "?policy=" + policyName
+		auth = "/policy/" + policyName
 	}
 	switch mode {
 	case extauthz.HTTPModeForwarded:
-		return wireRequest{method: "GET", target: "/authz" + q, host: "tokengate.internal", headers: append(slices.Clone(orig.headers),
+		return wireRequest{method: "GET", target: auth, host: "tokengate.internal", headers: append(slices.Clone(orig.headers),
 			line{"X-Forwarded-Method", orig.method}, line{"X-Forwarded-Host", orig.host},
 			line{"X-Forwarded-Uri", orig.target}, line{"X-Forwarded-Proto", "https"})}
 	case extauthz.HTTPModeNginx:
-		return wireRequest{method: "GET", target: "/authz" + q, host: orig.host, headers: append(slices.Clone(orig.headers),
+		return wireRequest{method: "GET", target: auth, host: orig.host, headers: append(slices.Clone(orig.headers),
 			line{"X-Original-Method", orig.method}, line{"X-Original-URI", orig.target})}
 	}
 	return orig
@@ -407,4 +407,37 @@ func dumpHTTP(resp *http.Response, body string) string {
 	}
 	fmt.Fprintf(&b, "\n%s\n", body)
 	return b.String()
+}
+
+// TestHTTPPolicyFromTheAuthPath: in forwarded and nginx modes the route
+// policy is named by the auth request's path, /policy/NAME, which every
+// proxy sets from its configuration; never by its query, which Caddy's
+// forward_auth carries over from the client's request.
+func TestHTTPPolicyFromTheAuthPath(t *testing.T) {
+	e := newGoldenEnv(t)
+	srv := e.server(t, false, false, true)
+	addrs := serveHTTPModes(t, srv)
+	tok := goldenCases()["allowed_by_rule"].token(t, e)
+	orig := wireRequest{method: "GET", target: "/orders?id=1", host: "api.example.com",
+		headers: []line{{"Authorization", "Bearer " + tok}}}
+	for _, mode := range []extauthz.HTTPMode{extauthz.HTTPModeForwarded, extauthz.HTTPModeNginx} {
+		for _, c := range []struct {
+			authTarget, reason string
+		}{
+			{"/check", "allowed"},
+			{"/check?policy=nonexistent", "allowed"}, // a client's query: ignored
+			{"/check?policy=default&policy=nonexistent", "allowed"},
+			{"/policy/default", "allowed"},
+			{"/policy/nonexistent", "policy_unknown"},
+			{"/policy/", "policy_unknown"},
+			{"/policy/default/x", "policy_unknown"},
+		} {
+			ask := modeRequest(mode, orig, "")
+			ask.target = c.authTarget
+			resp, body := ask.do(t, addrs[mode])
+			if got := resp.Header.Get(extauthz.HeaderReason); got != c.reason {
+				t.Errorf("%s mode, auth request %s: %d %s (%s), want %s", mode, c.authTarget, resp.StatusCode, got, body, c.reason)
+			}
+		}
+	}
 }
