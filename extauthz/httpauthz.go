@@ -45,7 +45,11 @@ const (
 	// Caddy's forward_auth and Traefik's forwardAuth send them.
 	HTTPModeForwarded
 	// HTTPModeNginx: X-Original-Method and X-Original-URI, with Host, as
-	// nginx's auth_request examples set them.
+	// the shipped nginx configuration sets them. nginx's own auth_request
+	// example sets X-Original-URI alone; its subrequest is always a GET,
+	// with the upstream's Host: without the other two set from the
+	// request, a POST would be judged as the client's X-Original-Method
+	// says, and no host rule would match.
 	HTTPModeNginx
 )
 
@@ -457,15 +461,6 @@ func writeUndecided(w http.ResponseWriter, msg string) {
 	w.WriteHeader(http.StatusServiceUnavailable)
 	body, _ := json.Marshal(map[string]string{"error": "temporarily_unavailable", "error_description": msg})
 	_, _ = w.Write(body)
-}
-
-func setHeader(h http.Header, hv *corev3.HeaderValueOption) {
-	k, v := hv.GetHeader().GetKey(), hv.GetHeader().GetValue()
-	if hv.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
-		h.Add(k, v)
-		return
-	}
-	h.Set(k, v)
 }
 
 // reasonByName finds a reason by its name.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -218,19 +219,18 @@ func TestHTTPCannotDecide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	got := map[string]float64{}
 	for _, mf := range mfs {
 		if mf.GetName() != "tokengate_check_errors_total" {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			want := 1.0 // the gRPC one
-			if m.GetLabel()[0].GetValue() == "http" {
-				want = 3
-			}
-			if m.GetCounter().GetValue() != want {
-				t.Errorf("errors{protocol=%s} = %v, want %v", m.GetLabel()[0].GetValue(), m.GetCounter().GetValue(), want)
-			}
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
 		}
+	}
+	// One over gRPC, one per HTTP mode.
+	if want := map[string]float64{"grpc": 1, "http": 3}; !maps.Equal(got, want) {
+		t.Errorf("tokengate_check_errors_total by protocol = %v, want %v", got, want)
 	}
 }
 
@@ -341,13 +341,15 @@ func TestHTTPRequestInvalid(t *testing.T) {
 }
 
 // TestGoldenHTTP compares the HTTP form of a few answers with the files in
-// testdata/http/: an allow, a denial, a 400 only HTTP has (request_invalid)
+// testdata/http/: an allow, an allow that removes headers, a denial, a
+// 400 only HTTP has (request_invalid)
 // and the 503 of a request that cannot be decided. go test ./extauthz
 // -update rewrites them.
 func TestGoldenHTTP(t *testing.T) {
 	e := newGoldenEnv(t)
 	srv := e.server(t, false, false, false)
 	addrs := serveHTTPModes(t, srv)
+	policyAddrs := serveHTTPModes(t, e.server(t, false, false, true))
 	unloaded := newServer(t, extauthz.Options{Verifier: e.verifier, Headers: e.headers, Revocations: e.revocations,
 		Loaded: func() bool { return false }, MaxStaleness: time.Minute})
 	unloadedAddrs := serveHTTPModes(t, unloaded)
@@ -356,8 +358,10 @@ func TestGoldenHTTP(t *testing.T) {
 		addr string
 		req  wireRequest
 	}{
-		"allowed":         {addrs[extauthz.HTTPModeEnvoy], asRaw(cases["allowed"].request(t, e))},
-		"token_revoked":   {addrs[extauthz.HTTPModeEnvoy], asRaw(cases["token_revoked"].request(t, e))},
+		"allowed":       {addrs[extauthz.HTTPModeEnvoy], asRaw(cases["allowed"].request(t, e))},
+		"token_revoked": {addrs[extauthz.HTTPModeEnvoy], asRaw(cases["token_revoked"].request(t, e))},
+		// An allow with headers to remove (x-envoy-auth-headers-to-remove).
+		"anonymous":       {policyAddrs[extauthz.HTTPModeEnvoy], asRaw(cases["anonymous"].request(t, e))},
 		"request_invalid": {addrs[extauthz.HTTPModeNginx], wireRequest{"GET", "/authz", "api.example.com", nil}},
 		"undecided":       {unloadedAddrs[extauthz.HTTPModeEnvoy], asRaw(cases["allowed"].request(t, e))},
 	} {

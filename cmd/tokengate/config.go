@@ -437,8 +437,17 @@ func (c Config) buildFrom(src configSource) (settings, error) {
 		if _, _, err := net.SplitHostPort(c.Listen.AuthzHTTP); err != nil {
 			bad("listen.authz_http", "want host:port, got %q", c.Listen.AuthzHTTP)
 		}
-	} else if c.Listen.AuthzHTTPTLS.enabled() {
-		bad("listen.authz_http_tls", "set without listen.authz_http")
+	} else {
+		// Settings for an endpoint that is off: a listener forgotten.
+		if c.Listen.AuthzHTTPTLS.enabled() {
+			bad("listen.authz_http_tls", "set without listen.authz_http")
+		}
+		if c.AuthzHTTP.Mode != defaultConfig().AuthzHTTP.Mode {
+			bad("authz_http.mode", "set without listen.authz_http")
+		}
+		if c.AuthzHTTP.PathPrefix != "" {
+			bad("authz_http.path_prefix", "set without listen.authz_http")
+		}
 	}
 	errs = append(errs, c.Listen.AuthzHTTPTLS.validate("listen.authz_http_tls")...)
 	if mode, err := extauthz.ParseHTTPMode(c.AuthzHTTP.Mode); err != nil {

@@ -199,6 +199,13 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 		f.reloaded = hooks.tlsReloaded
 	}
 
+	var authzHandler http.Handler
+	if cfg.Listen.AuthzHTTP != "" {
+		if authzHandler, err = authz.HTTPHandler(cfg.authzHTTP); err != nil {
+			return fmt.Errorf("authz_http: %w", err)
+		}
+	}
+
 	grpcLis, httpLis := hooks.grpcListener, hooks.httpListener
 	if grpcLis == nil {
 		if grpcLis, err = net.Listen("tcp", cfg.Listen.GRPC); err != nil {
@@ -289,10 +296,6 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 	var zs *http.Server // the HTTP authorization endpoint's, when there is one
 	var authzLis net.Listener
 	if cfg.Listen.AuthzHTTP != "" {
-		handler, err := authz.HTTPHandler(cfg.authzHTTP)
-		if err != nil {
-			return fmt.Errorf("authz_http: %w", err)
-		}
 		if authzLis, err = net.Listen("tcp", cfg.Listen.AuthzHTTP); err != nil {
 			grpcLis.Close()
 			httpLis.Close()
@@ -301,7 +304,7 @@ func serve(ctx context.Context, cfg settings, log *slog.Logger, hooks serveHooks
 			}
 			return fmt.Errorf("listen.authz_http: %w", err)
 		}
-		zs = httpServer(handler, log, authzTLS)
+		zs = httpServer(authzHandler, log, authzTLS)
 		// Every request is the handler's to answer: net/http's own 200 to
 		// "OPTIONS *" would let a request on with no identity.
 		zs.DisableGeneralOptionsHandler = true
