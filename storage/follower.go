@@ -257,22 +257,32 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 // up, follows another feed than pos.Feed, the write's feed was replaced (a
 // failover, a restore) before this replica applied the write, which the
 // new feed may lack: WaitFor returns ErrWriteFeedReplaced, never nil,
-// whatever the new feed's sequence, and counts it.
+// whatever the new feed's sequence, and counts it. A feed read from a
+// standby may not have replayed the write yet: WaitFor reads it again,
+// backing off up to Poll, until it has.
 func (f *Follower) WaitFor(ctx context.Context, pos Position) error {
-	if err := f.CatchUp(ctx); err != nil {
-		return err
+	for wait := time.Millisecond; ; wait = min(2*wait, f.opts.Poll) {
+		if err := f.CatchUp(ctx); err != nil {
+			return err
+		}
+		got := f.index.Position()
+		if got.Feed != pos.Feed {
+			f.metrics.replaced.Inc()
+			f.opts.Logger.Error("a write's feed was replaced before this replica applied it; refusing to acknowledge it",
+				"write_feed", pos.Feed, "write_seq", pos.Seq, "feed", got.Feed, "seq", got.Seq)
+			return fmt.Errorf("%w (write at %d of feed %s, index at %d of feed %s)", ErrWriteFeedReplaced, pos.Seq, pos.Feed, got.Seq, got.Feed)
+		}
+		if got.Seq >= pos.Seq {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("index at %d after catching up, want %d: %w", got.Seq, pos.Seq, ctx.Err())
+		case <-t.C:
+		}
 	}
-	got := f.index.Position()
-	if got.Feed != pos.Feed {
-		f.metrics.replaced.Inc()
-		f.opts.Logger.Error("a write's feed was replaced before this replica applied it; refusing to acknowledge it",
-			"write_feed", pos.Feed, "write_seq", pos.Seq, "feed", got.Feed, "seq", got.Seq)
-		return fmt.Errorf("%w (write at %d of feed %s, index at %d of feed %s)", ErrWriteFeedReplaced, pos.Seq, pos.Feed, got.Seq, got.Feed)
-	}
-	if got.Seq < pos.Seq {
-		return fmt.Errorf("index at %d after catching up, want %d", got.Seq, pos.Seq)
-	}
-	return nil
 }
 
 func (f *Follower) reload(ctx context.Context) error {

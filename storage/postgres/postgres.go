@@ -38,8 +38,19 @@ const SweepMargin = time.Minute
 
 // Options configure Open.
 type Options struct {
-	// MaxConns bounds the pool (default 10).
+	// MaxConns bounds the pool (default 10): every read and write, but not
+	// the LISTEN connection. A replica that only reads needs one: its
+	// follower reads the feed one read at a time.
 	MaxConns int32
+	// FollowURL, when set, is where the feed is read from: a hot standby of
+	// the primary at Open's url. NOTIFY does not reach a standby (it
+	// replays WAL; LISTEN is refused there), so the store opens no LISTEN
+	// connection, Notify never fires, and readers learn of changes by
+	// polling; the feed is read over one connection of its own. Writes,
+	// sweeps, migrations and Get and List still go to the primary, whose
+	// pool then closes connections idle for a minute, so that a replica
+	// that only reads holds none there once it has started.
+	FollowURL string
 	// ListenReconnectDelay is the wait before the LISTEN connection is made
 	// again after it is lost (default 1s). Readers poll meanwhile.
 	ListenReconnectDelay time.Duration
@@ -54,7 +65,10 @@ type Options struct {
 
 // Store is the PostgreSQL backend.
 type Store struct {
-	pool   *pgxpool.Pool
+	pool *pgxpool.Pool // the primary: writes, sweeps, migrations, Get, List
+	// feed reads the change feed (Changes, Snapshot): the pool itself, or
+	// a pool of one connection to Options.FollowURL.
+	feed   *pgxpool.Pool
 	notify chan struct{}
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -69,11 +83,12 @@ var _ storage.Store = (*Store)(nil)
 
 // Open parses the URL and prepares a pool; it does not wait for the server,
 // so that a replica can start (not ready) while the database is down. The
-// LISTEN connection runs until Close, reconnecting on its own.
+// LISTEN connection runs until Close, reconnecting on its own; with
+// Options.FollowURL there is none (see there).
 func Open(url string, opts Options) (*Store, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	cfg, err := poolConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("postgres url: %w", redact(err))
+		return nil, fmt.Errorf("postgres url: %w", err)
 	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
@@ -84,19 +99,34 @@ func Open(url string, opts Options) (*Store, error) {
 	if opts.ListenReconnectDelay <= 0 {
 		opts.ListenReconnectDelay = time.Second
 	}
-	cfg.ConnConfig.RuntimeParams["application_name"] = "tokengate"
-	if cfg.ConnConfig.ConnectTimeout == 0 { // the URL's connect_timeout wins
-		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	var followCfg *pgxpool.Config
+	if opts.FollowURL != "" {
+		if followCfg, err = poolConfig(opts.FollowURL); err != nil {
+			return nil, fmt.Errorf("postgres follow url: %w", err)
+		}
+		// The follower reads one batch at a time.
+		followCfg.MaxConns = 1
+		followCfg.ConnConfig.RuntimeParams["application_name"] += "-follow"
+		cfg.MaxConnIdleTime = time.Minute
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", redact(err))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{pool: pool, notify: make(chan struct{}, 1), log: opts.Logger, cancel: cancel, done: make(chan struct{}), now: opts.Now}
+	s := &Store{pool: pool, feed: pool, notify: make(chan struct{}, 1), log: opts.Logger, cancel: cancel, done: make(chan struct{}), now: opts.Now}
+	if followCfg != nil {
+		if s.feed, err = pgxpool.NewWithConfig(context.Background(), followCfg); err != nil {
+			cancel()
+			pool.Close()
+			return nil, fmt.Errorf("postgres follow: %w", redact(err))
+		}
+		close(s.done) // no listener
+		return s, nil
+	}
 
 	listenCfg := cfg.ConnConfig.Copy()
-	listenCfg.RuntimeParams["application_name"] = "tokengate-listen"
+	listenCfg.RuntimeParams["application_name"] += "-listen"
 	l := &pgxlisten.Listener{
 		Connect:        func(ctx context.Context) (*pgx.Conn, error) { return pgx.ConnectConfig(ctx, listenCfg) },
 		LogError:       func(ctx context.Context, err error) { s.logListenError(ctx, err) },
@@ -110,16 +140,38 @@ func Open(url string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// poolConfig parses url with tokengate's connection defaults: the
+// application_name tokengate unless the URL names one (a replica's own
+// name, to tell replicas apart in pg_stat_activity), and a 5s connect
+// timeout unless the URL sets one.
+func poolConfig(url string) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, redact(err)
+	}
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "tokengate"
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 { // the URL's connect_timeout wins
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	return cfg, nil
+}
+
 // Close stops the listener and closes the pool.
 func (s *Store) Close() error {
 	s.cancel()
 	<-s.done
+	if s.feed != s.pool {
+		s.feed.Close()
+	}
 	s.pool.Close()
 	return nil
 }
 
 // Notify wakes readers when a NOTIFY arrives, and after the LISTEN
-// connection (re)connects, since notifications may have been missed.
+// connection (re)connects, since notifications may have been missed. With
+// Options.FollowURL it never fires: readers poll.
 func (s *Store) Notify() <-chan struct{} { return s.notify }
 
 func (s *Store) wake() {
@@ -476,7 +528,7 @@ const feedQuery = "SELECT tokengate_feed_identity(feed_id), last_seq, pruned_seq
 // transaction: the entries are exactly those of changes ≤ the sequence.
 func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (storage.Position, error) {
 	var pos storage.Position
-	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	err := pgx.BeginTxFunc(ctx, s.feed, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var last, pruned int64
 		if err := tx.QueryRow(ctx, feedQuery).Scan(&pos.Feed, &last, &pruned); err != nil {
 			return err
@@ -508,7 +560,7 @@ func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Rev
 // tells whether the feed is still after.Feed, at or past after.Seq, and not
 // pruned past it.
 func (s *Store) Changes(ctx context.Context, after storage.Position, limit int) ([]storage.Change, error) {
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.feed.Query(ctx, `
 		SELECT tokengate_feed_identity(f.feed_id), f.last_seq, f.pruned_seq, c.seq, c.op, c.revocation, c.committed_at
 		FROM tokengate_feed f LEFT JOIN LATERAL (
 			SELECT seq, op, revocation, committed_at FROM tokengate_changes
