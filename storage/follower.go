@@ -170,6 +170,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	defer expire.Stop()
 	failing := false
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return nil
@@ -177,9 +178,10 @@ func (f *Follower) Run(ctx context.Context) error {
 			f.metrics.swept.index.Add(float64(f.index.Expire(f.opts.Now())))
 			continue
 		case <-f.store.Notify():
+			err = f.catchUpNotified(ctx)
 		case <-poll.C:
+			err = f.CatchUp(ctx)
 		}
-		err := f.CatchUp(ctx)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil
@@ -222,6 +224,53 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 		return err
 	}
 	defer f.unlock()
+	return f.catchUpLocked(ctx)
+}
+
+// catchUpNotified runs on a notification. When the store pushed the
+// changes (Pusher), every notification since the last one carried its
+// change, and those past the index's position continue it without a gap in
+// the index's feed, it applies them and reads nothing; otherwise it reads
+// (CatchUp). Changes already applied are skipped: a read that ran
+// meanwhile returned them. So a notification whose change an earlier read
+// already applied costs nothing, and one change costs each replica one
+// notification rather than a notification and a read.
+func (f *Follower) catchUpNotified(ctx context.Context) error {
+	p, ok := f.store.(Pusher)
+	if !ok {
+		return f.CatchUp(ctx)
+	}
+	if err := f.lock(ctx); err != nil {
+		return err
+	}
+	defer f.unlock()
+	feed, changes, complete := p.Pushed()
+	at := f.index.Position()
+	if !complete || feed != at.Feed {
+		return f.catchUpLocked(ctx)
+	}
+	for len(changes) > 0 && changes[0].Seq <= at.Seq {
+		changes = changes[1:]
+	}
+	for i, c := range changes {
+		if c.Seq != at.Seq+uint64(i)+1 {
+			return f.catchUpLocked(ctx)
+		}
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	if _, err := f.index.Apply(changes); err != nil {
+		return f.catchUpLocked(ctx)
+	}
+	f.synced()
+	f.metrics.observeApplied(changes, f.opts.Now())
+	f.metrics.pushed.Add(float64(len(changes)))
+	return nil
+}
+
+// catchUpLocked is CatchUp, its caller holding the turn.
+func (f *Follower) catchUpLocked(ctx context.Context) error {
 	for {
 		at := f.index.Position()
 		changes, err := f.changes(ctx, at)
@@ -242,6 +291,7 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 		// Fresh only once applied: a replica stuck on a gap must go stale.
 		f.synced()
 		f.metrics.observeApplied(changes, f.opts.Now())
+		f.metrics.read.Add(float64(len(changes)))
 		if len(changes) < f.opts.BatchSize {
 			return nil
 		}

@@ -25,6 +25,10 @@ type propagationReport struct {
 	PerReplica []replicaLatencies `json:"per_replica"`
 	P99Limit   time.Duration      `json:"p99_limit_ns"`
 	Met        bool               `json:"met"`
+	// Background is the load written meanwhile through another replica
+	// (zero: none); Connections, the replicas' connections to the database.
+	Background  backgroundResult `json:"background"`
+	Connections connCount        `json:"connections"`
 }
 
 // newPropagationReport summarizes samples, each with the same number of
@@ -75,6 +79,15 @@ func (rep propagationReport) writeText(w io.Writer) error {
 			note += " (read-your-writes: it took the POST)"
 		}
 		line(r.Name, r.latencies, note)
+	}
+	if rep.Background.Rate > 0 {
+		b := rep.Background
+		fmt.Fprintf(w, "\nbackground load: %d revocations/s asked, %.0f/s made (%d sent, %d failed, %d ticks missed)\n",
+			b.Rate, b.Done, b.Sent, b.Failed, b.Missed)
+	}
+	if rep.Connections.Peak > 0 {
+		fmt.Fprintf(w, "\nPostgreSQL connections of the replicas (pg_stat_activity): %d at most, %d at the end\n",
+			rep.Connections.Peak, rep.Connections.End)
 	}
 	_, err := fmt.Fprintf(w, "\npropagation p99 %s  target p99 ≤ %s: %s\n",
 		fmtLatency(rep.Propagation.P99), rep.P99Limit, metText(rep.Met))

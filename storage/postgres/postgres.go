@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,8 +24,17 @@ import (
 	"github.com/tokengate/tokengate/storage"
 )
 
-// channel is the NOTIFY channel.
+// channel is the NOTIFY channel writers notify (empty payload) on commit,
+// for replicas of earlier versions.
 const channel = "tokengate_changes"
+
+// feedChannel is the channel replicas listen on: migration 0004's trigger
+// notifies every change on it, the change as the payload.
+const feedChannel = "tokengate_feed"
+
+// maxPushed bounds the changes notifications carry that no follower took
+// yet; past it they are dropped, and the follower reads the feed instead.
+const maxPushed = 4096
 
 // sweepLock is the advisory lock that lets one replica sweep at a time.
 const sweepLock = 0x746f6b656e737770 // "tokenswp"
@@ -74,6 +84,7 @@ type Store struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	now    func() time.Time // nil: the database server's clock
+	push   pushed
 	// beforeCommit, set only by tests (export_test.go), is called inside
 	// Apply's transaction once everything is written; an error aborts it.
 	beforeCommit func(storage.Result) error
@@ -132,7 +143,7 @@ func Open(url string, opts Options) (*Store, error) {
 		LogError:       func(ctx context.Context, err error) { s.logListenError(ctx, err) },
 		ReconnectDelay: opts.ListenReconnectDelay,
 	}
-	l.Handle(channel, wakeHandler{s})
+	l.Handle(feedChannel, wakeHandler{s})
 	go func() {
 		defer close(s.done)
 		l.Listen(ctx)
@@ -183,14 +194,91 @@ func (s *Store) wake() {
 
 type wakeHandler struct{ s *Store }
 
-func (h wakeHandler) HandleNotification(context.Context, *pgconn.Notification, *pgx.Conn) error {
+func (h wakeHandler) HandleNotification(ctx context.Context, n *pgconn.Notification, conn *pgx.Conn) error {
+	h.s.push.notified(ctx, n.Payload, conn)
 	h.s.wake()
 	return nil
 }
 
-func (h wakeHandler) HandleBacklog(context.Context, string, *pgx.Conn) error {
+// HandleBacklog runs on every (re)connection of the LISTEN connection:
+// notifications may have been missed, so the feed must be read.
+func (h wakeHandler) HandleBacklog(ctx context.Context, _ string, conn *pgx.Conn) error {
+	h.s.push.reconnected(ctx, conn)
 	h.s.wake()
 	return nil
+}
+
+// Pushed takes the changes notified since the last call; see
+// storage.Pusher.
+func (s *Store) Pushed() (feed string, changes []storage.Change, complete bool) {
+	return s.push.take()
+}
+
+// pushed keeps the changes the LISTEN connection's notifications carried
+// (migration 0004) until a follower takes them, with the identity of the
+// feed they belong to: the one of the server the LISTEN connection is on.
+type pushed struct {
+	mu       sync.Mutex
+	feed     string // the feed's identity; "" until known
+	feedID   string // the feed id part of it, which payloads name
+	changes  []storage.Change
+	complete bool // every notification since the last take carried its change
+}
+
+// notification is a payload of migration 0004's trigger.
+type notification struct {
+	Feed       string          `json:"feed"`
+	Seq        uint64          `json:"seq"`
+	Op         storage.Op      `json:"op"`
+	At         time.Time       `json:"at"`
+	Revocation json.RawMessage `json:"revocation"`
+}
+
+func (p *pushed) notified(ctx context.Context, payload string, conn *pgx.Conn) {
+	var n notification
+	err := json.Unmarshal([]byte(payload), &n)
+	c := storage.Change{Seq: n.Seq, Op: n.Op, At: n.At.UTC()}
+	if err == nil && len(n.Revocation) > 0 {
+		err = json.Unmarshal(n.Revocation, &c.Revocation)
+	}
+	c.Revocation.Seq = c.Seq
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.feed == "" { // the schema was migrated after the LISTEN connection was made
+		p.feed, p.feedID = feedIdentity(ctx, conn)
+	}
+	// Another feed id than the connection's: the feed was re-created under
+	// it. Only a read tells what became of this replica's position.
+	if err != nil || len(n.Revocation) == 0 || n.Feed != p.feedID || p.feed == "" || len(p.changes) >= maxPushed {
+		p.changes, p.complete = nil, false
+		return
+	}
+	p.changes = append(p.changes, c)
+}
+
+func (p *pushed) reconnected(ctx context.Context, conn *pgx.Conn) {
+	feed, feedID := feedIdentity(ctx, conn)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.feed, p.feedID, p.changes, p.complete = feed, feedID, nil, false
+}
+
+func (p *pushed) take() (string, []storage.Change, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	feed, changes, complete := p.feed, p.changes, p.complete
+	p.changes, p.complete = nil, true
+	return feed, changes, complete
+}
+
+// feedIdentity is the identity and the feed id of the feed on conn's
+// server, or "" when they cannot be read (not migrated yet, or the
+// connection failed).
+func feedIdentity(ctx context.Context, conn *pgx.Conn) (feed, feedID string) {
+	if err := conn.QueryRow(ctx, "SELECT tokengate_feed_identity(feed_id), feed_id FROM tokengate_feed").Scan(&feed, &feedID); err != nil {
+		return "", ""
+	}
+	return feed, feedID
 }
 
 func (s *Store) logListenError(ctx context.Context, err error) {
