@@ -69,7 +69,13 @@ type Follower struct {
 
 	metrics *followerMetrics
 
-	turn     chan struct{} // one catch-up at a time: hold it to read and apply
+	turn chan struct{} // one catch-up at a time: hold it to read and apply
+	// reads numbers the reads of the feed as they begin; readDone, under
+	// the turn, is the number of the last one that ended without error.
+	// WaitFor shares a read begun after it was called instead of making
+	// its own: many writes through one replica wait on one read.
+	reads    atomic.Uint64
+	readDone uint64
 	loaded   atomic.Bool
 	lastSync atomic.Int64 // Unix nanoseconds of the last successful read
 }
@@ -271,6 +277,30 @@ func (f *Follower) catchUpNotified(ctx context.Context) error {
 
 // catchUpLocked is CatchUp, its caller holding the turn.
 func (f *Follower) catchUpLocked(ctx context.Context) error {
+	n := f.reads.Add(1)
+	if err := f.readLocked(ctx); err != nil {
+		return err
+	}
+	f.readDone = n
+	return nil
+}
+
+// catchUpSince catches up unless a read begun after read number since
+// has ended without error meanwhile: what it read was committed before
+// the caller's call, and is applied.
+func (f *Follower) catchUpSince(ctx context.Context, since uint64) error {
+	if err := f.lock(ctx); err != nil {
+		return err
+	}
+	defer f.unlock()
+	if f.readDone > since {
+		return nil
+	}
+	return f.catchUpLocked(ctx)
+}
+
+// readLocked reads and applies the feed to its end, or reloads.
+func (f *Follower) readLocked(ctx context.Context) error {
 	for {
 		at := f.index.Position()
 		changes, err := f.changes(ctx, at)
@@ -301,9 +331,11 @@ func (f *Follower) catchUpLocked(ctx context.Context) error {
 // WaitFor returns once the index has applied the write at pos
 // (read-your-writes: a write made through this replica is in its index
 // before the write call returns), or with an error when ctx ends first,
-// even while another catch-up is under way. It always reads the feed first:
-// an index already past pos.Seq may be past it in a feed that has since
-// been reset, where pos.Seq names another change. When the index, caught
+// even while another catch-up is under way. It always reads the feed
+// first, or waits for a read that began after it was called (and so after
+// the write committed) and shares it: an index already past pos.Seq may be
+// past it in a feed that has since been reset, where pos.Seq names another
+// change. When the index, caught
 // up, follows another feed than pos.Feed, the write's feed was replaced (a
 // failover, a restore) before this replica applied the write, which the
 // new feed may lack: WaitFor returns ErrWriteFeedReplaced, never nil,
@@ -312,7 +344,7 @@ func (f *Follower) catchUpLocked(ctx context.Context) error {
 // backing off up to Poll, until it has.
 func (f *Follower) WaitFor(ctx context.Context, pos Position) error {
 	for wait := time.Millisecond; ; wait = min(2*wait, f.opts.Poll) {
-		if err := f.CatchUp(ctx); err != nil {
+		if err := f.catchUpSince(ctx, f.reads.Load()); err != nil {
 			return err
 		}
 		got := f.index.Position()
