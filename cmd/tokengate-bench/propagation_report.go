@@ -21,7 +21,10 @@ type propagationReport struct {
 	// until every replica denied the token.
 	Propagation latencies `json:"propagation"`
 	// Write is the POST's round trip.
-	Write      latencies          `json:"write"`
+	Write latencies `json:"write"`
+	// AfterWrite is, per revocation, the time from the POST's answer until
+	// every replica denied: the read path's share of Propagation.
+	AfterWrite latencies          `json:"after_write"`
 	PerReplica []replicaLatencies `json:"per_replica"`
 	P99Limit   time.Duration      `json:"p99_limit_ns"`
 	Met        bool               `json:"met"`
@@ -38,10 +41,11 @@ func newPropagationReport(samples []sample, postgres string) propagationReport {
 	if len(samples) > 0 {
 		replicas = len(samples[0].denied)
 	}
-	var prop, write []time.Duration
+	var prop, write, after []time.Duration
 	perReplica := make([][]time.Duration, replicas)
 	for _, s := range samples {
 		prop = append(prop, s.propagation())
+		after = append(after, max(s.propagation()-s.write, 0))
 		write = append(write, s.write)
 		for i, d := range s.denied {
 			perReplica[i] = append(perReplica[i], d)
@@ -53,6 +57,7 @@ func newPropagationReport(samples []sample, postgres string) propagationReport {
 		Postgres:    postgres,
 		Propagation: summarizeDurations(prop),
 		Write:       summarizeDurations(write),
+		AfterWrite:  summarizeDurations(after),
 		P99Limit:    maxPropagationP99,
 	}
 	for i, ds := range perReplica {
@@ -73,6 +78,7 @@ func (rep propagationReport) writeText(w io.Writer) error {
 	}
 	line("propagation", rep.Propagation, "until every replica denies")
 	line("write", rep.Write, "until the POST's answer (201)")
+	line("after write", rep.AfterWrite, "from the POST's answer until every replica denies")
 	for _, r := range rep.PerReplica {
 		note := "until it denies"
 		if r.Writer {
