@@ -40,6 +40,8 @@ type propagationConfig struct {
 	revocations int
 	background  int           // revocations/s through another replica while measuring; 0: none
 	checkEvery  time.Duration // between one replica's Checks while waiting for its denial
+	standby     bool          // replicas 2… read the feed from a streaming standby
+	poll        time.Duration // every replica's revocation.poll_interval
 	postgresURL string        // empty: a throwaway durable cluster
 	json        bool
 }
@@ -55,6 +57,9 @@ func parsePropagationConfig(args []string, stderr io.Writer) (propagationConfig,
 		"a background load of this many revocations/s, written through one more replica (not measured) while measuring")
 	fs.DurationVar(&cfg.checkEvery, "check-every", time.Millisecond,
 		"the pause between one replica's Checks while waiting for it to deny (0: a tight loop): the measurement's resolution")
+	fs.BoolVar(&cfg.standby, "standby", false,
+		"replicas 2… read the feed from an asynchronous streaming standby of the throwaway cluster (storage.follow_url), by polling")
+	fs.DurationVar(&cfg.poll, "poll", time.Second, "every replica's revocation.poll_interval")
 	fs.StringVar(&cfg.postgresURL, "postgres-url", "",
 		"the replicas' database, on an existing server (its tables are created if missing); "+
 			"default: a throwaway durable cluster, removed at the end")
@@ -71,6 +76,12 @@ func (c propagationConfig) validate() error {
 	}
 	if c.replicas < 1 || c.replicas > maxReplicas {
 		bad("replicas", "must be between 1 and %d, got %d", maxReplicas, c.replicas)
+	}
+	if c.standby && c.postgresURL != "" {
+		bad("standby", "needs the throwaway cluster: leave -postgres-url out")
+	}
+	if c.poll < 10*time.Millisecond || c.poll > 30*time.Second {
+		bad("poll", "must be between 10ms and 30s, got %s", c.poll)
 	}
 	if c.checkEvery < 0 || c.checkEvery > 100*time.Millisecond {
 		bad("check-every", "must be between 0 and 100ms, got %s", c.checkEvery)
@@ -103,12 +114,26 @@ func benchPropagation(ctx context.Context, cfg propagationConfig, w io.Writer) (
 	// Replica 1 takes the measured writes; the others only read, as most
 	// replicas of a deployment do (and hold 2 connections each). With a
 	// background load, one more replica takes it.
+	followURL := ""
+	if cfg.standby {
+		fmt.Fprintln(w, "starting a streaming standby; replicas 2… read the feed from it")
+		standby, err := bench.db.cluster.StartStandby(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("start a standby: %w", err)
+		}
+		defer standby.Close(context.WithoutCancel(ctx))
+		followURL = standby.URL(benchDatabase)
+	}
 	configs := make([]string, cfg.replicas, cfg.replicas+1)
 	for i := range configs {
-		configs[i] = replicaConfig(bench.iss.URL, adminToken, bench.db.url, i == 0)
+		follow := followURL
+		if i == 0 {
+			follow = ""
+		}
+		configs[i] = followerConfig(bench.iss.URL, adminToken, bench.db.url, follow, cfg.poll, i == 0)
 	}
 	if cfg.background > 0 {
-		configs = append(configs, replicaConfig(bench.iss.URL, adminToken, bench.db.url, true))
+		configs = append(configs, followerConfig(bench.iss.URL, adminToken, bench.db.url, "", cfg.poll, true))
 	}
 	dir, err := os.MkdirTemp("", "tokengate-bench-")
 	if err != nil {
@@ -172,12 +197,18 @@ func benchPropagation(ctx context.Context, cfg propagationConfig, w io.Writer) (
 // the replica only reads: one pool connection besides its LISTEN one).
 // Each replica logs one line per revocation it makes or denies.
 func replicaConfig(issuerURL, adminToken, dbURL string, writes bool) string {
+	return followerConfig(issuerURL, adminToken, dbURL, "", time.Second, writes)
+}
+
+// followerConfig is replicaConfig reading the feed from followURL (a
+// standby; "": the primary at dbURL) and polling it every poll.
+func followerConfig(issuerURL, adminToken, dbURL, followURL string, poll time.Duration, writes bool) string {
 	admin := ""
 	if writes {
 		admin = fmt.Sprintf("admin: {token: %q}\n", adminToken)
 	}
 	return replicaBase + admin + fmt.Sprintf(`issuers: [{name: bench, issuer: %q, audiences: [%s]}]
-storage: {postgres_url: %q}
-revocation: {poll_interval: 1s}
-`, issuerURL, benchAudience, dbURL)
+storage: {postgres_url: %q, follow_url: %q}
+revocation: {poll_interval: %s}
+`, issuerURL, benchAudience, dbURL, followURL, poll)
 }

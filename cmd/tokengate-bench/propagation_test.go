@@ -163,17 +163,18 @@ func TestPropagationReportText(t *testing.T) {
 
 func TestPropagationFlags(t *testing.T) {
 	checkFlagErrors(t, []string{propagationCommand}, map[string]flagCase{
-		"all wrong":      {[]string{"-tokengate", "", "-replicas", "0", "-revocations", "0"}, []string{"-tokengate:", "-replicas:", "-revocations:"}},
-		"too many":       {[]string{"-replicas", "65", "-revocations", "10001", "-background", "5001"}, []string{"-replicas:", "-revocations:", "-background:"}},
-		"negative":       {[]string{"-background", "-1", "-check-every", "-1ms"}, []string{"-background:", "-check-every:"}},
-		"stray argument": {[]string{"extra"}, []string{"unexpected arguments"}},
-		"load flag":      {[]string{"-concurrency", "4"}, []string{"-concurrency"}},
+		"all wrong":       {[]string{"-tokengate", "", "-replicas", "0", "-revocations", "0"}, []string{"-tokengate:", "-replicas:", "-revocations:"}},
+		"too many":        {[]string{"-replicas", "65", "-revocations", "10001", "-background", "5001"}, []string{"-replicas:", "-revocations:", "-background:"}},
+		"negative":        {[]string{"-background", "-1", "-check-every", "-1ms", "-poll", "0s"}, []string{"-background:", "-check-every:", "-poll:"}},
+		"standby, own db": {[]string{"-standby", "-postgres-url", "postgres://x/y"}, []string{"-standby:"}},
+		"stray argument":  {[]string{"extra"}, []string{"unexpected arguments"}},
+		"load flag":       {[]string{"-concurrency", "4"}, []string{"-concurrency"}},
 	})
 	cfg, err := parsePropagationConfig(nil, io.Discard)
 	if err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	if want := (propagationConfig{tokengate: "bin/tokengate", replicas: 3, revocations: 200, checkEvery: ms}); cfg != want {
+	if want := (propagationConfig{tokengate: "bin/tokengate", replicas: 3, revocations: 200, checkEvery: ms, poll: time.Second}); cfg != want {
 		t.Errorf("defaults = %+v, want %+v", cfg, want)
 	}
 }

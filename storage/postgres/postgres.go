@@ -225,23 +225,19 @@ type pushed struct {
 	complete bool // every notification since the last take carried its change
 }
 
-// notification is a payload of migration 0004's trigger.
+// notification is a payload of migration 0004's trigger, decoded in one
+// pass: the change's entry straight into a Revocation.
 type notification struct {
-	Feed       string          `json:"feed"`
-	Seq        uint64          `json:"seq"`
-	Op         storage.Op      `json:"op"`
-	At         time.Time       `json:"at"`
-	Revocation json.RawMessage `json:"revocation"`
+	Feed       string              `json:"feed"`
+	Seq        uint64              `json:"seq"`
+	Op         storage.Op          `json:"op"`
+	At         time.Time           `json:"at"`
+	Revocation *storage.Revocation `json:"revocation"`
 }
 
 func (p *pushed) notified(ctx context.Context, payload string, conn *pgx.Conn) {
 	var n notification
 	err := json.Unmarshal([]byte(payload), &n)
-	c := storage.Change{Seq: n.Seq, Op: n.Op, At: n.At.UTC()}
-	if err == nil && len(n.Revocation) > 0 {
-		err = json.Unmarshal(n.Revocation, &c.Revocation)
-	}
-	c.Revocation.Seq = c.Seq
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.feed == "" { // the schema was migrated after the LISTEN connection was made
@@ -249,10 +245,12 @@ func (p *pushed) notified(ctx context.Context, payload string, conn *pgx.Conn) {
 	}
 	// Another feed id than the connection's: the feed was re-created under
 	// it. Only a read tells what became of this replica's position.
-	if err != nil || len(n.Revocation) == 0 || n.Feed != p.feedID || p.feed == "" || len(p.changes) >= maxPushed {
+	if err != nil || n.Revocation == nil || n.Feed != p.feedID || p.feed == "" || len(p.changes) >= maxPushed {
 		p.changes, p.complete = nil, false
 		return
 	}
+	c := storage.Change{Seq: n.Seq, Op: n.Op, At: n.At.UTC(), Revocation: *n.Revocation}
+	c.Revocation.Seq = c.Seq
 	p.changes = append(p.changes, c)
 }
 
