@@ -58,7 +58,7 @@ func parsePropagationConfig(args []string, stderr io.Writer) (propagationConfig,
 	fs.DurationVar(&cfg.checkEvery, "check-every", time.Millisecond,
 		"the pause between one replica's Checks while waiting for it to deny (0: a tight loop): the measurement's resolution")
 	fs.BoolVar(&cfg.standby, "standby", false,
-		"replicas 2… read the feed from an asynchronous streaming standby of the throwaway cluster (storage.follow_url), by polling")
+		"replicas 2… read the feed from an asynchronous streaming standby of the throwaway cluster (storage.follow_url), by polling; each revocation then waits a random time below -poll first")
 	fs.DurationVar(&cfg.poll, "poll", time.Second, "every replica's revocation.poll_interval")
 	fs.StringVar(&cfg.postgresURL, "postgres-url", "",
 		"the replicas' database, on an existing server (its tables are created if missing); "+
@@ -175,7 +175,11 @@ func benchPropagation(ctx context.Context, cfg propagationConfig, w io.Writer) (
 		load = startBackgroundLoad(ctx, newAdminClient(loader.addrs.HTTP, adminToken), cfg.background)
 		time.Sleep(time.Second) // into its stride before measuring
 	}
-	samples, err := measurePropagation(ctx, replicas, admin, tokens, w)
+	var spread time.Duration
+	if cfg.standby { // the readers poll
+		spread = cfg.poll
+	}
+	samples, err := measurePropagation(ctx, replicas, admin, tokens, spread, w)
 	var bg backgroundResult
 	if load != nil {
 		bg = load.stop()
@@ -203,12 +207,15 @@ func replicaConfig(issuerURL, adminToken, dbURL string, writes bool) string {
 // followerConfig is replicaConfig reading the feed from followURL (a
 // standby; "": the primary at dbURL) and polling it every poll.
 func followerConfig(issuerURL, adminToken, dbURL, followURL string, poll time.Duration, writes bool) string {
-	admin := ""
+	admin, follow := "", ""
 	if writes {
 		admin = fmt.Sprintf("admin: {token: %q}\n", adminToken)
 	}
+	if followURL != "" { // absent otherwise: earlier versions refuse the key
+		follow = fmt.Sprintf(", follow_url: %q", followURL)
+	}
 	return replicaBase + admin + fmt.Sprintf(`issuers: [{name: bench, issuer: %q, audiences: [%s]}]
-storage: {postgres_url: %q, follow_url: %q}
+storage: {postgres_url: %q%s}
 revocation: {poll_interval: %s}
-`, issuerURL, benchAudience, dbURL, followURL, poll)
+`, issuerURL, benchAudience, dbURL, follow, poll)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -144,11 +145,17 @@ func (s sample) propagation() time.Duration {
 }
 
 // measurePropagation revokes the tokens one after another through
-// replicas[0] and times each, reporting progress to w.
-func measurePropagation(ctx context.Context, replicas []*replica, admin *adminClient, tokens []string, w io.Writer) ([]sample, error) {
+// replicas[0] and times each, reporting progress to w. With spread, each
+// revocation waits a random time below it first: replicas that poll would
+// otherwise see every write just after their last poll, each the one
+// before it having ended on a poll.
+func measurePropagation(ctx context.Context, replicas []*replica, admin *adminClient, tokens []string, spread time.Duration, w io.Writer) ([]sample, error) {
 	samples := make([]sample, 0, len(tokens))
 	every := max(len(tokens)/10, 1)
 	for i, tok := range tokens {
+		if spread > 0 {
+			time.Sleep(rand.N(spread))
+		}
 		s, err := revokeOnce(ctx, replicas, admin, tok)
 		if err != nil {
 			return nil, fmt.Errorf("revocation %d/%d: %w", i+1, len(tokens), err)
