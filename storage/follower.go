@@ -331,15 +331,14 @@ func (f *Follower) readLocked(ctx context.Context) error {
 // WaitFor returns once the index has applied the write at pos
 // (read-your-writes: a write made through this replica is in its index
 // before the write call returns), or with an error when ctx ends first,
-// even while another catch-up is under way. It always reads the feed
-// first, or waits for a read that began after it was called (and so after
-// the write committed) and shares it: an index already past pos.Seq may be
-// past it in a feed that has since been reset, where pos.Seq names another
-// change. When the index, caught
-// up, follows another feed than pos.Feed, the write's feed was replaced (a
-// failover, a restore) before this replica applied the write, which the
-// new feed may lack: WaitFor returns ErrWriteFeedReplaced, never nil,
-// whatever the new feed's sequence, and counts it. A feed read from a
+// even while another catch-up is under way. It always reads the feed first,
+// or shares a read that began after it was called (and so after the write
+// committed): an index already past pos.Seq may be past it in a feed that
+// has since been reset, where pos.Seq names another change. When the index,
+// caught up, follows another feed than pos.Feed, the write's feed was
+// replaced (a failover, a restore) before this replica applied the write,
+// which the new feed may lack: WaitFor returns ErrWriteFeedReplaced, never
+// nil, whatever the new feed's sequence, and counts it. A feed read from a
 // standby may not have replayed the write yet: WaitFor reads it again,
 // backing off up to Poll, until it has.
 func (f *Follower) WaitFor(ctx context.Context, pos Position) error {

@@ -1,8 +1,11 @@
 // Package postgres is the shared revocation store for many tokengate
 // replicas (pgx v5). Writers take the row lock of tokengate_feed to number
 // their changes and hold it until commit, so changes commit in sequence order
-// without gaps; NOTIFY wakes every replica, which then reads the feed after
-// its last applied sequence.
+// without gaps. Every change is notified with the change as its payload (a
+// trigger, migration 0004): a replica applies it from the notification when
+// it continues its position, and otherwise reads the feed after its last
+// applied sequence. A replica may read the feed from a hot standby instead
+// (Options.FollowURL), by polling.
 package postgres
 
 import (
