@@ -69,7 +69,13 @@ type Follower struct {
 
 	metrics *followerMetrics
 
-	turn     chan struct{} // one catch-up at a time: hold it to read and apply
+	turn chan struct{} // one catch-up at a time: hold it to read and apply
+	// reads numbers the reads of the feed as they begin; readDone, under
+	// the turn, is the number of the last one that ended without error.
+	// WaitFor shares a read begun after it was called instead of making
+	// its own: many writes through one replica wait on one read.
+	reads    atomic.Uint64
+	readDone uint64
 	loaded   atomic.Bool
 	lastSync atomic.Int64 // Unix nanoseconds of the last successful read
 }
@@ -170,6 +176,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	defer expire.Stop()
 	failing := false
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return nil
@@ -177,9 +184,10 @@ func (f *Follower) Run(ctx context.Context) error {
 			f.metrics.swept.index.Add(float64(f.index.Expire(f.opts.Now())))
 			continue
 		case <-f.store.Notify():
+			err = f.catchUpNotified(ctx)
 		case <-poll.C:
+			err = f.CatchUp(ctx)
 		}
-		err := f.CatchUp(ctx)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil
@@ -222,6 +230,77 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 		return err
 	}
 	defer f.unlock()
+	return f.catchUpLocked(ctx)
+}
+
+// catchUpNotified runs on a notification. When the store pushed the
+// changes (Pusher), every notification since the last one carried its
+// change, and those past the index's position continue it without a gap in
+// the index's feed, it applies them and reads nothing; otherwise it reads
+// (CatchUp). Changes already applied are skipped: a read that ran
+// meanwhile returned them. So a notification whose change an earlier read
+// already applied costs nothing, and one change costs each replica one
+// notification rather than a notification and a read.
+func (f *Follower) catchUpNotified(ctx context.Context) error {
+	p, ok := f.store.(Pusher)
+	if !ok {
+		return f.CatchUp(ctx)
+	}
+	if err := f.lock(ctx); err != nil {
+		return err
+	}
+	defer f.unlock()
+	feed, changes, complete := p.Pushed()
+	at := f.index.Position()
+	if !complete || feed != at.Feed {
+		return f.catchUpLocked(ctx)
+	}
+	for len(changes) > 0 && changes[0].Seq <= at.Seq {
+		changes = changes[1:]
+	}
+	for i, c := range changes {
+		if c.Seq != at.Seq+uint64(i)+1 {
+			return f.catchUpLocked(ctx)
+		}
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	if _, err := f.index.Apply(changes); err != nil {
+		return f.catchUpLocked(ctx)
+	}
+	f.synced()
+	f.metrics.observeApplied(changes, f.opts.Now())
+	f.metrics.pushed.Add(float64(len(changes)))
+	return nil
+}
+
+// catchUpLocked is CatchUp, its caller holding the turn.
+func (f *Follower) catchUpLocked(ctx context.Context) error {
+	n := f.reads.Add(1)
+	if err := f.readLocked(ctx); err != nil {
+		return err
+	}
+	f.readDone = n
+	return nil
+}
+
+// catchUpSince catches up unless a read begun after read number since
+// has ended without error meanwhile: what it read was committed before
+// the caller's call, and is applied.
+func (f *Follower) catchUpSince(ctx context.Context, since uint64) error {
+	if err := f.lock(ctx); err != nil {
+		return err
+	}
+	defer f.unlock()
+	if f.readDone > since {
+		return nil
+	}
+	return f.catchUpLocked(ctx)
+}
+
+// readLocked reads and applies the feed to its end, or reloads.
+func (f *Follower) readLocked(ctx context.Context) error {
 	for {
 		at := f.index.Position()
 		changes, err := f.changes(ctx, at)
@@ -242,6 +321,7 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 		// Fresh only once applied: a replica stuck on a gap must go stale.
 		f.synced()
 		f.metrics.observeApplied(changes, f.opts.Now())
+		f.metrics.read.Add(float64(len(changes)))
 		if len(changes) < f.opts.BatchSize {
 			return nil
 		}
@@ -251,28 +331,39 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 // WaitFor returns once the index has applied the write at pos
 // (read-your-writes: a write made through this replica is in its index
 // before the write call returns), or with an error when ctx ends first,
-// even while another catch-up is under way. It always reads the feed first:
-// an index already past pos.Seq may be past it in a feed that has since
-// been reset, where pos.Seq names another change. When the index, caught
-// up, follows another feed than pos.Feed, the write's feed was replaced (a
-// failover, a restore) before this replica applied the write, which the
-// new feed may lack: WaitFor returns ErrWriteFeedReplaced, never nil,
-// whatever the new feed's sequence, and counts it.
+// even while another catch-up is under way. It always reads the feed first,
+// or shares a read that began after it was called (and so after the write
+// committed): an index already past pos.Seq may be past it in a feed that
+// has since been reset, where pos.Seq names another change. When the index,
+// caught up, follows another feed than pos.Feed, the write's feed was
+// replaced (a failover, a restore) before this replica applied the write,
+// which the new feed may lack: WaitFor returns ErrWriteFeedReplaced, never
+// nil, whatever the new feed's sequence, and counts it. A feed read from a
+// standby may not have replayed the write yet: WaitFor reads it again,
+// backing off up to Poll, until it has.
 func (f *Follower) WaitFor(ctx context.Context, pos Position) error {
-	if err := f.CatchUp(ctx); err != nil {
-		return err
+	for wait := time.Millisecond; ; wait = min(2*wait, f.opts.Poll) {
+		if err := f.catchUpSince(ctx, f.reads.Load()); err != nil {
+			return err
+		}
+		got := f.index.Position()
+		if got.Feed != pos.Feed {
+			f.metrics.replaced.Inc()
+			f.opts.Logger.Error("a write's feed was replaced before this replica applied it; refusing to acknowledge it",
+				"write_feed", pos.Feed, "write_seq", pos.Seq, "feed", got.Feed, "seq", got.Seq)
+			return fmt.Errorf("%w (write at %d of feed %s, index at %d of feed %s)", ErrWriteFeedReplaced, pos.Seq, pos.Feed, got.Seq, got.Feed)
+		}
+		if got.Seq >= pos.Seq {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("index at %d after catching up, want %d: %w", got.Seq, pos.Seq, ctx.Err())
+		case <-t.C:
+		}
 	}
-	got := f.index.Position()
-	if got.Feed != pos.Feed {
-		f.metrics.replaced.Inc()
-		f.opts.Logger.Error("a write's feed was replaced before this replica applied it; refusing to acknowledge it",
-			"write_feed", pos.Feed, "write_seq", pos.Seq, "feed", got.Feed, "seq", got.Seq)
-		return fmt.Errorf("%w (write at %d of feed %s, index at %d of feed %s)", ErrWriteFeedReplaced, pos.Seq, pos.Feed, got.Seq, got.Feed)
-	}
-	if got.Seq < pos.Seq {
-		return fmt.Errorf("index at %d after catching up, want %d", got.Seq, pos.Seq)
-	}
-	return nil
 }
 
 func (f *Follower) reload(ctx context.Context) error {

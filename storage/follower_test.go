@@ -3,8 +3,10 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -229,6 +231,64 @@ func TestSnapshotTimeoutBoundsALoad(t *testing.T) {
 		}
 		if got := time.Since(start); got != 20*time.Second {
 			t.Errorf("gave up after %v, want the snapshot timeout, 20s", got)
+		}
+	})
+}
+
+// gatedStore counts the feed's reads, and holds each until gate is closed.
+type gatedStore struct {
+	*bolt.Store
+	gate  chan struct{}
+	reads atomic.Int32
+}
+
+func (s *gatedStore) Changes(ctx context.Context, after storage.Position, limit int) ([]storage.Change, error) {
+	s.reads.Add(1)
+	select {
+	case <-s.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.Store.Changes(ctx, after, limit)
+}
+
+// TestWritesShareARead: writes through one replica that wait for their
+// changes while a read is under way (begun before they committed, so it
+// may lack them) share the next read instead of making one each.
+func TestWritesShareARead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, err := bolt.Open(filepath.Join(t.TempDir(), "t.db"), bolt.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		s := &gatedStore{Store: b, gate: make(chan struct{})}
+		x := storage.NewIndex()
+		if err := x.Load(t.Context(), b, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		f, err := storage.NewFollower(s, x, storage.FollowerOptions{ReadTimeout: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error)
+		first := revokeIn(t, b, "first")
+		go func() { errs <- f.WaitFor(t.Context(), first) }()
+		synctest.Wait() // its read is held
+		const writes = 10
+		for i := range writes {
+			pos := revokeIn(t, b, fmt.Sprint("later-", i))
+			go func() { errs <- f.WaitFor(t.Context(), pos) }()
+		}
+		synctest.Wait() // they wait for the follower
+		close(s.gate)
+		for range writes + 1 {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+		if got := s.reads.Load(); got != 2 {
+			t.Errorf("%d reads for %d writes, want 2: the first write's, and one for the %d made while it ran", got, writes+1, writes)
 		}
 	})
 }

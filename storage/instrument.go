@@ -71,3 +71,12 @@ func (i *instrumented) Sweep(ctx context.Context, now time.Time, keep time.Durat
 	i.observe("sweep", time.Since(start), err)
 	return n, err
 }
+
+// Pushed forwards to the store when it is a Pusher; otherwise nothing was
+// pushed, and the follower reads.
+func (i *instrumented) Pushed() (string, []Change, bool) {
+	if p, ok := i.Store.(Pusher); ok {
+		return p.Pushed()
+	}
+	return "", nil, false
+}

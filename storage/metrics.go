@@ -32,6 +32,9 @@ type followerMetrics struct {
 	resets   prometheus.Counter
 	lost     prometheus.Counter
 	replaced prometheus.Counter
+	// Changes applied as a notification carried them, or as a read
+	// returned them.
+	pushed, read prometheus.Counter
 }
 
 // newFollowerMetrics registers f's series with reg (nil: not registered):
@@ -58,10 +61,15 @@ func newFollowerMetrics(f *Follower, reg prometheus.Registerer) (*followerMetric
 		Name: "tokengate_revocation_writes_feed_replaced_total",
 		Help: "Writes through this replica whose feed was replaced (failover, restore) before this replica applied them: refused (503) for the sender to retry, never acknowledged.",
 	})
+	applied := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokengate_revocation_changes_applied_total",
+		Help: "Changes this replica applied from the feed, by how they came: via=notification (carried by a NOTIFY, no read) or via=read (a read of the feed).",
+	}, []string{"via"})
 	m := &followerMetrics{syncLag: syncLag, resets: resets, lost: lost, replaced: replaced}
 	m.swept.store, m.swept.index = swept.WithLabelValues("store"), swept.WithLabelValues("index")
+	m.pushed, m.read = applied.WithLabelValues("notification"), applied.WithLabelValues("read")
 	if reg != nil {
-		if err := register(reg, syncLag, swept, resets, lost, replaced, &indexCollector{f: f}); err != nil {
+		if err := register(reg, syncLag, swept, resets, lost, replaced, applied, &indexCollector{f: f}); err != nil {
 			return nil, err
 		}
 	}

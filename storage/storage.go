@@ -315,3 +315,17 @@ type Store interface {
 	Sweep(ctx context.Context, now time.Time, keepChanges time.Duration) (int, error)
 	Close() error
 }
+
+// Pusher is a Store whose notifications carry the changes themselves, so
+// that a follower woken by one applies them without reading the feed: with
+// many replicas, a read per replica per change is most of the store's load
+// and of each replica's work.
+type Pusher interface {
+	// Pushed takes the changes notified since the last call, in
+	// notification order, which is sequence order, and the identity of the
+	// feed they belong to. complete is false when some notification since
+	// the last call carried no change (it was too large, or some may have
+	// been missed while the notifications' connection was down): then the
+	// feed must be read.
+	Pushed() (feed string, changes []Change, complete bool)
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -34,6 +35,9 @@ type replica struct {
 	addrs  servingAddrs
 	conn   *grpc.ClientConn
 	client authv3.AuthorizationClient
+	// checkEvery paces firstRevoked: the wait between one answer and the
+	// next Check (0: none, a tight loop).
+	checkEvery time.Duration
 }
 
 func (r *replica) dial() error {
@@ -69,9 +73,11 @@ func (r *replica) decide(ctx context.Context, req *authv3.CheckRequest) (string,
 	return fmt.Sprintf("a denial without a reason (code %s)", codes.Code(resp.GetStatus().GetCode())), nil
 }
 
-// firstRevoked calls Check with req in a tight loop until the replica
+// firstRevoked calls Check with req, checkEvery apart, until the replica
 // denies it as token_revoked, and returns when that answer arrived: an upper
-// bound of when the replica began to deny, by at most one round trip.
+// bound of when the replica began to deny, by at most checkEvery and one
+// round trip. Tight loops on twenty replicas would take every core of a
+// small machine from the replicas they measure.
 // A Check cut short by ctx's deadline is the replica's fault: it still
 // allowed the token.
 func (r *replica) firstRevoked(ctx context.Context, req *authv3.CheckRequest) (time.Time, error) {
@@ -83,6 +89,9 @@ func (r *replica) firstRevoked(ctx context.Context, req *authv3.CheckRequest) (t
 		case err == nil && decision == reasonRevoked:
 			return at, nil
 		case err == nil && decision == reasonAllowed:
+			if r.checkEvery > 0 {
+				time.Sleep(r.checkEvery)
+			}
 			continue
 		case err == nil:
 			return at, r.proc.explain(fmt.Errorf("denies the revoked token as %s, want %s", decision, reasonRevoked))
@@ -136,11 +145,17 @@ func (s sample) propagation() time.Duration {
 }
 
 // measurePropagation revokes the tokens one after another through
-// replicas[0] and times each, reporting progress to w.
-func measurePropagation(ctx context.Context, replicas []*replica, admin *adminClient, tokens []string, w io.Writer) ([]sample, error) {
+// replicas[0] and times each, reporting progress to w. With spread, each
+// revocation waits a random time below it first: replicas that poll would
+// otherwise see every write just after their last poll, each the one
+// before it having ended on a poll.
+func measurePropagation(ctx context.Context, replicas []*replica, admin *adminClient, tokens []string, spread time.Duration, w io.Writer) ([]sample, error) {
 	samples := make([]sample, 0, len(tokens))
 	every := max(len(tokens)/10, 1)
 	for i, tok := range tokens {
+		if spread > 0 {
+			time.Sleep(rand.N(spread))
+		}
 		s, err := revokeOnce(ctx, replicas, admin, tok)
 		if err != nil {
 			return nil, fmt.Errorf("revocation %d/%d: %w", i+1, len(tokens), err)

@@ -130,7 +130,7 @@ func benchSoak(ctx context.Context, cfg soakConfig, w io.Writer) (rep soakReport
 	}
 	configs := make([]string, soakReplicas)
 	for i := range configs {
-		configs[i] = replicaConfig(bench.iss.URL, adminToken, bench.db.url) + fmt.Sprintf("cache: {max_bytes: %d}\n", cfg.cacheBytes)
+		configs[i] = replicaConfig(bench.iss.URL, adminToken, bench.db.url, true) + fmt.Sprintf("cache: {max_bytes: %d}\n", cfg.cacheBytes)
 	}
 	dir, err := os.MkdirTemp("", "tokengate-bench-")
 	if err != nil {

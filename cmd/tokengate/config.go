@@ -193,8 +193,43 @@ type StorageConfig struct {
 	// Path of the embedded store, used when PostgresURL is empty.
 	Path        string `yaml:"path"`
 	PostgresURL string `yaml:"postgres_url"`
+	// FollowURL, when set, is a hot standby of PostgresURL to read the
+	// change feed from, by polling: NOTIFY does not reach a standby.
+	// Writes still go to PostgresURL.
+	FollowURL   string `yaml:"follow_url"`
 	AutoMigrate bool   `yaml:"auto_migrate"`
-	MaxConns    int32  `yaml:"max_conns"`
+	// MaxConns bounds the pool, besides the LISTEN connection; 0 derives
+	// it from whether this replica writes (see poolSize).
+	MaxConns int32 `yaml:"max_conns"`
+}
+
+// The pool sizes storage.max_conns defaults to. A replica that only reads
+// needs one connection: its follower reads the feed one batch at a time.
+// A writer needs a few: writes serialise on the feed's row lock anyway, so
+// more connections only queue there, and every one of them counts against
+// the server's max_connections once per replica.
+const (
+	readerConns = 1
+	writerConns = 4
+)
+
+// writes reports whether this replica writes revocations: it serves the
+// admin API, FusionAuth webhooks, back-channel logout or a logout route.
+// A replica that does none of these only reads the store.
+func (c Config) writes() bool {
+	return c.Admin.Token != "" || c.Webhooks.FusionAuth.Issuer != "" || c.backchannelEnabled() || len(c.LogoutRoutes) > 0
+}
+
+// poolSize is storage.max_conns, or when it is 0 the default for what
+// this replica does.
+func (c Config) poolSize() int32 {
+	switch {
+	case c.Storage.MaxConns > 0:
+		return c.Storage.MaxConns
+	case c.writes():
+		return writerConns
+	}
+	return readerConns
 }
 
 type RevocationConfig struct {
@@ -305,7 +340,7 @@ func defaultConfig() Config {
 		Cache:       CacheConfig{MaxEntries: 100_000, MaxBytes: token.DefaultCacheMaxBytes},
 		JWKS:        JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
 		Tokens:      TokensConfig{MaxBytes: 16 << 10, Sources: []TokenSourceConfig{{Header: "authorization"}}},
-		Storage:     StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, MaxConns: 10},
+		Storage:     StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true},
 		Webhooks:    WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true, MaxClockSkew: intake.DefaultMaxClockSkew}},
 		Backchannel: BackchannelConfig{RevokeSubject: true},
 		Revocation: RevocationConfig{MaxStaleness: 30 * time.Second, OnStale: "deny", PollInterval: time.Second,
@@ -386,6 +421,9 @@ func envName(issuerName string) string {
 func applyEnv(cfg *Config, getenv func(string) string) {
 	if v := getenv("TOKENGATE_POSTGRES_URL"); v != "" {
 		cfg.Storage.PostgresURL = v
+	}
+	if v := getenv("TOKENGATE_FOLLOW_URL"); v != "" {
+		cfg.Storage.FollowURL = v
 	}
 	if v := getenv("TOKENGATE_ADMIN_TOKEN"); v != "" {
 		cfg.Admin.Token = v
@@ -607,8 +645,11 @@ func (c Config) buildFrom(src configSource) (settings, error) {
 	if c.Storage.PostgresURL == "" && c.Storage.Path == "" {
 		bad("storage.path", "required when storage.postgres_url is empty")
 	}
-	if c.Storage.MaxConns < 2 {
-		bad("storage.max_conns", "must be at least 2")
+	if c.Storage.MaxConns < 0 {
+		bad("storage.max_conns", "must be 0 (derived from whether this replica writes) or more")
+	}
+	if c.Storage.FollowURL != "" && c.Storage.PostgresURL == "" {
+		bad("storage.follow_url", "set without storage.postgres_url, the primary that takes the writes")
 	}
 	rc := c.Revocation
 	if rc.MaxStaleness < time.Second {

@@ -164,3 +164,31 @@ func TestShippedConfigsLoad(t *testing.T) {
 		t.Error("no ConfigMap with tokengate.yaml in envoy/istio/tokengate.yaml")
 	}
 }
+
+// TestMaxConnsFollowsWrites: storage.max_conns, when not set, is one
+// connection on a replica that only reads and a few on one that writes; a
+// value that is set wins.
+func TestMaxConnsFollowsWrites(t *testing.T) {
+	for name, tc := range map[string]struct {
+		set  func(*Config)
+		want int32
+	}{
+		"reads only":         {func(*Config) {}, readerConns},
+		"admin API":          {func(c *Config) { c.Admin.Token = testAdminToken }, writerConns},
+		"FusionAuth":         {func(c *Config) { c.Webhooks.FusionAuth.Issuer = "idp" }, writerConns},
+		"back-channel":       {func(c *Config) { c.Issuers[0].LogoutClientIDs = []string{"app"} }, writerConns},
+		"logout route":       {func(c *Config) { c.LogoutRoutes = []LogoutRouteConfig{{PathPrefix: "/logout"}} }, writerConns},
+		"set on a reader":    {func(c *Config) { c.Storage.MaxConns = 7 }, 7},
+		"set on a writer":    {func(c *Config) { c.Admin.Token = testAdminToken; c.Storage.MaxConns = 2 }, 2},
+		"standby, read only": {func(c *Config) { c.Storage.FollowURL = "postgres://standby/db" }, readerConns},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := defaultConfig()
+			c.Issuers = []IssuerConfig{defaultIssuer()}
+			tc.set(&c)
+			if got := c.poolSize(); got != tc.want {
+				t.Errorf("poolSize = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -346,3 +346,57 @@ revocation: {poll_interval: 200ms}
 		t.Fatalf("shutdown: %v", err)
 	}
 }
+
+// withAppName is url with its connections named name in pg_stat_activity.
+func withAppName(t *testing.T, raw, name string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("application_name", name)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// TestReadOnlyReplicaHoldsTwoConnections: a replica that writes nothing (no
+// admin API, webhooks, back-channel logout or logout routes) holds at most
+// two PostgreSQL connections, its LISTEN connection and one for reads,
+// while it follows a stream of revocations written through another one.
+func TestReadOnlyReplicaHoldsTwoConnections(t *testing.T) {
+	db := pgtest.URL(t)
+	iss := tokentest.NewServer(t, "api")
+	w := start(t, []string{"serve", "--config", replicaConfig(t, iss,
+		fmt.Sprintf("storage: {postgres_url: %q}", withAppName(t, db, "writer")))}, nil)
+	r := start(t, []string{"serve", "--config", writeConfig(t, fmt.Sprintf(`
+listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}
+shutdown: {drain_delay: 0s, timeout: 5s}
+issuers: [{name: idp, issuer: %q, audiences: [api]}]
+revocation: {poll_interval: 200ms}
+storage: {postgres_url: %q}
+`, iss.URL, withAppName(t, db, "reader")))}, nil)
+	waitReady(t, w)
+	waitReady(t, r)
+
+	conn := pgtest.Connect(t, db)
+	const readerConns = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'reader%'"
+	most := 0
+	for i := range 30 {
+		tok, err := iss.Mint(fmt.Sprintf("user-%d", i), 10*time.Minute, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := w.revoke(t, `{"token":"`+tok+`"}`); code != http.StatusCreated {
+			t.Fatalf("revoke %d through the writer: %d", i, code)
+		}
+		eventually(t, fmt.Sprintf("the reader denies token %d", i), func() bool { return r.decision(t, tok) == "token_revoked" })
+		most = max(most, pgtest.QueryInt(t, conn, readerConns))
+	}
+	if most > 2 {
+		t.Errorf("the read-only replica held %d connections, want at most 2", most)
+	}
+	if got := pgtest.QueryInt(t, conn, readerConns+" AND application_name = 'reader-listen'"); got != 1 {
+		t.Errorf("the read-only replica's LISTEN connections: %d, want 1", got)
+	}
+}

@@ -36,7 +36,8 @@ func openRevocations(cfg Config, log *slog.Logger, reg prometheus.Registerer, h 
 	var backend string
 	switch {
 	case cfg.Storage.PostgresURL != "":
-		pg, err := postgres.Open(cfg.Storage.PostgresURL, postgres.Options{MaxConns: cfg.Storage.MaxConns, Logger: log})
+		pg, err := postgres.Open(cfg.Storage.PostgresURL, postgres.Options{
+			MaxConns: cfg.poolSize(), FollowURL: cfg.Storage.FollowURL, Logger: log})
 		if err != nil {
 			return nil, err
 		}
@@ -59,7 +60,12 @@ func openRevocations(cfg Config, log *slog.Logger, reg prometheus.Registerer, h 
 		rv.store, rv.close, backend = b, b.Close, "embedded"
 		rv.prepare = func(context.Context) error { return nil }
 	}
-	log.Info("revocation store", "backend", backend)
+	if backend == "postgres" {
+		log.Info("revocation store", "backend", backend, "writes", cfg.writes(), "max_conns", cfg.poolSize(),
+			"follows_standby", cfg.Storage.FollowURL != "")
+	} else {
+		log.Info("revocation store", "backend", backend)
+	}
 	// closed undoes the open when the wiring below fails.
 	closed := func(err error) error {
 		if cerr := rv.close(); cerr != nil {
@@ -72,9 +78,15 @@ func openRevocations(cfg Config, log *slog.Logger, reg prometheus.Registerer, h 
 		return nil, closed(err)
 	}
 	rv.store = store
+	sweep := cfg.Revocation.SweepInterval
+	if cfg.Storage.FollowURL != "" && !cfg.writes() {
+		// It keeps no connection to the primary, which a sweep needs;
+		// the writers sweep.
+		sweep = 0
+	}
 	rv.follower, err = storage.NewFollower(rv.store, rv.index, storage.FollowerOptions{
 		Poll:            cfg.Revocation.PollInterval,
-		SweepInterval:   cfg.Revocation.SweepInterval,
+		SweepInterval:   sweep,
 		ChangeRetention: cfg.Revocation.ChangeRetention,
 		SnapshotTimeout: cfg.Revocation.SnapshotTimeout,
 		Logger:          log,

@@ -1,8 +1,11 @@
 // Package postgres is the shared revocation store for many tokengate
 // replicas (pgx v5). Writers take the row lock of tokengate_feed to number
 // their changes and hold it until commit, so changes commit in sequence order
-// without gaps; NOTIFY wakes every replica, which then reads the feed after
-// its last applied sequence.
+// without gaps. Every change is notified with the change as its payload (a
+// trigger, migration 0004): a replica applies it from the notification when
+// it continues its position, and otherwise reads the feed after its last
+// applied sequence. A replica may read the feed from a hot standby instead
+// (Options.FollowURL), by polling.
 package postgres
 
 import (
@@ -13,6 +16,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,8 +27,17 @@ import (
 	"github.com/tokengate/tokengate/storage"
 )
 
-// channel is the NOTIFY channel.
+// channel is the NOTIFY channel writers notify (empty payload) on commit,
+// for replicas of earlier versions.
 const channel = "tokengate_changes"
+
+// feedChannel is the channel replicas listen on: migration 0004's trigger
+// notifies every change on it, the change as the payload.
+const feedChannel = "tokengate_feed"
+
+// maxPushed bounds the changes notifications carry that no follower took
+// yet; past it they are dropped, and the follower reads the feed instead.
+const maxPushed = 4096
 
 // sweepLock is the advisory lock that lets one replica sweep at a time.
 const sweepLock = 0x746f6b656e737770 // "tokenswp"
@@ -38,8 +51,19 @@ const SweepMargin = time.Minute
 
 // Options configure Open.
 type Options struct {
-	// MaxConns bounds the pool (default 10).
+	// MaxConns bounds the pool (default 10): every read and write, but not
+	// the LISTEN connection. A replica that only reads needs one: its
+	// follower reads the feed one read at a time.
 	MaxConns int32
+	// FollowURL, when set, is where the feed is read from: a hot standby of
+	// the primary at Open's url. NOTIFY does not reach a standby (it
+	// replays WAL; LISTEN is refused there), so the store opens no LISTEN
+	// connection, Notify never fires, and readers learn of changes by
+	// polling; the feed is read over one connection of its own. Writes,
+	// sweeps, migrations and Get and List still go to the primary, whose
+	// pool then closes connections idle for a minute, so that a replica
+	// that only reads holds none there once it has started.
+	FollowURL string
 	// ListenReconnectDelay is the wait before the LISTEN connection is made
 	// again after it is lost (default 1s). Readers poll meanwhile.
 	ListenReconnectDelay time.Duration
@@ -54,12 +78,16 @@ type Options struct {
 
 // Store is the PostgreSQL backend.
 type Store struct {
-	pool   *pgxpool.Pool
+	pool *pgxpool.Pool // the primary: writes, sweeps, migrations, Get, List
+	// feed reads the change feed (Changes, Snapshot): the pool itself, or
+	// a pool of one connection to Options.FollowURL.
+	feed   *pgxpool.Pool
 	notify chan struct{}
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
 	now    func() time.Time // nil: the database server's clock
+	push   pushed
 	// beforeCommit, set only by tests (export_test.go), is called inside
 	// Apply's transaction once everything is written; an error aborts it.
 	beforeCommit func(storage.Result) error
@@ -69,11 +97,12 @@ var _ storage.Store = (*Store)(nil)
 
 // Open parses the URL and prepares a pool; it does not wait for the server,
 // so that a replica can start (not ready) while the database is down. The
-// LISTEN connection runs until Close, reconnecting on its own.
+// LISTEN connection runs until Close, reconnecting on its own; with
+// Options.FollowURL there is none (see there).
 func Open(url string, opts Options) (*Store, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	cfg, err := poolConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("postgres url: %w", redact(err))
+		return nil, fmt.Errorf("postgres url: %w", err)
 	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
@@ -84,25 +113,40 @@ func Open(url string, opts Options) (*Store, error) {
 	if opts.ListenReconnectDelay <= 0 {
 		opts.ListenReconnectDelay = time.Second
 	}
-	cfg.ConnConfig.RuntimeParams["application_name"] = "tokengate"
-	if cfg.ConnConfig.ConnectTimeout == 0 { // the URL's connect_timeout wins
-		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	var followCfg *pgxpool.Config
+	if opts.FollowURL != "" {
+		if followCfg, err = poolConfig(opts.FollowURL); err != nil {
+			return nil, fmt.Errorf("postgres follow url: %w", err)
+		}
+		// The follower reads one batch at a time.
+		followCfg.MaxConns = 1
+		followCfg.ConnConfig.RuntimeParams["application_name"] += "-follow"
+		cfg.MaxConnIdleTime = time.Minute
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", redact(err))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{pool: pool, notify: make(chan struct{}, 1), log: opts.Logger, cancel: cancel, done: make(chan struct{}), now: opts.Now}
+	s := &Store{pool: pool, feed: pool, notify: make(chan struct{}, 1), log: opts.Logger, cancel: cancel, done: make(chan struct{}), now: opts.Now}
+	if followCfg != nil {
+		if s.feed, err = pgxpool.NewWithConfig(context.Background(), followCfg); err != nil {
+			cancel()
+			pool.Close()
+			return nil, fmt.Errorf("postgres follow: %w", redact(err))
+		}
+		close(s.done) // no listener
+		return s, nil
+	}
 
 	listenCfg := cfg.ConnConfig.Copy()
-	listenCfg.RuntimeParams["application_name"] = "tokengate-listen"
+	listenCfg.RuntimeParams["application_name"] += "-listen"
 	l := &pgxlisten.Listener{
 		Connect:        func(ctx context.Context) (*pgx.Conn, error) { return pgx.ConnectConfig(ctx, listenCfg) },
 		LogError:       func(ctx context.Context, err error) { s.logListenError(ctx, err) },
 		ReconnectDelay: opts.ListenReconnectDelay,
 	}
-	l.Handle(channel, wakeHandler{s})
+	l.Handle(feedChannel, wakeHandler{s})
 	go func() {
 		defer close(s.done)
 		l.Listen(ctx)
@@ -110,16 +154,38 @@ func Open(url string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// poolConfig parses url with tokengate's connection defaults: the
+// application_name tokengate unless the URL names one (a replica's own
+// name, to tell replicas apart in pg_stat_activity), and a 5s connect
+// timeout unless the URL sets one.
+func poolConfig(url string) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, redact(err)
+	}
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "tokengate"
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 { // the URL's connect_timeout wins
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	return cfg, nil
+}
+
 // Close stops the listener and closes the pool.
 func (s *Store) Close() error {
 	s.cancel()
 	<-s.done
+	if s.feed != s.pool {
+		s.feed.Close()
+	}
 	s.pool.Close()
 	return nil
 }
 
 // Notify wakes readers when a NOTIFY arrives, and after the LISTEN
-// connection (re)connects, since notifications may have been missed.
+// connection (re)connects, since notifications may have been missed. With
+// Options.FollowURL it never fires: readers poll.
 func (s *Store) Notify() <-chan struct{} { return s.notify }
 
 func (s *Store) wake() {
@@ -131,14 +197,89 @@ func (s *Store) wake() {
 
 type wakeHandler struct{ s *Store }
 
-func (h wakeHandler) HandleNotification(context.Context, *pgconn.Notification, *pgx.Conn) error {
+func (h wakeHandler) HandleNotification(ctx context.Context, n *pgconn.Notification, conn *pgx.Conn) error {
+	h.s.push.notified(ctx, n.Payload, conn)
 	h.s.wake()
 	return nil
 }
 
-func (h wakeHandler) HandleBacklog(context.Context, string, *pgx.Conn) error {
+// HandleBacklog runs on every (re)connection of the LISTEN connection:
+// notifications may have been missed, so the feed must be read.
+func (h wakeHandler) HandleBacklog(ctx context.Context, _ string, conn *pgx.Conn) error {
+	h.s.push.reconnected(ctx, conn)
 	h.s.wake()
 	return nil
+}
+
+// Pushed takes the changes notified since the last call; see
+// storage.Pusher.
+func (s *Store) Pushed() (feed string, changes []storage.Change, complete bool) {
+	return s.push.take()
+}
+
+// pushed keeps the changes the LISTEN connection's notifications carried
+// (migration 0004) until a follower takes them, with the identity of the
+// feed they belong to: the one of the server the LISTEN connection is on.
+type pushed struct {
+	mu       sync.Mutex
+	feed     string // the feed's identity; "" until known
+	feedID   string // the feed id part of it, which payloads name
+	changes  []storage.Change
+	complete bool // every notification since the last take carried its change
+}
+
+// notification is a payload of migration 0004's trigger, decoded in one
+// pass: the change's entry straight into a Revocation.
+type notification struct {
+	Feed       string              `json:"feed"`
+	Seq        uint64              `json:"seq"`
+	Op         storage.Op          `json:"op"`
+	At         time.Time           `json:"at"`
+	Revocation *storage.Revocation `json:"revocation"`
+}
+
+func (p *pushed) notified(ctx context.Context, payload string, conn *pgx.Conn) {
+	var n notification
+	err := json.Unmarshal([]byte(payload), &n)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.feed == "" { // the schema was migrated after the LISTEN connection was made
+		p.feed, p.feedID = feedIdentity(ctx, conn)
+	}
+	// Another feed id than the connection's: the feed was re-created under
+	// it. Only a read tells what became of this replica's position.
+	if err != nil || n.Revocation == nil || n.Feed != p.feedID || p.feed == "" || len(p.changes) >= maxPushed {
+		p.changes, p.complete = nil, false
+		return
+	}
+	c := storage.Change{Seq: n.Seq, Op: n.Op, At: n.At.UTC(), Revocation: *n.Revocation}
+	c.Revocation.Seq = c.Seq
+	p.changes = append(p.changes, c)
+}
+
+func (p *pushed) reconnected(ctx context.Context, conn *pgx.Conn) {
+	feed, feedID := feedIdentity(ctx, conn)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.feed, p.feedID, p.changes, p.complete = feed, feedID, nil, false
+}
+
+func (p *pushed) take() (string, []storage.Change, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	feed, changes, complete := p.feed, p.changes, p.complete
+	p.changes, p.complete = nil, true
+	return feed, changes, complete
+}
+
+// feedIdentity is the identity and the feed id of the feed on conn's
+// server, or "" when they cannot be read (not migrated yet, or the
+// connection failed).
+func feedIdentity(ctx context.Context, conn *pgx.Conn) (feed, feedID string) {
+	if err := conn.QueryRow(ctx, "SELECT tokengate_feed_identity(feed_id), feed_id FROM tokengate_feed").Scan(&feed, &feedID); err != nil {
+		return "", ""
+	}
+	return feed, feedID
 }
 
 func (s *Store) logListenError(ctx context.Context, err error) {
@@ -476,7 +617,7 @@ const feedQuery = "SELECT tokengate_feed_identity(feed_id), last_seq, pruned_seq
 // transaction: the entries are exactly those of changes ≤ the sequence.
 func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (storage.Position, error) {
 	var pos storage.Position
-	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	err := pgx.BeginTxFunc(ctx, s.feed, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var last, pruned int64
 		if err := tx.QueryRow(ctx, feedQuery).Scan(&pos.Feed, &last, &pruned); err != nil {
 			return err
@@ -508,7 +649,7 @@ func (s *Store) Snapshot(ctx context.Context, now time.Time, fn func(storage.Rev
 // tells whether the feed is still after.Feed, at or past after.Seq, and not
 // pruned past it.
 func (s *Store) Changes(ctx context.Context, after storage.Position, limit int) ([]storage.Change, error) {
-	rows, err := s.pool.Query(ctx, `
+	rows, err := s.feed.Query(ctx, `
 		SELECT tokengate_feed_identity(f.feed_id), f.last_seq, f.pruned_seq, c.seq, c.op, c.revocation, c.committed_at
 		FROM tokengate_feed f LEFT JOIN LATERAL (
 			SELECT seq, op, revocation, committed_at FROM tokengate_changes
