@@ -192,6 +192,13 @@ type Result struct {
 	Duplicate bool
 }
 
+// Applied is one write's outcome in ApplyBatch: its Result, or the error
+// that failed it (and no other write of the batch).
+type Applied struct {
+	Result Result
+	Err    error
+}
+
 // Unrevoked says what an unrevoke did.
 type Unrevoked struct {
 	// Removed are the contributions taken out, sorted by class.
@@ -285,10 +292,23 @@ var (
 //     Unrevoked.Position): the feed identity read inside the write's own
 //     transaction, with the sequence that makes its entries visible, so
 //     that a reader can tell the write's feed from a later one.
+//   - ApplyBatch applies its writes in one transaction (one commit, one
+//     durable flush), each as if Applied alone, one after another in the
+//     order given: the same Results, the same changes in the feed in that
+//     order. An event id twice in a batch is applied once: the later write
+//     is a Duplicate. A write that is invalid, or fails on its own, fails
+//     alone (its Applied.Err) and the others commit; a batch the store
+//     cannot commit fails every write with the same error. It returns one
+//     Applied per write, in order.
 //   - Apply returns only after the write is durable.
 //   - Every method returns promptly once ctx is cancelled.
 type Store interface {
 	Apply(ctx context.Context, w Write) (Result, error)
+	// ApplyBatch applies writes in one transaction; see above. A write
+	// with an Applied.Err of ErrUnavailable (or ctx's error) may have
+	// committed all the same, its answer lost: its sender retries, which
+	// the event id or the merge makes a no-op.
+	ApplyBatch(ctx context.Context, ws []Write) []Applied
 	// Unrevoke removes the contributions of one source class (or
 	// AllSources) from the entry with the given id. ErrNotFound: no such
 	// entry; ErrNoContribution: the class has not contributed to it.

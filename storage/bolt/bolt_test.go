@@ -19,6 +19,7 @@ func TestConformance(t *testing.T) {
 				t.Fatal(err)
 			}
 			bolt.SetBeforeCommit(s, opts.BeforeCommit)
+			bolt.SetAfterCommit(s, opts.AfterCommit)
 			t.Cleanup(func() {
 				if err := s.Close(); err != nil {
 					t.Errorf("close: %v", err)

@@ -49,6 +49,7 @@ func TestConformance(t *testing.T) {
 		return func(t *testing.T) storage.Store {
 			s := openWith(t, url, postgres.Options{MaxConns: 20, Now: opts.Now})
 			postgres.SetBeforeCommit(s, opts.BeforeCommit)
+			postgres.SetAfterCommit(s, opts.AfterCommit)
 			return s
 		}
 	})

@@ -27,6 +27,11 @@ type Options struct {
 	// backend offers it to its own tests only (an export_test.go hook).
 	// It is given the Result the write is about to commit.
 	BeforeCommit func(storage.Result) error
+	// AfterCommit is called once a batch's transaction has committed; an
+	// error from it must be every write's answer (Applied.Err), as when
+	// the answer is lost between the commit and the caller (a crash, a
+	// broken connection). A backend offers it to its own tests only.
+	AfterCommit func() error
 }
 
 // NewStore returns an Opener for a fresh, empty store with these options.
@@ -44,6 +49,9 @@ type env struct {
 	// fault, when set, is called by the store inside Apply's transaction
 	// just before the commit (Options.BeforeCommit).
 	fault *func(storage.Result) error
+	// lost, when set, is called by the store once a batch has committed
+	// (Options.AfterCommit).
+	lost *func() error
 }
 
 // Run runs the suite twice: with the stores' clock 400 days in the past and
@@ -87,10 +95,14 @@ func run(t *testing.T, newStore NewStore, base time.Time) {
 		"FollowerReloadsAfterReset":  testFollowerReloadsAfterReset,
 		"WritePositionHasTheFeed":    testWritePosition,
 		"WaitForRefusesReplacedFeed": testWaitForRefusesReplacedFeed,
+		"BatchFailsWritesAlone":      testBatchFailsWritesAlone,
+		"BatchIsSequential":          testBatchIsSequential,
+		"BatchAnswerLostIsRetried":   testBatchAnswerLost,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
 			var fault func(storage.Result) error
+			var lost func() error
 			opts := Options{
 				Now: func() time.Time { return base },
 				BeforeCommit: func(res storage.Result) error {
@@ -99,9 +111,15 @@ func run(t *testing.T, newStore NewStore, base time.Time) {
 					}
 					return fault(res)
 				},
+				AfterCommit: func() error {
+					if lost == nil {
+						return nil
+					}
+					return lost()
+				},
 			}
 			another := func(t *testing.T) Opener { return newStore(t, opts) }
-			fn(t, env{open: newStore(t, opts), another: another, base: base, fault: &fault})
+			fn(t, env{open: newStore(t, opts), another: another, base: base, fault: &fault, lost: &lost})
 		})
 	}
 }

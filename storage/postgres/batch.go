@@ -1,0 +1,455 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tokengate/tokengate/storage"
+)
+
+// Apply merges a write in one transaction; see storage.Store.
+func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, error) {
+	a := s.ApplyBatch(ctx, []storage.Write{w})[0]
+	return a.Result, a.Err
+}
+
+// ApplyBatch merges writes in one transaction, each as if applied alone in
+// turn; see storage.Store. Invalid writes are refused before the
+// transaction. One that fails it (the hook of a test, a value that cannot
+// be encoded) is answered with its error, and the others are committed
+// without it. When the database refuses the transaction otherwise, but not
+// for want of a connection, one write may still be the cause (a value the
+// database cannot hold, say): each is then applied alone, so that it fails
+// alone.
+func (s *Store) ApplyBatch(ctx context.Context, ws []storage.Write) []storage.Applied {
+	out := make([]storage.Applied, len(ws))
+	var valid []batchWrite
+	for i, w := range ws {
+		revs, err := storage.Prepare(w.Revocations)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		valid = append(valid, batchWrite{i: i, w: w, revs: revs})
+	}
+	s.applyAll(ctx, valid, out)
+	return out
+}
+
+// applyAll commits ws in one transaction, or as many as it takes to fail
+// each write alone, and answers each in out.
+func (s *Store) applyAll(ctx context.Context, ws []batchWrite, out []storage.Applied) {
+	if len(ws) == 0 {
+		return
+	}
+	res, err := s.applyBatch(ctx, ws)
+	var wf *writeFault
+	switch {
+	case err == nil:
+		for k, w := range ws {
+			out[w.i].Result = res[k]
+		}
+	case len(ws) > 1 && errors.As(err, &wf):
+		out[ws[wf.k].i].Err = classify("apply", wf.err)
+		s.applyAll(ctx, slices.Delete(slices.Clone(ws), wf.k, wf.k+1), out)
+	case len(ws) > 1 && refused(err) && ctx.Err() == nil:
+		for _, w := range ws {
+			s.applyAll(ctx, []batchWrite{w}, out)
+		}
+	default:
+		if errors.As(err, &wf) {
+			err = wf.err
+		}
+		for _, w := range ws {
+			out[w.i].Err = classify("apply", err)
+		}
+	}
+}
+
+// refused reports whether the server refused a statement for itself, not
+// for want of a connection (or while shutting down).
+func refused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && !strings.HasPrefix(pgErr.Code, "08") && !strings.HasPrefix(pgErr.Code, "57P")
+}
+
+// writeFault is an error that one write of a batch, ws[k], caused.
+type writeFault struct {
+	k   int
+	err error
+}
+
+func (e *writeFault) Error() string { return e.err.Error() }
+func (e *writeFault) Unwrap() error { return e.err }
+
+// batchWrite is a valid write of a batch: ws[i], its revocations prepared.
+type batchWrite struct {
+	i    int
+	w    storage.Write
+	revs []storage.Revocation
+}
+
+// applyBatch commits ws in one transaction.
+func (s *Store) applyBatch(ctx context.Context, ws []batchWrite) ([]storage.Result, error) {
+	var out []storage.Result
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		out, err = s.applyIn(ctx, tx, ws)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s.afterCommit != nil {
+		if err := s.afterCommit(); err != nil {
+			return nil, fmt.Errorf("%w: %w", storage.ErrUnavailable, err)
+		}
+	}
+	return out, nil
+}
+
+// entry is one natural key a batch writes: the row as it stands at each
+// point of the batch, and whether the batch must write it back.
+type entry struct {
+	first storage.Revocation // the batch's first revocation of the key
+	row   storage.Revocation // as stored, then as merged so far
+	// fresh: the batch inserted the row with first, whose use is still to
+	// be counted; existing: the row was there, locked.
+	fresh, existing bool
+	dirty           bool // the row's value or contributions changed
+	change          int  // the last change the batch made to it, -1: none
+}
+
+// change is one change a batch appends to the feed, in feed order.
+type change struct {
+	k     int // the write that made it
+	value storage.Revocation
+}
+
+// use is one revocation of one write, as the write left the entry.
+type use struct {
+	e      *entry
+	value  storage.Revocation
+	change int  // the change that wrote value (-1: the stored row's seq)
+	moved  bool // this write made that change
+}
+
+const insertEvent = `INSERT INTO tokengate_events (event_id, expires_at, received_at)
+	VALUES ($1, $2, coalesce($3::timestamptz, now()))
+	ON CONFLICT (event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, received_at = EXCLUDED.received_at
+	WHERE tokengate_events.expires_at <= EXCLUDED.received_at`
+
+const insertRevocation = `INSERT INTO tokengate_revocations
+	(seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at, contributions)
+	VALUES (0, $1, $2, $3, $4, $5, $6, $7, $8, coalesce($9::timestamptz, now()), $10)
+	ON CONFLICT (kind, issuer, key, audience) DO NOTHING
+	RETURNING ` + revocationColumns
+
+// applyIn does a batch's work in tx, in a few round trips whatever its
+// size: the event ids; the new entries; the existing ones, locked; then
+// the merged values, the feed's numbers and the changes, under the feed's
+// row lock until commit. Entries are inserted and locked in one order
+// (lessKey), so that concurrent batches cannot deadlock.
+func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]storage.Result, error) {
+	now := s.clock()
+	out := make([]storage.Result, len(ws))
+
+	// Event ids, in the batch's order: the second write of an id finds the
+	// first's row, a duplicate as if it came later.
+	dup := make([]bool, len(ws))
+	b := &pgx.Batch{}
+	for k, w := range ws {
+		if w.w.EventID == "" {
+			continue
+		}
+		b.Queue(insertEvent, w.w.EventID, w.w.EventRetention(), now).Exec(func(tag pgconn.CommandTag) error {
+			dup[k] = tag.RowsAffected() == 0
+			return nil
+		})
+	}
+	if err := sendBatch(ctx, tx, b); err != nil {
+		return nil, err
+	}
+
+	// The entries the batch writes, one per natural key, in lock order;
+	// and each write's revocations in that order too (the order a write's
+	// own changes take).
+	byKey := map[string]*entry{}
+	var entries []*entry
+	orders := make([][]int, len(ws))
+	for k, w := range ws {
+		if dup[k] {
+			continue
+		}
+		orders[k] = keyOrder(w.revs)
+		for _, r := range w.revs {
+			nk := naturalKey(r)
+			if byKey[nk] == nil {
+				e := &entry{first: r, change: -1}
+				byKey[nk] = e
+				entries = append(entries, e)
+			}
+		}
+	}
+	sort.SliceStable(entries, func(a, b int) bool { return lessKey(entries[a].first, entries[b].first) })
+
+	// New entries are inserted; a duplicate's position is read from the
+	// stored entries the batch does not write (those it does are known
+	// below).
+	b = &pgx.Batch{}
+	for _, e := range entries {
+		queueInsert(b, e, now)
+	}
+	dupSeq := make([]int64, len(ws))
+	for k, w := range ws {
+		if !dup[k] {
+			continue
+		}
+		var untouched []storage.Revocation
+		for _, r := range w.revs {
+			if byKey[naturalKey(r)] == nil {
+				untouched = append(untouched, r)
+			}
+		}
+		if len(untouched) > 0 {
+			queueStoredSeq(b, untouched, &dupSeq[k])
+		}
+	}
+	if err := sendBatch(ctx, tx, b); err != nil {
+		return nil, err
+	}
+	// Those already there are locked, in the same order. One deleted
+	// between the insert that found it and the lock (an unrevoke, a sweep)
+	// is inserted again.
+	for range 3 {
+		b = &pgx.Batch{}
+		for _, e := range entries {
+			if !e.fresh && !e.existing {
+				b.Queue(selectRevocation+" WHERE kind = $1 AND issuer = $2 AND key = $3 AND audience = $4 FOR UPDATE",
+					e.first.Kind, e.first.Issuer, e.first.Key, e.first.Audience).QueryRow(func(row pgx.Row) error {
+					err := scanRevocation(row, &e.row)
+					if errors.Is(err, pgx.ErrNoRows) {
+						return nil
+					}
+					e.existing = err == nil
+					return err
+				})
+			}
+		}
+		if b.Len() == 0 {
+			break
+		}
+		if err := sendBatch(ctx, tx, b); err != nil {
+			return nil, err
+		}
+		b = &pgx.Batch{}
+		for _, e := range entries {
+			if !e.fresh && !e.existing {
+				queueInsert(b, e, now)
+			}
+		}
+		if err := sendBatch(ctx, tx, b); err != nil {
+			return nil, err
+		}
+	}
+	for _, e := range entries {
+		if !e.fresh && !e.existing {
+			return nil, fmt.Errorf("revocation %s %q of %q: the entry keeps being deleted under this write", e.first.Kind, e.first.Key, e.first.Issuer)
+		}
+	}
+
+	// Merge each write in turn, as if alone.
+	var changes []change
+	uses := make([][]use, len(ws))
+	for k, w := range ws {
+		if dup[k] {
+			// As stored at this point of the batch: an entry a later
+			// write inserts is not there yet.
+			for _, r := range w.revs {
+				if e := byKey[naturalKey(r)]; e != nil && !e.fresh {
+					uses[k] = append(uses[k], use{e: e, value: e.row, change: e.change})
+				}
+			}
+			continue
+		}
+		uses[k] = make([]use, len(w.revs))
+		for _, j := range orders[k] {
+			e := byKey[naturalKey(w.revs[j])]
+			moved := false
+			if e.fresh {
+				e.fresh, moved = false, true
+			} else {
+				merged, m, recorded := storage.Merge(e.row, w.revs[j])
+				if recorded {
+					e.row, e.dirty = merged, true
+				}
+				moved = m
+			}
+			if moved {
+				changes = append(changes, change{k: k, value: e.row})
+				e.change, e.dirty = len(changes)-1, true
+			}
+			uses[k][j] = use{e: e, value: e.row, change: e.change, moved: moved}
+		}
+	}
+
+	// From here until commit this transaction holds the feed row: the
+	// numbers it takes commit in order, after every smaller one. One
+	// round trip writes the entries back, takes the numbers, appends the
+	// changes and notifies, so that the lock is held briefly.
+	m := len(changes)
+	var last uint64
+	var feed string
+	b = &pgx.Batch{}
+	if m > 0 {
+		b.Queue("UPDATE tokengate_feed SET last_seq = last_seq + $1 RETURNING last_seq, tokengate_feed_identity(feed_id)", m).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&last, &feed)
+		})
+	} else {
+		b.Queue("SELECT tokengate_feed_identity(feed_id) FROM tokengate_feed").QueryRow(func(row pgx.Row) error {
+			return row.Scan(&feed)
+		})
+	}
+	for _, e := range entries {
+		if !e.dirty {
+			continue
+		}
+		contributions, err := contributionsOf(e.row)
+		if err != nil {
+			return nil, err
+		}
+		var before *time.Time
+		if !e.row.RevokedBefore.IsZero() {
+			before = &e.row.RevokedBefore
+		}
+		b.Queue(`UPDATE tokengate_revocations SET revoked_before = $2, expires_at = $3, source = $4, reason = $5, contributions = $6,
+			seq = CASE WHEN $7 THEN (SELECT last_seq FROM tokengate_feed) - $8 ELSE seq END WHERE id = $1`,
+			e.row.ID, before, e.row.ExpiresAt, e.row.Source, e.row.Reason, contributions, e.change >= 0, m-1-e.change)
+	}
+	for c, ch := range changes {
+		doc, err := json.Marshal(ch.value)
+		if err != nil {
+			return nil, &writeFault{k: ch.k, err: err}
+		}
+		b.Queue("INSERT INTO tokengate_changes (seq, op, revocation, committed_at) SELECT last_seq - $1, $2, $3, coalesce($4::timestamptz, clock_timestamp()) FROM tokengate_feed",
+			m-1-c, storage.OpPut, doc, now)
+	}
+	if m > 0 {
+		b.Queue("SELECT pg_notify($1, '')", channel)
+	}
+	if err := sendBatch(ctx, tx, b); err != nil {
+		return nil, err
+	}
+
+	seqOf := func(change int, stored uint64) uint64 {
+		if change < 0 {
+			return stored
+		}
+		return last - uint64(m-1-change)
+	}
+	for k, w := range ws {
+		res := storage.Result{Position: storage.Position{Feed: feed}}
+		if dup[k] {
+			res.Duplicate = true
+			res.Position.Seq = uint64(dupSeq[k])
+			for _, u := range uses[k] {
+				res.Position.Seq = max(res.Position.Seq, seqOf(u.change, u.value.Seq))
+			}
+		} else {
+			res.Revocations = make([]storage.Revocation, len(w.revs))
+			for j, u := range uses[k] {
+				r := u.value
+				r.Seq = seqOf(u.change, u.value.Seq)
+				res.Revocations[j] = r
+				res.Position.Seq = max(res.Position.Seq, r.Seq)
+			}
+			for _, u := range uses[k] {
+				if u.moved {
+					res.Seq = max(res.Seq, seqOf(u.change, 0))
+				}
+			}
+		}
+		if err := s.runBeforeCommit(res); err != nil {
+			return nil, &writeFault{k: k, err: err}
+		}
+		out[k] = res
+	}
+	return out, nil
+}
+
+// sendBatch sends b in one round trip, if it holds anything.
+func sendBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
+	if b.Len() == 0 {
+		return nil
+	}
+	return tx.SendBatch(ctx, b).Close()
+}
+
+// queueInsert queues the insert of e's first revocation, unless the row is
+// there: then the entry stays neither fresh nor existing, to be locked.
+func queueInsert(b *pgx.Batch, e *entry, now *time.Time) {
+	r := e.first
+	var before *time.Time
+	if !r.RevokedBefore.IsZero() {
+		before = &r.RevokedBefore
+	}
+	created := now
+	if !r.CreatedAt.IsZero() {
+		created = &r.CreatedAt
+	}
+	contributions, err := contributionsOf(r)
+	b.Queue(insertRevocation, r.Kind, r.Issuer, r.Key, r.Audience, before, r.ExpiresAt, r.Source, r.Reason, created, contributions).
+		QueryRow(func(row pgx.Row) error {
+			if err != nil {
+				return err
+			}
+			err := scanRevocation(row, &e.row)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			e.fresh = err == nil
+			return err
+		})
+}
+
+// queueStoredSeq queues the read of the latest change that wrote any
+// stored entry with the natural key of one of revs, into seq (0 when none
+// is stored: unrevoked since, nothing to wait for).
+func queueStoredSeq(b *pgx.Batch, revs []storage.Revocation, seq *int64) {
+	kinds := make([]int16, len(revs))
+	issuers, keys, audiences := make([]string, len(revs)), make([]string, len(revs)), make([]string, len(revs))
+	for i, r := range revs {
+		kinds[i], issuers[i], keys[i], audiences[i] = int16(r.Kind), r.Issuer, r.Key, r.Audience
+	}
+	b.Queue(`SELECT coalesce(max(r.seq), 0) FROM tokengate_revocations r
+		JOIN unnest($1::smallint[], $2::text[], $3::text[], $4::text[]) AS k(kind, issuer, key, audience)
+		USING (kind, issuer, key, audience)`, kinds, issuers, keys, audiences).QueryRow(func(row pgx.Row) error {
+		return row.Scan(seq)
+	})
+}
+
+// keyOrder is the order in which a write's revocations are merged: by
+// natural key (lessKey), as their rows are locked.
+func keyOrder(revs []storage.Revocation) []int {
+	order := make([]int, len(revs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return lessKey(revs[order[a]], revs[order[b]]) })
+	return order
+}
+
+// naturalKey encodes (kind, issuer, key, audience) unambiguously, as a map
+// key.
+func naturalKey(r storage.Revocation) string {
+	return fmt.Sprintf("%d|%d:%s|%d:%s|%s", r.Kind, len(r.Issuer), r.Issuer, len(r.Key), r.Key, r.Audience)
+}
