@@ -143,38 +143,108 @@ type use struct {
 	moved  bool // this write made that change
 }
 
+// insertEvents records event ids, sorted and each once, in one statement
+// and returns those that were new (or forgotten: remembered no longer);
+// the others are duplicates.
+const insertEvents = `INSERT INTO tokengate_events (event_id, expires_at, received_at)
+	SELECT e.id, e.expires_at, coalesce($3::timestamptz, now()) FROM unnest($1::text[], $2::timestamptz[]) AS e(id, expires_at)
+	ON CONFLICT (event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, received_at = EXCLUDED.received_at
+	WHERE tokengate_events.expires_at <= EXCLUDED.received_at
+	RETURNING event_id`
+
+// insertEvent records an event id met again in the same batch, after the
+// first: it is applied as if it came later.
 const insertEvent = `INSERT INTO tokengate_events (event_id, expires_at, received_at)
 	VALUES ($1, $2, coalesce($3::timestamptz, now()))
 	ON CONFLICT (event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, received_at = EXCLUDED.received_at
 	WHERE tokengate_events.expires_at <= EXCLUDED.received_at`
 
-const insertRevocation = `INSERT INTO tokengate_revocations
+// insertRevocations inserts the entries that are not there, in the order
+// given (lessKey), and returns them.
+const insertRevocations = `INSERT INTO tokengate_revocations
 	(seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at, contributions)
-	VALUES (0, $1, $2, $3, $4, $5, $6, $7, $8, coalesce($9::timestamptz, now()), $10)
+	SELECT 0, r.kind, r.issuer, r.key, r.audience, r.revoked_before, r.expires_at, r.source, r.reason,
+		coalesce(r.created_at, $11::timestamptz, now()), r.contributions
+	FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[],
+		$8::text[], $9::timestamptz[], $10::jsonb[])
+		AS r(kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at, contributions)
 	ON CONFLICT (kind, issuer, key, audience) DO NOTHING
 	RETURNING ` + revocationColumns
 
-// applyIn does a batch's work in tx, in a few round trips whatever its
-// size: the event ids; the new entries; the existing ones, locked; then
-// the merged values, the feed's numbers and the changes, under the feed's
-// row lock until commit. Entries are inserted and locked in one order
-// (lessKey), so that concurrent batches cannot deadlock.
+// lockRevocations locks the entries with the given natural keys, in
+// lessKey's order (bytewise: COLLATE "C").
+const lockRevocations = selectRevocation + ` JOIN unnest($1::smallint[], $2::text[], $3::text[], $4::text[])
+		AS k(kind, issuer, key, audience) USING (kind, issuer, key, audience)
+	ORDER BY kind, issuer COLLATE "C", key COLLATE "C", audience COLLATE "C" FOR UPDATE OF tokengate_revocations`
+
+// updateRevocations writes entries back: their values and contributions,
+// and the seq of the change that last wrote each (back: its distance from
+// the feed's last number; -1: none).
+const updateRevocations = `UPDATE tokengate_revocations r SET revoked_before = u.revoked_before, expires_at = u.expires_at,
+		source = u.source, reason = u.reason, contributions = u.contributions,
+		seq = CASE WHEN u.back >= 0 THEN f.last_seq - u.back ELSE r.seq END
+	FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::jsonb[], $7::bigint[])
+		AS u(id, revoked_before, expires_at, source, reason, contributions, back), tokengate_feed f
+	WHERE r.id = u.id`
+
+// insertChanges appends changes to the feed, each back from its last
+// number.
+const insertChanges = `INSERT INTO tokengate_changes (seq, op, revocation, committed_at)
+	SELECT f.last_seq - c.back, $2, c.revocation, coalesce($3::timestamptz, clock_timestamp())
+	FROM unnest($1::bigint[], $4::jsonb[]) AS c(back, revocation), tokengate_feed f`
+
+// applyIn does a batch's work in tx, in a few round trips and a few
+// statements whatever its size: the event ids; the new entries; the
+// existing ones, locked; then the merged values, the feed's numbers and
+// the changes, under the feed's row lock until commit. Entries are
+// inserted and locked in one order (lessKey), so that concurrent batches
+// cannot deadlock.
 func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]storage.Result, error) {
 	now := s.clock()
 	out := make([]storage.Result, len(ws))
 
-	// Event ids, in the batch's order: the second write of an id finds the
-	// first's row, a duplicate as if it came later.
+	// Event ids: each new one once, in one statement; one met again in the
+	// batch after, as if it came later.
 	dup := make([]bool, len(ws))
-	b := &pgx.Batch{}
+	firstOf := map[string]int{}
+	var ids []string
 	for k, w := range ws {
-		if w.w.EventID == "" {
-			continue
+		if id := w.w.EventID; id != "" {
+			if _, seen := firstOf[id]; !seen {
+				firstOf[id] = k
+				ids = append(ids, id)
+			}
 		}
-		b.Queue(insertEvent, w.w.EventID, w.w.EventRetention(), now).Exec(func(tag pgconn.CommandTag) error {
-			dup[k] = tag.RowsAffected() == 0
-			return nil
+	}
+	b := &pgx.Batch{}
+	if len(ids) > 0 {
+		slices.Sort(ids)
+		expires := make([]time.Time, len(ids))
+		for i, id := range ids {
+			expires[i] = ws[firstOf[id]].w.EventRetention()
+		}
+		fresh := map[string]bool{}
+		b.Queue(insertEvents, ids, expires, now).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				fresh[id] = true
+			}
+			for id, k := range firstOf {
+				dup[k] = !fresh[id]
+			}
+			return rows.Err()
 		})
+		for k, w := range ws {
+			if id := w.w.EventID; id != "" && firstOf[id] != k {
+				b.Queue(insertEvent, id, w.w.EventRetention(), now).Exec(func(tag pgconn.CommandTag) error {
+					dup[k] = tag.RowsAffected() == 0
+					return nil
+				})
+			}
+		}
 	}
 	if err := sendBatch(ctx, tx, b); err != nil {
 		return nil, err
@@ -206,8 +276,8 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 	// stored entries the batch does not write (those it does are known
 	// below).
 	b = &pgx.Batch{}
-	for _, e := range entries {
-		queueInsert(b, e, now)
+	if err := queueInsert(b, entries, byKey, now); err != nil {
+		return nil, err
 	}
 	dupSeq := make([]int64, len(ws))
 	for k, w := range ws {
@@ -231,31 +301,27 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 	// between the insert that found it and the lock (an unrevoke, a sweep)
 	// is inserted again.
 	for range 3 {
-		b = &pgx.Batch{}
+		var missing []*entry
 		for _, e := range entries {
 			if !e.fresh && !e.existing {
-				b.Queue(selectRevocation+" WHERE kind = $1 AND issuer = $2 AND key = $3 AND audience = $4 FOR UPDATE",
-					e.first.Kind, e.first.Issuer, e.first.Key, e.first.Audience).QueryRow(func(row pgx.Row) error {
-					err := scanRevocation(row, &e.row)
-					if errors.Is(err, pgx.ErrNoRows) {
-						return nil
-					}
-					e.existing = err == nil
-					return err
-				})
+				missing = append(missing, e)
 			}
 		}
-		if b.Len() == 0 {
+		if len(missing) == 0 {
 			break
 		}
+		b = &pgx.Batch{}
+		queueLock(b, missing, byKey)
 		if err := sendBatch(ctx, tx, b); err != nil {
 			return nil, err
 		}
+		missing = slices.DeleteFunc(missing, func(e *entry) bool { return e.existing })
+		if len(missing) == 0 {
+			break
+		}
 		b = &pgx.Batch{}
-		for _, e := range entries {
-			if !e.fresh && !e.existing {
-				queueInsert(b, e, now)
-			}
+		if err := queueInsert(b, missing, byKey, now); err != nil {
+			return nil, err
 		}
 		if err := sendBatch(ctx, tx, b); err != nil {
 			return nil, err
@@ -304,7 +370,7 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 
 	// From here until commit this transaction holds the feed row: the
 	// numbers it takes commit in order, after every smaller one. One
-	// round trip writes the entries back, takes the numbers, appends the
+	// round trip takes the numbers, writes the entries back, appends the
 	// changes and notifies, so that the lock is held briefly.
 	m := len(changes)
 	var last uint64
@@ -319,6 +385,12 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 			return row.Scan(&feed)
 		})
 	}
+	var u struct {
+		ids                   []int64
+		befores, expires      []*time.Time
+		sources, reasons, cbs []string
+		backs                 []int64
+	}
 	for _, e := range entries {
 		if !e.dirty {
 			continue
@@ -327,23 +399,26 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 		if err != nil {
 			return nil, err
 		}
-		var before *time.Time
-		if !e.row.RevokedBefore.IsZero() {
-			before = &e.row.RevokedBefore
+		back := int64(-1)
+		if e.change >= 0 {
+			back = int64(m - 1 - e.change)
 		}
-		b.Queue(`UPDATE tokengate_revocations SET revoked_before = $2, expires_at = $3, source = $4, reason = $5, contributions = $6,
-			seq = CASE WHEN $7 THEN (SELECT last_seq FROM tokengate_feed) - $8 ELSE seq END WHERE id = $1`,
-			e.row.ID, before, e.row.ExpiresAt, e.row.Source, e.row.Reason, contributions, e.change >= 0, m-1-e.change)
+		u.ids, u.befores, u.expires = append(u.ids, e.row.ID), append(u.befores, timeOrNull(e.row.RevokedBefore)), append(u.expires, &e.row.ExpiresAt)
+		u.sources, u.reasons, u.cbs, u.backs = append(u.sources, e.row.Source), append(u.reasons, e.row.Reason), append(u.cbs, contributions), append(u.backs, back)
 	}
-	for c, ch := range changes {
-		doc, err := json.Marshal(ch.value)
-		if err != nil {
-			return nil, &writeFault{k: ch.k, err: err}
-		}
-		b.Queue("INSERT INTO tokengate_changes (seq, op, revocation, committed_at) SELECT last_seq - $1, $2, $3, coalesce($4::timestamptz, clock_timestamp()) FROM tokengate_feed",
-			m-1-c, storage.OpPut, doc, now)
+	if len(u.ids) > 0 {
+		b.Queue(updateRevocations, u.ids, u.befores, u.expires, u.sources, u.reasons, u.cbs, u.backs)
 	}
 	if m > 0 {
+		backs, docs := make([]int64, m), make([]string, m)
+		for c, ch := range changes {
+			doc, err := json.Marshal(ch.value)
+			if err != nil {
+				return nil, &writeFault{k: ch.k, err: err}
+			}
+			backs[c], docs[c] = int64(m-1-c), string(doc)
+		}
+		b.Queue(insertChanges, backs, storage.OpPut, now, docs)
 		b.Queue("SELECT pg_notify($1, '')", channel)
 	}
 	if err := sendBatch(ctx, tx, b); err != nil {
@@ -371,10 +446,8 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 				r.Seq = seqOf(u.change, u.value.Seq)
 				res.Revocations[j] = r
 				res.Position.Seq = max(res.Position.Seq, r.Seq)
-			}
-			for _, u := range uses[k] {
 				if u.moved {
-					res.Seq = max(res.Seq, seqOf(u.change, 0))
+					res.Seq = max(res.Seq, r.Seq)
 				}
 			}
 		}
@@ -386,39 +459,80 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 	return out, nil
 }
 
+// timeOrNull is t, or NULL when zero.
+func timeOrNull(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// queueInsert queues the insert of each entry's first revocation, in one
+// statement. Each entry inserted is fresh; one that was there stays
+// neither fresh nor existing, to be locked.
+func queueInsert(b *pgx.Batch, entries []*entry, byKey map[string]*entry, now *time.Time) error {
+	n := len(entries)
+	kinds := make([]int16, n)
+	issuers, keys, audiences := make([]string, n), make([]string, n), make([]string, n)
+	befores, expires, created := make([]*time.Time, n), make([]time.Time, n), make([]*time.Time, n)
+	sources, reasons, contributions := make([]string, n), make([]string, n), make([]string, n)
+	for i, e := range entries {
+		r := e.first
+		c, err := contributionsOf(r)
+		if err != nil {
+			return err
+		}
+		kinds[i], issuers[i], keys[i], audiences[i] = int16(r.Kind), r.Issuer, r.Key, r.Audience
+		befores[i], expires[i], created[i] = timeOrNull(r.RevokedBefore), r.ExpiresAt, timeOrNull(r.CreatedAt)
+		sources[i], reasons[i], contributions[i] = r.Source, r.Reason, c
+	}
+	b.Queue(insertRevocations, kinds, issuers, keys, audiences, befores, expires, sources, reasons, created, contributions, now).
+		Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var r storage.Revocation
+				if err := scanRevocation(rows, &r); err != nil {
+					return err
+				}
+				e := byKey[naturalKey(r)]
+				if e == nil {
+					return fmt.Errorf("revocation %s %q of %q: inserted, but not asked for", r.Kind, r.Key, r.Issuer)
+				}
+				e.row, e.fresh = r, true
+			}
+			return rows.Err()
+		})
+	return nil
+}
+
+// queueLock queues the lock of the entries' rows, in one statement. Each
+// one found is existing; one deleted meanwhile stays neither.
+func queueLock(b *pgx.Batch, entries []*entry, byKey map[string]*entry) {
+	n := len(entries)
+	kinds := make([]int16, n)
+	issuers, keys, audiences := make([]string, n), make([]string, n), make([]string, n)
+	for i, e := range entries {
+		kinds[i], issuers[i], keys[i], audiences[i] = int16(e.first.Kind), e.first.Issuer, e.first.Key, e.first.Audience
+	}
+	b.Queue(lockRevocations, kinds, issuers, keys, audiences).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var r storage.Revocation
+			if err := scanRevocation(rows, &r); err != nil {
+				return err
+			}
+			if e := byKey[naturalKey(r)]; e != nil {
+				e.row, e.existing = r, true
+			}
+		}
+		return rows.Err()
+	})
+}
+
 // sendBatch sends b in one round trip, if it holds anything.
 func sendBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
 	if b.Len() == 0 {
 		return nil
 	}
 	return tx.SendBatch(ctx, b).Close()
-}
-
-// queueInsert queues the insert of e's first revocation, unless the row is
-// there: then the entry stays neither fresh nor existing, to be locked.
-func queueInsert(b *pgx.Batch, e *entry, now *time.Time) {
-	r := e.first
-	var before *time.Time
-	if !r.RevokedBefore.IsZero() {
-		before = &r.RevokedBefore
-	}
-	created := now
-	if !r.CreatedAt.IsZero() {
-		created = &r.CreatedAt
-	}
-	contributions, err := contributionsOf(r)
-	b.Queue(insertRevocation, r.Kind, r.Issuer, r.Key, r.Audience, before, r.ExpiresAt, r.Source, r.Reason, created, contributions).
-		QueryRow(func(row pgx.Row) error {
-			if err != nil {
-				return err
-			}
-			err := scanRevocation(row, &e.row)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil
-			}
-			e.fresh = err == nil
-			return err
-		})
 }
 
 // queueStoredSeq queues the read of the latest change that wrote any
