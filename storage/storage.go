@@ -18,7 +18,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Kind is what a revocation matches.
@@ -117,9 +119,25 @@ func (r Revocation) Validate() error {
 	if SourceClass(r.Source) == AllSources {
 		errs = append(errs, fmt.Errorf("source class %q is reserved", AllSources))
 	}
+	// Text every backend stores as given: UTF-8 without NUL (PostgreSQL
+	// refuses both), and a natural key its unique index can hold.
 	for name, s := range map[string]string{"issuer": r.Issuer, "key": r.Key, "audience": r.Audience, "source": r.Source, "reason": r.Reason} {
-		if len(s) > 1024 {
+		switch {
+		case len(s) > 1024:
 			errs = append(errs, fmt.Errorf("%s longer than 1024 bytes", name))
+		case !utf8.ValidString(s):
+			errs = append(errs, fmt.Errorf("%s is not UTF-8", name))
+		case strings.IndexByte(s, 0) >= 0:
+			errs = append(errs, fmt.Errorf("%s holds a NUL byte", name))
+		}
+	}
+	if len(r.Issuer)+len(r.Key)+len(r.Audience) > 2048 {
+		errs = append(errs, errors.New("issuer, key and audience longer than 2048 bytes together"))
+	}
+	// Times every backend stores (the feed's JSON holds years 0 to 9999).
+	for name, t := range map[string]time.Time{"revoked_before": r.RevokedBefore, "expires_at": r.ExpiresAt, "created_at": r.CreatedAt} {
+		if y := t.UTC().Year(); !t.IsZero() && (y < 0 || y > 9999) {
+			errs = append(errs, fmt.Errorf("%s outside the years 0 to 9999", name))
 		}
 	}
 	return errors.Join(errs...)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -418,6 +419,15 @@ func testInvalid(t *testing.T, e env) {
 		"no expiry":             {Kind: storage.KindSession, Issuer: "i", Key: "s"},
 		"token with audience":   {Kind: storage.KindToken, Issuer: "i", Key: "j", Audience: "a", ExpiresAt: e.base},
 		"oversized subject key": {Kind: storage.KindSubject, Issuer: "i", Key: string(make([]byte, 2000)), RevokedBefore: e.base, ExpiresAt: e.base},
+		// What a backend cannot store as given is refused alike by every
+		// backend, as invalid, before any of it is written.
+		"NUL in a key":         {Kind: storage.KindToken, Issuer: "i", Key: "j\x00", ExpiresAt: e.base},
+		"not UTF-8":            {Kind: storage.KindSession, Issuer: "i\xff", Key: "s", ExpiresAt: e.base},
+		"NUL in the reason":    {Kind: storage.KindToken, Issuer: "i", Key: "j", ExpiresAt: e.base, Reason: "\x00"},
+		"expiry past 9999":     {Kind: storage.KindToken, Issuer: "i", Key: "j", ExpiresAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
+		"cutoff before year 0": {Kind: storage.KindCutoff, Issuer: "i", RevokedBefore: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC), ExpiresAt: e.base},
+		"natural key too long": {Kind: storage.KindSubject, Issuer: randomText(1024), Key: randomText(1024), Audience: randomText(1024),
+			RevokedBefore: e.base, ExpiresAt: e.base},
 	}
 	for name, r := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -961,4 +971,14 @@ func testContributionsRecorded(t *testing.T, e env) {
 	if err != nil || u.Change.Op != storage.OpPut || u.Change.Revocation.Source != "logout-route" {
 		t.Errorf("Unrevoke(backchannel-logout) = %+v, %v; want the logout route's entry", u, err)
 	}
+}
+
+// randomText is n random letters and digits: text that does not compress.
+func randomText(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[rand.IntN(len(alphabet))]
+	}
+	return string(b)
 }
