@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -16,13 +15,11 @@ const DefaultWriteBatchMax = 64
 // GroupCommitOptions configure GroupCommit.
 type GroupCommitOptions struct {
 	// MaxBatch bounds how many writes one transaction carries (default
-	// DefaultWriteBatchMax). 1 commits every write on its own.
+	// DefaultWriteBatchMax). 1 commits every write on its own. A batch
+	// never waits to fill: it takes what queued while the one before was
+	// committing, so that a lone write pays no wait, and writes that keep
+	// coming make batches as large as the commit is long.
 	MaxBatch int
-	// MaxWait is how long a batch waits for more writes when fewer than
-	// MaxBatch are queued (default 0: none). It applies only while writes
-	// keep coming (the batch before had more than one): a lone write never
-	// waits.
-	MaxWait time.Duration
 	// Registerer, when set, gets tokengate_store_write_batch_size.
 	Registerer prometheus.Registerer
 }
@@ -41,7 +38,6 @@ type GroupCommit struct {
 	mu      sync.Mutex
 	queue   []*queued
 	running bool // a flush goroutine is taking batches from the queue
-	last    int  // the size of the batch before: above 1, writes keep coming
 	flushes sync.WaitGroup
 }
 
@@ -108,17 +104,12 @@ func (g *GroupCommit) flush() {
 	}
 }
 
-// take returns the next batch, waiting up to MaxWait for a fuller one
-// while writes keep coming; none when the queue is empty, the flush then
-// ends.
+// take returns the next batch: up to MaxBatch of the writes queued, in
+// their order, skipping those whose callers have gone. None when the queue
+// is empty: the flush then ends.
 func (g *GroupCommit) take() []*queued {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.opts.MaxWait > 0 && g.last > 1 && len(g.queue) > 0 && len(g.queue) < g.opts.MaxBatch {
-		g.mu.Unlock()
-		time.Sleep(g.opts.MaxWait) // a short, bounded wait: no caller is held past its ctx
-		g.mu.Lock()
-	}
 	var batch []*queued
 	n := 0
 	for _, q := range g.queue {
@@ -137,7 +128,6 @@ func (g *GroupCommit) take() []*queued {
 	if len(batch) == 0 {
 		g.running = false
 	}
-	g.last = len(batch)
 	return batch
 }
 
