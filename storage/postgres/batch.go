@@ -137,7 +137,6 @@ type change struct {
 
 // use is one revocation of one write, as the write left the entry.
 type use struct {
-	e      *entry
 	value  storage.Revocation
 	change int  // the change that wrote value (-1: the stored row's seq)
 	moved  bool // this write made that change
@@ -342,7 +341,7 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 			// write inserts is not there yet.
 			for _, r := range w.revs {
 				if e := byKey[naturalKey(r)]; e != nil && !e.fresh {
-					uses[k] = append(uses[k], use{e: e, value: e.row, change: e.change})
+					uses[k] = append(uses[k], use{value: e.row, change: e.change})
 				}
 			}
 			continue
@@ -364,7 +363,7 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 				changes = append(changes, change{k: k, value: e.row})
 				e.change, e.dirty = len(changes)-1, true
 			}
-			uses[k][j] = use{e: e, value: e.row, change: e.change, moved: moved}
+			uses[k][j] = use{value: e.row, change: e.change, moved: moved}
 		}
 	}
 
