@@ -98,15 +98,23 @@ type batchWrite struct {
 	revs []storage.Revocation
 }
 
-// applyBatch commits ws in one transaction.
+// applyBatch commits ws in one transaction. Its BEGIN rides in the
+// batch's first round trip (see txn), which saves one.
 func (s *Store) applyBatch(ctx context.Context, ws []batchWrite) ([]storage.Result, error) {
-	var out []storage.Result
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		out, err = s.applyIn(ctx, tx, ws)
-		return err
-	})
+	c, err := s.pool.Acquire(ctx)
 	if err != nil {
+		return nil, err
+	}
+	// A connection left inside a transaction (a failure the rollback
+	// could not undo) is closed on release, never reused.
+	defer c.Release()
+	tx := &txn{conn: c.Conn()}
+	out, err := s.applyIn(ctx, tx, ws)
+	if err == nil {
+		err = tx.commit(ctx)
+	}
+	if err != nil {
+		tx.rollback(ctx)
 		return nil, err
 	}
 	if s.afterCommit != nil {
@@ -115,6 +123,56 @@ func (s *Store) applyBatch(ctx context.Context, ws []batchWrite) ([]storage.Resu
 		}
 	}
 	return out, nil
+}
+
+// txn is a transaction whose BEGIN is sent with its first statements, in
+// one round trip.
+type txn struct {
+	conn  *pgx.Conn
+	began bool
+}
+
+// send sends b in one round trip, if it holds anything: the transaction's
+// BEGIN first, the first time.
+func (tx *txn) send(ctx context.Context, b *pgx.Batch) error {
+	if b.Len() == 0 {
+		return nil
+	}
+	if !tx.began {
+		begin := &pgx.Batch{}
+		begin.Queue("BEGIN")
+		b.QueuedQueries = append(begin.QueuedQueries, b.QueuedQueries...)
+		tx.began = true
+	}
+	return tx.conn.SendBatch(ctx, b).Close()
+}
+
+// commit commits, and fails unless the server did: a COMMIT of a failed
+// transaction rolls it back without an error.
+func (tx *txn) commit(ctx context.Context) error {
+	if !tx.began {
+		return nil
+	}
+	tag, err := tx.conn.Exec(ctx, "COMMIT")
+	if err != nil {
+		return err
+	}
+	if tag.String() != "COMMIT" {
+		return pgx.ErrTxCommitRollback
+	}
+	return nil
+}
+
+// rollback ends a transaction that failed, if the connection still has
+// one, so that it can be reused: on its own deadline, since ctx may be
+// what ended it.
+func (tx *txn) rollback(ctx context.Context) {
+	if tx.conn.IsClosed() || tx.conn.PgConn().TxStatus() == 'I' {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	tx.conn.Exec(ctx, "ROLLBACK") // on failure, the connection is closed on release
 }
 
 // entry is one natural key a batch writes: the row as it stands at each
@@ -198,7 +256,7 @@ const insertChanges = `INSERT INTO tokengate_changes (seq, op, revocation, commi
 // the changes, under the feed's row lock until commit. Entries are
 // inserted and locked in one order (lessKey), so that concurrent batches
 // cannot deadlock.
-func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]storage.Result, error) {
+func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storage.Result, error) {
 	now := s.clock()
 	out := make([]storage.Result, len(ws))
 
@@ -245,7 +303,7 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 			}
 		}
 	}
-	if err := sendBatch(ctx, tx, b); err != nil {
+	if err := tx.send(ctx, b); err != nil {
 		return nil, err
 	}
 
@@ -275,8 +333,10 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 	// stored entries the batch does not write (those it does are known
 	// below).
 	b = &pgx.Batch{}
-	if err := queueInsert(b, entries, byKey, now); err != nil {
-		return nil, err
+	if len(entries) > 0 {
+		if err := queueInsert(b, entries, byKey, now); err != nil {
+			return nil, err
+		}
 	}
 	dupSeq := make([]int64, len(ws))
 	for k, w := range ws {
@@ -293,7 +353,7 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 			queueStoredSeq(b, untouched, &dupSeq[k])
 		}
 	}
-	if err := sendBatch(ctx, tx, b); err != nil {
+	if err := tx.send(ctx, b); err != nil {
 		return nil, err
 	}
 	// Those already there are locked, in the same order. One deleted
@@ -311,7 +371,7 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 		}
 		b = &pgx.Batch{}
 		queueLock(b, missing, byKey)
-		if err := sendBatch(ctx, tx, b); err != nil {
+		if err := tx.send(ctx, b); err != nil {
 			return nil, err
 		}
 		missing = slices.DeleteFunc(missing, func(e *entry) bool { return e.existing })
@@ -322,7 +382,7 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 		if err := queueInsert(b, missing, byKey, now); err != nil {
 			return nil, err
 		}
-		if err := sendBatch(ctx, tx, b); err != nil {
+		if err := tx.send(ctx, b); err != nil {
 			return nil, err
 		}
 	}
@@ -420,7 +480,7 @@ func (s *Store) applyIn(ctx context.Context, tx pgx.Tx, ws []batchWrite) ([]stor
 		b.Queue(insertChanges, backs, storage.OpPut, now, docs)
 		b.Queue("SELECT pg_notify($1, '')", channel)
 	}
-	if err := sendBatch(ctx, tx, b); err != nil {
+	if err := tx.send(ctx, b); err != nil {
 		return nil, err
 	}
 
@@ -524,14 +584,6 @@ func queueLock(b *pgx.Batch, entries []*entry, byKey map[string]*entry) {
 		}
 		return rows.Err()
 	})
-}
-
-// sendBatch sends b in one round trip, if it holds anything.
-func sendBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
-	if b.Len() == 0 {
-		return nil
-	}
-	return tx.SendBatch(ctx, b).Close()
 }
 
 // queueStoredSeq queues the read of the latest change that wrote any
