@@ -245,10 +245,11 @@ const updateRevocations = `UPDATE tokengate_revocations r SET revoked_before = u
 	WHERE r.id = u.id`
 
 // insertChanges appends changes to the feed, each back from its last
-// number.
+// number, in sequence order (what a trigger on the table sees too).
 const insertChanges = `INSERT INTO tokengate_changes (seq, op, revocation, committed_at)
 	SELECT f.last_seq - c.back, $2, c.revocation, coalesce($3::timestamptz, clock_timestamp())
-	FROM unnest($1::bigint[], $4::jsonb[]) AS c(back, revocation), tokengate_feed f`
+	FROM unnest($1::bigint[], $4::jsonb[]) AS c(back, revocation), tokengate_feed f
+	ORDER BY c.back DESC`
 
 // applyIn does a batch's work in tx, in a few round trips and a few
 // statements whatever its size: the event ids; the new entries; the
