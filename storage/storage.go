@@ -316,8 +316,9 @@ var (
 //     order. An event id twice in a batch is applied once: the later write
 //     is a Duplicate. A write that is invalid, or fails on its own, fails
 //     alone (its Applied.Err) and the others commit; a batch the store
-//     cannot commit fails every write with the same error. It returns one
-//     Applied per write, in order.
+//     cannot commit (unreachable, or ctx ended) fails every write with
+//     that error and commits none. It returns one Applied per write, in
+//     order.
 //   - Apply returns only after the write is durable.
 //   - Every method returns promptly once ctx is cancelled.
 type Store interface {

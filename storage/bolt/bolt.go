@@ -1,7 +1,8 @@
 // Package bolt is the embedded revocation store: one file on local disk
 // (bbolt), for a single tokengate process. It is the default when no
 // PostgreSQL URL is configured, so tokengate runs with nothing else
-// installed. Every write is one fsync'd bbolt transaction.
+// installed. Every batch of writes (ApplyBatch; Apply is a batch of one) is
+// one fsync'd bbolt transaction.
 package bolt
 
 import (
