@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -208,5 +209,29 @@ func testBatchAnswerLost(t *testing.T, e env) {
 	}
 	if x.Len() != 3 {
 		t.Errorf("the follower holds %d entries, want 3", x.Len())
+	}
+}
+
+// testBatchCancelled: a batch whose context has ended fails every write
+// with the context's error, promptly, and commits none.
+func testBatchCancelled(t *testing.T, e env) {
+	s := e.open(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	ws := []storage.Write{
+		{Revocations: []storage.Revocation{e.tokenRev("iss", "a")}, EventID: "ev-a", EventExpiresAt: e.base.Add(time.Hour)},
+		revs(e.tokenRev("iss", "b")),
+	}
+	out := s.ApplyBatch(ctx, ws)
+	if len(out) != len(ws) {
+		t.Fatalf("ApplyBatch of %d writes answered %d", len(ws), len(out))
+	}
+	for i, a := range out {
+		if !errors.Is(a.Err, context.Canceled) {
+			t.Errorf("write %d: %+v, %v; want context.Canceled", i, a.Result, a.Err)
+		}
+	}
+	if snap, seq := snapshot(t, s, e.base); len(snap) != 0 || seq != 0 {
+		t.Errorf("the cancelled batch left %d entries at seq %d", len(snap), seq)
 	}
 }

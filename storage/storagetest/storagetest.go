@@ -99,6 +99,7 @@ func run(t *testing.T, newStore NewStore, base time.Time) {
 		"BatchFailsWritesAlone":      testBatchFailsWritesAlone,
 		"BatchIsSequential":          testBatchIsSequential,
 		"BatchAnswerLostIsRetried":   testBatchAnswerLost,
+		"BatchCancelledFailsAll":     testBatchCancelled,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
