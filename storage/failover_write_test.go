@@ -35,6 +35,10 @@ func (s *swappableStore) Apply(ctx context.Context, w storage.Write) (storage.Re
 	return s.store().Apply(ctx, w)
 }
 
+func (s *swappableStore) ApplyBatch(ctx context.Context, ws []storage.Write) []storage.Applied {
+	return s.store().ApplyBatch(ctx, ws)
+}
+
 func (s *swappableStore) Unrevoke(ctx context.Context, id int64, source string) (storage.Unrevoked, error) {
 	return s.store().Unrevoke(ctx, id, source)
 }

@@ -18,7 +18,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Kind is what a revocation matches.
@@ -117,9 +119,25 @@ func (r Revocation) Validate() error {
 	if SourceClass(r.Source) == AllSources {
 		errs = append(errs, fmt.Errorf("source class %q is reserved", AllSources))
 	}
+	// Text every backend stores as given: UTF-8 without NUL (PostgreSQL
+	// refuses both), and a natural key its unique index can hold.
 	for name, s := range map[string]string{"issuer": r.Issuer, "key": r.Key, "audience": r.Audience, "source": r.Source, "reason": r.Reason} {
-		if len(s) > 1024 {
+		switch {
+		case len(s) > 1024:
 			errs = append(errs, fmt.Errorf("%s longer than 1024 bytes", name))
+		case !utf8.ValidString(s):
+			errs = append(errs, fmt.Errorf("%s is not UTF-8", name))
+		case strings.IndexByte(s, 0) >= 0:
+			errs = append(errs, fmt.Errorf("%s holds a NUL byte", name))
+		}
+	}
+	if len(r.Issuer)+len(r.Key)+len(r.Audience) > 2048 {
+		errs = append(errs, errors.New("issuer, key and audience longer than 2048 bytes together"))
+	}
+	// Times every backend stores (the feed's JSON holds years 0 to 9999).
+	for name, t := range map[string]time.Time{"revoked_before": r.RevokedBefore, "expires_at": r.ExpiresAt, "created_at": r.CreatedAt} {
+		if y := t.UTC().Year(); !t.IsZero() && (y < 0 || y > 9999) {
+			errs = append(errs, fmt.Errorf("%s outside the years 0 to 9999", name))
 		}
 	}
 	return errors.Join(errs...)
@@ -190,6 +208,13 @@ type Result struct {
 	Position Position
 	// Duplicate is true when the event id had been seen: nothing was written.
 	Duplicate bool
+}
+
+// Applied is one write's outcome in ApplyBatch: its Result, or the error
+// that failed it (and no other write of the batch).
+type Applied struct {
+	Result Result
+	Err    error
 }
 
 // Unrevoked says what an unrevoke did.
@@ -285,10 +310,24 @@ var (
 //     Unrevoked.Position): the feed identity read inside the write's own
 //     transaction, with the sequence that makes its entries visible, so
 //     that a reader can tell the write's feed from a later one.
+//   - ApplyBatch applies its writes in one transaction (one commit, one
+//     durable flush), each as if Applied alone, one after another in the
+//     order given: the same Results, the same changes in the feed in that
+//     order. An event id twice in a batch is applied once: the later write
+//     is a Duplicate. A write that is invalid, or fails on its own, fails
+//     alone (its Applied.Err) and the others commit; a batch the store
+//     cannot commit (unreachable, or ctx ended) fails every write with
+//     that error and commits none. It returns one Applied per write, in
+//     order.
 //   - Apply returns only after the write is durable.
 //   - Every method returns promptly once ctx is cancelled.
 type Store interface {
 	Apply(ctx context.Context, w Write) (Result, error)
+	// ApplyBatch applies writes in one transaction; see above. A write
+	// with an Applied.Err of ErrUnavailable (or ctx's error) may have
+	// committed all the same, its answer lost: its sender retries, which
+	// the event id or the merge makes a no-op.
+	ApplyBatch(ctx context.Context, ws []Write) []Applied
 	// Unrevoke removes the contributions of one source class (or
 	// AllSources) from the entry with the given id. ErrNotFound: no such
 	// entry; ErrNoContribution: the class has not contributed to it.

@@ -19,7 +19,7 @@ const ingestCommand = "ingest"
 // minIngestRate is the ingest target: one replica applies at least this many
 // webhook events per second, each committed durably, with 16 concurrent
 // senders. The report says whether it was met.
-const minIngestRate = 1000.0
+const minIngestRate = 5000.0
 
 type ingestConfig struct {
 	tokengate   string

@@ -228,13 +228,13 @@ func TestIngestReport(t *testing.T) {
 		met    bool
 		end    string
 	}{
-		"over":          {12000, durable, true, "target ≥ 1000 events/s: met\n"},
-		"at":            {10000, durable, true, "target ≥ 1000 events/s: met\n"},
-		"under":         {9999, durable, false, "target ≥ 1000 events/s: NOT met\n"},
-		"none":          {0, durable, false, "target ≥ 1000 events/s: NOT met\n"},
-		"async commit":  {12000, storageCheck{fsync: "on", synchronousCommit: "off"}, false, "with durable commits: NOT met\n"},
-		"no fsync":      {12000, storageCheck{fsync: "off", synchronousCommit: "on"}, false, "with durable commits: NOT met\n"},
-		"local commits": {12000, storageCheck{fsync: "on", synchronousCommit: "local"}, true, "target ≥ 1000 events/s: met\n"},
+		"over":          {60000, durable, true, "target ≥ 5000 events/s: met\n"},
+		"at":            {50000, durable, true, "target ≥ 5000 events/s: met\n"},
+		"under":         {49999, durable, false, "target ≥ 5000 events/s: NOT met\n"},
+		"none":          {0, durable, false, "target ≥ 5000 events/s: NOT met\n"},
+		"async commit":  {60000, storageCheck{fsync: "on", synchronousCommit: "off"}, false, "with durable commits: NOT met\n"},
+		"no fsync":      {60000, storageCheck{fsync: "off", synchronousCommit: "on"}, false, "with durable commits: NOT met\n"},
+		"local commits": {60000, storageCheck{fsync: "on", synchronousCommit: "local"}, true, "target ≥ 5000 events/s: met\n"},
 	} {
 		res := loadResult{requests: tc.events, elapsed: 10 * time.Second, latency: hist(ms, 2*ms, 30*ms)}
 		warm := loadResult{requests: 1500, elapsed: 2 * time.Second, latency: newHistogram()}
@@ -277,7 +277,7 @@ func TestIngestReportText(t *testing.T) {
 		"  events   seconds   events/s        p50        p99        max\n",
 		"   12345    10.003       1234    3.006ms   40.123ms   40.123ms\n", // p99 at most the max
 		"stored: 14345 revocations for 14345 events applied (2000 in the warm-up): each 200 was committed",
-		"events/s 1234  p99 40.123ms  target ≥ 1000 events/s: met",
+		"events/s 1234  p99 40.123ms  target ≥ 5000 events/s: NOT met",
 	} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("the text lacks %q:\n%s", want, buf.String())
@@ -339,7 +339,7 @@ func TestIngestSmoke(t *testing.T) {
 	if l := rep.Latency; l.P50 <= 0 || l.P50 > l.P99 || l.P99 > l.Max {
 		t.Errorf("latency %+v; want 0 < p50 ≤ p99 ≤ max", l)
 	}
-	for _, want := range []string{"replica 1 serving", "revocations stored", "target ≥ 1000 events/s: "} {
+	for _, want := range []string{"replica 1 serving", "revocations stored", "target ≥ 5000 events/s: "} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
 		}

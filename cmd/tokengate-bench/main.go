@@ -54,7 +54,7 @@
 // connections; every answer must be 200 with "result":"applied". After a
 // warm-up, it reports the events applied per second of the measured window
 // and their latency (p50, p99, max), against the target of at least
-// 1000 events/s at 16 senders. Then it counts, on a connection of its own,
+// 5000 events/s at 16 senders. Then it counts, on a connection of its own,
 // the revocations the run's events stored: one per applied event, or the run
 // fails. With fsync and synchronous_commit on, which the report shows, each
 // 200 was a commit flushed to disk.

@@ -73,6 +73,13 @@ func openRevocations(cfg Config, log *slog.Logger, reg prometheus.Registerer, h 
 		}
 		return err
 	}
+	// Writes arriving together share one transaction: one feed lock and
+	// one durable flush for all of them (group commit).
+	gc, err := storage.NewGroupCommit(rv.store, storage.GroupCommitOptions{Registerer: reg})
+	if err != nil {
+		return nil, closed(err)
+	}
+	rv.store, rv.close = gc, gc.Close
 	store, err := storage.Instrument(rv.store, reg)
 	if err != nil {
 		return nil, closed(err)

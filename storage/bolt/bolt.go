@@ -1,7 +1,8 @@
 // Package bolt is the embedded revocation store: one file on local disk
 // (bbolt), for a single tokengate process. It is the default when no
 // PostgreSQL URL is configured, so tokengate runs with nothing else
-// installed. Every write is one fsync'd bbolt transaction.
+// installed. Every batch of writes (ApplyBatch; Apply is a batch of one) is
+// one fsync'd bbolt transaction.
 package bolt
 
 import (
@@ -40,8 +41,11 @@ type Store struct {
 	notify chan struct{}
 	now    func() time.Time
 	// beforeCommit, set only by tests (export_test.go), is called inside
-	// Apply's transaction once everything is written; an error aborts it.
+	// Apply's transaction once everything is written, with each write's
+	// result; an error aborts it. afterCommit is called once a batch has
+	// committed; an error is every write's answer, as if it were lost.
 	beforeCommit func(storage.Result) error
+	afterCommit  func() error
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -107,71 +111,139 @@ func (s *Store) wake() {
 
 // Apply merges a write in one transaction.
 func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, error) {
-	prepared, err := storage.Prepare(w.Revocations)
-	if err != nil {
-		return storage.Result{}, err
-	}
-	if err := ctx.Err(); err != nil {
-		return storage.Result{}, err
-	}
-	var res storage.Result
-	err = s.db.Update(func(tx *bbolt.Tx) error {
-		res = storage.Result{Position: storage.Position{Feed: string(tx.Bucket(bucketMeta).Get(keyFeed))}}
-		now := s.now().UTC()
-		if w.EventID != "" {
-			events := tx.Bucket(bucketEvents)
-			if v := events.Get([]byte(w.EventID)); v != nil && int64(u64(v)) > now.Unix() {
-				res.Duplicate = true
-				for _, r := range prepared {
-					idb := tx.Bucket(bucketKeys).Get(naturalKey(r))
-					if idb == nil {
-						continue // unrevoked since: nothing to wait for
-					}
-					stored, err := getRev(tx, int64(u64(idb)))
-					if err != nil {
-						return err
-					}
-					res.Position.Seq = max(res.Position.Seq, stored.Seq)
-				}
-				return nil
-			}
-			if err := events.Put([]byte(w.EventID), be(uint64(w.EventRetention().Unix()))); err != nil {
-				return err
-			}
+	a := s.ApplyBatch(ctx, []storage.Write{w})[0]
+	return a.Result, a.Err
+}
+
+// ApplyBatch merges writes in one fsync'd transaction, each as if applied
+// alone in turn; see storage.Store. Invalid writes are refused before it.
+// When it fails (a value the file cannot hold, say), each write is applied
+// in a transaction of its own, so that it fails alone.
+func (s *Store) ApplyBatch(ctx context.Context, ws []storage.Write) []storage.Applied {
+	out := make([]storage.Applied, len(ws))
+	var valid []batchWrite
+	for i, w := range ws {
+		revs, err := storage.Prepare(w.Revocations)
+		if err != nil {
+			out[i].Err = err
+			continue
 		}
-		for _, r := range prepared {
-			stored, changed, recorded, err := s.put(tx, r, now)
+		valid = append(valid, batchWrite{i: i, w: w, revs: revs})
+	}
+	if len(valid) == 0 {
+		return out
+	}
+	res, err := s.applyBatch(ctx, valid)
+	if err != nil && len(valid) > 1 && ctx.Err() == nil {
+		for _, b := range valid {
+			res, err := s.applyBatch(ctx, []batchWrite{b})
+			if err != nil {
+				out[b.i].Err = err
+				continue
+			}
+			out[b.i].Result = res[0]
+		}
+		return out
+	}
+	for k, b := range valid {
+		if err != nil {
+			out[b.i].Err = err
+			continue
+		}
+		out[b.i].Result = res[k]
+	}
+	return out
+}
+
+// batchWrite is a valid write of a batch: ws[i], its revocations prepared.
+type batchWrite struct {
+	i    int
+	w    storage.Write
+	revs []storage.Revocation
+}
+
+// applyBatch commits ws in one transaction, each in turn.
+func (s *Store) applyBatch(ctx context.Context, ws []batchWrite) ([]storage.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	var out []storage.Result
+	changed := false
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		out, changed = make([]storage.Result, len(ws)), false
+		now := s.now().UTC()
+		for k, w := range ws {
+			res, err := s.applyIn(tx, w.w, w.revs, now)
 			if err != nil {
 				return err
 			}
-			if changed {
-				seq, err := appendChange(tx, storage.OpPut, stored, now)
-				if err != nil {
-					return err
-				}
-				stored.Seq = seq
-				res.Seq = seq
-			}
-			if recorded {
-				if err := putRev(tx, stored); err != nil {
+			if s.beforeCommit != nil {
+				if err := s.beforeCommit(res); err != nil {
 					return err
 				}
 			}
-			res.Revocations = append(res.Revocations, stored)
-			res.Position.Seq = max(res.Position.Seq, stored.Seq)
-		}
-		if s.beforeCommit != nil {
-			if err := s.beforeCommit(res); err != nil {
-				return err
-			}
+			out[k], changed = res, changed || res.Seq != 0
 		}
 		return ctx.Err()
 	})
 	if err != nil {
-		return storage.Result{}, fmt.Errorf("apply: %w", err)
+		return nil, fmt.Errorf("apply: %w", err)
 	}
-	if res.Seq != 0 {
+	if changed {
 		s.wake()
+	}
+	if s.afterCommit != nil {
+		if err := s.afterCommit(); err != nil {
+			return nil, fmt.Errorf("apply: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// applyIn merges one write in tx.
+func (s *Store) applyIn(tx *bbolt.Tx, w storage.Write, prepared []storage.Revocation, now time.Time) (storage.Result, error) {
+	res := storage.Result{Position: storage.Position{Feed: string(tx.Bucket(bucketMeta).Get(keyFeed))}}
+	if w.EventID != "" {
+		events := tx.Bucket(bucketEvents)
+		if v := events.Get([]byte(w.EventID)); v != nil && int64(u64(v)) > now.Unix() {
+			res.Duplicate = true
+			for _, r := range prepared {
+				idb := tx.Bucket(bucketKeys).Get(naturalKey(r))
+				if idb == nil {
+					continue // unrevoked since: nothing to wait for
+				}
+				stored, err := getRev(tx, int64(u64(idb)))
+				if err != nil {
+					return res, err
+				}
+				res.Position.Seq = max(res.Position.Seq, stored.Seq)
+			}
+			return res, nil
+		}
+		if err := events.Put([]byte(w.EventID), be(uint64(w.EventRetention().Unix()))); err != nil {
+			return res, err
+		}
+	}
+	for _, r := range prepared {
+		stored, changed, recorded, err := s.put(tx, r, now)
+		if err != nil {
+			return res, err
+		}
+		if changed {
+			seq, err := appendChange(tx, storage.OpPut, stored, now)
+			if err != nil {
+				return res, err
+			}
+			stored.Seq = seq
+			res.Seq = seq
+		}
+		if recorded {
+			if err := putRev(tx, stored); err != nil {
+				return res, err
+			}
+		}
+		res.Revocations = append(res.Revocations, stored)
+		res.Position.Seq = max(res.Position.Seq, stored.Seq)
 	}
 	return res, nil
 }

@@ -19,12 +19,39 @@ func TestConformance(t *testing.T) {
 				t.Fatal(err)
 			}
 			bolt.SetBeforeCommit(s, opts.BeforeCommit)
+			bolt.SetAfterCommit(s, opts.AfterCommit)
 			t.Cleanup(func() {
 				if err := s.Close(); err != nil {
 					t.Errorf("close: %v", err)
 				}
 			})
 			return s
+		}
+	})
+}
+
+// TestConformanceGroupCommit: the contract holds through a GroupCommit,
+// which is how tokengate writes.
+func TestConformanceGroupCommit(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, opts storagetest.Options) storagetest.Opener {
+		path := filepath.Join(t.TempDir(), "tokengate.db")
+		return func(t *testing.T) storage.Store {
+			s, err := bolt.Open(path, bolt.Options{Timeout: time.Second, Now: opts.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bolt.SetBeforeCommit(s, opts.BeforeCommit)
+			bolt.SetAfterCommit(s, opts.AfterCommit)
+			g, err := storage.NewGroupCommit(s, storage.GroupCommitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := g.Close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			})
+			return g
 		}
 	})
 }

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -89,8 +88,11 @@ type Store struct {
 	now    func() time.Time // nil: the database server's clock
 	push   pushed
 	// beforeCommit, set only by tests (export_test.go), is called inside
-	// Apply's transaction once everything is written; an error aborts it.
+	// Apply's transaction once everything is written, with each write's
+	// result; an error aborts it. afterCommit is called once a batch has
+	// committed; an error is every write's answer, as if it were lost.
 	beforeCommit func(storage.Result) error
+	afterCommit  func() error
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -288,118 +290,6 @@ func (s *Store) logListenError(ctx context.Context, err error) {
 	}
 }
 
-// Apply merges a write in one transaction; see storage.Store.
-func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, error) {
-	prepared, err := storage.Prepare(w.Revocations)
-	if err != nil {
-		return storage.Result{}, err
-	}
-	// Lock entries in one order, so that concurrent writes cannot deadlock.
-	order := make([]int, len(prepared))
-	for i := range order {
-		order[i] = i
-	}
-	sort.SliceStable(order, func(a, b int) bool { return lessKey(prepared[order[a]], prepared[order[b]]) })
-
-	var res storage.Result
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		res = storage.Result{Revocations: make([]storage.Revocation, len(prepared))}
-		now := s.clock()
-		if w.EventID != "" {
-			tag, err := tx.Exec(ctx, `INSERT INTO tokengate_events (event_id, expires_at, received_at)
-				VALUES ($1, $2, coalesce($3::timestamptz, now()))
-				ON CONFLICT (event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, received_at = EXCLUDED.received_at
-				WHERE tokengate_events.expires_at <= EXCLUDED.received_at`, w.EventID, w.EventRetention(), now)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() == 0 {
-				res = storage.Result{Duplicate: true}
-				res.Position, err = storedPosition(ctx, tx, prepared)
-				return err
-			}
-		}
-		var changed []int
-		for _, i := range order {
-			r, moved, err := upsert(ctx, tx, prepared[i], now)
-			if err != nil {
-				return err
-			}
-			res.Revocations[i] = r
-			if moved {
-				changed = append(changed, i)
-			}
-		}
-		if len(changed) == 0 {
-			if err := tx.QueryRow(ctx, "SELECT tokengate_feed_identity(feed_id) FROM tokengate_feed").Scan(&res.Position.Feed); err != nil {
-				return err
-			}
-			for _, r := range res.Revocations {
-				res.Position.Seq = max(res.Position.Seq, r.Seq)
-			}
-			return s.runBeforeCommit(res)
-		}
-		// From here until commit this transaction holds the feed row: the
-		// numbers it takes commit in order, after every smaller one. One
-		// round trip takes the numbers, stamps the entries, appends the
-		// changes and notifies, so that the lock is held briefly.
-		m := len(changed)
-		b := &pgx.Batch{}
-		var last uint64
-		var feed string
-		b.Queue("UPDATE tokengate_feed SET last_seq = last_seq + $1 RETURNING last_seq, tokengate_feed_identity(feed_id)", m).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&last, &feed)
-		})
-		for k, i := range changed {
-			back := m - 1 - k // this change's distance from the last number
-			doc, err := json.Marshal(res.Revocations[i])
-			if err != nil {
-				return err
-			}
-			b.Queue("UPDATE tokengate_revocations SET seq = (SELECT last_seq FROM tokengate_feed) - $1 WHERE id = $2",
-				back, res.Revocations[i].ID)
-			b.Queue("INSERT INTO tokengate_changes (seq, op, revocation, committed_at) SELECT last_seq - $1, $2, $3, coalesce($4::timestamptz, clock_timestamp()) FROM tokengate_feed",
-				back, storage.OpPut, doc, now)
-		}
-		b.Queue("SELECT pg_notify($1, '')", channel)
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return err
-		}
-		for k, i := range changed {
-			res.Revocations[i].Seq = last - uint64(m-1-k)
-		}
-		res.Seq = last
-		res.Position = storage.Position{Feed: feed, Seq: last}
-		return s.runBeforeCommit(res)
-	})
-	if err != nil {
-		return storage.Result{}, classify("apply", err)
-	}
-	return res, nil
-}
-
-// storedPosition is a duplicate write's position, read in its transaction:
-// the feed's identity, and the latest change that wrote any stored entry
-// with the natural key of one of revs (0 when none is stored: unrevoked
-// since, nothing to wait for).
-func storedPosition(ctx context.Context, tx pgx.Tx, revs []storage.Revocation) (storage.Position, error) {
-	kinds := make([]int16, len(revs))
-	issuers, keys, audiences := make([]string, len(revs)), make([]string, len(revs)), make([]string, len(revs))
-	for i, r := range revs {
-		kinds[i], issuers[i], keys[i], audiences[i] = int16(r.Kind), r.Issuer, r.Key, r.Audience
-	}
-	var pos storage.Position
-	var seq int64
-	err := tx.QueryRow(ctx, `
-		SELECT tokengate_feed_identity(f.feed_id), coalesce((
-			SELECT max(r.seq) FROM tokengate_revocations r
-			JOIN unnest($1::smallint[], $2::text[], $3::text[], $4::text[]) AS k(kind, issuer, key, audience)
-			USING (kind, issuer, key, audience)), 0)
-		FROM tokengate_feed f`, kinds, issuers, keys, audiences).Scan(&pos.Feed, &seq)
-	pos.Seq = uint64(seq)
-	return pos, err
-}
-
 // clock is the time to stamp a write with: nil when the database server's
 // clock applies (no Options.Now), so that the SQL's coalesce picks now().
 func (s *Store) clock() *time.Time {
@@ -415,61 +305,6 @@ func (s *Store) runBeforeCommit(res storage.Result) error {
 		return nil
 	}
 	return s.beforeCommit(res)
-}
-
-// upsert merges r into its row (storage.Merge): a new entry in one round
-// trip; an existing one is locked, merged and written back when its
-// contributions changed. moved says whether the entry's value moved (a new
-// entry, or a later revoked_before or expires_at): a change for the feed.
-func upsert(ctx context.Context, tx pgx.Tx, r storage.Revocation, now *time.Time) (storage.Revocation, bool, error) {
-	var before *time.Time
-	if !r.RevokedBefore.IsZero() {
-		before = &r.RevokedBefore
-	}
-	created := now
-	if !r.CreatedAt.IsZero() {
-		created = &r.CreatedAt
-	}
-	contributions, err := contributionsOf(r)
-	if err != nil {
-		return r, false, err
-	}
-	// A concurrent unrevoke may delete the row between the insert that
-	// finds it and the select that locks it: then insert again.
-	for range 3 {
-		var out storage.Revocation
-		err := scanRevocation(tx.QueryRow(ctx, `
-			INSERT INTO tokengate_revocations
-				(seq, kind, issuer, key, audience, revoked_before, expires_at, source, reason, created_at, contributions)
-			VALUES (0, $1, $2, $3, $4, $5, $6, $7, $8, coalesce($9::timestamptz, now()), $10)
-			ON CONFLICT (kind, issuer, key, audience) DO NOTHING
-			RETURNING `+revocationColumns,
-			r.Kind, r.Issuer, r.Key, r.Audience, before, r.ExpiresAt, r.Source, r.Reason, created, contributions), &out)
-		if err == nil {
-			return out, true, nil
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return r, false, err
-		}
-		var stored storage.Revocation
-		err = scanRevocation(tx.QueryRow(ctx, selectRevocation+
-			" WHERE kind = $1 AND issuer = $2 AND key = $3 AND audience = $4 FOR UPDATE",
-			r.Kind, r.Issuer, r.Key, r.Audience), &stored)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue
-		}
-		if err != nil {
-			return r, false, err
-		}
-		merged, moved, recorded := storage.Merge(stored, r)
-		if recorded {
-			if err := update(ctx, tx, merged, false); err != nil {
-				return r, false, err
-			}
-		}
-		return merged, moved, nil
-	}
-	return r, false, fmt.Errorf("revocation %s %q of %q: the entry keeps being deleted under this write", r.Kind, r.Key, r.Issuer)
 }
 
 // update writes an entry's value and contributions back to its row, and its

@@ -49,7 +49,26 @@ func TestConformance(t *testing.T) {
 		return func(t *testing.T) storage.Store {
 			s := openWith(t, url, postgres.Options{MaxConns: 20, Now: opts.Now})
 			postgres.SetBeforeCommit(s, opts.BeforeCommit)
+			postgres.SetAfterCommit(s, opts.AfterCommit)
 			return s
+		}
+	})
+}
+
+// TestConformanceGroupCommit: the contract holds through a GroupCommit,
+// which is how tokengate writes.
+func TestConformanceGroupCommit(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, opts storagetest.Options) storagetest.Opener {
+		url := pgtest.URL(t)
+		return func(t *testing.T) storage.Store {
+			s := openWith(t, url, postgres.Options{MaxConns: 20, Now: opts.Now})
+			postgres.SetBeforeCommit(s, opts.BeforeCommit)
+			postgres.SetAfterCommit(s, opts.AfterCommit)
+			g, err := storage.NewGroupCommit(s, storage.GroupCommitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return g
 		}
 	})
 }

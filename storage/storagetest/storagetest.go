@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +28,11 @@ type Options struct {
 	// backend offers it to its own tests only (an export_test.go hook).
 	// It is given the Result the write is about to commit.
 	BeforeCommit func(storage.Result) error
+	// AfterCommit is called once a batch's transaction has committed; an
+	// error from it must be every write's answer (Applied.Err), as when
+	// the answer is lost between the commit and the caller (a crash, a
+	// broken connection). A backend offers it to its own tests only.
+	AfterCommit func() error
 }
 
 // NewStore returns an Opener for a fresh, empty store with these options.
@@ -44,6 +50,9 @@ type env struct {
 	// fault, when set, is called by the store inside Apply's transaction
 	// just before the commit (Options.BeforeCommit).
 	fault *func(storage.Result) error
+	// lost, when set, is called by the store once a batch has committed
+	// (Options.AfterCommit).
+	lost *func() error
 }
 
 // Run runs the suite twice: with the stores' clock 400 days in the past and
@@ -87,10 +96,15 @@ func run(t *testing.T, newStore NewStore, base time.Time) {
 		"FollowerReloadsAfterReset":  testFollowerReloadsAfterReset,
 		"WritePositionHasTheFeed":    testWritePosition,
 		"WaitForRefusesReplacedFeed": testWaitForRefusesReplacedFeed,
+		"BatchFailsWritesAlone":      testBatchFailsWritesAlone,
+		"BatchIsSequential":          testBatchIsSequential,
+		"BatchAnswerLostIsRetried":   testBatchAnswerLost,
+		"BatchCancelledFailsAll":     testBatchCancelled,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
 			var fault func(storage.Result) error
+			var lost func() error
 			opts := Options{
 				Now: func() time.Time { return base },
 				BeforeCommit: func(res storage.Result) error {
@@ -99,9 +113,15 @@ func run(t *testing.T, newStore NewStore, base time.Time) {
 					}
 					return fault(res)
 				},
+				AfterCommit: func() error {
+					if lost == nil {
+						return nil
+					}
+					return lost()
+				},
 			}
 			another := func(t *testing.T) Opener { return newStore(t, opts) }
-			fn(t, env{open: newStore(t, opts), another: another, base: base, fault: &fault})
+			fn(t, env{open: newStore(t, opts), another: another, base: base, fault: &fault, lost: &lost})
 		})
 	}
 }
@@ -400,6 +420,15 @@ func testInvalid(t *testing.T, e env) {
 		"no expiry":             {Kind: storage.KindSession, Issuer: "i", Key: "s"},
 		"token with audience":   {Kind: storage.KindToken, Issuer: "i", Key: "j", Audience: "a", ExpiresAt: e.base},
 		"oversized subject key": {Kind: storage.KindSubject, Issuer: "i", Key: string(make([]byte, 2000)), RevokedBefore: e.base, ExpiresAt: e.base},
+		// What a backend cannot store as given is refused alike by every
+		// backend, as invalid, before any of it is written.
+		"NUL in a key":         {Kind: storage.KindToken, Issuer: "i", Key: "j\x00", ExpiresAt: e.base},
+		"not UTF-8":            {Kind: storage.KindSession, Issuer: "i\xff", Key: "s", ExpiresAt: e.base},
+		"NUL in the reason":    {Kind: storage.KindToken, Issuer: "i", Key: "j", ExpiresAt: e.base, Reason: "\x00"},
+		"expiry past 9999":     {Kind: storage.KindToken, Issuer: "i", Key: "j", ExpiresAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
+		"cutoff before year 0": {Kind: storage.KindCutoff, Issuer: "i", RevokedBefore: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC), ExpiresAt: e.base},
+		"natural key too long": {Kind: storage.KindSubject, Issuer: randomText(1024), Key: randomText(1024), Audience: randomText(1024),
+			RevokedBefore: e.base, ExpiresAt: e.base},
 	}
 	for name, r := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -943,4 +972,14 @@ func testContributionsRecorded(t *testing.T, e env) {
 	if err != nil || u.Change.Op != storage.OpPut || u.Change.Revocation.Source != "logout-route" {
 		t.Errorf("Unrevoke(backchannel-logout) = %+v, %v; want the logout route's entry", u, err)
 	}
+}
+
+// randomText is n random letters and digits: text that does not compress.
+func randomText(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[rand.IntN(len(alphabet))]
+	}
+	return string(b)
 }
