@@ -235,14 +235,14 @@ func TestSnapshotTimeoutBoundsALoad(t *testing.T) {
 	})
 }
 
-// gatedStore counts the feed's reads, and holds each until gate is closed.
-type gatedStore struct {
+// gatedReads counts the feed's reads, and holds each until gate is closed.
+type gatedReads struct {
 	*bolt.Store
 	gate  chan struct{}
 	reads atomic.Int32
 }
 
-func (s *gatedStore) Changes(ctx context.Context, after storage.Position, limit int) ([]storage.Change, error) {
+func (s *gatedReads) Changes(ctx context.Context, after storage.Position, limit int) ([]storage.Change, error) {
 	s.reads.Add(1)
 	select {
 	case <-s.gate:
@@ -262,7 +262,7 @@ func TestWritesShareARead(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer b.Close()
-		s := &gatedStore{Store: b, gate: make(chan struct{})}
+		s := &gatedReads{Store: b, gate: make(chan struct{})}
 		x := storage.NewIndex()
 		if err := x.Load(t.Context(), b, time.Now()); err != nil {
 			t.Fatal(err)
