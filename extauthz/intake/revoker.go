@@ -64,9 +64,7 @@ type Held interface {
 
 // Revoker writes revocations: durable, then visible in this replica's index.
 type Revoker struct {
-	store storage.Store
-	// follower is the one given, its WaitFor calls shared by concurrent
-	// writes (sharedWaits).
+	store    storage.Store
 	follower Follower
 	index    Held              // nil: none known, every logout writes
 	issuers  map[string]Issuer // by iss
@@ -112,7 +110,7 @@ func NewRevoker(s storage.Store, f Follower, issuers []Issuer, now func() time.T
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	r := &Revoker{store: s, follower: &sharedWaits{f: f}, issuers: m, byName: byName, now: now}
+	r := &Revoker{store: s, follower: f, issuers: m, byName: byName, now: now}
 	if p, ok := f.(interface{ Index() *storage.Index }); ok {
 		if x := p.Index(); x != nil {
 			r.index = x
