@@ -91,15 +91,10 @@ func checkDenial(t *testing.T, resp *authv3.CheckResponse, reason string) {
 	}
 }
 
-// FuzzCheckPolicy drives a server with a route policy from the request
-// line: method, host, path and token. Whatever the input: no panic, no
-// gRPC error, a reason from the closed set, an allow only with an OK
-// status; and a path that any upstream could read as under /internal (the
-// deny rule: every escape decoded, ';' parameters dropped or kept, dot
-// segments resolved) is never let through.
-//
-//	go test -run '^$' -fuzz FuzzCheckPolicy -fuzztime 30s ./extauthz
-func FuzzCheckPolicy(f *testing.F) {
+// fuzzPolicyServer is the policy fuzzers' server, and a valid token for
+// it: /public is public, /internal denied, /docs/[a-z]+ on *.example.com
+// public, the rest needs a valid token.
+func fuzzPolicyServer(f *testing.F) (*extauthz.Server, string) {
 	iss := tokentest.NewServer(f, audience)
 	headers, _ := policy.NewHeaderMap(nil)
 	issuers := []policy.IssuerInfo{{Name: "a", Iss: iss.URL}}
@@ -124,8 +119,23 @@ func FuzzCheckPolicy(f *testing.F) {
 	if err := v.Refresh(f.Context(), "a"); err != nil {
 		f.Fatal(err)
 	}
-	srv := newServer(f, extauthz.Options{Verifier: v, Headers: headers, Policy: func() *policy.Set { return set }})
-	valid, _ := iss.Mint("user", time.Hour, nil)
+	valid, err := iss.Mint("user", time.Hour, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return newServer(f, extauthz.Options{Verifier: v, Headers: headers, Policy: func() *policy.Set { return set }}), valid
+}
+
+// FuzzCheckPolicy drives a server with a route policy from the request
+// line: method, host, path and token. Whatever the input: no panic, no
+// gRPC error, a reason from the closed set, an allow only with an OK
+// status; and a path that any upstream could read as under /internal (the
+// deny rule: every escape decoded, ';' parameters dropped or kept, dot
+// segments resolved) is never let through.
+//
+//	go test -run '^$' -fuzz FuzzCheckPolicy -fuzztime 30s ./extauthz
+func FuzzCheckPolicy(f *testing.F) {
+	srv, valid := fuzzPolicyServer(f)
 	for _, p := range []string{"/public/x", "/public/../internal/x", "/public/%2e%2e/internal", "/public/..;/internal",
 		"/public/.%2e/internal", "/internal", "//internal", "/public/%2F../internal", "/%69nternal/x",
 		"/public;x=1/../internal", "/public/%252e%252e/internal", "/docs/abc?x=/internal", "/public\\..\\internal", "/./internal", "/public/.."} {
@@ -196,37 +206,15 @@ func underInternal(p string) bool {
 // request line where a header rules, changes it. An allow is never given
 // for a path under the deny rule.
 func FuzzHTTPEndpoint(f *testing.F) {
-	iss := tokentest.NewServer(f, audience)
-	headers, _ := policy.NewHeaderMap(nil)
-	issuers := []policy.IssuerInfo{{Name: "a", Iss: iss.URL}}
-	set, err := policy.Compile(policy.Options{Unmatched: policy.UnmatchedAuthenticated, Issuers: issuers,
-		Policies: map[string][]policy.RuleSpec{"default": {
-			{Name: "public", Match: policy.MatchSpec{PathPrefix: "/public"}, Access: "public"},
-			{Name: "internal", Match: policy.MatchSpec{PathPrefix: "/internal"}, Access: "deny"},
-		}}})
-	if err != nil {
-		f.Fatal(err)
-	}
-	v, err := token.New(token.Options{
-		Issuers: []token.Issuer{{Name: "a", Issuer: iss.URL, JWKSURI: iss.URL + "/jwks.json",
-			Audiences: []string{audience}, Leeway: 30 * time.Second, MaxTokenLifetime: time.Hour}},
-		CacheMaxEntries: 1000, UnknownKIDInterval: time.Hour,
-		Derive: extauthz.Derive(headers, nil, policy.NewSubjects(issuers, set.NeedsClaims())),
-	})
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := v.Refresh(f.Context(), "a"); err != nil {
-		f.Fatal(err)
-	}
-	srv := newServer(f, extauthz.Options{Verifier: v, Headers: headers, Policy: func() *policy.Set { return set }})
+	srv, valid := fuzzPolicyServer(f)
 	handlers := map[extauthz.HTTPMode]http.Handler{}
 	for _, m := range []extauthz.HTTPMode{extauthz.HTTPModeEnvoy, extauthz.HTTPModeForwarded, extauthz.HTTPModeNginx} {
-		if handlers[m], err = srv.HTTPHandler(extauthz.HTTPOptions{Mode: m}); err != nil {
+		h, err := srv.HTTPHandler(extauthz.HTTPOptions{Mode: m})
+		if err != nil {
 			f.Fatal(err)
 		}
+		handlers[m] = h
 	}
-	valid, _ := iss.Mint("user", time.Hour, nil)
 	for _, p := range []string{"/public/x", "/public/../internal/x", "/internal", "/public/%2e%2e/internal", "/public/..;/internal"} {
 		f.Add(uint8(0), "GET", "api.example.com", p, "/public", valid)
 		f.Add(uint8(1), "GET", "api.example.com", p, "/public", valid)
