@@ -227,21 +227,8 @@ func checkHTTPConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnect
 		problems = append(problems, fmt.Sprintf("%s: %s", hcm.GetStatPrefix(), fmt.Sprintf(format, args...)))
 	}
 
-	var names []string
-	for _, f := range hcm.GetHttpFilters() {
-		names = append(names, f.GetName())
-	}
-	i := slices.Index(names, extAuthzFilter)
-	if i < 0 {
-		bad("http_filters: got %q, want %s", names, extAuthzFilter)
-		return problems
-	}
-	if r := slices.Index(names, routerFilter); r != len(names)-1 || r < i {
-		bad("http_filters: got %q, want %s before %s, and %s last", names, extAuthzFilter, routerFilter, routerFilter)
-	}
-	ext := &extauthzv3.ExtAuthz{}
-	if err := hcm.GetHttpFilters()[i].GetTypedConfig().UnmarshalTo(ext); err != nil {
-		bad("%s typed_config: %v", extAuthzFilter, err)
+	ext, _ := extAuthzOf(hcm, bad)
+	if ext == nil {
 		return problems
 	}
 	for _, p := range checkHTTPExtAuthz(b, ext, managed, sources) {

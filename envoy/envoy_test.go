@@ -454,12 +454,10 @@ func checkBootstrap(b *bootstrapv3.Bootstrap) []string {
 	return problems
 }
 
-func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionManager) []string {
-	var problems []string
-	bad := func(format string, args ...any) {
-		problems = append(problems, fmt.Sprintf("%s: %s", hcm.GetStatPrefix(), fmt.Sprintf(format, args...)))
-	}
-
+// extAuthzOf is the connection manager's ext_authz filter, which must
+// come before the router, the last filter; and the filters' names. nil
+// (said through bad) when there is none, or it does not decode.
+func extAuthzOf(hcm *hcmv3.HttpConnectionManager, bad func(string, ...any)) (*extauthzv3.ExtAuthz, []string) {
 	var names []string
 	for _, f := range hcm.GetHttpFilters() {
 		names = append(names, f.GetName())
@@ -467,15 +465,27 @@ func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionM
 	i := slices.Index(names, extAuthzFilter)
 	if i < 0 {
 		bad("http_filters: got %q, want %s", names, extAuthzFilter)
-		return problems
+		return nil, names
 	}
 	if r := slices.Index(names, routerFilter); r != len(names)-1 || r < i {
 		bad("http_filters: got %q, want %s before %s, and %s last", names, extAuthzFilter, routerFilter, routerFilter)
 	}
-
 	ext := &extauthzv3.ExtAuthz{}
 	if err := hcm.GetHttpFilters()[i].GetTypedConfig().UnmarshalTo(ext); err != nil {
 		bad("%s typed_config: %v", extAuthzFilter, err)
+		return nil, names
+	}
+	return ext, names
+}
+
+func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionManager) []string {
+	var problems []string
+	bad := func(format string, args ...any) {
+		problems = append(problems, fmt.Sprintf("%s: %s", hcm.GetStatPrefix(), fmt.Sprintf(format, args...)))
+	}
+
+	ext, names := extAuthzOf(hcm, bad)
+	if ext == nil {
 		return problems
 	}
 	for _, p := range checkExtAuthz(b, ext) {
