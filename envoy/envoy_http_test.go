@@ -197,22 +197,10 @@ func clientHeaderPassed(l *matcherv3.ListStringMatcher, h string) bool {
 // the header names tokengate may set upstream, sources the request headers
 // it reads tokens from.
 func checkHTTPBootstrap(b *bootstrapv3.Bootstrap, managed, sources []string) []string {
-	var problems []string
+	problems := checkListeners(b, func(hcm *hcmv3.HttpConnectionManager) []string {
+		return checkHTTPConnectionManager(b, hcm, managed, sources)
+	})
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-
-	if got := b.GetAdmin().GetAddress().GetSocketAddress().GetAddress(); got != "127.0.0.1" {
-		bad("admin address: got %q, want 127.0.0.1 (the admin API can stop Envoy)", got)
-	}
-	hcms, err := connectionManagers(b)
-	if err != nil {
-		bad("%v", err)
-	}
-	if len(hcms) == 0 {
-		bad("http connection managers: got none, want at least one")
-	}
-	for _, hcm := range hcms {
-		problems = append(problems, checkHTTPConnectionManager(b, hcm, managed, sources)...)
-	}
 	c := findCluster(b, authzCluster)
 	if c == nil {
 		bad("cluster %q: missing", authzCluster)

@@ -424,16 +424,15 @@ func validateDeep(m proto.Message) error {
 	})
 }
 
-// checkBootstrap reports every way b differs from what tokengate needs, each
-// as "what: got X, want Y".
-func checkBootstrap(b *bootstrapv3.Bootstrap) []string {
+// checkListeners checks what every bootstrap needs, whichever protocol its
+// ext_authz speaks: Envoy's admin API on loopback, and at least one HTTP
+// connection manager, each checked by check.
+func checkListeners(b *bootstrapv3.Bootstrap, check func(*hcmv3.HttpConnectionManager) []string) []string {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-
 	if got := b.GetAdmin().GetAddress().GetSocketAddress().GetAddress(); got != "127.0.0.1" {
 		bad("admin address: got %q, want 127.0.0.1 (the admin API can stop Envoy)", got)
 	}
-
 	hcms, err := connectionManagers(b)
 	if err != nil {
 		bad("%v", err)
@@ -442,8 +441,16 @@ func checkBootstrap(b *bootstrapv3.Bootstrap) []string {
 		bad("http connection managers: got none, want at least one")
 	}
 	for _, hcm := range hcms {
-		problems = append(problems, checkConnectionManager(b, hcm)...)
+		problems = append(problems, check(hcm)...)
 	}
+	return problems
+}
+
+// checkBootstrap reports every way b differs from what tokengate needs, each
+// as "what: got X, want Y".
+func checkBootstrap(b *bootstrapv3.Bootstrap) []string {
+	problems := checkListeners(b, func(hcm *hcmv3.HttpConnectionManager) []string { return checkConnectionManager(b, hcm) })
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
 	c := findCluster(b, authzCluster)
 	if c == nil {
