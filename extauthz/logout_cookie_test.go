@@ -80,3 +80,54 @@ func TestRevokedLogoutRewritesTokenCookies(t *testing.T) {
 		})
 	}
 }
+
+// TestLookalikeTokenCookiesRemoved: a cookie whose name reads as a token
+// cookie's to some upstream (case, '_' for '.', an escape: App.At, app_at,
+// app%2Eat for app.at) makes the token malformed, and where the request
+// goes on without identity (a public route) it must not go on with that
+// cookie either: an upstream reading cookie names loosely (PHP, ASP.NET)
+// would take the token. The other cookies stay.
+func TestLookalikeTokenCookiesRemoved(t *testing.T) {
+	headers, err := policy.NewHeaderMap(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := policy.Compile(policy.Options{Unmatched: policy.UnmatchedAuthenticated,
+		Policies: map[string][]policy.RuleSpec{"default": {
+			{Name: "public", Match: policy.MatchSpec{PathPrefix: "/public"}, Access: "public"},
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, extauthz.Options{Verifier: &echoVerifier{}, Headers: headers, Revocations: revokeAll{},
+		MaxStaleness: time.Minute, Policy: func() *policy.Set { return set },
+		TokenSources: []extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}}})
+	client := serveGRPC(t, srv)
+	for _, cookie := range []string{"App.At=tokA; theme=dark", "app_at=tokA; theme=dark", "app%2Eat=tokA; theme=dark",
+		"APP.AT=tokA; theme=dark", "theme=dark; app.at=tokA; App.At=tokB"} {
+		t.Run(cookie, func(t *testing.T) {
+			req := checkRequest(map[string]string{"cookie": cookie})
+			req.Attributes.Request.Http.Path = "/public/info"
+			resp, err := client.Check(t.Context(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reason := resp.GetDynamicMetadata().AsMap()["reason"]; reason != "anonymous" {
+				t.Fatalf("reason %v, want anonymous", reason)
+			}
+			ok := resp.GetOkResponse()
+			got := "(unchanged)"
+			for _, h := range ok.GetHeaders() {
+				if h.GetHeader().GetKey() == "cookie" {
+					got = h.GetHeader().GetValue()
+				}
+			}
+			if slices.Contains(ok.GetHeadersToRemove(), "cookie") {
+				got = "(removed)"
+			}
+			if got != "theme=dark" {
+				t.Fatalf("cookie upstream: %s; want theme=dark, without any token cookie", got)
+			}
+		})
+	}
+}

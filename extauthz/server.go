@@ -425,8 +425,11 @@ func withoutTokenCookies(req *authv3.CheckRequest, names []string) (rest string,
 	if len(names) == 0 {
 		return "", false
 	}
+	// A name is the token cookie's as request.cookie reads it: alike
+	// under cookieFoldAt (App.At, app_at, app%2Eat for app.at), which some
+	// upstream reads as the token cookie itself.
 	named := func(s string) bool {
-		return slices.ContainsFunc(names, func(n string) bool { return strings.Contains(s, n) })
+		return slices.ContainsFunc(names, func(n string) bool { return cookieFoldContains(s, n) })
 	}
 	var kept []string
 	// keep keeps s as it is if it names no token cookie; otherwise splits it
@@ -443,7 +446,9 @@ func withoutTokenCookies(req *authv3.CheckRequest, names []string) (rest string,
 				keep(part, seps[1:])
 			}
 		default:
-			if name, _, _ := strings.Cut(s, "="); slices.Contains(names, name) {
+			name, _, _ := strings.Cut(s, "=")
+			name = strings.TrimSpace(name)
+			if slices.ContainsFunc(names, func(n string) bool { return cookieFoldEqual(name, n) }) {
 				changed = true
 				return
 			}
