@@ -91,6 +91,12 @@ const (
 	HeaderDecisionID = "x-tokengate-decision-id"
 	// HeaderError is a denial's RFC 6750 error code.
 	HeaderError = "x-tokengate-error"
+	// HeaderCookieRewritten is "1" on an allow that rewrites the Cookie
+	// header (the token's cookies taken out): a proxy that copies answer
+	// headers by name, and cannot tell an absent one from any value
+	// (Caddy 2.6), sets Cookie from the answer on this flag alone, which
+	// no client can make the answer's cookie imitate.
+	HeaderCookieRewritten = "x-tokengate-cookie-rewritten"
 	// HeaderStatus is a denial's status, for nginx: its auth_request
 	// answers anything but 401 and 403 with 500, and a configuration can
 	// answer the status itself (README: Behind nginx).
@@ -375,6 +381,9 @@ func writeHTTPAnswer(w http.ResponseWriter, resp *authv3.CheckResponse) {
 		for i, hv := range headers {
 			k := hv.GetHeader().GetKey()
 			vals[i] = hv.GetHeader().GetValue()
+			if k == "cookie" {
+				out[HeaderCookieRewritten] = cookieRewritten
+			}
 			if prev, dup := out[k]; dup && hv.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
 				out[k] = append(prev, vals[i])
 				continue
@@ -422,6 +431,9 @@ func writeHTTPAnswer(w http.ResponseWriter, resp *authv3.CheckResponse) {
 	w.WriteHeader(code)
 	_, _ = w.Write([]byte(d.GetBody()))
 }
+
+// cookieRewritten is HeaderCookieRewritten's value, shared read only.
+var cookieRewritten = []string{"1"}
 
 // httpReason is what every HTTP answer with one reason shares, read only.
 type httpReason struct {

@@ -22,6 +22,7 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/tokengate/tokengate/extauthz"
+	"github.com/tokengate/tokengate/policy"
 )
 
 // line is one header line of a raw HTTP request.
@@ -442,6 +443,52 @@ func TestHTTPPolicyFromTheAuthPath(t *testing.T) {
 			if got := resp.Header.Get(extauthz.HeaderReason); got != c.reason {
 				t.Errorf("%s mode, auth request %s: %d %s (%s), want %s", mode, c.authTarget, resp.StatusCode, got, body, c.reason)
 			}
+		}
+	}
+}
+
+// TestHTTPCookieRewrittenFlag: an allow that rewrites the Cookie header
+// (the token cookie taken out) says so in x-tokengate-cookie-rewritten,
+// whatever the rest of the cookies are; one that does not rewrite it has
+// no flag. The cookie value alone cannot say it: the client chooses the
+// cookies that are kept, and could make them read as a proxy's "no such
+// header" (Caddy 2.6's literal placeholder).
+func TestHTTPCookieRewrittenFlag(t *testing.T) {
+	headers, err := policy.NewHeaderMap(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := policy.Compile(policy.Options{Unmatched: policy.UnmatchedAuthenticated,
+		Policies: map[string][]policy.RuleSpec{"default": {
+			{Name: "public", Match: policy.MatchSpec{PathPrefix: "/public"}, Access: "public"},
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, extauthz.Options{Verifier: &echoVerifier{}, Headers: headers, Revocations: revokeAll{},
+		MaxStaleness: time.Minute, Policy: func() *policy.Set { return set },
+		TokenSources: []extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}}})
+	addr := serveHTTPModes(t, srv)[extauthz.HTTPModeForwarded]
+	for _, c := range []struct {
+		cookies []string
+		flag    string
+	}{
+		{[]string{"app.at=tokA", "{http.reverse_proxy.header.Cookie}"}, "1"},
+		{[]string{"app.at=tokA; theme=dark"}, "1"},
+		{[]string{"theme=dark"}, ""},
+		{[]string{"app.at=tokA"}, ""}, // removed, not rewritten
+	} {
+		req := wireRequest{method: "GET", target: "/check", host: "t", headers: []line{
+			{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Host", "api.example.com"}, {"X-Forwarded-Uri", "/public/info"}}}
+		for _, v := range c.cookies {
+			req.headers = append(req.headers, line{"Cookie", v})
+		}
+		resp, body := req.do(t, addr)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%q: %d %s", c.cookies, resp.StatusCode, body)
+		}
+		if got := resp.Header.Get(extauthz.HeaderCookieRewritten); got != c.flag {
+			t.Errorf("%q: %s = %q (cookie %q), want %q", c.cookies, extauthz.HeaderCookieRewritten, got, resp.Header.Get("Cookie"), c.flag)
 		}
 	}
 }
