@@ -250,9 +250,15 @@ func (f *Follower) catchUpNotified(ctx context.Context) error {
 		return err
 	}
 	defer f.unlock()
-	feed, changes, complete := p.Pushed()
+	push := p.Pushed()
 	at := f.index.Position()
-	if !complete || feed != at.Feed {
+	if push.MovedBack {
+		// The feed's numbers are reused: what this replica applied under
+		// them is not what the feed now holds.
+		return f.resetLocked(ctx, at)
+	}
+	changes := push.Changes
+	if !push.Complete || push.Feed != at.Feed {
 		return f.catchUpLocked(ctx)
 	}
 	for len(changes) > 0 && changes[0].Seq <= at.Seq {
@@ -395,6 +401,13 @@ func (f *Follower) resetLocked(ctx context.Context, at Position) error {
 	lost, err := f.index.load(ctx, f.store, f.opts.Now())
 	if err != nil {
 		return err
+	}
+	if p, ok := f.store.(Pusher); ok {
+		// What was notified is of the feed before the reload (a change
+		// notified late is in the snapshot, and skipped as applied), and
+		// so are the numbers seen: a later one at or below them is no
+		// sign of another move.
+		p.ForgetPushed()
 	}
 	f.synced()
 	f.metrics.resets.Inc()

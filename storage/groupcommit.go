@@ -161,3 +161,19 @@ func (g *GroupCommit) Close() error {
 	g.flushes.Wait()
 	return g.Store.Close()
 }
+
+// Pushed forwards to the store below when it is a Pusher: batching the
+// writes changes nothing of the feed's notifications.
+func (g *GroupCommit) Pushed() Push {
+	if p, ok := g.Store.(Pusher); ok {
+		return p.Pushed()
+	}
+	return Push{}
+}
+
+// ForgetPushed forwards to the store below when it is a Pusher.
+func (g *GroupCommit) ForgetPushed() {
+	if p, ok := g.Store.(Pusher); ok {
+		p.ForgetPushed()
+	}
+}

@@ -74,9 +74,16 @@ func (i *instrumented) Sweep(ctx context.Context, now time.Time, keep time.Durat
 
 // Pushed forwards to the store when it is a Pusher; otherwise nothing was
 // pushed, and the follower reads.
-func (i *instrumented) Pushed() (string, []Change, bool) {
+func (i *instrumented) Pushed() Push {
 	if p, ok := i.Store.(Pusher); ok {
 		return p.Pushed()
 	}
-	return "", nil, false
+	return Push{}
+}
+
+// ForgetPushed forwards to the store when it is a Pusher.
+func (i *instrumented) ForgetPushed() {
+	if p, ok := i.Store.(Pusher); ok {
+		p.ForgetPushed()
+	}
 }

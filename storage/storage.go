@@ -366,5 +366,24 @@ type Pusher interface {
 	// the last call carried no change (it was too large, or some may have
 	// been missed while the notifications' connection was down): then the
 	// feed must be read.
-	Pushed() (feed string, changes []Change, complete bool)
+	Pushed() Push
+	// ForgetPushed drops what was notified so far, and the numbers seen:
+	// the follower reloaded, and numbers notified before are no measure
+	// of the feed it now follows.
+	ForgetPushed()
+}
+
+// Push is what a Pusher's notifications carried since the last call.
+type Push struct {
+	// Feed is the identity of the feed the changes belong to.
+	Feed    string
+	Changes []Change
+	// Complete: every notification carried its change.
+	Complete bool
+	// MovedBack: a notification's sequence number was at or below one
+	// notified before it on the same connection. Changes are notified in
+	// commit order, which is sequence order, so the feed moved back (a
+	// restore into the same database, say) and its numbers are reused:
+	// the follower must reload, not skip what it thinks it has.
+	MovedBack bool
 }

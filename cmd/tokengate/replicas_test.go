@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -399,4 +400,53 @@ storage: {postgres_url: %q}
 	if got := pgtest.QueryInt(t, conn, readerConns+" AND application_name = 'reader-listen'"); got != 1 {
 		t.Errorf("the read-only replica's LISTEN connections: %d, want 1", got)
 	}
+}
+
+// TestReaderAppliesPushedChanges: as the binary wires its store (the
+// metrics wrapper over group commit over PostgreSQL), a replica applies the
+// changes its notifications carry without reading the feed: the wrappers
+// pass the pushed changes through.
+func TestReaderAppliesPushedChanges(t *testing.T) {
+	cluster := pgtest.NewCluster(t, pgtest.Options{})
+	url, err := cluster.CreateDatabase(t.Context(), "tokengate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := tokentest.NewServer(t, "api")
+	storage := fmt.Sprintf("storage: {postgres_url: %q}", url)
+	a := start(t, []string{"serve", "--config", replicaConfig(t, iss, storage)}, nil)
+	b := start(t, []string{"serve", "--config", replicaConfig(t, iss, storage)}, nil)
+	waitReady(t, a)
+	waitReady(t, b)
+	var toks []string
+	for i := range 5 {
+		tok, err := iss.Mint(fmt.Sprintf("user-%d", i), 10*time.Minute, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+		if code := a.revoke(t, `{"token":"`+tok+`"}`); code != http.StatusCreated {
+			t.Fatalf("revoke through A: %d", code)
+		}
+	}
+	for _, tok := range toks {
+		eventually(t, "B denies every revoked token", func() bool { return b.decision(t, tok) == "token_revoked" })
+	}
+	_, body := httpGet(t, "http://"+b.httpAddr+"/metrics")
+	re := regexp.MustCompile(`(?m)^tokengate_revocation_changes_applied_total\{via="notification"\} (\d+)`)
+	m := re.FindStringSubmatch(body)
+	if m == nil || m[1] == "0" {
+		t.Fatalf("B applied no change from its notifications (%v): every one was read\n%s", m, grepLines(body, "tokengate_revocation_changes_applied_total"))
+	}
+}
+
+// grepLines is the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

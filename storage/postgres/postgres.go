@@ -215,8 +215,16 @@ func (h wakeHandler) HandleBacklog(ctx context.Context, _ string, conn *pgx.Conn
 
 // Pushed takes the changes notified since the last call; see
 // storage.Pusher.
-func (s *Store) Pushed() (feed string, changes []storage.Change, complete bool) {
+func (s *Store) Pushed() storage.Push {
 	return s.push.take()
+}
+
+// ForgetPushed drops what was notified, and the numbers seen; see
+// storage.Pusher.
+func (s *Store) ForgetPushed() {
+	s.push.mu.Lock()
+	defer s.push.mu.Unlock()
+	s.push.changes, s.push.complete, s.push.movedBack, s.push.last = nil, false, false, 0
 }
 
 // pushed keeps the changes the LISTEN connection's notifications carried
@@ -228,6 +236,11 @@ type pushed struct {
 	feedID   string // the feed id part of it, which payloads name
 	changes  []storage.Change
 	complete bool // every notification since the last take carried its change
+	// last is the highest sequence number notified on this connection (0
+	// after a reconnection); movedBack, that one at or below it came since
+	// the last take.
+	last      uint64
+	movedBack bool
 }
 
 // notification is a payload of migration 0004's trigger, decoded in one
@@ -250,6 +263,15 @@ func (p *pushed) notified(ctx context.Context, payload string, conn *pgx.Conn) {
 	}
 	// Another feed id than the connection's: the feed was re-created under
 	// it. Only a read tells what became of this replica's position.
+	if err == nil && n.Feed == p.feedID && n.Seq != 0 {
+		// One connection gets the notifications in commit order, which is
+		// sequence order (the feed lock): a number at or below one seen
+		// means the feed moved back under the same feed id.
+		if n.Seq <= p.last {
+			p.movedBack = true
+		}
+		p.last = n.Seq
+	}
 	if err != nil || n.Revocation == nil || n.Feed != p.feedID || p.feed == "" || len(p.changes) >= maxPushed {
 		p.changes, p.complete = nil, false
 		return
@@ -263,15 +285,15 @@ func (p *pushed) reconnected(ctx context.Context, conn *pgx.Conn) {
 	feed, feedID := feedIdentity(ctx, conn)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.feed, p.feedID, p.changes, p.complete = feed, feedID, nil, false
+	p.feed, p.feedID, p.changes, p.complete, p.last = feed, feedID, nil, false, 0
 }
 
-func (p *pushed) take() (string, []storage.Change, bool) {
+func (p *pushed) take() storage.Push {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	feed, changes, complete := p.feed, p.changes, p.complete
-	p.changes, p.complete = nil, true
-	return feed, changes, complete
+	push := storage.Push{Feed: p.feed, Changes: p.changes, Complete: p.complete, MovedBack: p.movedBack}
+	p.changes, p.complete, p.movedBack = nil, true, false
+	return push
 }
 
 // feedIdentity is the identity and the feed id of the feed on conn's

@@ -61,8 +61,10 @@ func TestFeedMovedBackIsNotIgnored(t *testing.T) {
 	for name, tc := range map[string]struct {
 		newIdentity bool
 		readBetween bool // every replica reads the feed between the rewind and the new writes
+		oneByOne    bool // the new writes one change each, each pushed to the replicas
 	}{
 		"read before the new writes":               {readBetween: true},
+		"no read, pushed one by one":               {oneByOne: true},
 		"new identity, read after the new writes":  {newIdentity: true},
 		"new identity, read before the new writes": {newIdentity: true, readBetween: true},
 	} {
@@ -85,7 +87,13 @@ func TestFeedMovedBackIsNotIgnored(t *testing.T) {
 			}
 			// One write takes the numbers the lost changes had, and more.
 			fresh := []string{"new-1", "new-2", "new-3", "new-4", "new-5"}
-			revokeMany(t, a, fresh...)
+			if tc.oneByOne {
+				for _, jti := range fresh {
+					revokeMany(t, a, jti)
+				}
+			} else {
+				revokeMany(t, a, fresh...)
+			}
 			for name, r := range map[string]*replica{"A": a, "B": b} {
 				for _, jti := range append([]string{"kept-1", "kept-2"}, fresh...) {
 					waitFor(t, name+" denies "+jti, func() bool { return r.revoked(jti) })
