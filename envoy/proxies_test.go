@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,6 +238,32 @@ func proveProxy(t *testing.T, r *proxyRig) {
 		jti, exp := claimsOf(t, frank)
 		r.tg.revokeToken(t, jti, exp)
 		tokenCookie := func(tok string) string { return rigTokenCookie + "=" + tok }
+		// upstreamGot checks what the upstream got for the request id:
+		// the identity, Authorization and Cookie given ("" none), and no
+		// proxy's helper.
+		upstreamGot := func(name string, got proxyAnswer, id, subject, authorization, cookie string) {
+			t.Helper()
+			s, ok := r.up.reached(id)
+			if got.status != 200 || !ok {
+				t.Errorf("%s: %d %s, reached %v; want 200 from the upstream", name, got.status, got.body, ok)
+				return
+			}
+			if v := s.Header.Values("Authorization"); (authorization == "" && v != nil) || (authorization != "" && (len(v) != 1 || v[0] != authorization)) {
+				t.Errorf("%s: the upstream got Authorization %.30q, want %.30q", name, v, authorization)
+			}
+			if v := s.Header.Values("Cookie"); (cookie == "" && v != nil) || (cookie != "" && (len(v) != 1 || v[0] != cookie)) {
+				t.Errorf("%s: the upstream got Cookie %.60q, want %.60q", name, v, cookie)
+			}
+			if v := s.Header.Get("X-Auth-Subject"); v != subject {
+				t.Errorf("%s: the upstream got X-Auth-Subject %q, want %q", name, v, subject)
+			}
+			noSpoofedHeader(t, name, s)
+			for _, helper := range []string{"X-Envoy-Auth-Headers-To-Remove", "X-Tokengate-Cookie-Rewritten", "X-Tokengate-Remove", "X-Tokengate-Cookie"} {
+				if v := s.Header.Values(helper); v != nil {
+					t.Errorf("%s: the upstream got %s %q, a proxy's helper", name, helper, v)
+				}
+			}
+		}
 		for name, c := range map[string]struct {
 			method, target string
 			header         map[string]string
@@ -264,26 +291,35 @@ func proveProxy(t *testing.T, r *proxyRig) {
 		} {
 			id := "strip " + name
 			got := send(t, r.addr, c.method, c.target, id, c.header, "")
-			s, ok := r.up.reached(id)
-			if got.status != 200 || !ok {
-				t.Errorf("%s: %d %s, reached %v; want 200 from the upstream", name, got.status, got.body, ok)
-				continue
-			}
-			if v := s.Header.Values("Authorization"); (c.authorization == "" && v != nil) || (c.authorization != "" && (len(v) != 1 || v[0] != c.authorization)) {
-				t.Errorf("%s: the upstream got Authorization %.30q, want %.30q", name, v, c.authorization)
-			}
-			if v := s.Header.Values("Cookie"); (c.cookie == "" && v != nil) || (c.cookie != "" && (len(v) != 1 || v[0] != c.cookie)) {
-				t.Errorf("%s: the upstream got Cookie %.60q, want %.60q", name, v, c.cookie)
-			}
-			if v := s.Header.Get("X-Auth-Subject"); v != c.subject {
-				t.Errorf("%s: the upstream got X-Auth-Subject %q, want %q", name, v, c.subject)
-			}
-			noSpoofedHeader(t, name, s)
-			for _, helper := range []string{"X-Envoy-Auth-Headers-To-Remove", "X-Tokengate-Remove", "X-Tokengate-Cookie"} {
-				if v := s.Header.Values(helper); v != nil {
-					t.Errorf("%s: the upstream got %s %q, a proxy's helper", name, helper, v)
-				}
-			}
+			upstreamGot(name, got, id, c.subject, c.authorization, c.cookie)
+		}
+		// The kept cookies are the client's: on Cookie lines of their own,
+		// one is Caddy 2.6's literal placeholder for an answer without
+		// Cookie, and tokengate's rewritten cookie is that text. The token's
+		// cookie still must not go on.
+		placeholder := "{http.reverse_proxy.header.Cookie}"
+		for name, c := range map[string]struct {
+			target          string
+			token           string
+			subject, cookie string
+		}{
+			"revoked token's cookie on the logout route, the placeholder on a line of its own": {"/oauth2/logout", frank, "", placeholder},
+			"forward_token false, the placeholder on a line of its own":                        {"/internal/report", alice, "alice", placeholder},
+			"public route, a revoked token's cookie, the placeholder on a line of its own":     {"/public/info", frank, "", placeholder},
+		} {
+			id := "strip " + name
+			got := sendLines(t, r.addr, "GET", c.target, id, http.Header{"Cookie": {tokenCookie(c.token), placeholder}}, "")
+			upstreamGot(name, got, id, c.subject, "", c.cookie)
+		}
+		// A client's own helpers set nothing: the request goes on as sent.
+		// (nginx's helpers are variables; it passes these headers on as any
+		// other of the client's.)
+		sent := "theme=dark; " + tokenCookie(alice)
+		send(t, r.addr, "GET", "/orders/7", "strip the client's helpers", map[string]string{"Cookie": sent,
+			"X-Tokengate-Cookie": "theme=dark", "X-Tokengate-Cookie-Rewritten": "1", "X-Tokengate-Remove": "cookie, authorization"}, "")
+		if s, ok := r.up.reached("strip the client's helpers"); !ok || len(s.Header.Values("Cookie")) != 1 || s.Header.Get("Cookie") != sent || s.Header.Get("X-Auth-Subject") != "alice" {
+			t.Errorf("the client's own helpers: reached %v, the upstream got Cookie %.60q and X-Auth-Subject %q, want the cookie as sent and alice",
+				ok, s.Header.Values("Cookie"), s.Header.Get("X-Auth-Subject"))
 		}
 	})
 

@@ -352,9 +352,16 @@ func TestProxyConfigChecksCatchMistakes(t *testing.T) {
 		"nginx: map read before the auth":  {nginxFile, "    auth_request /_tokengate;", "    set $tg_seen $tg_authorization;\n    auth_request /_tokengate;", "reads $tg_authorization elsewhere"},
 		"caddy: removal list not copied":   {caddyFile, "X-Envoy-Auth-Headers-To-Remove>X-Tokengate-Remove ", "", "copy_headers lacks X-Envoy-Auth-Headers-To-Remove"},
 		"caddy: token always forwarded":    {caddyFile, "request_header @tg_remove_authorization -Authorization", "", "removes Authorization"},
-		"caddy: helper reaches upstream":   {caddyFile, "request_header -X-Tokengate-Cookie\n\n\t\t# 5.", "\n\t\t# 5.", "no request_header -X-Tokengate-Cookie before reverse_proxy"},
-		"caddy: client's helper trusted":   {caddyFile, "request_header -X-Tokengate-Remove\n\t\trequest_header -X-Tokengate-Cookie\n\n\t\t# 2.", "# 2.", "no request_header -X-Tokengate-Remove before forward_auth"},
-		"caddy: cookie set to placeholder": {caddyFile, "\t\t\tnot header_regexp X-Tokengate-Cookie", "\t\t\t# not header_regexp X-Tokengate-Cookie", "literal placeholder in X-Tokengate-Cookie"},
-		"readme: not the shipped line":     {readmeFile, "proxy_set_header X-Auth-Subject  $tg_subject;", "proxy_set_header X-Auth-Subject $http_x_auth_subject;", "is not in " + nginxFile},
+		"caddy: helper reaches upstream":   {caddyFile, "request_header -X-Tokengate-Cookie\n\t\trequest_header -X-Tokengate-Cookie-Rewritten\n\n\t\t# 5.", "request_header -X-Tokengate-Cookie-Rewritten\n\n\t\t# 5.", "no request_header -X-Tokengate-Cookie before reverse_proxy"},
+		"caddy: flag reaches upstream":     {caddyFile, "request_header -X-Tokengate-Cookie-Rewritten\n\n\t\t# 5.", "\n\t\t# 5.", "no request_header -X-Tokengate-Cookie-Rewritten before reverse_proxy"},
+		"caddy: client's helper trusted":   {caddyFile, "request_header -X-Tokengate-Remove\n\t\trequest_header -X-Tokengate-Cookie\n", "", "no request_header -X-Tokengate-Remove before forward_auth"},
+		"caddy: client's flag trusted":     {caddyFile, "\t\trequest_header -X-Tokengate-Cookie-Rewritten\n\n\t\t# 2.", "\n\t\t# 2.", "no request_header -X-Tokengate-Cookie-Rewritten before forward_auth"},
+		"caddy: flag not copied":           {caddyFile, " X-Tokengate-Cookie-Rewritten>X-Tokengate-Cookie-Rewritten", "", "copy_headers lacks"},
+		// The design before the flag: Cookie set from the helper unless its
+		// text is the placeholder, which a client's cookies can make it.
+		"caddy: cookie set on its text": {caddyFile, "@tg_set_cookie header X-Tokengate-Cookie-Rewritten 1",
+			"@tg_set_cookie {\n\t\t\theader X-Tokengate-Cookie *\n\t\t\tnot header_regexp X-Tokengate-Cookie `^\\{http\\.reverse_proxy\\.header\\.Cookie\\}$`\n\t\t}",
+			"Cookie is set from X-Tokengate-Cookie on other than"},
+		"readme: not the shipped line": {readmeFile, "proxy_set_header X-Auth-Subject  $tg_subject;", "proxy_set_header X-Auth-Subject $http_x_auth_subject;", "is not in " + nginxFile},
 	}, checkProxyConfigs)
 }

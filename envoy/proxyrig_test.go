@@ -407,6 +407,17 @@ type proxyAnswer struct {
 // host api.example.com, tagged with testCase for the upstream's record.
 func send(t *testing.T, addr, method, target, testCase string, header map[string]string, body string) proxyAnswer {
 	t.Helper()
+	lines := http.Header{}
+	for k, v := range header {
+		lines[k] = []string{v} // as written: no canonicalisation
+	}
+	return sendLines(t, addr, method, target, testCase, lines, body)
+}
+
+// sendLines is send with header lines as written, a name's values each on a
+// line of its own (two Cookie lines, say).
+func sendLines(t *testing.T, addr, method, target, testCase string, header http.Header, body string) proxyAnswer {
+	t.Helper()
 	req, err := http.NewRequest(method, "http://"+addr+target, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -414,7 +425,7 @@ func send(t *testing.T, addr, method, target, testCase string, header map[string
 	req.Host = "api.example.com"
 	req.Header.Set("X-Test-Case", testCase)
 	for k, v := range header {
-		req.Header[k] = append(req.Header[k], v) // as written: no canonicalisation
+		req.Header[k] = append(req.Header[k], v...)
 	}
 	if body == "" {
 		req.Body = nil

@@ -163,11 +163,13 @@ func checkNginxToken(data []byte) []string {
 // name, header and pattern (which may hold spaces).
 var caddyRegexpMatcher = regexp.MustCompile("^(@\\w+) header_regexp (\\S+) `([^`]*)`$")
 
-// checkCaddyToken: forward_auth copies the removal list and the cookie
-// header into helper headers, which the client's copies cannot be (deleted
-// before); after it, a matcher of the list removes Authorization and
-// Cookie, another sets Cookie from tokengate's when the answer had one (not
-// Caddy 2.6's literal placeholder); and the helpers go before the upstream.
+// checkCaddyToken: forward_auth copies the removal list, the cookie header
+// and the cookie-rewritten flag into helper headers, which the client's
+// copies cannot be (deleted before); after it, a matcher of the list
+// removes Authorization and Cookie, another sets Cookie from tokengate's on
+// the flag alone (the cookie's text is the client's other cookies, which
+// can be Caddy 2.6's literal placeholder for an answer without Cookie);
+// and the helpers go before the upstream.
 func checkCaddyToken(data []byte) []string {
 	lines := configLines(data)
 	fa := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "forward_auth ") })
@@ -185,12 +187,12 @@ func checkCaddyToken(data []byte) []string {
 			}
 		}
 	}
-	remove, cookie := copied["x-envoy-auth-headers-to-remove"], copied["cookie"]
-	if remove == "" || cookie == "" {
-		return []string{fmt.Sprintf("%s: copy_headers lacks X-Envoy-Auth-Headers-To-Remove>… and Cookie>… (the token would reach the upstream where tokengate removes it)", caddyFile)}
+	remove, cookie, rewritten := copied["x-envoy-auth-headers-to-remove"], copied["cookie"], copied["x-tokengate-cookie-rewritten"]
+	if remove == "" || cookie == "" || rewritten == "" {
+		return []string{fmt.Sprintf("%s: copy_headers lacks X-Envoy-Auth-Headers-To-Remove>…, Cookie>… or X-Tokengate-Cookie-Rewritten>… (the token would reach the upstream where tokengate removes it)", caddyFile)}
 	}
 	var problems []string
-	for _, h := range []string{remove, cookie} {
+	for _, h := range []string{remove, cookie, rewritten} {
 		if i := slices.Index(lines, "request_header -"+h); i < 0 || i > fa {
 			problems = append(problems, fmt.Sprintf("%s: no request_header -%s before forward_auth (a client's would be read as tokengate's)", caddyFile, h))
 		}
@@ -213,7 +215,8 @@ func checkCaddyToken(data []byte) []string {
 			problems = append(problems, fmt.Sprintf("%s: no matcher of %s removes %s after forward_auth (the token would reach the upstream where tokengate removes it)", caddyFile, remove, header))
 		}
 	}
-	// Cookie is set from the helper only when it is no placeholder.
+	// Cookie is set from the helper on the flag alone: a matcher whose one
+	// condition is the flag's value.
 	set := slices.IndexFunc(lines[fa:rp], func(l string) bool {
 		f := strings.Fields(l)
 		return len(f) == 4 && f[0] == "request_header" && f[2] == "Cookie" && f[3] == "{http.request.header."+cookie+"}"
@@ -222,15 +225,8 @@ func checkCaddyToken(data []byte) []string {
 		return append(problems, fmt.Sprintf("%s: no request_header … Cookie {http.request.header.%s} (tokengate's cookie header without the token's cookie)", caddyFile, cookie))
 	}
 	matcher := strings.Fields(lines[fa+set])[1]
-	placeholder := "`^" + regexp.QuoteMeta("{http.reverse_proxy.header.Cookie}") + "$`"
-	var body []string
-	if block := slices.Index(lines, matcher+" {"); block >= 0 {
-		if end := slices.Index(lines[block:], "}"); end >= 0 {
-			body = lines[block : block+end]
-		}
-	}
-	if !slices.Contains(body, "not header_regexp "+cookie+" "+placeholder) {
-		problems = append(problems, fmt.Sprintf("%s: %s does not exclude Caddy 2.6's literal placeholder in %s: Cookie would be that text", caddyFile, matcher, cookie))
+	if !slices.Contains(lines[fa:fa+set], matcher+" header "+rewritten+" 1") {
+		problems = append(problems, fmt.Sprintf("%s: Cookie is set from %s on other than %q: a client's cookies can make that text Caddy 2.6's literal placeholder, and its own Cookie, token included, would go on", caddyFile, cookie, matcher+" header "+rewritten+" 1"))
 	}
 	return problems
 }
