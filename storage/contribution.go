@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -42,6 +44,20 @@ type Contribution struct {
 func SourceClass(source string) string {
 	class, _, _ := strings.Cut(source, ":")
 	return class
+}
+
+// MaxTextBytes bounds every text field of a revocation (Validate).
+const MaxTextBytes = 1024
+
+// Source is the source class:detail, within MaxTextBytes: a detail that
+// would not fit (an OP's long jti) is its SHA-256 instead, so that the
+// same detail is still the same source, and the class is kept.
+func Source(class, detail string) string {
+	if len(class)+1+len(detail) <= MaxTextBytes {
+		return class + ":" + detail
+	}
+	sum := sha256.Sum256([]byte(detail))
+	return class + ":sha256:" + hex.EncodeToString(sum[:])
 }
 
 // Contributions returns the entry's contributions, sorted by class. An entry

@@ -123,8 +123,8 @@ func (r Revocation) Validate() error {
 	// refuses both), and a natural key its unique index can hold.
 	for name, s := range map[string]string{"issuer": r.Issuer, "key": r.Key, "audience": r.Audience, "source": r.Source, "reason": r.Reason} {
 		switch {
-		case len(s) > 1024:
-			errs = append(errs, fmt.Errorf("%s longer than 1024 bytes", name))
+		case len(s) > MaxTextBytes:
+			errs = append(errs, fmt.Errorf("%s longer than %d bytes", name, MaxTextBytes))
 		case !utf8.ValidString(s):
 			errs = append(errs, fmt.Errorf("%s is not UTF-8", name))
 		case strings.IndexByte(s, 0) >= 0:

@@ -100,7 +100,7 @@ func (b *Backchannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		from = lt.IssuedAt
 	}
 	keep := iss.Keep(from)
-	source := "backchannel-logout:" + lt.Issuer + ":" + lt.TokenID
+	source := storage.Source("backchannel-logout", lt.Issuer+":"+lt.TokenID)
 	var revs []storage.Revocation
 	if lt.SessionID != "" {
 		revs = append(revs, storage.Revocation{Kind: storage.KindSession, Issuer: lt.Issuer, Key: lt.SessionID,

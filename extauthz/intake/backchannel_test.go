@@ -221,3 +221,22 @@ func TestBackchannelLogoutReplayIsIdempotent(t *testing.T) {
 		t.Errorf("the replay wrote: %d changes for %d entries", len(changes), len(before))
 	}
 }
+
+// TestBackchannelLogoutLongTokenID: the logout token's jti names the
+// entries' source, which the store bounds; a long jti (the OP's to choose)
+// still logs out: the source keeps its class, the rest digested.
+func TestBackchannelLogoutLongTokenID(t *testing.T) {
+	e := newBCLEnv(t)
+	c := e.logoutClaims()
+	c["jti"] = strings.Repeat("j", 2000)
+	if code, body, _ := e.post(t, e.sign(t, c, nil)); code != http.StatusOK {
+		t.Fatalf("logout token with a 2,000-byte jti: %d %s", code, body)
+	}
+	if got := strings.Join(e.entries(t), ","); got != "session:sid-42,subject:alice" {
+		t.Errorf("entries = %s, want the session and the subject", got)
+	}
+	// The same logout again is the same source: idempotent, nothing new.
+	if code, body, _ := e.post(t, e.sign(t, c, nil)); code != http.StatusOK {
+		t.Fatalf("replay: %d %s", code, body)
+	}
+}

@@ -301,7 +301,7 @@ func (f *FusionAuth) revocations(ev *faEvent) (storage.Write, error) {
 			keep = until
 		}
 	}
-	source := "fusionauth:" + ev.ID
+	source := storage.Source("fusionauth", ev.ID)
 	base := storage.Revocation{Issuer: iss.Issuer, ExpiresAt: keep, Source: source, Reason: ev.Type}
 	subject := func(sub, aud string) storage.Revocation {
 		r := base
