@@ -38,6 +38,7 @@ type GroupCommit struct {
 	mu      sync.Mutex
 	queue   []*queued
 	running bool // a flush goroutine is taking batches from the queue
+	closed  bool // Close was called: no write is queued any more
 	flushes sync.WaitGroup
 }
 
@@ -76,6 +77,12 @@ func (g *GroupCommit) Apply(ctx context.Context, w Write) (Result, error) {
 	}
 	q := &queued{ctx: ctx, w: w, done: make(chan Applied, 1)}
 	g.mu.Lock()
+	if g.closed {
+		// Shutting down (a handler outliving the server's drain): the
+		// store below is closing, and the sender retries elsewhere.
+		g.mu.Unlock()
+		return Result{}, fmt.Errorf("apply: group commit closed: %w", ErrUnavailable)
+	}
 	g.queue = append(g.queue, q)
 	if !g.running {
 		g.running = true
@@ -156,8 +163,12 @@ func (g *GroupCommit) commit(batch []*queued) {
 	}
 }
 
-// Close waits for the batch being committed, then closes the store below.
+// Close refuses new writes, waits for the batches of those queued, then
+// closes the store below.
 func (g *GroupCommit) Close() error {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 	g.flushes.Wait()
 	return g.Store.Close()
 }

@@ -190,3 +190,25 @@ func waitQueued(t *testing.T, g *storage.GroupCommit, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestGroupCommitApplyAfterClose: a write after Close is refused as the
+// store being unavailable (the sender retries elsewhere), never queued
+// for a flush against a closed store.
+func TestGroupCommitApplyAfterClose(t *testing.T) {
+	b, err := bolt.Open(filepath.Join(t.TempDir(), "tokengate.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc, err := storage.NewGroupCommit(b, storage.GroupCommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = gc.Apply(t.Context(), storage.Write{Revocations: []storage.Revocation{{Kind: storage.KindToken,
+		Issuer: "iss", Key: "jti", ExpiresAt: time.Now().Add(time.Hour)}}})
+	if !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("Apply after Close = %v, want ErrUnavailable", err)
+	}
+}
