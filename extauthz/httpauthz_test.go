@@ -22,7 +22,6 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/tokengate/tokengate/extauthz"
-	"github.com/tokengate/tokengate/policy"
 )
 
 // line is one header line of a raw HTTP request.
@@ -454,20 +453,7 @@ func TestHTTPPolicyFromTheAuthPath(t *testing.T) {
 // cookies that are kept, and could make them read as a proxy's "no such
 // header" (Caddy 2.6's literal placeholder).
 func TestHTTPCookieRewrittenFlag(t *testing.T) {
-	headers, err := policy.NewHeaderMap(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := policy.Compile(policy.Options{Unmatched: policy.UnmatchedAuthenticated,
-		Policies: map[string][]policy.RuleSpec{"default": {
-			{Name: "public", Match: policy.MatchSpec{PathPrefix: "/public"}, Access: "public"},
-		}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := newServer(t, extauthz.Options{Verifier: &echoVerifier{}, Headers: headers, Revocations: revokeAll{},
-		MaxStaleness: time.Minute, Policy: func() *policy.Set { return set },
-		TokenSources: []extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}}})
+	srv := publicCookieServer(t)
 	addr := serveHTTPModes(t, srv)[extauthz.HTTPModeForwarded]
 	for _, c := range []struct {
 		cookies []string

@@ -88,20 +88,7 @@ func TestRevokedLogoutRewritesTokenCookies(t *testing.T) {
 // cookie either: an upstream reading cookie names loosely (PHP, ASP.NET)
 // would take the token. The other cookies stay.
 func TestLookalikeTokenCookiesRemoved(t *testing.T) {
-	headers, err := policy.NewHeaderMap(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := policy.Compile(policy.Options{Unmatched: policy.UnmatchedAuthenticated,
-		Policies: map[string][]policy.RuleSpec{"default": {
-			{Name: "public", Match: policy.MatchSpec{PathPrefix: "/public"}, Access: "public"},
-		}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := newServer(t, extauthz.Options{Verifier: &echoVerifier{}, Headers: headers, Revocations: revokeAll{},
-		MaxStaleness: time.Minute, Policy: func() *policy.Set { return set },
-		TokenSources: []extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}}})
+	srv := publicCookieServer(t)
 	client := serveGRPC(t, srv)
 	for _, cookie := range []string{"App.At=tokA; theme=dark", "app_at=tokA; theme=dark", "app%2Eat=tokA; theme=dark",
 		"APP.AT=tokA; theme=dark", "theme=dark; app.at=tokA; App.At=tokB"} {
@@ -130,4 +117,24 @@ func TestLookalikeTokenCookiesRemoved(t *testing.T) {
 			}
 		})
 	}
+}
+
+// publicCookieServer has a public route, /public, and the token in
+// authorization or the cookie app.at; every token is revoked.
+func publicCookieServer(t *testing.T) *extauthz.Server {
+	t.Helper()
+	headers, err := policy.NewHeaderMap(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := policy.Compile(policy.Options{Unmatched: policy.UnmatchedAuthenticated,
+		Policies: map[string][]policy.RuleSpec{"default": {
+			{Name: "public", Match: policy.MatchSpec{PathPrefix: "/public"}, Access: "public"},
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newServer(t, extauthz.Options{Verifier: &echoVerifier{}, Headers: headers, Revocations: revokeAll{},
+		MaxStaleness: time.Minute, Policy: func() *policy.Set { return set },
+		TokenSources: []extauthz.TokenSource{{Header: "authorization"}, {Cookie: "app.at"}}})
 }
