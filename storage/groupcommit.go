@@ -156,6 +156,17 @@ func (g *GroupCommit) commit(batch []*queued) {
 	}
 }
 
+// Pushed forwards to the store below when it is a Pusher; otherwise
+// nothing was pushed, and the follower reads. Without it, a follower on a
+// GroupCommit would read the feed at every notification, whatever they
+// carry.
+func (g *GroupCommit) Pushed() (string, []Change, bool) {
+	if p, ok := g.Store.(Pusher); ok {
+		return p.Pushed()
+	}
+	return "", nil, false
+}
+
 // Close waits for the batch being committed, then closes the store below.
 func (g *GroupCommit) Close() error {
 	g.flushes.Wait()
