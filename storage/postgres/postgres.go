@@ -158,8 +158,8 @@ func Open(url string, opts Options) (*Store, error) {
 
 // poolConfig parses url with tokengate's connection defaults: the
 // application_name tokengate unless the URL names one (a replica's own
-// name, to tell replicas apart in pg_stat_activity), custom plans (see
-// below) and a 5s connect timeout, unless the URL sets them.
+// name, to tell replicas apart in pg_stat_activity), and a 5s connect
+// timeout unless the URL sets one.
 func poolConfig(url string) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -167,16 +167,6 @@ func poolConfig(url string) (*pgxpool.Config, error) {
 	}
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "tokengate"
-	}
-	// Every statement is planned for its own arguments and the tables as
-	// they are. pgx prepares statements once a connection, and PostgreSQL
-	// then settles on one plan for their life (a generic plan): one made
-	// while the revocations table was nearly empty (a new deployment, a
-	// burst into it) scans the whole table for every batch's update, and
-	// keeps doing so as the table grows, until an ANALYZE happens to
-	// replace it. Planning these statements costs microseconds.
-	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
-		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 { // the URL's connect_timeout wins
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
