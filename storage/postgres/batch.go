@@ -200,6 +200,22 @@ type use struct {
 	moved  bool // this write made that change
 }
 
+// queueCustom queues a statement that finds rows of tokengate_revocations
+// by key, planned for its own arguments and the table as it is (a custom
+// plan). pgx prepares a connection's statements once, and PostgreSQL then
+// settles on one plan for good (a generic plan): one made while the table
+// was nearly empty (a new deployment, or a burst into it) scans the whole
+// table at every batch, and keeps doing so as the table grows, until an
+// ANALYZE happens to replace it. Only these statements: the trigger and
+// the feed's identity, which run in the same transaction, keep their
+// generic plans, which planning at every call would double.
+func queueCustom(b *pgx.Batch, sql string, args ...any) *pgx.QueuedQuery {
+	b.Queue("SET LOCAL plan_cache_mode = force_custom_plan")
+	q := b.Queue(sql, args...)
+	b.Queue("SET LOCAL plan_cache_mode TO DEFAULT")
+	return q
+}
+
 // insertEvents records event ids, sorted and each once, in one statement
 // and returns those that were new (or forgotten: remembered no longer);
 // the others are duplicates.
@@ -467,7 +483,7 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 		u.sources, u.reasons, u.cbs, u.backs = append(u.sources, e.row.Source), append(u.reasons, e.row.Reason), append(u.cbs, contributions), append(u.backs, back)
 	}
 	if len(u.ids) > 0 {
-		b.Queue(updateRevocations, u.ids, u.befores, u.expires, u.sources, u.reasons, u.cbs, u.backs)
+		queueCustom(b, updateRevocations, u.ids, u.befores, u.expires, u.sources, u.reasons, u.cbs, u.backs)
 	}
 	if m > 0 {
 		backs, docs := make([]int64, m), make([]string, m)
@@ -573,7 +589,7 @@ func queueLock(b *pgx.Batch, entries []*entry, byKey map[string]*entry) {
 	for i, e := range entries {
 		kinds[i], issuers[i], keys[i], audiences[i] = int16(e.first.Kind), e.first.Issuer, e.first.Key, e.first.Audience
 	}
-	b.Queue(lockRevocations, kinds, issuers, keys, audiences).Query(func(rows pgx.Rows) error {
+	queueCustom(b, lockRevocations, kinds, issuers, keys, audiences).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var r storage.Revocation
 			if err := scanRevocation(rows, &r); err != nil {
@@ -596,7 +612,7 @@ func queueStoredSeq(b *pgx.Batch, revs []storage.Revocation, seq *int64) {
 	for i, r := range revs {
 		kinds[i], issuers[i], keys[i], audiences[i] = int16(r.Kind), r.Issuer, r.Key, r.Audience
 	}
-	b.Queue(`SELECT coalesce(max(r.seq), 0) FROM tokengate_revocations r
+	queueCustom(b, `SELECT coalesce(max(r.seq), 0) FROM tokengate_revocations r
 		JOIN unnest($1::smallint[], $2::text[], $3::text[], $4::text[]) AS k(kind, issuer, key, audience)
 		USING (kind, issuer, key, audience)`, kinds, issuers, keys, audiences).QueryRow(func(row pgx.Row) error {
 		return row.Scan(seq)

@@ -1,0 +1,110 @@
+package storage_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokengate/tokengate/storage"
+	"github.com/tokengate/tokengate/storage/bolt"
+)
+
+// pushingStore is a real store whose notifications carry the changes (a
+// Pusher, as PostgreSQL's are): the test pushes them and wakes the
+// follower; its reads of the feed are counted.
+type pushingStore struct {
+	storage.Store
+	notify chan struct{}
+	reads  atomic.Int64
+
+	mu      sync.Mutex
+	feed    string
+	changes []storage.Change
+}
+
+func (s *pushingStore) Notify() <-chan struct{} { return s.notify }
+
+func (s *pushingStore) Changes(ctx context.Context, after storage.Position, limit int) ([]storage.Change, error) {
+	s.reads.Add(1)
+	return s.Store.Changes(ctx, after, limit)
+}
+
+func (s *pushingStore) Pushed() storage.Push {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changes := s.changes
+	s.changes = nil
+	return storage.Push{Feed: s.feed, Changes: changes, Complete: true}
+}
+
+func (s *pushingStore) ForgetPushed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.changes = nil
+}
+
+func (s *pushingStore) push(feed string, changes []storage.Change) {
+	s.mu.Lock()
+	s.feed, s.changes = feed, append(s.changes, changes...)
+	s.mu.Unlock()
+	s.notify <- struct{}{}
+}
+
+// TestPushedThroughTheWriteStack: a follower on the store as tokengate
+// wires it (instrumented, behind a group commit) applies the changes its
+// notifications carry without reading the feed. The group commit hid the
+// store's Pushed: every notification cost a read.
+func TestPushedThroughTheWriteStack(t *testing.T) {
+	b, err := bolt.Open(filepath.Join(t.TempDir(), "t.db"), bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pushingStore{Store: b, notify: make(chan struct{})}
+	gc, err := storage.NewGroupCommit(p, storage.GroupCommitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gc.Close() })
+	s, err := storage.Instrument(gc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := storage.NewIndex()
+	loaded := make(chan struct{})
+	f, err := storage.NewFollower(s, x, storage.FollowerOptions{Poll: time.Hour, OnLoad: func() { close(loaded) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { f.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	<-loaded
+
+	before := x.Position()
+	now := time.Now()
+	if _, err := b.Apply(t.Context(), tokenWrite(now, "pushed", "")); err != nil {
+		t.Fatal(err)
+	}
+	changes, err := b.Changes(t.Context(), before, 10)
+	if err != nil || len(changes) != 1 {
+		t.Fatalf("the write's change: %v, %v", changes, err)
+	}
+	p.push(before.Feed, changes)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, _, ok := x.Entry(storage.KindToken, "iss", "pushed", "", now); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pushed change never reached the index")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := p.reads.Load(); n != 0 {
+		t.Errorf("the follower read the feed %d times, want none: the notification carried the change", n)
+	}
+}
