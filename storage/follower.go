@@ -76,8 +76,12 @@ type Follower struct {
 	// its own: many writes through one replica wait on one read.
 	reads    atomic.Uint64
 	readDone uint64
-	loaded   atomic.Bool
-	lastSync atomic.Int64 // Unix nanoseconds of the last successful read
+	// resetOwed, under the turn: the feed moved back (a notification said
+	// so) and no reload has succeeded since. Until one does, every
+	// catch-up reloads: the numbers the index holds are reused.
+	resetOwed bool
+	loaded    atomic.Bool
+	lastSync  atomic.Int64 // Unix nanoseconds of the last successful read
 }
 
 // NewFollower returns a Follower; Run starts it. It fails only if
@@ -252,10 +256,11 @@ func (f *Follower) catchUpNotified(ctx context.Context) error {
 	defer f.unlock()
 	push := p.Pushed()
 	at := f.index.Position()
-	if push.MovedBack {
+	if push.MovedBack || f.resetOwed {
 		// The feed's numbers are reused: what this replica applied under
 		// them is not what the feed now holds.
-		return f.resetLocked(ctx, at)
+		f.resetOwed = true
+		return f.owedResetLocked(ctx)
 	}
 	changes := push.Changes
 	if !push.Complete || push.Feed != at.Feed {
@@ -305,8 +310,17 @@ func (f *Follower) catchUpSince(ctx context.Context, since uint64) error {
 	return f.catchUpLocked(ctx)
 }
 
+// owedResetLocked reloads, the feed having moved back; the debt is paid
+// only by a reload that succeeds (resetLocked).
+func (f *Follower) owedResetLocked(ctx context.Context) error {
+	return f.resetLocked(ctx, f.index.Position())
+}
+
 // readLocked reads and applies the feed to its end, or reloads.
 func (f *Follower) readLocked(ctx context.Context) error {
+	if f.resetOwed {
+		return f.owedResetLocked(ctx)
+	}
 	for {
 		at := f.index.Position()
 		changes, err := f.changes(ctx, at)
@@ -402,6 +416,7 @@ func (f *Follower) resetLocked(ctx context.Context, at Position) error {
 	if err != nil {
 		return err
 	}
+	f.resetOwed = false
 	if p, ok := f.store.(Pusher); ok {
 		// What was notified is of the feed before the reload (a change
 		// notified late is in the snapshot, and skipped as applied), and

@@ -1,0 +1,91 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokengate/tokengate/storage"
+	"github.com/tokengate/tokengate/storage/bolt"
+)
+
+// mbStore is a real store whose notifications the test pushes, and whose
+// snapshots can be made to fail.
+type mbStore struct {
+	storage.Store
+	notify    chan struct{}
+	snapshots atomic.Int64
+	failSnap  atomic.Bool
+	mu        sync.Mutex
+	push      storage.Push
+}
+
+func (s *mbStore) Notify() <-chan struct{} { return s.notify }
+func (s *mbStore) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (storage.Position, error) {
+	s.snapshots.Add(1)
+	if s.failSnap.Load() {
+		return storage.Position{}, errors.New("snapshot: connection refused (server restarting)")
+	}
+	return s.Store.Snapshot(ctx, now, fn)
+}
+func (s *mbStore) Pushed() storage.Push {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.push
+	s.push = storage.Push{Feed: p.Feed, Complete: true}
+	return p
+}
+func (s *mbStore) ForgetPushed() {}
+
+// TestMovedBackResetRetried: a feed that moved back owes the replica a
+// reload; when the reload fails (the database restarting), it is owed
+// still, and the next catch-up (a notification or a poll) tries again,
+// rather than skipping reused numbers as applied for good.
+func TestMovedBackResetRetried(t *testing.T) {
+	b, err := bolt.Open(filepath.Join(t.TempDir(), "t.db"), bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &mbStore{Store: b, notify: make(chan struct{})}
+	x := storage.NewIndex()
+	loaded := make(chan struct{})
+	f, err := storage.NewFollower(s, x, storage.FollowerOptions{Poll: 20 * time.Millisecond, OnLoad: func() { close(loaded) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { f.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	<-loaded
+	feed := x.Position().Feed
+	base := s.snapshots.Load()
+
+	// A notification at or below one seen: moved back. The reload fails once.
+	s.failSnap.Store(true)
+	s.mu.Lock()
+	s.push = storage.Push{Feed: feed, Complete: true, MovedBack: true}
+	s.mu.Unlock()
+	s.notify <- struct{}{}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.snapshots.Load() == base && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	s.failSnap.Store(false)
+	// The store is back: later notifications and polls.
+	for range 3 {
+		s.notify <- struct{}{}
+	}
+	// Polls come every 20ms: wait for a second attempt, up to a deadline.
+	deadline = time.Now().Add(10 * time.Second)
+	for s.snapshots.Load()-base < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := s.snapshots.Load() - base; n < 2 {
+		t.Errorf("snapshot attempts after the move-back: %d; the failed reset was never retried: the index keeps the old history's entries under reused numbers", n)
+	}
+}
