@@ -22,6 +22,25 @@ func Prepare(revs []Revocation) ([]Revocation, error) {
 	return out, nil
 }
 
+// PrepareBatch prepares each write of a batch (Prepare): it returns the
+// valid ones, in order, made by valid from each one's place, the write and
+// its prepared revocations; and an answer per write, holding the invalid
+// ones' errors. A backend's ApplyBatch refuses those before its
+// transaction.
+func PrepareBatch[T any](ws []Write, valid func(i int, w Write, revs []Revocation) T) ([]T, []Applied) {
+	out := make([]Applied, len(ws))
+	var ok []T
+	for i, w := range ws {
+		revs, err := Prepare(w.Revocations)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		ok = append(ok, valid(i, w, revs))
+	}
+	return ok, out
+}
+
 func prepare(r Revocation) (Revocation, error) {
 	if err := r.Validate(); err != nil {
 		return r, fmt.Errorf("%w: %w", ErrInvalid, err)

@@ -31,16 +31,9 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 // database cannot hold, say): each is then applied alone, so that it fails
 // alone.
 func (s *Store) ApplyBatch(ctx context.Context, ws []storage.Write) []storage.Applied {
-	out := make([]storage.Applied, len(ws))
-	var valid []batchWrite
-	for i, w := range ws {
-		revs, err := storage.Prepare(w.Revocations)
-		if err != nil {
-			out[i].Err = err
-			continue
-		}
-		valid = append(valid, batchWrite{i: i, w: w, revs: revs})
-	}
+	valid, out := storage.PrepareBatch(ws, func(i int, w storage.Write, revs []storage.Revocation) batchWrite {
+		return batchWrite{i: i, w: w, revs: revs}
+	})
 	s.applyAll(ctx, valid, out)
 	return out
 }
