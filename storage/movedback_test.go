@@ -2,44 +2,14 @@ package storage_test
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tokengate/tokengate/storage"
 	"github.com/tokengate/tokengate/storage/bolt"
 )
-
-// mbStore is a real store whose notifications the test pushes, and whose
-// snapshots can be made to fail.
-type mbStore struct {
-	storage.Store
-	notify    chan struct{}
-	snapshots atomic.Int64
-	failSnap  atomic.Bool
-	mu        sync.Mutex
-	push      storage.Push
-}
-
-func (s *mbStore) Notify() <-chan struct{} { return s.notify }
-func (s *mbStore) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (storage.Position, error) {
-	s.snapshots.Add(1)
-	if s.failSnap.Load() {
-		return storage.Position{}, errors.New("snapshot: connection refused (server restarting)")
-	}
-	return s.Store.Snapshot(ctx, now, fn)
-}
-func (s *mbStore) Pushed() storage.Push {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := s.push
-	s.push = storage.Push{Feed: p.Feed, Complete: true}
-	return p
-}
-func (s *mbStore) ForgetPushed() {}
 
 // TestMovedBackResetRetried: a feed that moved back owes the replica a
 // reload; when the reload fails (the database restarting), it is owed
@@ -50,7 +20,7 @@ func TestMovedBackResetRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &mbStore{Store: b, notify: make(chan struct{})}
+	s := &pushingStore{Store: b, notify: make(chan struct{})}
 	x := storage.NewIndex()
 	loaded := make(chan struct{})
 	f, err := storage.NewFollower(s, x, storage.FollowerOptions{Poll: 20 * time.Millisecond, OnLoad: func() { close(loaded) }})
@@ -68,7 +38,7 @@ func TestMovedBackResetRetried(t *testing.T) {
 	// A notification at or below one seen: moved back. The reload fails once.
 	s.failSnap.Store(true)
 	s.mu.Lock()
-	s.push = storage.Push{Feed: feed, Complete: true, MovedBack: true}
+	s.feed, s.movedBack = feed, true
 	s.mu.Unlock()
 	s.notify <- struct{}{}
 	deadline := time.Now().Add(5 * time.Second)

@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -14,15 +15,27 @@ import (
 
 // pushingStore is a real store whose notifications carry the changes (a
 // Pusher, as PostgreSQL's are): the test pushes them and wakes the
-// follower; its reads of the feed are counted.
+// follower; its reads of the feed and its snapshots are counted, and
+// snapshots can be made to fail.
 type pushingStore struct {
 	storage.Store
-	notify chan struct{}
-	reads  atomic.Int64
+	notify    chan struct{}
+	reads     atomic.Int64
+	snapshots atomic.Int64
+	failSnap  atomic.Bool
 
-	mu      sync.Mutex
-	feed    string
-	changes []storage.Change
+	mu        sync.Mutex
+	feed      string
+	changes   []storage.Change
+	movedBack bool
+}
+
+func (s *pushingStore) Snapshot(ctx context.Context, now time.Time, fn func(storage.Revocation) error) (storage.Position, error) {
+	s.snapshots.Add(1)
+	if s.failSnap.Load() {
+		return storage.Position{}, errors.New("snapshot: connection refused (server restarting)")
+	}
+	return s.Store.Snapshot(ctx, now, fn)
 }
 
 func (s *pushingStore) Notify() <-chan struct{} { return s.notify }
@@ -35,9 +48,9 @@ func (s *pushingStore) Changes(ctx context.Context, after storage.Position, limi
 func (s *pushingStore) Pushed() storage.Push {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	changes := s.changes
-	s.changes = nil
-	return storage.Push{Feed: s.feed, Changes: changes, Complete: true}
+	p := storage.Push{Feed: s.feed, Changes: s.changes, Complete: true, MovedBack: s.movedBack}
+	s.changes, s.movedBack = nil, false
+	return p
 }
 
 func (s *pushingStore) ForgetPushed() {
