@@ -386,6 +386,67 @@ func (f *Follower) WaitFor(ctx context.Context, pos Position) error {
 	}
 }
 
+// Mark is where a follower's index stood before a write was sent, for
+// WaitForWrite.
+type Mark struct{ pos Position }
+
+// Mark returns where the index stands now. Take it before sending a write.
+func (f *Follower) Mark() Mark { return Mark{f.index.Position()} }
+
+// WaitForWrite is WaitFor(ctx, res.Position) for a write sent after mark
+// was taken, which applies the changes its transaction committed
+// (res.Committed) instead of reading them back from the feed, when it can
+// tell that they are the ones the index is missing: the index follows
+// the write's feed, stood before the transaction's first change when the
+// write was sent, and has not applied anything past it since but that
+// transaction's own changes (which the notifications of the transaction,
+// pushed, may have applied first). A write whose position lies outside its
+// own transaction's changes (a duplicate, a write that moved nothing),
+// an index that was past them before (numbers reused: the feed moved back)
+// or behind them (another writer's changes between), or a move-back still
+// owed, go through WaitFor and its read.
+func (f *Follower) WaitForWrite(ctx context.Context, mark Mark, res Result) error {
+	if f.appliedCommitted(ctx, mark, res) {
+		return nil
+	}
+	return f.WaitFor(ctx, res.Position)
+}
+
+// appliedCommitted applies res.Committed when WaitForWrite can, and
+// reports whether the index now has the write.
+func (f *Follower) appliedCommitted(ctx context.Context, mark Mark, res Result) bool {
+	cs, pos := res.Committed, res.Position
+	if len(cs) == 0 || pos.Feed == "" || mark.pos.Feed != pos.Feed {
+		return false
+	}
+	first, last := cs[0].Seq, cs[len(cs)-1].Seq
+	if mark.pos.Seq >= first || pos.Seq < first || pos.Seq > last || last-first+1 != uint64(len(cs)) {
+		return false
+	}
+	if f.lock(ctx) != nil {
+		return false
+	}
+	defer f.unlock()
+	at := f.index.Position()
+	if f.resetOwed || at.Feed != pos.Feed || at.Seq+1 < first {
+		return false
+	}
+	if at.Seq >= last {
+		// Applied since the mark, by the transaction's own notifications
+		// or a read: the numbers first..last are this transaction's.
+		return true
+	}
+	n, err := f.index.Apply(cs)
+	if err != nil {
+		return false
+	}
+	f.synced()
+	applied := cs[len(cs)-n:]
+	f.metrics.observeApplied(applied, f.opts.Now())
+	f.metrics.written.Add(float64(n))
+	return true
+}
+
 func (f *Follower) reload(ctx context.Context) error {
 	if err := f.lock(ctx); err != nil {
 		return err

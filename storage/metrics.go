@@ -32,9 +32,9 @@ type followerMetrics struct {
 	resets   prometheus.Counter
 	lost     prometheus.Counter
 	replaced prometheus.Counter
-	// Changes applied as a notification carried them, or as a read
-	// returned them.
-	pushed, read prometheus.Counter
+	// Changes applied as a notification carried them, as a read returned
+	// them, or as a write through this replica committed them.
+	pushed, read, written prometheus.Counter
 }
 
 // newFollowerMetrics registers f's series with reg (nil: not registered):
@@ -63,11 +63,11 @@ func newFollowerMetrics(f *Follower, reg prometheus.Registerer) (*followerMetric
 	})
 	applied := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokengate_revocation_changes_applied_total",
-		Help: "Changes this replica applied from the feed, by how they came: via=notification (carried by a NOTIFY, no read) or via=read (a read of the feed).",
+		Help: "Changes this replica applied from the feed, by how they came: via=notification (carried by a NOTIFY, no read), via=read (a read of the feed) or via=write (committed by a write through this replica, no read).",
 	}, []string{"via"})
 	m := &followerMetrics{syncLag: syncLag, resets: resets, lost: lost, replaced: replaced}
 	m.swept.store, m.swept.index = swept.WithLabelValues("store"), swept.WithLabelValues("index")
-	m.pushed, m.read = applied.WithLabelValues("notification"), applied.WithLabelValues("read")
+	m.pushed, m.read, m.written = applied.WithLabelValues("notification"), applied.WithLabelValues("read"), applied.WithLabelValues("write")
 	if reg != nil {
 		if err := register(reg, syncLag, swept, resets, lost, replaced, applied, &indexCollector{f: f}); err != nil {
 			return nil, err

@@ -208,6 +208,14 @@ type Result struct {
 	Position Position
 	// Duplicate is true when the event id had been seen: nothing was written.
 	Duplicate bool
+	// Committed, when the store reports it, is every change the
+	// transaction that committed this write appended to the feed
+	// Position.Feed, in sequence order: this write's and those of the
+	// writes batched with it (the slice is shared among them: read only).
+	// Nil when the transaction changed nothing, or when the store does not
+	// report it. A follower applies it without reading the feed back
+	// (Follower.WaitForWrite).
+	Committed []Change
 }
 
 // Applied is one write's outcome in ApplyBatch: its Result, or the error

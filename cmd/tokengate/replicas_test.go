@@ -405,7 +405,8 @@ storage: {postgres_url: %q}
 // TestReaderAppliesPushedChanges: as the binary wires its store (the
 // metrics wrapper over group commit over PostgreSQL), a replica applies the
 // changes its notifications carry without reading the feed: the wrappers
-// pass the pushed changes through.
+// pass the pushed changes through. The replica that wrote them applies
+// what its transactions committed, as the results report them.
 func TestReaderAppliesPushedChanges(t *testing.T) {
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
 	url, err := cluster.CreateDatabase(t.Context(), "tokengate")
@@ -437,6 +438,13 @@ func TestReaderAppliesPushedChanges(t *testing.T) {
 	m := re.FindStringSubmatch(body)
 	if m == nil || m[1] == "0" {
 		t.Fatalf("B applied no change from its notifications (%v): every one was read\n%s", m, grepLines(body, "tokengate_revocation_changes_applied_total"))
+	}
+	// A, which wrote them, applied its writes' own changes, read back
+	// from nothing.
+	_, body = httpGet(t, "http://"+a.httpAddr+"/metrics")
+	re = regexp.MustCompile(`(?m)^tokengate_revocation_changes_applied_total\{via="write"\} (\d+)`)
+	if m := re.FindStringSubmatch(body); m == nil || m[1] == "0" {
+		t.Fatalf("A applied none of its writes' committed changes (%v): each was read back\n%s", m, grepLines(body, "tokengate_revocation_changes_applied_total"))
 	}
 }
 

@@ -43,6 +43,11 @@ type Follower interface {
 	// applied pos.Seq; storage.ErrWriteFeedReplaced when the feed was
 	// replaced first.
 	WaitFor(ctx context.Context, pos storage.Position) error
+	// Mark is where the index stands, taken before a write is sent;
+	// WaitForWrite is WaitFor for that write's result, which may apply
+	// the changes its transaction committed instead of reading them.
+	Mark() storage.Mark
+	WaitForWrite(ctx context.Context, mark storage.Mark, res storage.Result) error
 }
 
 // Verifier verifies presented tokens (revoke by value, introspection).
@@ -178,6 +183,7 @@ func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, 
 			return storage.Result{}, fmt.Errorf("%w: issuer %q is not configured", ErrIssuerUnknown, rev.Issuer)
 		}
 	}
+	mark := r.follower.Mark()
 	res, err := r.store.Apply(ctx, w)
 	if err != nil {
 		return res, err
@@ -185,7 +191,7 @@ func (r *Revoker) Revoke(ctx context.Context, w storage.Write) (storage.Result, 
 	// Seq 0: nothing stored to wait for (a duplicate whose entries were
 	// unrevoked since).
 	if res.Position.Seq != 0 {
-		if err := r.follower.WaitFor(ctx, res.Position); err != nil {
+		if err := r.follower.WaitForWrite(ctx, mark, res); err != nil {
 			return res, fmt.Errorf("committed, but not applied here: %w", err)
 		}
 	}

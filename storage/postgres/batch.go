@@ -500,8 +500,24 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 		}
 		return last - uint64(m-1-change)
 	}
+	// The changes as the feed now holds them, for the writers' follower to
+	// apply without reading them back. At is when they were made here:
+	// the feed's own time, taken in the transaction, is not read back.
+	var committed []storage.Change
+	if m > 0 {
+		at := time.Now().UTC()
+		if now != nil {
+			at = now.UTC()
+		}
+		committed = make([]storage.Change, m)
+		for c, ch := range changes {
+			r := ch.value
+			r.Seq = seqOf(c, 0)
+			committed[c] = storage.Change{Seq: r.Seq, Op: storage.OpPut, Revocation: r, At: at}
+		}
+	}
 	for k, w := range ws {
-		res := storage.Result{Position: storage.Position{Feed: feed}}
+		res := storage.Result{Position: storage.Position{Feed: feed}, Committed: committed}
 		if dup[k] {
 			res.Duplicate = true
 			res.Position.Seq = uint64(dupSeq[k])

@@ -18,6 +18,11 @@ func batch(t *testing.T, s storage.Store, ws ...storage.Write) []storage.Applied
 	if len(out) != len(ws) {
 		t.Fatalf("ApplyBatch of %d writes answered %d", len(ws), len(out))
 	}
+	for _, a := range out {
+		if a.Err == nil {
+			checkCommitted(t, s, a.Result)
+		}
+	}
 	return out
 }
 
@@ -68,7 +73,7 @@ func testBatchIsSequential(t *testing.T, e env) {
 	own := cmp.Options{
 		cmp.FilterPath(func(p cmp.Path) bool {
 			f := p.Last().String()
-			return f == ".ID" || f == ".Feed"
+			return f == ".ID" || f == ".Feed" || f == ".Committed"
 		}, cmp.Ignore()),
 	}
 	if d := cmp.Diff(want, got, own); d != "" {

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/tokengate/tokengate/storage"
 )
 
@@ -152,7 +155,34 @@ func apply(t *testing.T, s storage.Store, w storage.Write) storage.Result {
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
+	checkCommitted(t, s, res)
 	return res
+}
+
+// checkCommitted checks what a result reports of the changes its
+// transaction committed, when the store reports them: the feed's changes
+// at those numbers, as a read returns them, every one of the write's own
+// among them.
+func checkCommitted(t *testing.T, s storage.Store, res storage.Result) {
+	t.Helper()
+	cs := res.Committed
+	if cs == nil {
+		return
+	}
+	if len(cs) == 0 {
+		t.Errorf("Result.Committed is empty, not nil")
+		return
+	}
+	if res.Seq != 0 && (res.Seq < cs[0].Seq || res.Seq > cs[len(cs)-1].Seq) {
+		t.Errorf("Result.Committed holds changes %d to %d, not the write's last change %d", cs[0].Seq, cs[len(cs)-1].Seq, res.Seq)
+	}
+	read, err := s.Changes(t.Context(), storage.Position{Feed: res.Position.Feed, Seq: cs[0].Seq - 1}, len(cs))
+	if err != nil {
+		t.Fatalf("read the committed changes back: %v", err)
+	}
+	if d := cmp.Diff(read, cs, cmpopts.IgnoreFields(storage.Change{}, "At")); d != "" {
+		t.Errorf("Result.Committed is not what the feed holds (-feed +Committed):\n%s", d)
+	}
 }
 
 // follower is a Follower of s into x, its clock at e.base.
