@@ -123,6 +123,7 @@ func (s *Store) applyBatch(ctx context.Context, ws []batchWrite) ([]storage.Resu
 type txn struct {
 	conn  *pgx.Conn
 	began bool
+	ended bool // committed by a COMMIT sent with the last statements
 }
 
 // send sends b in one round trip, if it holds anything: the transaction's
@@ -140,10 +141,22 @@ func (tx *txn) send(ctx context.Context, b *pgx.Batch) error {
 	return tx.conn.SendBatch(ctx, b).Close()
 }
 
+// queueCommit queues the COMMIT at the end of b, to be sent with the
+// transaction's last statements: it fails unless the server committed.
+func (tx *txn) queueCommit(b *pgx.Batch) {
+	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() != "COMMIT" {
+			return pgx.ErrTxCommitRollback
+		}
+		tx.ended = true
+		return nil
+	})
+}
+
 // commit commits, and fails unless the server did: a COMMIT of a failed
 // transaction rolls it back without an error.
 func (tx *txn) commit(ctx context.Context) error {
-	if !tx.began {
+	if !tx.began || tx.ended {
 		return nil
 	}
 	tag, err := tx.conn.Exec(ctx, "COMMIT")
@@ -489,6 +502,13 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 		}
 		b.Queue(insertChanges, backs, storage.OpPut, now, docs)
 		b.Queue("SELECT pg_notify($1, '')", channel)
+	}
+	if s.beforeCommit == nil {
+		// Nothing is left to decide before the commit (a test's hook
+		// would be): it rides with the last statements, one round trip
+		// fewer. A statement that fails skips it, and the transaction is
+		// rolled back.
+		tx.queueCommit(b)
 	}
 	if err := tx.send(ctx, b); err != nil {
 		return nil, err

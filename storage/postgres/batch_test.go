@@ -62,3 +62,67 @@ func TestBatchLostConnectionFailsEveryWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchFailingWithItsCommitCommitsNothing: the COMMIT rides with a
+// batch's last statements; when one of them fails (here a trigger on the
+// feed refuses one write's change), the COMMIT is skipped, the transaction
+// rolled back, and each write applied alone: the faulty one fails and
+// leaves nothing (not even its event id), the others commit, and the feed
+// has no hole.
+func TestBatchFailingWithItsCommitCommitsNothing(t *testing.T) {
+	url := pgtest.URL(t)
+	s := open(t, url)
+	admin := pgtest.Connect(t, url)
+	if _, err := admin.Exec(t.Context(), `
+		CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.revocation->>'key' = 'poison' THEN RAISE EXCEPTION 'poison'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_poison BEFORE INSERT ON tokengate_changes FOR EACH ROW EXECUTE FUNCTION refuse_poison()`); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var ws []storage.Write
+	for i, key := range []string{"a", "poison", "b"} {
+		ws = append(ws, storage.Write{
+			Revocations: []storage.Revocation{{Kind: storage.KindToken, Issuer: "iss", Key: key,
+				ExpiresAt: now.Add(time.Hour), Source: "test"}},
+			EventID: fmt.Sprintf("ev-%d", i), EventExpiresAt: now.Add(time.Hour),
+		})
+	}
+	out := s.ApplyBatch(t.Context(), ws)
+	if out[1].Err == nil {
+		t.Errorf("the refused write: %+v, want an error", out[1].Result)
+	}
+	var seqs []uint64
+	for _, i := range []int{0, 2} {
+		if out[i].Err != nil || out[i].Result.Seq == 0 {
+			t.Fatalf("write %d: %+v, %v; want it applied", i, out[i].Result, out[i].Err)
+		}
+		seqs = append(seqs, out[i].Result.Seq)
+	}
+	changes, err := s.Changes(t.Context(), storage.Position{Feed: out[0].Result.Position.Feed}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i, c := range changes {
+		if c.Seq != uint64(i+1) {
+			t.Errorf("change %d has number %d: the feed has a hole", i, c.Seq)
+		}
+		got = append(got, c.Revocation.Key)
+	}
+	if len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Errorf("the feed holds %q, want [a b]", got)
+	}
+	// Once the trigger is gone, the refused write applies: its event id
+	// was not kept.
+	if _, err := admin.Exec(t.Context(), `DROP TRIGGER refuse_poison ON tokengate_changes`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Apply(t.Context(), ws[1])
+	if err != nil || res.Duplicate || res.Seq != 3 {
+		t.Errorf("the refused write again: %+v, %v; want it applied as change 3", res, err)
+	}
+}
