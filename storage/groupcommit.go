@@ -2,15 +2,20 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // DefaultWriteBatchMax is GroupCommitOptions.MaxBatch's default.
 const DefaultWriteBatchMax = 64
+
+// DefaultWriteTimeout is GroupCommitOptions.Timeout's default.
+const DefaultWriteTimeout = 10 * time.Second
 
 // GroupCommitOptions configure GroupCommit.
 type GroupCommitOptions struct {
@@ -20,6 +25,13 @@ type GroupCommitOptions struct {
 	// committing, so that a lone write pays no wait, and writes that keep
 	// coming make batches as large as the commit is long.
 	MaxBatch int
+	// Timeout bounds one batch, its transaction included (default
+	// DefaultWriteTimeout): a batch that has not ended by then (a database
+	// that stopped answering on a connection that stays open, a lock held
+	// elsewhere) is given up, and each of its callers gets ErrUnavailable,
+	// whatever their own contexts, so that it does not hold up the
+	// replica's later writes.
+	Timeout time.Duration
 	// Registerer, when set, gets tokengate_store_write_batch_size.
 	Registerer prometheus.Registerer
 }
@@ -54,6 +66,9 @@ type queued struct {
 func NewGroupCommit(s Store, opts GroupCommitOptions) (*GroupCommit, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = DefaultWriteBatchMax
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultWriteTimeout
 	}
 	sizes := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tokengate_store_write_batch_size",
@@ -140,9 +155,10 @@ func (g *GroupCommit) take() []*queued {
 
 // commit applies one batch and answers each caller. The transaction runs
 // under a context of its own, cancelled once every caller of the batch has
-// gone: one caller giving up does not fail the others' writes.
+// gone (one caller giving up does not fail the others' writes) or once
+// the batch has taken Timeout.
 func (g *GroupCommit) commit(batch []*queued) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeoutCause(context.Background(), g.opts.Timeout, errBatchTimeout)
 	defer cancel()
 	var waiting atomic.Int64
 	waiting.Store(int64(len(batch)))
@@ -158,10 +174,17 @@ func (g *GroupCommit) commit(batch []*queued) {
 	}
 	g.sizes.Observe(float64(len(batch)))
 	out := g.Store.ApplyBatch(ctx, ws)
+	timedOut := context.Cause(ctx) == errBatchTimeout
 	for i, q := range batch {
+		if a := out[i]; a.Err != nil && timedOut && !errors.Is(a.Err, ErrUnavailable) {
+			out[i].Err = fmt.Errorf("apply: the write's batch took over %s: %w (%w)", g.opts.Timeout, ErrUnavailable, a.Err)
+		}
 		q.done <- out[i]
 	}
 }
+
+// errBatchTimeout is the cause of a batch's context that ended at Timeout.
+var errBatchTimeout = errors.New("write batch timed out")
 
 // Close refuses new writes, waits for the batches of those queued, then
 // closes the store below.

@@ -14,6 +14,7 @@ import (
 	"github.com/tokengate/tokengate/extauthz/intake"
 	"github.com/tokengate/tokengate/extauthz/token"
 	"github.com/tokengate/tokengate/policy"
+	"github.com/tokengate/tokengate/storage"
 )
 
 // Config is tokengate's configuration file. Every key is documented in
@@ -201,6 +202,9 @@ type StorageConfig struct {
 	// MaxConns bounds the pool, besides the LISTEN connection; 0 derives
 	// it from whether this replica writes (see poolSize).
 	MaxConns int32 `yaml:"max_conns"`
+	// WriteTimeout bounds one write transaction (a batch of the writes
+	// that arrived together): past it, its writes are answered 503.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
 
 // The pool sizes storage.max_conns defaults to. A replica that only reads
@@ -340,7 +344,7 @@ func defaultConfig() Config {
 		Cache:       CacheConfig{MaxEntries: 100_000, MaxBytes: token.DefaultCacheMaxBytes},
 		JWKS:        JWKSConfig{RefreshInterval: 15 * time.Minute, UnknownKIDInterval: 30 * time.Second, Timeout: 10 * time.Second},
 		Tokens:      TokensConfig{MaxBytes: 16 << 10, Sources: []TokenSourceConfig{{Header: "authorization"}}},
-		Storage:     StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true},
+		Storage:     StorageConfig{Path: "./tokengate-data/tokengate.db", AutoMigrate: true, WriteTimeout: storage.DefaultWriteTimeout},
 		Webhooks:    WebhooksConfig{FusionAuth: FusionAuthConfig{RevokeOnPasswordChange: true, MaxClockSkew: intake.DefaultMaxClockSkew}},
 		Backchannel: BackchannelConfig{RevokeSubject: true},
 		Revocation: RevocationConfig{MaxStaleness: 30 * time.Second, OnStale: "deny", PollInterval: time.Second,
@@ -644,6 +648,9 @@ func (c Config) buildFrom(src configSource) (settings, error) {
 	}
 	if c.Storage.PostgresURL == "" && c.Storage.Path == "" {
 		bad("storage.path", "required when storage.postgres_url is empty")
+	}
+	if c.Storage.WriteTimeout < 100*time.Millisecond {
+		bad("storage.write_timeout", "must be at least 100ms")
 	}
 	if c.Storage.MaxConns < 0 {
 		bad("storage.max_conns", "must be 0 (derived from whether this replica writes) or more")

@@ -64,6 +64,7 @@ issuers:
     require_typ: JWT
 claim_headers:
   authorization: sub
+storage: {write_timeout: 1ms}
 `), func(string) string { return "" })
 	if err == nil {
 		t.Fatal("invalid config accepted")
@@ -72,6 +73,7 @@ claim_headers:
 		"listen.grpc", "log.level", "cache.max_bytes", "issuers[0].name", "issuers[0].audiences",
 		"issuers[0].algorithms[0]", "issuers[0].algorithms[1]", "issuers[1].jwks_uri",
 		"issuers[2].jwks_uri", "issuers[2].leeway", "issuers[2].require_typ", "claim_headers",
+		"storage.write_timeout",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)

@@ -75,7 +75,7 @@ func openRevocations(cfg Config, log *slog.Logger, reg prometheus.Registerer, h 
 	}
 	// Writes arriving together share one transaction: one feed lock and
 	// one durable flush for all of them (group commit).
-	gc, err := storage.NewGroupCommit(rv.store, storage.GroupCommitOptions{Registerer: reg})
+	gc, err := storage.NewGroupCommit(rv.store, storage.GroupCommitOptions{Registerer: reg, Timeout: cfg.Storage.WriteTimeout})
 	if err != nil {
 		return nil, closed(err)
 	}
