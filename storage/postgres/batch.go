@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,6 +45,12 @@ func (s *Store) applyAll(ctx context.Context, ws []batchWrite, out []storage.App
 	}
 	res, err := s.applyBatch(ctx, ws)
 	var wf *writeFault
+	for try := 1; err != nil && !errors.As(err, &wf) && rolledBack(err) && try < batchTries && ctx.Err() == nil; try++ {
+		// Aborted to break a deadlock, or for a serialization failure:
+		// nothing of it was the writes' fault, and the same batch again
+		// normally goes through.
+		res, err = s.applyBatch(ctx, ws)
+	}
 	switch {
 	case err == nil:
 		for k, w := range ws {
@@ -68,11 +73,25 @@ func (s *Store) applyAll(ctx context.Context, ws []batchWrite, out []storage.App
 	}
 }
 
-// refused reports whether the server refused a statement for itself, not
-// for want of a connection (or while shutting down).
+// batchTries bounds the transactions one batch takes when the database
+// keeps aborting it for a deadlock or a serialization failure.
+const batchTries = 3
+
+// refused reports whether the server refused a statement of a batch for
+// what it was, so that one of the batch's writes may be the cause: not for
+// want of a connection, while shutting down, or for the server's own state
+// (transient).
 func refused(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && !strings.HasPrefix(pgErr.Code, "08") && !strings.HasPrefix(pgErr.Code, "57P")
+	return errors.As(err, &pgErr) && !transient(pgErr.Code)
+}
+
+// rolledBack reports whether the server rolled the transaction back for a
+// deadlock or a serialization failure, which the same transaction again
+// normally does not meet.
+func rolledBack(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
 }
 
 // writeFault is an error that one write of a batch, ws[k], caused.

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tokengate/tokengate/storage"
 	"github.com/tokengate/tokengate/storage/postgres"
 	"github.com/tokengate/tokengate/storage/postgres/pgtest"
@@ -124,5 +126,107 @@ func TestBatchFailingWithItsCommitCommitsNothing(t *testing.T) {
 	res, err := s.Apply(t.Context(), ws[1])
 	if err != nil || res.Duplicate || res.Seq != 3 {
 		t.Errorf("the refused write again: %+v, %v; want it applied as change 3", res, err)
+	}
+}
+
+// countAttempts makes the database count the transactions that try to
+// record event ids (each batch's first statement), in a sequence: unlike
+// the transactions, nextval is not rolled back.
+func countAttempts(t *testing.T, admin *pgx.Conn) func() int64 {
+	t.Helper()
+	if _, err := admin.Exec(t.Context(), `
+		CREATE SEQUENCE attempts;
+		CREATE FUNCTION count_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN PERFORM nextval('attempts'); RETURN NULL; END $$;
+		CREATE TRIGGER count_attempt BEFORE INSERT ON tokengate_events FOR EACH STATEMENT EXECUTE FUNCTION count_attempt()`); err != nil {
+		t.Fatal(err)
+	}
+	return func() int64 {
+		var n int64
+		if err := admin.QueryRow(t.Context(), `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM attempts`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+}
+
+// eventWrites are n writes of one token each, each for an event of its own.
+func eventWrites(n int, now time.Time) []storage.Write {
+	var ws []storage.Write
+	for i := range n {
+		ws = append(ws, storage.Write{
+			Revocations: []storage.Revocation{{Kind: storage.KindToken, Issuer: "iss", Key: fmt.Sprintf("jti-%d", i),
+				ExpiresAt: now.Add(time.Hour), Source: "test"}},
+			EventID: fmt.Sprintf("ev-%d", i), EventExpiresAt: now.Add(time.Hour),
+		})
+	}
+	return ws
+}
+
+// TestBatchTimeoutFailsEveryWriteAtOnce: a batch that the database gives up
+// for itself, not for one of its writes (here its lock_timeout, the feed's
+// row held elsewhere), answers every write ErrUnavailable (a 503 the
+// senders retry) at once: it is not retried write by write, which would
+// wait out the timeout again for each of them.
+func TestBatchTimeoutFailsEveryWriteAtOnce(t *testing.T) {
+	url := pgtest.URL(t)
+	admin := pgtest.Connect(t, url)
+	if _, err := admin.Exec(t.Context(), `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET lock_timeout = ''200ms''', current_database()); END $$`); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, url)
+	attempts := countAttempts(t, admin)
+	holder := pgtest.Connect(t, url)
+	tx, err := holder.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `SELECT * FROM tokengate_feed FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	ws := eventWrites(3, time.Now())
+	for i, a := range s.ApplyBatch(t.Context(), ws) {
+		if !errors.Is(a.Err, storage.ErrUnavailable) {
+			t.Errorf("write %d: %+v, %v; want ErrUnavailable", i, a.Result, a.Err)
+		}
+	}
+	if n := attempts(); n != 1 {
+		t.Errorf("%d transactions for a batch the database timed out, want 1: retried write by write", n)
+	}
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range s.ApplyBatch(t.Context(), ws) {
+		if a.Err != nil || a.Result.Duplicate || a.Result.Seq == 0 {
+			t.Errorf("retry of write %d: %+v, %v; want it applied", i, a.Result, a.Err)
+		}
+	}
+}
+
+// TestBatchDeadlockRetriedWhole: a batch that the database aborts to break
+// a deadlock (or a serialization failure) is retried whole: every write
+// commits, in one more transaction, not one a write.
+func TestBatchDeadlockRetriedWhole(t *testing.T) {
+	url := pgtest.URL(t)
+	s := open(t, url)
+	admin := pgtest.Connect(t, url)
+	attempts := countAttempts(t, admin)
+	if _, err := admin.Exec(t.Context(), `
+		CREATE SEQUENCE aborts;
+		CREATE FUNCTION abort_once() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF nextval('aborts') = 1 THEN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER abort_once BEFORE INSERT ON tokengate_changes FOR EACH STATEMENT EXECUTE FUNCTION abort_once()`); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range s.ApplyBatch(t.Context(), eventWrites(3, time.Now())) {
+		if a.Err != nil || a.Result.Duplicate || a.Result.Seq == 0 {
+			t.Errorf("write %d: %+v, %v; want it applied", i, a.Result, a.Err)
+		}
+	}
+	if n := attempts(); n != 2 {
+		t.Errorf("%d transactions for a batch aborted once by a deadlock, want 2: the batch again, whole", n)
 	}
 }

@@ -631,11 +631,32 @@ func classify(op string, err error) error {
 
 func unavailable(op string, err error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && !strings.HasPrefix(pgErr.Code, "08") && !strings.HasPrefix(pgErr.Code, "57P") {
-		// A server-side error other than connection loss or shutdown.
+	if errors.As(err, &pgErr) && !transient(pgErr.Code) {
+		// A server-side error about what was asked.
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return fmt.Errorf("%s: %w: %w", op, storage.ErrUnavailable, redact(err))
+}
+
+// transient reports whether a SQLSTATE says the server could not do what
+// was asked for reasons of its own, which asking again later can clear,
+// rather than because of what was asked: a lost connection (08), a
+// rolled-back transaction (40: a deadlock, a serialization failure),
+// insufficient resources (53: too many connections, a full disk), a lock
+// or statement timeout (55P03, 57014), an idle transaction ended by the
+// server (25P03), an administrator's or the server's shutdown (57P), a
+// system error (58).
+func transient(code string) bool {
+	switch code {
+	case "55P03", "57014", "25P03":
+		return true
+	}
+	for _, class := range []string{"08", "40", "53", "57P", "58"} {
+		if strings.HasPrefix(code, class) {
+			return true
+		}
+	}
+	return false
 }
 
 // redact keeps passwords out of errors that quote a connection string.
