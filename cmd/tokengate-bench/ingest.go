@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/tokengate/tokengate/storage/postgres/pgcluster"
@@ -110,10 +111,24 @@ func benchIngest(ctx context.Context, cfg ingestConfig, w io.Writer) (rep ingest
 		}
 		fmt.Fprintf(w, "warm-up: %d events applied, %.0f events/s\n", warm.requests, warm.throughput())
 	}
+	meter := cpuMeter{replica: r.proc.cmd.Process.Pid}
+	if c := bench.db.cluster; c != nil {
+		if meter.postmaster, err = c.PID(); err != nil {
+			return rep, err
+		}
+	}
+	cpuBefore, err := meter.sample()
+	if err != nil {
+		return rep, err
+	}
 	fmt.Fprintf(w, "measuring: %s for %s\n", plural(cfg.senders, "sender"), cfg.duration)
 	res, err := closedLoop(ctx, cfg.senders, cfg.duration, send)
 	if err != nil {
 		return rep, r.proc.explain(fmt.Errorf("measurement: %w", err))
+	}
+	cpuAfter, err := meter.sample()
+	if err != nil {
+		return rep, err
 	}
 	fmt.Fprintf(w, "measured: %d events applied, %.0f events/s\n", res.requests, res.throughput())
 
@@ -127,7 +142,9 @@ func benchIngest(ctx context.Context, cfg ingestConfig, w io.Writer) (rep ingest
 			applied, st.stored)
 	}
 	fmt.Fprintf(w, "durability: %d events applied, %d revocations stored\n", applied, st.stored)
-	return newIngestReport(cfg, bench.db.desc, warm, res, st), nil
+	rep = newIngestReport(cfg, bench.db.desc, warm, res, st)
+	rep.CPU = perEvent(cpuBefore, cpuAfter, res.requests, runtime.NumCPU())
+	return rep, nil
 }
 
 // ingestReplicaConfig is the replica's configuration: the FusionAuth issuer

@@ -30,6 +30,9 @@ type ingestReport struct {
 	WarmupEvents  uint64  `json:"warmup_events"`
 	Stored        uint64  `json:"stored"`
 	MinThroughput float64 `json:"min_events_per_second"`
+	// CPU is what the replica, PostgreSQL (a throwaway cluster only) and
+	// the load generator spent per event in the measured window.
+	CPU cpuPerEvent `json:"cpu_per_event"`
 	// Met: durable commits, and at least MinThroughput events/s.
 	Met bool `json:"met"`
 }
@@ -72,6 +75,15 @@ func (rep ingestReport) writeText(w io.Writer) error {
 	target := fmt.Sprintf("target ≥ %.0f events/s", rep.MinThroughput)
 	if !rep.Durable {
 		target += " with durable commits"
+	}
+	if c := rep.CPU; c.Total > 0 {
+		pg := "PostgreSQL not measured (an existing server)"
+		if c.Postgres > 0 {
+			pg = fmt.Sprintf("PostgreSQL %.3f ms", c.Postgres)
+		}
+		fmt.Fprintf(w, "\nCPU per event: replica %.3f ms, %s, load generator %.3f ms: %.3f ms;\n"+
+			"at that cost %s, each busy with nothing else, carry at most %.0f events/s\n",
+			c.Replica, pg, c.Bench, c.Total, plural(c.Cores, "core"), c.Ceiling)
 	}
 	_, err := fmt.Fprintf(w, "\nstored: %d revocations for %d events applied (%d in the warm-up): each 200 was committed\n"+
 		"events/s %.0f  p99 %s  %s: %s\n",

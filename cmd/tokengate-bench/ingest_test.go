@@ -339,7 +339,11 @@ func TestIngestSmoke(t *testing.T) {
 	if l := rep.Latency; l.P50 <= 0 || l.P50 > l.P99 || l.P99 > l.Max {
 		t.Errorf("latency %+v; want 0 < p50 ≤ p99 ≤ max", l)
 	}
-	for _, want := range []string{"replica 1 serving", "revocations stored", "target ≥ 5000 events/s: "} {
+	// An existing server: PostgreSQL's CPU is not this machine's to read.
+	if c := rep.CPU; c.Replica <= 0 || c.Bench <= 0 || c.Postgres != 0 || c.Cores < 1 || c.Ceiling <= 0 {
+		t.Errorf("CPU per event %+v; want the replica's and the load generator's, no PostgreSQL, and a ceiling", c)
+	}
+	for _, want := range []string{"replica 1 serving", "revocations stored", "target ≥ 5000 events/s: ", "CPU per event: replica "} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
 		}

@@ -376,6 +376,24 @@ func (c *Cluster) Running() bool {
 }
 
 func (c *Cluster) dataDir() string { return filepath.Join(c.dir, "data") }
+
+// PID is the process id of a running local cluster's postmaster, from its
+// postmaster.pid; an error for an external cluster or one not running.
+func (c *Cluster) PID() (int, error) {
+	if c.isExternal() {
+		return 0, errors.New("an external cluster: no local process")
+	}
+	b, err := os.ReadFile(filepath.Join(c.dataDir(), "postmaster.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("postmaster pid: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("postmaster pid: %q is not a process id", line)
+	}
+	return pid, nil
+}
 func (c *Cluster) logPath() string { return filepath.Join(c.dir, "postgres.log") }
 
 // serverOptions are the postgres command-line options, for pg_ctl -o, which

@@ -3,6 +3,7 @@ package pgcluster_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -35,6 +36,37 @@ func TestExternal(t *testing.T) {
 	}
 	if err := c.Restart(t.Context()); !errors.Is(err, pgcluster.ErrExternal) {
 		t.Errorf("Restart of an external server: %v, want ErrExternal", err)
+	}
+	if pid, err := c.PID(); err == nil {
+		t.Errorf("PID of an external server: %d, want an error", pid)
+	}
+}
+
+// TestPID: a local cluster's PID is its postmaster's, the process its
+// backends are children of.
+func TestPID(t *testing.T) {
+	t.Parallel()
+	c := pgtest.NewCluster(t, pgcluster.Options{})
+	url, err := c.CreateDatabase(t.Context(), "pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := c.PID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var backend int
+	if err := pgtest.Connect(t, url).QueryRow(t.Context(), "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		t.Fatal(err)
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", backend))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The backend's stat: "pid (postgres) S ppid …".
+	_, rest, _ := strings.Cut(string(stat), ") ")
+	if f := strings.Fields(rest); len(f) < 2 || f[1] != fmt.Sprint(pid) {
+		t.Errorf("PID %d; the backend %d's stat says its parent is %q", pid, backend, f)
 	}
 }
 

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// CPU accounting from /proc, for the ingest report: how much CPU each side
+// of the benchmark spent per event, so that the throughput can be read
+// against the machine's cores.
+
+// userHZ is the unit of /proc/<pid>/stat's CPU times: USER_HZ, 100 on
+// every Linux architecture Go supports.
+const userHZ = 100
+
+// procStat is the part of /proc/<pid>/stat the report reads.
+type procStat struct {
+	ppid int
+	cpu  time.Duration // utime + stime, every thread of the process
+}
+
+// parseProcStat reads /proc/<pid>/stat's text. The command name, in
+// parentheses, may hold spaces and parentheses itself: the fields are
+// counted from the last ")".
+func parseProcStat(b []byte) (procStat, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, fmt.Errorf("proc stat: no command name in %q", b)
+	}
+	// After the name: state (field 3), ppid (4), …, utime (14), stime (15).
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 13 {
+		return procStat{}, fmt.Errorf("proc stat: %d fields after the name, want at least 13", len(f))
+	}
+	ppid, err1 := strconv.Atoi(string(f[1]))
+	utime, err2 := strconv.ParseInt(string(f[11]), 10, 64)
+	stime, err3 := strconv.ParseInt(string(f[12]), 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return procStat{}, fmt.Errorf("proc stat: ppid %q, utime %q, stime %q", f[1], f[11], f[12])
+	}
+	return procStat{ppid: ppid, cpu: time.Duration(utime+stime) * time.Second / userHZ}, nil
+}
+
+func readProcStat(pid int) (procStat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, err
+	}
+	return parseProcStat(b)
+}
+
+// processCPU is the CPU time pid has used so far.
+func processCPU(pid int) (time.Duration, error) {
+	st, err := readProcStat(pid)
+	return st.cpu, err
+}
+
+// treeCPU is the CPU time pid and its children have used so far: the
+// postmaster and its backends, whose processes live as long as their
+// connections (the replica's pool keeps them for the whole run).
+func treeCPU(pid int) (time.Duration, error) {
+	total, err := processCPU(pid)
+	if err != nil {
+		return 0, err
+	}
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range dirs {
+		child, err := strconv.Atoi(filepath.Base(d))
+		if err != nil || child == pid {
+			continue
+		}
+		st, err := readProcStat(child)
+		if err != nil || st.ppid != pid {
+			continue // gone meanwhile, or another's
+		}
+		total += st.cpu
+	}
+	return total, nil
+}
+
+// cpuMeter reads the CPU used by the replica, PostgreSQL (a local cluster
+// only: 0 is "not measured") and this process, the load generator.
+type cpuMeter struct {
+	replica, postmaster int
+}
+
+type cpuSample struct {
+	replica, postgres, bench time.Duration
+}
+
+func (m cpuMeter) sample() (cpuSample, error) {
+	var s cpuSample
+	var err error
+	if s.replica, err = processCPU(m.replica); err != nil {
+		return s, fmt.Errorf("replica CPU: %w", err)
+	}
+	if m.postmaster != 0 {
+		if s.postgres, err = treeCPU(m.postmaster); err != nil {
+			return s, fmt.Errorf("PostgreSQL CPU: %w", err)
+		}
+	}
+	if s.bench, err = processCPU(os.Getpid()); err != nil {
+		return s, fmt.Errorf("load generator CPU: %w", err)
+	}
+	return s, nil
+}
+
+// cpuPerEvent is the CPU each side spent per event between two samples,
+// in milliseconds; Postgres is 0 when it was not measured (an existing
+// server, -postgres-url).
+type cpuPerEvent struct {
+	Replica  float64 `json:"replica_ms"`
+	Postgres float64 `json:"postgres_ms,omitempty"`
+	Bench    float64 `json:"load_generator_ms"`
+	Total    float64 `json:"total_ms"`
+	// Cores is the machine's; Ceiling is the events/s those cores could
+	// carry at this cost, each fully busy with nothing else.
+	Cores   int     `json:"cores"`
+	Ceiling float64 `json:"ceiling_events_per_second"`
+}
+
+func perEvent(before, after cpuSample, events uint64, cores int) cpuPerEvent {
+	if events == 0 {
+		return cpuPerEvent{Cores: cores}
+	}
+	ms := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(events) }
+	c := cpuPerEvent{
+		Replica:  ms(after.replica - before.replica),
+		Postgres: ms(after.postgres - before.postgres),
+		Bench:    ms(after.bench - before.bench),
+		Cores:    cores,
+	}
+	c.Total = c.Replica + c.Postgres + c.Bench
+	if c.Total > 0 {
+		c.Ceiling = float64(cores) * 1000 / c.Total
+	}
+	return c
+}
