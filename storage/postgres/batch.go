@@ -540,10 +540,12 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 		return last - uint64(m-1-change)
 	}
 	// The changes as the feed now holds them, for the writers' follower to
-	// apply without reading them back. At is when they were made here:
-	// the feed's own time, taken in the transaction, is not read back.
+	// apply without reading them back, when it follows this server: one
+	// that reads a standby (Options.FollowURL) must not get ahead of it.
+	// At is when they were made here: the feed's own time, taken in the
+	// transaction, is not read back.
 	var committed []storage.Change
-	if m > 0 {
+	if m > 0 && s.feed == s.pool {
 		at := time.Now().UTC()
 		if now != nil {
 			at = now.UTC()

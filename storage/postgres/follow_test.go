@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -16,8 +17,10 @@ import (
 //     connection anywhere, and learns of a revocation made through A by
 //     polling, once the standby has replayed it;
 //   - C writes through the primary and reads from the standby: its write is
-//     acknowledged (WaitFor returns) only once the standby has replayed it
-//     and C's index has applied it, however long the replay takes.
+//     acknowledged (WaitForWrite returns, as for a write through intake)
+//     only once the standby has replayed it and C's index has applied it,
+//     however long the replay takes: not from the changes the primary
+//     reports committed.
 func TestFollowAStandby(t *testing.T) {
 	primary := pgtest.NewCluster(t, pgtest.Options{})
 	if _, err := primary.CreateDatabase(t.Context(), "follow"); err != nil {
@@ -60,34 +63,45 @@ func TestFollowAStandby(t *testing.T) {
 	default:
 	}
 
+	// C is caught up: its next write's changes continue its index.
+	waitFor(t, "C, polling the standby, denies first", func() bool { return c.revoked("first") })
 	// The standby stops replaying: C's write commits on the primary, but
-	// C cannot apply it yet, and must not acknowledge it.
+	// C cannot apply it yet, and must not acknowledge it, not even from
+	// what the primary answered (the index follows the standby, which
+	// does not have the write yet).
 	if _, err := onStandby.Exec(t.Context(), "SELECT pg_wal_replay_pause()"); err != nil {
 		t.Fatal(err)
 	}
+	mark := c.f.Mark()
 	res, err := c.store.Apply(t.Context(), storage.Write{Revocations: []storage.Revocation{{
 		Kind: storage.KindToken, Issuer: "iss", Key: "second", ExpiresAt: time.Now().Add(time.Hour), Source: "test"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- c.f.WaitFor(t.Context(), res.Position) }()
 	if got := pgtest.QueryInt(t, onStandby, "SELECT count(*) FROM tokengate_revocations WHERE key = 'second'"); got != 0 {
 		t.Fatalf("the paused standby has second (%d rows)", got)
 	}
-	select {
-	case err := <-done:
-		t.Fatalf("WaitFor returned before the standby replayed the write: %v", err)
-	default:
+	// Whatever the wait, it cannot end well while the standby is paused.
+	paused, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	err = c.f.WaitForWrite(paused, mark, res)
+	cancel()
+	if err == nil {
+		t.Fatal("WaitForWrite returned before the standby replayed the write")
+	}
+	if c.revoked("second") {
+		t.Error("C's index has second before the standby it follows does")
 	}
 	if _, err := onStandby.Exec(t.Context(), "SELECT pg_wal_replay_resume()"); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; err != nil {
-		t.Fatalf("WaitFor after the standby replayed the write: %v", err)
+	if err := c.f.WaitForWrite(t.Context(), mark, res); err != nil {
+		t.Fatalf("WaitForWrite after the standby replayed the write: %v", err)
 	}
 	if !c.revoked("second") {
 		t.Error("C acknowledged second without applying it")
+	}
+	if n := c.counter(t, "tokengate_revocation_feed_resets_total"); n != 0 {
+		t.Errorf("C reset its feed %v times, want never: its index was put past the standby's feed", n)
 	}
 	waitFor(t, "A denies second", func() bool { return a.revoked("second") })
 	waitFor(t, "B denies second", func() bool { return b.revoked("second") })
