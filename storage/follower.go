@@ -82,6 +82,10 @@ type Follower struct {
 	resetOwed bool
 	loaded    atomic.Bool
 	lastSync  atomic.Int64 // Unix nanoseconds of the last successful read
+	// loads moves as a snapshot load (a reload, a reset) begins and as it
+	// ends: a Mark taken before one knows nothing of the history the
+	// index follows after it.
+	loads atomic.Uint64
 }
 
 // NewFollower returns a Follower; Run starts it. It fails only if
@@ -388,23 +392,35 @@ func (f *Follower) WaitFor(ctx context.Context, pos Position) error {
 
 // Mark is where a follower's index stood before a write was sent, for
 // WaitForWrite.
-type Mark struct{ pos Position }
+type Mark struct {
+	pos   Position
+	loads uint64
+}
 
 // Mark returns where the index stands now. Take it before sending a write.
-func (f *Follower) Mark() Mark { return Mark{f.index.Position()} }
+func (f *Follower) Mark() Mark {
+	loads := f.loads.Load() // first: a load ending after it moves it again
+	return Mark{pos: f.index.Position(), loads: loads}
+}
 
 // WaitForWrite is WaitFor(ctx, res.Position) for a write sent after mark
-// was taken, which applies the changes its transaction committed
-// (res.Committed) instead of reading them back from the feed, when it can
-// tell that they are the ones the index is missing: the index follows
-// the write's feed, stood before the transaction's first change when the
-// write was sent, and has not applied anything past it since but that
-// transaction's own changes (which the notifications of the transaction,
-// pushed, may have applied first). A write whose position lies outside its
-// own transaction's changes (a duplicate, a write that moved nothing),
-// an index that was past them before (numbers reused: the feed moved back)
-// or behind them (another writer's changes between), or a move-back still
-// owed, go through WaitFor and its read.
+// was taken, which spares the read of the feed when it can. The store
+// reports the changes the write's transaction committed
+// (res.Committed). When they continue the index from where it stood at
+// the mark, with no snapshot load since and on the same feed, they are the
+// changes the index is missing, and it applies them. Notifications of the
+// same transaction may have applied them first: that is as good.
+//
+// Otherwise it reads, as WaitFor does: a write whose position lies outside
+// its transaction's changes (a duplicate, a write that moved nothing), an
+// index already past them at the mark (numbers reused: the feed moved
+// back), one behind them (another writer's changes between), a load since
+// the mark, or a move-back still owed.
+//
+// Without a read after the commit, a failover between the commit and the
+// answer goes unnoticed here unless the index has already moved to the new
+// feed: the write is acknowledged like one committed just before a
+// failover, which an asynchronous standby may lose.
 func (f *Follower) WaitForWrite(ctx context.Context, mark Mark, res Result) error {
 	if f.appliedCommitted(ctx, mark, res) {
 		return nil
@@ -428,7 +444,7 @@ func (f *Follower) appliedCommitted(ctx context.Context, mark Mark, res Result) 
 	}
 	defer f.unlock()
 	at := f.index.Position()
-	if f.resetOwed || at.Feed != pos.Feed || at.Seq+1 < first {
+	if f.resetOwed || f.loads.Load() != mark.loads || at.Feed != pos.Feed || at.Seq+1 < first {
 		return false
 	}
 	if at.Seq >= last {
@@ -441,8 +457,8 @@ func (f *Follower) appliedCommitted(ctx context.Context, mark Mark, res Result) 
 		return false
 	}
 	f.synced()
-	applied := cs[len(cs)-n:]
-	f.metrics.observeApplied(applied, f.opts.Now())
+	// Not in the sync lag: applied as the commit was answered here, they
+	// would hide how long other writers' changes take to arrive.
 	f.metrics.written.Add(float64(n))
 	return true
 }
@@ -459,6 +475,8 @@ func (f *Follower) reload(ctx context.Context) error {
 func (f *Follower) reloadLocked(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, f.opts.SnapshotTimeout)
 	defer cancel()
+	f.loads.Add(1)
+	defer f.loads.Add(1)
 	if err := f.index.Load(ctx, f.store, f.opts.Now()); err != nil {
 		return err
 	}
@@ -473,6 +491,8 @@ func (f *Follower) reloadLocked(ctx context.Context) error {
 func (f *Follower) resetLocked(ctx context.Context, at Position) error {
 	ctx, cancel := context.WithTimeout(ctx, f.opts.SnapshotTimeout)
 	defer cancel()
+	f.loads.Add(1)
+	defer f.loads.Add(1)
 	lost, err := f.index.load(ctx, f.store, f.opts.Now())
 	if err != nil {
 		return err

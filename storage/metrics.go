@@ -42,7 +42,7 @@ type followerMetrics struct {
 func newFollowerMetrics(f *Follower, reg prometheus.Registerer) (*followerMetrics, error) {
 	syncLag := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tokengate_revocation_sync_lag_seconds",
-		Help:    "Time from a change's commit to its application in this replica's index.",
+		Help:    "Time from a change's commit to its application in this replica's index (not counting the changes of writes through this replica, applied as their commit was answered).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 	})
 	swept := prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -99,7 +100,11 @@ func TestWaitForWriteAppliesItsOwnChanges(t *testing.T) {
 		mark := r.f.Mark()
 		res := r.commit(t, tokenWrite(now, "a", ""))
 		r.s.push(res.Position.Feed, res.Committed) // the transaction's notification wins the race
+		deadline := time.Now().Add(10 * time.Second)
 		for r.x.Position().Seq < res.Seq {
+			if time.Now().After(deadline) {
+				t.Fatal("the pushed change never reached the index")
+			}
 			time.Sleep(time.Millisecond)
 		}
 		if err := r.f.WaitForWrite(t.Context(), mark, res); err != nil {
@@ -164,4 +169,72 @@ func TestWaitForWriteAppliesItsOwnChanges(t *testing.T) {
 			t.Error("no read: a position outside the transaction's changes was taken as applied by them")
 		}
 	})
+}
+
+// TestWaitForWriteAfterAReloadReads: a reload between the mark and the
+// write's answer (a feed that moved back, say) leaves the index on a
+// history the mark knows nothing of: the write is read back, not applied
+// from what its transaction reported.
+func TestWaitForWriteAfterAReloadReads(t *testing.T) {
+	now := time.Now()
+	r := newOwnWriteRig(t)
+	mark := r.f.Mark()
+	snaps := r.s.snapshots.Load()
+	r.s.mu.Lock()
+	r.s.feed, r.s.movedBack = r.x.Position().Feed, true
+	r.s.mu.Unlock()
+	r.s.notify <- struct{}{}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.s.snapshots.Load() == snaps {
+		if time.Now().After(deadline) {
+			t.Fatal("the move-back never made the follower reload")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The reload is done once the follower takes its turn again.
+	if err := r.f.CatchUp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	base := r.s.reads.Load()
+	res := r.commit(t, tokenWrite(now, "a", ""))
+	if err := r.f.WaitForWrite(t.Context(), mark, res); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.s.reads.Load() - base; n == 0 {
+		t.Error("no read: a write was applied from its transaction's report across a reload since its mark")
+	}
+}
+
+// TestWaitForWriteRefusesAWriteOfAReplacedFeed: once the index has moved
+// to a new feed (a failover it noticed between the write's commit and its
+// answer), the write's reported changes are not applied: it is refused,
+// as WaitFor refuses it, for the sender to retry on the new feed.
+func TestWaitForWriteRefusesAWriteOfAReplacedFeed(t *testing.T) {
+	a, b := openBolt(t, "a.db"), openBolt(t, "b.db")
+	s := &swappableStore{cur: a}
+	x := storage.NewIndex()
+	f, err := storage.NewFollower(s, x, storage.FollowerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.CatchUp(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	mark := f.Mark()
+	res, err := s.Apply(t.Context(), tokenWrite(time.Now(), "victim", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What PostgreSQL reports: the transaction's changes.
+	if res.Committed, err = a.Changes(t.Context(), storage.Position{Feed: res.Position.Feed, Seq: res.Seq - 1}, 10); err != nil {
+		t.Fatal(err)
+	}
+	revokeIn(t, b, "other")
+	s.swap(b)
+	if err := f.CatchUp(t.Context()); err != nil { // the index reloads onto b's feed
+		t.Fatal(err)
+	}
+	if err := f.WaitForWrite(t.Context(), mark, res); !errors.Is(err, storage.ErrWriteFeedReplaced) {
+		t.Errorf("WaitForWrite for a write of the replaced feed: %v, want ErrWriteFeedReplaced", err)
+	}
 }
