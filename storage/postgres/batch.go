@@ -78,12 +78,11 @@ func (s *Store) applyAll(ctx context.Context, ws []batchWrite, out []storage.App
 const batchTries = 3
 
 // refused reports whether the server refused a statement of a batch for
-// what it was, so that one of the batch's writes may be the cause: not for
-// want of a connection, while shutting down, or for the server's own state
-// (transient).
+// what it was asked (aboutTheRequest), so that one of the batch's writes
+// may be the cause; not for its own state.
 func refused(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && !transient(pgErr.Code)
+	return errors.As(err, &pgErr) && aboutTheRequest(pgErr.Code)
 }
 
 // rolledBack reports whether the server rolled the transaction back for a

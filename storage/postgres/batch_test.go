@@ -230,3 +230,52 @@ func TestBatchDeadlockRetriedWhole(t *testing.T) {
 		t.Errorf("%d transactions for a batch aborted once by a deadlock, want 2: the batch again, whole", n)
 	}
 }
+
+// TestBatchRefusedForTheServersStateFailsAtOnce: errors that say nothing
+// of the writes, only of the server, fail the whole batch with
+// ErrUnavailable at once, not write by write: a full NOTIFY queue, which
+// PostgreSQL reports at COMMIT with a "program limit" code, and a server
+// that takes no writes (a demoted primary, a standby behind a multi-host
+// URL).
+func TestBatchRefusedForTheServersStateFailsAtOnce(t *testing.T) {
+	t.Run("notify queue full at commit", func(t *testing.T) {
+		url := pgtest.URL(t)
+		s := open(t, url)
+		admin := pgtest.Connect(t, url)
+		attempts := countAttempts(t, admin)
+		if _, err := admin.Exec(t.Context(), `
+			CREATE FUNCTION queue_full() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN RAISE EXCEPTION 'too many notifications in the NOTIFY queue' USING ERRCODE = '54000'; END $$;
+			CREATE CONSTRAINT TRIGGER queue_full AFTER INSERT ON tokengate_changes
+				DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION queue_full()`); err != nil {
+			t.Fatal(err)
+		}
+		for i, a := range s.ApplyBatch(t.Context(), eventWrites(3, time.Now())) {
+			if !errors.Is(a.Err, storage.ErrUnavailable) {
+				t.Errorf("write %d: %+v, %v; want ErrUnavailable", i, a.Result, a.Err)
+			}
+		}
+		if n := attempts(); n != 1 {
+			t.Errorf("%d transactions for a batch refused at its commit, want 1: retried write by write", n)
+		}
+	})
+	t.Run("read-only server", func(t *testing.T) {
+		url := pgtest.URL(t)
+		s := open(t, url)
+		admin := pgtest.Connect(t, url)
+		if _, err := admin.Exec(t.Context(), `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$`); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		ro, err := postgres.Open(url, postgres.Options{}) // new connections, read-only; migrated above
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ro.Close() })
+		for i, a := range ro.ApplyBatch(t.Context(), eventWrites(3, time.Now())) {
+			if !errors.Is(a.Err, storage.ErrUnavailable) {
+				t.Errorf("write %d: %+v, %v; want ErrUnavailable", i, a.Result, a.Err)
+			}
+		}
+	})
+}

@@ -631,27 +631,23 @@ func classify(op string, err error) error {
 
 func unavailable(op string, err error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && !transient(pgErr.Code) {
-		// A server-side error about what was asked.
+	if errors.As(err, &pgErr) && aboutTheRequest(pgErr.Code) {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return fmt.Errorf("%s: %w: %w", op, storage.ErrUnavailable, redact(err))
 }
 
-// transient reports whether a SQLSTATE says the server could not do what
-// was asked for reasons of its own, which asking again later can clear,
-// rather than because of what was asked: a lost connection (08), a
-// rolled-back transaction (40: a deadlock, a serialization failure),
-// insufficient resources (53: too many connections, a full disk), a lock
-// or statement timeout (55P03, 57014), an idle transaction ended by the
-// server (25P03), an administrator's or the server's shutdown (57P), a
-// system error (58).
-func transient(code string) bool {
-	switch code {
-	case "55P03", "57014", "25P03":
-		return true
-	}
-	for _, class := range []string{"08", "40", "53", "57P", "58"} {
+// aboutTheRequest reports whether a SQLSTATE says the server refused what
+// was asked, which asking again cannot change: a value it cannot hold (22,
+// data exception), a constraint (23), or a function or trigger's refusal
+// (P0). Every other error is the server's state, which can clear: a lost
+// connection, a rolled-back transaction, a lock or statement timeout, too
+// many connections, a full disk or NOTIFY queue, a server that takes no
+// writes, a missing schema, an internal error. Those fail the request as
+// unavailable (a 503 its sender retries), and a batch at once, not write
+// by write.
+func aboutTheRequest(code string) bool {
+	for _, class := range []string{"22", "23", "P0"} {
 		if strings.HasPrefix(code, class) {
 			return true
 		}
