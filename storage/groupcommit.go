@@ -177,7 +177,7 @@ func (g *GroupCommit) commit(batch []*queued) {
 	timedOut := context.Cause(ctx) == errBatchTimeout
 	for i, q := range batch {
 		if a := out[i]; a.Err != nil && timedOut && !errors.Is(a.Err, ErrUnavailable) {
-			out[i].Err = fmt.Errorf("apply: the write's batch took over %s: %w (%w)", g.opts.Timeout, ErrUnavailable, a.Err)
+			out[i].Err = fmt.Errorf("the write's batch took over %s: %w (%w)", g.opts.Timeout, ErrUnavailable, a.Err)
 		}
 		q.done <- out[i]
 	}

@@ -21,6 +21,9 @@ const userHZ = 100
 type procStat struct {
 	ppid int
 	cpu  time.Duration // utime + stime, every thread of the process
+	// reaped is cutime + cstime: the CPU of its children that exited and
+	// that it waited for.
+	reaped time.Duration
 }
 
 // parseProcStat reads /proc/<pid>/stat's text. The command name, in
@@ -31,18 +34,24 @@ func parseProcStat(b []byte) (procStat, error) {
 	if i < 0 {
 		return procStat{}, fmt.Errorf("proc stat: no command name in %q", b)
 	}
-	// After the name: state (field 3), ppid (4), …, utime (14), stime (15).
+	// After the name: state (field 3), ppid (4), …, utime (14), stime
+	// (15), cutime (16), cstime (17).
 	f := bytes.Fields(b[i+1:])
-	if len(f) < 13 {
-		return procStat{}, fmt.Errorf("proc stat: %d fields after the name, want at least 13", len(f))
+	if len(f) < 15 {
+		return procStat{}, fmt.Errorf("proc stat: %d fields after the name, want at least 15", len(f))
 	}
-	ppid, err1 := strconv.Atoi(string(f[1]))
-	utime, err2 := strconv.ParseInt(string(f[11]), 10, 64)
-	stime, err3 := strconv.ParseInt(string(f[12]), 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
-		return procStat{}, fmt.Errorf("proc stat: ppid %q, utime %q, stime %q", f[1], f[11], f[12])
+	ppid, err := strconv.Atoi(string(f[1]))
+	if err != nil {
+		return procStat{}, fmt.Errorf("proc stat: ppid %q", f[1])
 	}
-	return procStat{ppid: ppid, cpu: time.Duration(utime+stime) * time.Second / userHZ}, nil
+	var ticks [4]int64 // utime, stime, cutime, cstime
+	for k := range ticks {
+		if ticks[k], err = strconv.ParseInt(string(f[11+k]), 10, 64); err != nil {
+			return procStat{}, fmt.Errorf("proc stat: field %d: %q", 14+k, f[11+k])
+		}
+	}
+	tick := func(n int64) time.Duration { return time.Duration(n) * time.Second / userHZ }
+	return procStat{ppid: ppid, cpu: tick(ticks[0] + ticks[1]), reaped: tick(ticks[2] + ticks[3])}, nil
 }
 
 func readProcStat(pid int) (procStat, error) {
@@ -60,13 +69,15 @@ func processCPU(pid int) (time.Duration, error) {
 }
 
 // treeCPU is the CPU time pid and its children have used so far: the
-// postmaster and its backends, whose processes live as long as their
-// connections (the replica's pool keeps them for the whole run).
+// postmaster, its live children (backends, the WAL writer, autovacuum
+// workers) and those it reaped (a backend or a worker that ended between
+// two samples moves from the one to the other).
 func treeCPU(pid int) (time.Duration, error) {
-	total, err := processCPU(pid)
+	st, err := readProcStat(pid)
 	if err != nil {
 		return 0, err
 	}
+	total := st.cpu + st.reaped
 	dirs, err := filepath.Glob("/proc/[0-9]*")
 	if err != nil {
 		return 0, err

@@ -143,7 +143,9 @@ func benchIngest(ctx context.Context, cfg ingestConfig, w io.Writer) (rep ingest
 	}
 	fmt.Fprintf(w, "durability: %d events applied, %d revocations stored\n", applied, st.stored)
 	rep = newIngestReport(cfg, bench.db.desc, warm, res, st)
-	rep.CPU = perEvent(cpuBefore, cpuAfter, res.requests, runtime.NumCPU())
+	// GOMAXPROCS: the CPUs this process may use, a container's CPU limit
+	// included, which NumCPU ignores.
+	rep.CPU = perEvent(cpuBefore, cpuAfter, res.requests, runtime.GOMAXPROCS(0))
 	return rep, nil
 }
 

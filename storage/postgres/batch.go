@@ -524,8 +524,12 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 	if s.beforeCommit == nil {
 		// Nothing is left to decide before the commit (a test's hook
 		// would be): it rides with the last statements, one round trip
-		// fewer. A statement that fails skips it, and the transaction is
-		// rolled back.
+		// fewer. A statement the server refuses skips it, and the
+		// transaction is rolled back. The callbacks of these statements
+		// run only once the server has answered them all, COMMIT
+		// included: none of them may refuse what the server did (an
+		// error there is answered 503 for a committed batch, which a
+		// retry merges again harmlessly, but needlessly).
 		tx.queueCommit(b)
 	}
 	if err := tx.send(ctx, b); err != nil {
