@@ -84,16 +84,8 @@ func openBolt(t *testing.T, name string) *bolt.Store {
 // feed, finds its seq ≥ N; it must not acknowledge the write, which is in
 // neither the database nor its index.
 func TestWaitForRefusesAWriteOfAReplacedFeed(t *testing.T) {
-	a, b := openBolt(t, "a.db"), openBolt(t, "b.db")
-	s := &swappableStore{cur: a}
-	x := storage.NewIndex()
-	f, err := storage.NewFollower(s, x, storage.FollowerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.CatchUp(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	r := newFailoverRig(t)
+	b, s, x, f := r.b, r.s, r.x, r.f
 	res, err := s.Apply(t.Context(), storage.Write{Revocations: []storage.Revocation{{
 		Kind: storage.KindToken, Issuer: "i", Key: "victim", ExpiresAt: time.Now().Add(time.Hour)}}})
 	if err != nil {

@@ -1,9 +1,7 @@
 package storage_test
 
 import (
-	"context"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,16 +20,7 @@ func TestMovedBackResetRetried(t *testing.T) {
 	}
 	s := &pushingStore{Store: b, notify: make(chan struct{})}
 	x := storage.NewIndex()
-	loaded := make(chan struct{})
-	f, err := storage.NewFollower(s, x, storage.FollowerOptions{Poll: 20 * time.Millisecond, OnLoad: func() { close(loaded) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	wg.Go(func() { f.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	<-loaded
+	runFollower(t, s, x, storage.FollowerOptions{Poll: 20 * time.Millisecond})
 	feed := x.Position().Feed
 	base := s.snapshots.Load()
 

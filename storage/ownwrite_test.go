@@ -1,10 +1,7 @@
 package storage_test
 
 import (
-	"context"
 	"errors"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,22 +23,10 @@ type ownWriteRig struct {
 
 func newOwnWriteRig(t *testing.T) *ownWriteRig {
 	t.Helper()
-	b, err := bolt.Open(filepath.Join(t.TempDir(), "t.db"), bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openBolt(t, "t.db")
 	s := &pushingStore{Store: b, notify: make(chan struct{})}
 	x := storage.NewIndex()
-	loaded := make(chan struct{})
-	f, err := storage.NewFollower(s, x, storage.FollowerOptions{Poll: time.Hour, OnLoad: func() { close(loaded) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	wg.Go(func() { f.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait(); b.Close() })
-	<-loaded
+	f := runFollower(t, s, x, storage.FollowerOptions{Poll: time.Hour})
 	return &ownWriteRig{b: b, s: s, x: x, f: f}
 }
 
@@ -210,16 +195,8 @@ func TestWaitForWriteAfterAReloadReads(t *testing.T) {
 // answer), the write's reported changes are not applied: it is refused,
 // as WaitFor refuses it, for the sender to retry on the new feed.
 func TestWaitForWriteRefusesAWriteOfAReplacedFeed(t *testing.T) {
-	a, b := openBolt(t, "a.db"), openBolt(t, "b.db")
-	s := &swappableStore{cur: a}
-	x := storage.NewIndex()
-	f, err := storage.NewFollower(s, x, storage.FollowerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.CatchUp(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	r := newFailoverRig(t)
+	a, b, s, f := r.a, r.b, r.s, r.f
 	mark := f.Mark()
 	res, err := s.Apply(t.Context(), tokenWrite(time.Now(), "victim", ""))
 	if err != nil {

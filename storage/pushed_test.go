@@ -86,16 +86,7 @@ func TestPushedThroughTheWriteStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := storage.NewIndex()
-	loaded := make(chan struct{})
-	f, err := storage.NewFollower(s, x, storage.FollowerOptions{Poll: time.Hour, OnLoad: func() { close(loaded) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	wg.Go(func() { f.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	<-loaded
+	runFollower(t, s, x, storage.FollowerOptions{Poll: time.Hour})
 
 	before := x.Position()
 	now := time.Now()

@@ -33,19 +33,8 @@ func TestBatchLostConnectionFailsEveryWrite(t *testing.T) {
 		return err
 	})
 	now := time.Now()
-	var ws []storage.Write
-	for i := range 3 {
-		ws = append(ws, storage.Write{
-			Revocations: []storage.Revocation{{Kind: storage.KindToken, Issuer: "iss", Key: fmt.Sprintf("jti-%d", i),
-				ExpiresAt: now.Add(time.Hour), Source: "test"}},
-			EventID: fmt.Sprintf("ev-%d", i), EventExpiresAt: now.Add(time.Hour),
-		})
-	}
-	for i, a := range s.ApplyBatch(t.Context(), ws) {
-		if !errors.Is(a.Err, storage.ErrUnavailable) {
-			t.Errorf("write %d: %+v, %v; want ErrUnavailable", i, a.Result, a.Err)
-		}
-	}
+	ws := eventWrites(3, now)
+	wantUnavailable(t, s.ApplyBatch(t.Context(), ws))
 	if calls != 3 {
 		t.Errorf("the batch reached its commit %d times for 3 writes, want once (3 calls): no retry write by write", calls)
 	}
@@ -58,11 +47,7 @@ func TestBatchLostConnectionFailsEveryWrite(t *testing.T) {
 		t.Errorf("after the failed batch the feed is at %d (%v), want 0", pos.Seq, err)
 	}
 	// The senders retry: applied now, none a duplicate.
-	for i, a := range s.ApplyBatch(t.Context(), ws) {
-		if a.Err != nil || a.Result.Duplicate || a.Result.Seq == 0 {
-			t.Errorf("retry of write %d: %+v, %v; want it applied", i, a.Result, a.Err)
-		}
-	}
+	wantApplied(t, "retry of write", s.ApplyBatch(t.Context(), ws))
 }
 
 // TestBatchFailingWithItsCommitCommitsNothing: the COMMIT rides with a
@@ -84,14 +69,9 @@ func TestBatchFailingWithItsCommitCommitsNothing(t *testing.T) {
 		CREATE TRIGGER refuse_poison BEFORE INSERT ON tokengate_changes FOR EACH ROW EXECUTE FUNCTION refuse_poison()`); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	var ws []storage.Write
+	ws := eventWrites(3, time.Now())
 	for i, key := range []string{"a", "poison", "b"} {
-		ws = append(ws, storage.Write{
-			Revocations: []storage.Revocation{{Kind: storage.KindToken, Issuer: "iss", Key: key,
-				ExpiresAt: now.Add(time.Hour), Source: "test"}},
-			EventID: fmt.Sprintf("ev-%d", i), EventExpiresAt: now.Add(time.Hour),
-		})
+		ws[i].Revocations[0].Key = key
 	}
 	out := s.ApplyBatch(t.Context(), ws)
 	if out[1].Err == nil {
@@ -185,22 +165,14 @@ func TestBatchTimeoutFailsEveryWriteAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	ws := eventWrites(3, time.Now())
-	for i, a := range s.ApplyBatch(t.Context(), ws) {
-		if !errors.Is(a.Err, storage.ErrUnavailable) {
-			t.Errorf("write %d: %+v, %v; want ErrUnavailable", i, a.Result, a.Err)
-		}
-	}
+	wantUnavailable(t, s.ApplyBatch(t.Context(), ws))
 	if n := attempts(); n != 1 {
 		t.Errorf("%d transactions for a batch the database timed out, want 1: retried write by write", n)
 	}
 	if err := tx.Rollback(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	for i, a := range s.ApplyBatch(t.Context(), ws) {
-		if a.Err != nil || a.Result.Duplicate || a.Result.Seq == 0 {
-			t.Errorf("retry of write %d: %+v, %v; want it applied", i, a.Result, a.Err)
-		}
-	}
+	wantApplied(t, "retry of write", s.ApplyBatch(t.Context(), ws))
 }
 
 // TestBatchDeadlockRetriedWhole: a batch that the database aborts to break
@@ -221,11 +193,7 @@ func TestBatchDeadlockRetriedWhole(t *testing.T) {
 		CREATE TRIGGER abort_once BEFORE INSERT ON tokengate_changes FOR EACH STATEMENT EXECUTE FUNCTION abort_once()`); err != nil {
 		t.Fatal(err)
 	}
-	for i, a := range s.ApplyBatch(t.Context(), eventWrites(3, time.Now())) {
-		if a.Err != nil || a.Result.Duplicate || a.Result.Seq == 0 {
-			t.Errorf("write %d: %+v, %v; want it applied", i, a.Result, a.Err)
-		}
-	}
+	wantApplied(t, "write", s.ApplyBatch(t.Context(), eventWrites(3, time.Now())))
 	if n := attempts(); n != 2 {
 		t.Errorf("%d transactions for a batch aborted once by a deadlock, want 2: the batch again, whole", n)
 	}
@@ -250,11 +218,7 @@ func TestBatchRefusedForTheServersStateFailsAtOnce(t *testing.T) {
 				DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION queue_full()`); err != nil {
 			t.Fatal(err)
 		}
-		for i, a := range s.ApplyBatch(t.Context(), eventWrites(3, time.Now())) {
-			if !errors.Is(a.Err, storage.ErrUnavailable) {
-				t.Errorf("write %d: %+v, %v; want ErrUnavailable", i, a.Result, a.Err)
-			}
-		}
+		wantUnavailable(t, s.ApplyBatch(t.Context(), eventWrites(3, time.Now())))
 		if n := attempts(); n != 1 {
 			t.Errorf("%d transactions for a batch refused at its commit, want 1: retried write by write", n)
 		}
@@ -272,10 +236,28 @@ func TestBatchRefusedForTheServersStateFailsAtOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { ro.Close() })
-		for i, a := range ro.ApplyBatch(t.Context(), eventWrites(3, time.Now())) {
-			if !errors.Is(a.Err, storage.ErrUnavailable) {
-				t.Errorf("write %d: %+v, %v; want ErrUnavailable", i, a.Result, a.Err)
-			}
-		}
+		wantUnavailable(t, ro.ApplyBatch(t.Context(), eventWrites(3, time.Now())))
 	})
+}
+
+// wantApplied fails the test unless every write of out was applied, none
+// as a duplicate.
+func wantApplied(t *testing.T, what string, out []storage.Applied) {
+	t.Helper()
+	for i, a := range out {
+		if a.Err != nil || a.Result.Duplicate || a.Result.Seq == 0 {
+			t.Errorf("%s %d: %+v, %v; want it applied", what, i, a.Result, a.Err)
+		}
+	}
+}
+
+// wantUnavailable fails the test unless every write of out failed with
+// ErrUnavailable.
+func wantUnavailable(t *testing.T, out []storage.Applied) {
+	t.Helper()
+	for i, a := range out {
+		if !errors.Is(a.Err, storage.ErrUnavailable) {
+			t.Errorf("write %d: %+v, %v; want ErrUnavailable", i, a.Result, a.Err)
+		}
+	}
 }
