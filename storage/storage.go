@@ -214,7 +214,9 @@ type Result struct {
 	// writes batched with it (the slice is shared among them: read only).
 	// Nil when the transaction changed nothing, or when the store does not
 	// report it. A follower applies it without reading the feed back
-	// (Follower.WaitForWrite).
+	// (Follower.WaitForWrite), so a store must not report it when its
+	// follower reads the feed from elsewhere than the server the write
+	// committed on (a standby): the follower would get ahead of its feed.
 	Committed []Change
 }
 

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -73,15 +75,13 @@ func processCPU(pid int) (time.Duration, error) {
 // workers) and those it reaped (a backend or a worker that ended between
 // two samples moves from the one to the other).
 func treeCPU(pid int) (time.Duration, error) {
-	st, err := readProcStat(pid)
-	if err != nil {
-		return 0, err
-	}
-	total := st.cpu + st.reaped
+	// The children first: one reaped meanwhile is then counted twice (a
+	// few ticks at most), never missed.
 	dirs, err := filepath.Glob("/proc/[0-9]*")
 	if err != nil {
 		return 0, err
 	}
+	var total time.Duration
 	for _, d := range dirs {
 		child, err := strconv.Atoi(filepath.Base(d))
 		if err != nil || child == pid {
@@ -93,7 +93,38 @@ func treeCPU(pid int) (time.Duration, error) {
 		}
 		total += st.cpu
 	}
-	return total, nil
+	st, err := readProcStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return total + st.cpu + st.reaped, nil
+}
+
+// machineCores is how many CPUs the benchmark's processes share: the
+// machine's, or fewer under a cgroup CPU limit (cgroup v2's cpu.max,
+// rounded up).
+func machineCores() int {
+	n := runtime.NumCPU()
+	b, err := os.ReadFile("/sys/fs/cgroup/cpu.max")
+	if err != nil {
+		return n
+	}
+	return coresUnder(string(b), n)
+}
+
+// coresUnder is n, bounded by a cpu.max line: "max 100000" (no limit) or
+// "<quota> <period>".
+func coresUnder(cpuMax string, n int) int {
+	f := strings.Fields(cpuMax)
+	if len(f) != 2 || f[0] == "max" {
+		return n
+	}
+	quota, err1 := strconv.ParseInt(f[0], 10, 64)
+	period, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err1 != nil || err2 != nil || quota <= 0 || period <= 0 {
+		return n
+	}
+	return min(n, int((quota+period-1)/period))
 }
 
 // cpuMeter reads the CPU used by the replica, PostgreSQL (a local cluster

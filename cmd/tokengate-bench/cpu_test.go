@@ -98,3 +98,18 @@ func TestPerEvent(t *testing.T) {
 		t.Errorf("no events: %+v, want nothing measured", c)
 	}
 }
+
+func TestCoresUnder(t *testing.T) {
+	for line, want := range map[string]int{
+		"max 100000\n":     8,
+		"200000 100000\n":  2,
+		"150000 100000\n":  2, // 1.5 cores: rounded up
+		"1600000 100000\n": 8, // more than the machine has
+		"garbage":          8,
+		"0 100000":         8,
+	} {
+		if got := coresUnder(line, 8); got != want {
+			t.Errorf("coresUnder(%q, 8) = %d, want %d", line, got, want)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/tokengate/tokengate/storage/postgres/pgcluster"
@@ -143,9 +142,7 @@ func benchIngest(ctx context.Context, cfg ingestConfig, w io.Writer) (rep ingest
 	}
 	fmt.Fprintf(w, "durability: %d events applied, %d revocations stored\n", applied, st.stored)
 	rep = newIngestReport(cfg, bench.db.desc, warm, res, st)
-	// GOMAXPROCS: the CPUs this process may use, a container's CPU limit
-	// included, which NumCPU ignores.
-	rep.CPU = perEvent(cpuBefore, cpuAfter, res.requests, runtime.GOMAXPROCS(0))
+	rep.CPU = perEvent(cpuBefore, cpuAfter, res.requests, machineCores())
 	return rep, nil
 }
 

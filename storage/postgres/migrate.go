@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tokengate/tokengate/migrations"
 )
@@ -104,6 +106,10 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 	}
 	var current int
 	err = s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM tokengate_schema_migrations").Scan(&current)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+		return fmt.Errorf("database schema is at 0, this binary needs %d: run `tokengate migrate`", len(all))
+	}
 	if err != nil {
 		return unavailable("check schema (run `tokengate migrate`)", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,5 +146,19 @@ func TestSchemaOneRowsAreOneContribution(t *testing.T) {
 	got := u.Change.Revocation
 	if u.Change.Op != storage.OpPut || !got.RevokedBefore.Equal(now) || !got.ExpiresAt.Equal(now.Add(time.Hour)) || got.Source != old.Source {
 		t.Errorf("after Unrevoke(admin): %v %+v, want the schema-1 value standing", u.Change.Op, got)
+	}
+}
+
+// TestCheckSchemaOfAnUnmigratedDatabase: a database never migrated is a
+// plain "run tokengate migrate", not the store being unavailable.
+func TestCheckSchemaOfAnUnmigratedDatabase(t *testing.T) {
+	s, err := postgres.Open(pgtest.URL(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	err = s.CheckSchema(t.Context())
+	if err == nil || errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), "run `tokengate migrate`") {
+		t.Errorf("CheckSchema of an unmigrated database: %v; want a plain error saying to migrate", err)
 	}
 }
