@@ -14,6 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -106,6 +109,9 @@ func Open(url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres url: %w", err)
 	}
+	if err := primaryOnly(&cfg.ConnConfig.Config); err != nil {
+		return nil, fmt.Errorf("postgres url: %w", err)
+	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
@@ -172,6 +178,29 @@ func poolConfig(url string) (*pgxpool.Config, error) {
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
 	return cfg, nil
+}
+
+// primaryOnly refuses a connection string of several servers that does
+// not ask for the primary: a connection could then land on a standby,
+// where writes fail and the feed lags this replica's own writes (and a
+// write acknowledged from what its transaction committed would put the
+// index ahead of the feed it reads).
+func primaryOnly(cfg *pgconn.Config) error {
+	servers := map[string]bool{net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))): true}
+	for _, f := range cfg.Fallbacks { // also TLS-then-plain fallbacks of one server
+		servers[net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port)))] = true
+	}
+	if len(servers) < 2 || cfg.ValidateConnect != nil && (sameFunc(cfg.ValidateConnect, pgconn.ValidateConnectTargetSessionAttrsReadWrite) ||
+		sameFunc(cfg.ValidateConnect, pgconn.ValidateConnectTargetSessionAttrsPrimary)) {
+		return nil
+	}
+	return fmt.Errorf("%d servers, and a connection may land on a standby: add target_session_attrs=read-write (or primary); "+
+		"to read the feed from a standby, use storage.follow_url", len(servers))
+}
+
+// sameFunc reports whether a and b are the same function.
+func sameFunc(a, b pgconn.ValidateConnectFunc) bool {
+	return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer()
 }
 
 // Close stops the listener and closes the pool.
