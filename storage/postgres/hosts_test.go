@@ -13,6 +13,9 @@ import (
 // feed read there lags the replica's own writes. Such a URL is refused at
 // start, with the fix in the error.
 func TestOpenRefusesSeveralHostsWithoutReadWrite(t *testing.T) {
+	// pgx reads these when the URL does not say: keep the machine's out.
+	t.Setenv("PGTARGETSESSIONATTRS", "")
+	t.Setenv("PGSERVICE", "")
 	for url, ok := range map[string]bool{
 		"postgres://u@db-1:5432,db-2:5432/tokengate":                                     false,
 		"postgres://u@db-1:5432,db-2:5432/tokengate?target_session_attrs=any":            false,
@@ -23,6 +26,9 @@ func TestOpenRefusesSeveralHostsWithoutReadWrite(t *testing.T) {
 		"postgres://u@db-1:5432/tokengate":                                               true,
 		"postgres://u@db-1:5432/tokengate?sslmode=prefer":                                true, // TLS, then plain: one host
 		"postgres://u@db-1:5432,db-1:5432/tokengate":                                     true, // one host twice
+		"postgres://u@db-1:5432,DB-1:5432/tokengate":                                     true, // names are case-insensitive
+		"postgres://u@db-1:5432/tokengate?sslmode=allow":                                 true,
+		"host=/var/run/postgresql dbname=tokengate":                                      true,
 	} {
 		s, err := postgres.Open(url, postgres.Options{})
 		if err == nil {

@@ -184,11 +184,16 @@ func poolConfig(url string) (*pgxpool.Config, error) {
 // not ask for the primary: a connection could then land on a standby,
 // where writes fail and the feed lags this replica's own writes (and a
 // write acknowledged from what its transaction committed would put the
-// index ahead of the feed it reads).
+// index ahead of the feed it reads). One name that resolves to several
+// servers cannot be told from one server here (localhost is two
+// addresses): the README says so.
 func primaryOnly(cfg *pgconn.Config) error {
-	servers := map[string]bool{net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))): true}
+	server := func(host string, port uint16) string {
+		return net.JoinHostPort(strings.ToLower(host), strconv.Itoa(int(port)))
+	}
+	servers := map[string]bool{server(cfg.Host, cfg.Port): true}
 	for _, f := range cfg.Fallbacks { // also TLS-then-plain fallbacks of one server
-		servers[net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port)))] = true
+		servers[server(f.Host, f.Port)] = true
 	}
 	if len(servers) < 2 || cfg.ValidateConnect != nil && (sameFunc(cfg.ValidateConnect, pgconn.ValidateConnectTargetSessionAttrsReadWrite) ||
 		sameFunc(cfg.ValidateConnect, pgconn.ValidateConnectTargetSessionAttrsPrimary)) {
