@@ -236,14 +236,9 @@ func checkHTTPConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnect
 			if !ok {
 				continue
 			}
-			per := &extauthzv3.ExtAuthzPerRoute{}
-			if err := cfg.UnmarshalTo(per); err != nil {
-				bad("%s: %v", where, err)
+			per := perRoute(r, cfg, where, bad)
+			if per == nil {
 				continue
-			}
-			if per.GetDisabled() && !slices.Contains(unauthenticatedPaths, r.GetMatch().GetPath()) {
-				bad("%s: ext_authz disabled: got path %q, want only exact paths %q to skip the check",
-					where, r.GetMatch().GetPath(), unauthenticatedPaths)
 			}
 			cs := per.GetCheckSettings()
 			if len(cs.GetContextExtensions()) > 0 {

@@ -464,6 +464,22 @@ func checkBootstrap(b *bootstrapv3.Bootstrap) []string {
 // extAuthzOf is the connection manager's ext_authz filter, which must
 // come before the router, the last filter; and the filters' names. nil
 // (said through bad) when there is none, or it does not decode.
+// perRoute is a route's ext_authz settings, or nil (and a problem) when
+// they do not decode; a route that disables the check must be one of the
+// exact paths left unauthenticated.
+func perRoute(r *routev3.Route, cfg *anypb.Any, where string, bad func(string, ...any)) *extauthzv3.ExtAuthzPerRoute {
+	per := &extauthzv3.ExtAuthzPerRoute{}
+	if err := cfg.UnmarshalTo(per); err != nil {
+		bad("%s: %v", where, err)
+		return nil
+	}
+	if per.GetDisabled() && !slices.Contains(unauthenticatedPaths, r.GetMatch().GetPath()) {
+		bad("%s: ext_authz disabled: got path %q, want only exact paths %q to skip the check",
+			where, r.GetMatch().GetPath(), unauthenticatedPaths)
+	}
+	return per
+}
+
 func extAuthzOf(hcm *hcmv3.HttpConnectionManager, bad func(string, ...any)) (*extauthzv3.ExtAuthz, []string) {
 	var names []string
 	for _, f := range hcm.GetHttpFilters() {
@@ -518,14 +534,9 @@ func checkConnectionManager(b *bootstrapv3.Bootstrap, hcm *hcmv3.HttpConnectionM
 				if key != extAuthzFilter {
 					continue
 				}
-				per := &extauthzv3.ExtAuthzPerRoute{}
-				if err := cfg.UnmarshalTo(per); err != nil {
-					bad("%s: %v", where, err)
+				per := perRoute(r, cfg, where, bad)
+				if per == nil {
 					continue
-				}
-				if per.GetDisabled() && !slices.Contains(unauthenticatedPaths, r.GetMatch().GetPath()) {
-					bad("%s: ext_authz disabled: got path %q, want only exact paths %q to skip the check",
-						where, r.GetMatch().GetPath(), unauthenticatedPaths)
 				}
 				if len(per.GetCheckSettings().GetContextExtensions()) > 0 {
 					contextRoutes++

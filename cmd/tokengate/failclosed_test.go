@@ -14,7 +14,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokengate/tokengate/extauthz/token/tokentest"
-	"github.com/tokengate/tokengate/storage/postgres/pgtest"
 )
 
 // unreachablePostgres returns the URL of a PostgreSQL server that is not
@@ -96,11 +95,7 @@ storage: {postgres_url: %q}
 // down only until their view is older than that; then every token is denied
 // with revocations_stale. Once it is back they catch up and allow again.
 func TestReplicasGoStaleWithPostgresDown(t *testing.T) {
-	cluster := pgtest.NewCluster(t, pgtest.Options{})
-	url, err := cluster.CreateDatabase(t.Context(), "tokengate")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cluster, url := tokengateDatabase(t)
 	iss := tokentest.NewServer(t, "api")
 	cfg := writeConfig(t, fmt.Sprintf(`
 listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0"}

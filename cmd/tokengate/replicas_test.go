@@ -76,15 +76,23 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestTwoReplicasOnePostgres: revoke through A and B denies; restart the
-// database while both serve: they keep answering from memory, then catch up
-// with revocations written after it is back.
-func TestTwoReplicasOnePostgres(t *testing.T) {
+// tokengateDatabase is a database "tokengate" on a throwaway cluster of
+// its own, and its URL.
+func tokengateDatabase(t *testing.T) (*pgtest.Cluster, string) {
+	t.Helper()
 	cluster := pgtest.NewCluster(t, pgtest.Options{})
 	url, err := cluster.CreateDatabase(t.Context(), "tokengate")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cluster, url
+}
+
+// TestTwoReplicasOnePostgres: revoke through A and B denies; restart the
+// database while both serve: they keep answering from memory, then catch up
+// with revocations written after it is back.
+func TestTwoReplicasOnePostgres(t *testing.T) {
+	cluster, url := tokengateDatabase(t)
 	iss := tokentest.NewServer(t, "api")
 	storage := fmt.Sprintf("storage: {postgres_url: %q}", url)
 	a := start(t, []string{"serve", "--config", replicaConfig(t, iss, storage)}, nil)
@@ -230,11 +238,7 @@ logout_routes:
 // replica is not ready and says why; once it is up, the replica becomes
 // ready on its own.
 func TestNotReadyUntilStoreReachable(t *testing.T) {
-	cluster := pgtest.NewCluster(t, pgtest.Options{})
-	url, err := cluster.CreateDatabase(t.Context(), "tokengate")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cluster, url := tokengateDatabase(t)
 	if err := cluster.Stop(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -409,11 +413,7 @@ storage: {postgres_url: %q}
 // pass the pushed changes through. The replica that wrote them applies
 // what its transactions committed, as the results report them.
 func TestReaderAppliesPushedChanges(t *testing.T) {
-	cluster := pgtest.NewCluster(t, pgtest.Options{})
-	url, err := cluster.CreateDatabase(t.Context(), "tokengate")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, url := tokengateDatabase(t)
 	iss := tokentest.NewServer(t, "api")
 	storage := fmt.Sprintf("storage: {postgres_url: %q}", url)
 	a := start(t, []string{"serve", "--config", replicaConfig(t, iss, storage)}, nil)

@@ -10,50 +10,31 @@ import (
 	"github.com/tokengate/tokengate/storage/storagetest"
 )
 
-func TestConformance(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T, opts storagetest.Options) storagetest.Opener {
-		path := filepath.Join(t.TempDir(), "tokengate.db")
-		return func(t *testing.T) storage.Store {
-			s, err := bolt.Open(path, bolt.Options{Timeout: time.Second, Now: opts.Now})
-			if err != nil {
-				t.Fatal(err)
-			}
-			bolt.SetBeforeCommit(s, opts.BeforeCommit)
-			bolt.SetAfterCommit(s, opts.AfterCommit)
-			t.Cleanup(func() {
-				if err := s.Close(); err != nil {
-					t.Errorf("close: %v", err)
-				}
-			})
-			return s
-		}
-	})
-}
+func TestConformance(t *testing.T) { storagetest.Run(t, newStore) }
 
 // TestConformanceGroupCommit: the contract holds through a GroupCommit,
 // which is how tokengate writes.
 func TestConformanceGroupCommit(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T, opts storagetest.Options) storagetest.Opener {
-		path := filepath.Join(t.TempDir(), "tokengate.db")
-		return func(t *testing.T) storage.Store {
-			s, err := bolt.Open(path, bolt.Options{Timeout: time.Second, Now: opts.Now})
-			if err != nil {
-				t.Fatal(err)
-			}
-			bolt.SetBeforeCommit(s, opts.BeforeCommit)
-			bolt.SetAfterCommit(s, opts.AfterCommit)
-			g, err := storage.NewGroupCommit(s, storage.GroupCommitOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if err := g.Close(); err != nil {
-					t.Errorf("close: %v", err)
-				}
-			})
-			return g
+	storagetest.Run(t, storagetest.GroupCommitted(newStore))
+}
+
+// newStore opens the suite's stores: one file per test, reopened as is.
+func newStore(t *testing.T, opts storagetest.Options) storagetest.Opener {
+	path := filepath.Join(t.TempDir(), "tokengate.db")
+	return func(t *testing.T) storage.Store {
+		s, err := bolt.Open(path, bolt.Options{Timeout: time.Second, Now: opts.Now})
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
+		bolt.SetBeforeCommit(s, opts.BeforeCommit)
+		bolt.SetAfterCommit(s, opts.AfterCommit)
+		t.Cleanup(func() {
+			if err := s.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			}
+		})
+		return s
+	}
 }
 
 // TestSecondProcessIsRefused: the file supports one tokengate process; a

@@ -44,34 +44,23 @@ func openWith(t testing.TB, url string, opts postgres.Options) *postgres.Store {
 	return s
 }
 
-func TestConformance(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T, opts storagetest.Options) storagetest.Opener {
-		url := pgtest.URL(t)
-		return func(t *testing.T) storage.Store {
-			s := openWith(t, url, postgres.Options{MaxConns: 20, Now: opts.Now})
-			postgres.SetBeforeCommit(s, opts.BeforeCommit)
-			postgres.SetAfterCommit(s, opts.AfterCommit)
-			return s
-		}
-	})
-}
+func TestConformance(t *testing.T) { storagetest.Run(t, newStore) }
 
 // TestConformanceGroupCommit: the contract holds through a GroupCommit,
 // which is how tokengate writes.
 func TestConformanceGroupCommit(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T, opts storagetest.Options) storagetest.Opener {
-		url := pgtest.URL(t)
-		return func(t *testing.T) storage.Store {
-			s := openWith(t, url, postgres.Options{MaxConns: 20, Now: opts.Now})
-			postgres.SetBeforeCommit(s, opts.BeforeCommit)
-			postgres.SetAfterCommit(s, opts.AfterCommit)
-			g, err := storage.NewGroupCommit(s, storage.GroupCommitOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return g
-		}
-	})
+	storagetest.Run(t, storagetest.GroupCommitted(newStore))
+}
+
+// newStore opens the suite's stores: one database per test, reopened as is.
+func newStore(t *testing.T, opts storagetest.Options) storagetest.Opener {
+	url := pgtest.URL(t)
+	return func(t *testing.T) storage.Store {
+		s := openWith(t, url, postgres.Options{MaxConns: 20, Now: opts.Now})
+		postgres.SetBeforeCommit(s, opts.BeforeCommit)
+		postgres.SetAfterCommit(s, opts.AfterCommit)
+		return s
+	}
 }
 
 // TestMigrateConcurrently: replicas starting at once each run Migrate; the

@@ -41,6 +41,22 @@ type Options struct {
 // NewStore returns an Opener for a fresh, empty store with these options.
 type NewStore func(t *testing.T, opts Options) Opener
 
+// GroupCommitted is newStore's stores behind a storage.GroupCommit, which
+// is how tokengate writes: the contract must hold through it too. The
+// store below is closed as newStore closes it.
+func GroupCommitted(newStore NewStore) NewStore {
+	return func(t *testing.T, opts Options) Opener {
+		open := newStore(t, opts)
+		return func(t *testing.T) storage.Store {
+			g, err := storage.NewGroupCommit(open(t), storage.GroupCommitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return g
+		}
+	}
+}
+
 // env is what one test of the suite gets: its store and its clock. Every
 // instant a test makes is relative to base, which is also the store's clock,
 // so that no test depends on the calendar.
