@@ -22,21 +22,27 @@ func Prepare(revs []Revocation) ([]Revocation, error) {
 	return out, nil
 }
 
+// Prepared is a valid write of a batch: the batch's Index-th write, its
+// revocations prepared.
+type Prepared struct {
+	Index       int
+	Write       Write
+	Revocations []Revocation
+}
+
 // PrepareBatch prepares each write of a batch (Prepare): it returns the
-// valid ones, in order, made by valid from each one's place, the write and
-// its prepared revocations; and an answer per write, holding the invalid
-// ones' errors. A backend's ApplyBatch refuses those before its
-// transaction.
-func PrepareBatch[T any](ws []Write, valid func(i int, w Write, revs []Revocation) T) ([]T, []Applied) {
+// valid ones, in order, and an answer per write, holding the invalid ones'
+// errors. A backend's ApplyBatch refuses those before its transaction.
+func PrepareBatch(ws []Write) ([]Prepared, []Applied) {
 	out := make([]Applied, len(ws))
-	var ok []T
+	var ok []Prepared
 	for i, w := range ws {
 		revs, err := Prepare(w.Revocations)
 		if err != nil {
 			out[i].Err = err
 			continue
 		}
-		ok = append(ok, valid(i, w, revs))
+		ok = append(ok, Prepared{Index: i, Write: w, Revocations: revs})
 	}
 	return ok, out
 }

@@ -120,43 +120,34 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 // When it fails (a value the file cannot hold, say), each write is applied
 // in a transaction of its own, so that it fails alone.
 func (s *Store) ApplyBatch(ctx context.Context, ws []storage.Write) []storage.Applied {
-	valid, out := storage.PrepareBatch(ws, func(i int, w storage.Write, revs []storage.Revocation) batchWrite {
-		return batchWrite{i: i, w: w, revs: revs}
-	})
+	valid, out := storage.PrepareBatch(ws)
 	if len(valid) == 0 {
 		return out
 	}
 	res, err := s.applyBatch(ctx, valid)
 	if err != nil && len(valid) > 1 && ctx.Err() == nil {
 		for _, b := range valid {
-			res, err := s.applyBatch(ctx, []batchWrite{b})
+			res, err := s.applyBatch(ctx, []storage.Prepared{b})
 			if err != nil {
-				out[b.i].Err = err
+				out[b.Index].Err = err
 				continue
 			}
-			out[b.i].Result = res[0]
+			out[b.Index].Result = res[0]
 		}
 		return out
 	}
 	for k, b := range valid {
 		if err != nil {
-			out[b.i].Err = err
+			out[b.Index].Err = err
 			continue
 		}
-		out[b.i].Result = res[k]
+		out[b.Index].Result = res[k]
 	}
 	return out
 }
 
-// batchWrite is a valid write of a batch: ws[i], its revocations prepared.
-type batchWrite struct {
-	i    int
-	w    storage.Write
-	revs []storage.Revocation
-}
-
 // applyBatch commits ws in one transaction, each in turn.
-func (s *Store) applyBatch(ctx context.Context, ws []batchWrite) ([]storage.Result, error) {
+func (s *Store) applyBatch(ctx context.Context, ws []storage.Prepared) ([]storage.Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
@@ -166,7 +157,7 @@ func (s *Store) applyBatch(ctx context.Context, ws []batchWrite) ([]storage.Resu
 		out, changed = make([]storage.Result, len(ws)), false
 		now := s.now().UTC()
 		for k, w := range ws {
-			res, err := s.applyIn(tx, w.w, w.revs, now)
+			res, err := s.applyIn(tx, w.Write, w.Revocations, now)
 			if err != nil {
 				return err
 			}

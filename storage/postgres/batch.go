@@ -30,16 +30,14 @@ func (s *Store) Apply(ctx context.Context, w storage.Write) (storage.Result, err
 // database cannot hold, say): each is then applied alone, so that it fails
 // alone.
 func (s *Store) ApplyBatch(ctx context.Context, ws []storage.Write) []storage.Applied {
-	valid, out := storage.PrepareBatch(ws, func(i int, w storage.Write, revs []storage.Revocation) batchWrite {
-		return batchWrite{i: i, w: w, revs: revs}
-	})
+	valid, out := storage.PrepareBatch(ws)
 	s.applyAll(ctx, valid, out)
 	return out
 }
 
 // applyAll commits ws in one transaction, or as many as it takes to fail
 // each write alone, and answers each in out.
-func (s *Store) applyAll(ctx context.Context, ws []batchWrite, out []storage.Applied) {
+func (s *Store) applyAll(ctx context.Context, ws []storage.Prepared, out []storage.Applied) {
 	if len(ws) == 0 {
 		return
 	}
@@ -54,21 +52,21 @@ func (s *Store) applyAll(ctx context.Context, ws []batchWrite, out []storage.App
 	switch {
 	case err == nil:
 		for k, w := range ws {
-			out[w.i].Result = res[k]
+			out[w.Index].Result = res[k]
 		}
 	case len(ws) > 1 && errors.As(err, &wf):
-		out[ws[wf.k].i].Err = classify("apply", wf.err)
+		out[ws[wf.k].Index].Err = classify("apply", wf.err)
 		s.applyAll(ctx, slices.Delete(slices.Clone(ws), wf.k, wf.k+1), out)
 	case len(ws) > 1 && refused(err) && ctx.Err() == nil:
 		for _, w := range ws {
-			s.applyAll(ctx, []batchWrite{w}, out)
+			s.applyAll(ctx, []storage.Prepared{w}, out)
 		}
 	default:
 		if errors.As(err, &wf) {
 			err = wf.err
 		}
 		for _, w := range ws {
-			out[w.i].Err = classify("apply", err)
+			out[w.Index].Err = classify("apply", err)
 		}
 	}
 }
@@ -102,16 +100,9 @@ type writeFault struct {
 func (e *writeFault) Error() string { return e.err.Error() }
 func (e *writeFault) Unwrap() error { return e.err }
 
-// batchWrite is a valid write of a batch: ws[i], its revocations prepared.
-type batchWrite struct {
-	i    int
-	w    storage.Write
-	revs []storage.Revocation
-}
-
 // applyBatch commits ws in one transaction. Its BEGIN rides in the
 // batch's first round trip (see txn), which saves one.
-func (s *Store) applyBatch(ctx context.Context, ws []batchWrite) ([]storage.Result, error) {
+func (s *Store) applyBatch(ctx context.Context, ws []storage.Prepared) ([]storage.Result, error) {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -297,7 +288,7 @@ const insertChanges = `INSERT INTO tokengate_changes (seq, op, revocation, commi
 // the changes, under the feed's row lock until commit. Entries are
 // inserted and locked in one order (lessKey), so that concurrent batches
 // cannot deadlock.
-func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storage.Result, error) {
+func (s *Store) applyIn(ctx context.Context, tx *txn, ws []storage.Prepared) ([]storage.Result, error) {
 	now := s.clock()
 	out := make([]storage.Result, len(ws))
 
@@ -307,7 +298,7 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 	firstOf := map[string]int{}
 	var ids []string
 	for k, w := range ws {
-		if id := w.w.EventID; id != "" {
+		if id := w.Write.EventID; id != "" {
 			if _, seen := firstOf[id]; !seen {
 				firstOf[id] = k
 				ids = append(ids, id)
@@ -319,7 +310,7 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 		slices.Sort(ids)
 		expires := make([]time.Time, len(ids))
 		for i, id := range ids {
-			expires[i] = ws[firstOf[id]].w.EventRetention()
+			expires[i] = ws[firstOf[id]].Write.EventRetention()
 		}
 		fresh := map[string]bool{}
 		b.Queue(insertEvents, ids, expires, now).Query(func(rows pgx.Rows) error {
@@ -336,8 +327,8 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 			return rows.Err()
 		})
 		for k, w := range ws {
-			if id := w.w.EventID; id != "" && firstOf[id] != k {
-				b.Queue(insertEvent, id, w.w.EventRetention(), now).Exec(func(tag pgconn.CommandTag) error {
+			if id := w.Write.EventID; id != "" && firstOf[id] != k {
+				b.Queue(insertEvent, id, w.Write.EventRetention(), now).Exec(func(tag pgconn.CommandTag) error {
 					dup[k] = tag.RowsAffected() == 0
 					return nil
 				})
@@ -358,8 +349,8 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 		if dup[k] {
 			continue
 		}
-		orders[k] = keyOrder(w.revs)
-		for _, r := range w.revs {
+		orders[k] = keyOrder(w.Revocations)
+		for _, r := range w.Revocations {
 			nk := naturalKey(r)
 			if byKey[nk] == nil {
 				e := &entry{first: r, change: -1}
@@ -385,7 +376,7 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 			continue
 		}
 		var untouched []storage.Revocation
-		for _, r := range w.revs {
+		for _, r := range w.Revocations {
 			if byKey[naturalKey(r)] == nil {
 				untouched = append(untouched, r)
 			}
@@ -440,21 +431,21 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 		if dup[k] {
 			// As stored at this point of the batch: an entry a later
 			// write inserts is not there yet.
-			for _, r := range w.revs {
+			for _, r := range w.Revocations {
 				if e := byKey[naturalKey(r)]; e != nil && !e.fresh {
 					uses[k] = append(uses[k], use{value: e.row, change: e.change})
 				}
 			}
 			continue
 		}
-		uses[k] = make([]use, len(w.revs))
+		uses[k] = make([]use, len(w.Revocations))
 		for _, j := range orders[k] {
-			e := byKey[naturalKey(w.revs[j])]
+			e := byKey[naturalKey(w.Revocations[j])]
 			moved := false
 			if e.fresh {
 				e.fresh, moved = false, true
 			} else {
-				merged, m, recorded := storage.Merge(e.row, w.revs[j])
+				merged, m, recorded := storage.Merge(e.row, w.Revocations[j])
 				if recorded {
 					e.row, e.dirty = merged, true
 				}
@@ -569,7 +560,7 @@ func (s *Store) applyIn(ctx context.Context, tx *txn, ws []batchWrite) ([]storag
 				res.Position.Seq = max(res.Position.Seq, seqOf(u.change, u.value.Seq))
 			}
 		} else {
-			res.Revocations = make([]storage.Revocation, len(w.revs))
+			res.Revocations = make([]storage.Revocation, len(w.Revocations))
 			for j, u := range uses[k] {
 				r := u.value
 				r.Seq = seqOf(u.change, u.value.Seq)
